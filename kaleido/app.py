@@ -1,0 +1,108 @@
+"""`serve(settings)`: the long-lived process. Backends, schema, actors, HTTP, graceful stop.
+
+Lifetimes nest: the backends (and their asyncio loop) outlive the supervisor's nursery, which
+outlives every actor and the HTTP server. On SIGINT/SIGTERM (or `stop` being set) intake stops
+first, then actors finish their current unit of work, all under `shutdown_deadline`; whatever is
+unfinished then is cancelled and stays safely in Redis.
+"""
+
+from __future__ import annotations
+
+import signal
+from typing import Any
+
+import attrs
+import trio
+
+from kaleido.errors import TransientError
+from kaleido.gateways import Backends, open_backends
+from kaleido.http.app import create_app, serve_http
+from kaleido.logs import get_logger
+from kaleido.metrics import Metrics
+from kaleido.migrate import migrate
+from kaleido.service import Service
+from kaleido.settings import Settings
+from kaleido.supervisor import Supervisor
+
+log = get_logger("kaleido.app")
+
+# How long start-up waits for PostgreSQL to accept the schema before giving up.
+SCHEMA_WAIT = 30.0
+
+
+@attrs.frozen
+class Running:
+    """What `serve` reports through `task_status` once the service is ready."""
+
+    service: Service
+    http_addresses: list[str]
+    stop: trio.Event
+
+
+async def prepare_schema(backends: Backends, wait: float = SCHEMA_WAIT) -> None:
+    """Apply migrations, retrying while PostgreSQL is starting or briefly unreachable."""
+    delay = 0.1
+    with trio.fail_after(wait):
+        while True:
+            try:
+                applied = await migrate(backends.postgres)
+                if applied:
+                    log.info("schema.migrated", versions=applied)
+                return
+            except TransientError as exc:
+                log.warning("schema.waiting_for_postgres", error=str(exc))
+                await trio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+
+async def _watch_signals(stop: trio.Event) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            log.info("shutdown.signal", signal=signal.Signals(signum).name)
+            stop.set()
+            return
+
+
+async def serve(
+    settings: Settings,
+    *,
+    handle_signals: bool = True,
+    task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run Kaleido until a signal (or `Running.stop`) asks it to stop."""
+    stop = trio.Event()
+    async with open_backends(settings) as backends:
+        await prepare_schema(backends)
+        async with trio.open_nursery() as nursery:
+            if handle_signals:
+                nursery.start_soon(_watch_signals, stop)
+            supervisor = Supervisor(nursery)
+            service = Service.build(backends, supervisor, Metrics())
+            await service.start_actors()
+            http_stop = trio.Event()
+            addresses: list[str] = await nursery.start(
+                serve_http, create_app(service), settings.http_host, settings.http_port, http_stop
+            )
+            log.info("service.ready", http=addresses, settings=settings.public_dict())
+            task_status.started(Running(service, addresses, stop))
+            await stop.wait()
+            await _shutdown(service, http_stop, settings.shutdown_deadline)
+            nursery.cancel_scope.cancel()
+    log.info("service.stopped")
+
+
+async def _shutdown(service: Service, http_stop: trio.Event, deadline: float) -> None:
+    log.info("shutdown.begin", deadline=deadline)
+    with trio.move_on_after(deadline) as scope:
+        http_stop.set()  # stop intake first
+        service.stop_intake()
+        service.supervisor.stopping.set()
+        await service.supervisor.wait_finished()
+    if scope.cancelled_caught:
+        unfinished = [n for n, a in service.supervisor.actors.items() if not a.finished]
+        log.warning("shutdown.deadline_passed", unfinished=unfinished)
+
+
+def run_forever(settings: Settings, **kwargs: Any) -> None:
+    """Blocking entry point: `trio.run(serve, settings)`."""
+    trio.run(lambda: serve(settings, **kwargs))

@@ -1,0 +1,51 @@
+"""The project's own exceptions.
+
+Gateways translate every foreign exception (redis-py, asyncpg, asyncio) into one of these in a
+single place, so that the rest of the code base only ever catches Kaleido exceptions.
+"""
+
+from __future__ import annotations
+
+
+class KaleidoError(Exception):
+    """Base class of every exception Kaleido raises on purpose."""
+
+
+class ConfigError(KaleidoError):
+    """A setting is invalid; the message names the variable and what is wrong."""
+
+
+class BackendError(KaleidoError):
+    """A backend (Redis or PostgreSQL) call failed."""
+
+
+class TransientError(BackendError):
+    """A failure that may go away by itself: connection lost, timeout, server loading."""
+
+
+class RedisUnavailable(TransientError):
+    """Redis could not be reached or did not answer in time."""
+
+
+class PostgresUnavailable(TransientError):
+    """PostgreSQL could not be reached or did not answer in time."""
+
+
+class CircuitOpen(TransientError):
+    """A circuit breaker is open: the call was not attempted."""
+
+
+class RedisOutOfMemory(BackendError):
+    """Redis refused a write because it reached maxmemory (OOM command not allowed)."""
+
+
+class NoGroup(BackendError):
+    """The stream or its consumer group does not exist (Redis restarted or flushed)."""
+
+
+class RedisCommandError(BackendError):
+    """Redis answered a command with an error that is not transient."""
+
+
+class PostgresQueryError(BackendError):
+    """PostgreSQL rejected a statement for a reason that retrying will not fix."""

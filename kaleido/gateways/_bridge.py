@@ -1,0 +1,100 @@
+"""Run asyncio coroutines from trio, and the one place that maps foreign exceptions.
+
+Each gateway call goes through `AsyncioBridge.run`, which hands the coroutine to the captured
+trio-asyncio loop, so the call works from any trio task while the loop is open (no reliance on
+context variables), and translates library exceptions into `kaleido.errors`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import asyncpg
+import redis.exceptions as rexc
+
+from kaleido import errors
+
+T = TypeVar("T")
+
+
+def map_redis_error(exc: BaseException) -> BaseException:
+    """Translate a redis-py (or socket) exception into the project's own."""
+    if isinstance(exc, rexc.NoScriptError):
+        return exc  # handled by the script runner, which reloads the script
+    if isinstance(exc, rexc.ResponseError):
+        text = str(exc)
+        if text.startswith("OOM"):
+            return errors.RedisOutOfMemory(f"redis: {text}")
+        if text.startswith("NOGROUP"):
+            return errors.NoGroup(f"redis: {text}")
+        if text.startswith(("LOADING", "BUSY ", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN")):
+            return errors.RedisUnavailable(f"redis: {text}")
+        return errors.RedisCommandError(f"redis: {text}")
+    if isinstance(exc, rexc.AuthenticationError | rexc.AuthorizationError):
+        return errors.RedisCommandError(f"redis: {type(exc).__name__}: {exc}")
+    if isinstance(
+        exc,
+        rexc.ConnectionError
+        | rexc.TimeoutError
+        | rexc.BusyLoadingError
+        | OSError
+        | socket.gaierror
+        | asyncio.TimeoutError
+        | asyncio.CancelledError
+        | EOFError,
+    ):
+        return errors.RedisUnavailable(f"redis: {type(exc).__name__}: {exc}".rstrip(": "))
+    if isinstance(exc, rexc.RedisError):
+        return errors.RedisCommandError(f"redis: {type(exc).__name__}: {exc}")
+    return exc
+
+
+# SQLSTATE classes worth retrying: connection exceptions (08), insufficient resources (53),
+# operator intervention such as admin shutdown (57), serialization failure and deadlock (40).
+_TRANSIENT_SQLSTATE_PREFIXES = ("08", "53", "57", "40")
+
+
+def map_postgres_error(exc: BaseException) -> BaseException:
+    """Translate an asyncpg (or socket) exception into the project's own."""
+    if isinstance(exc, asyncpg.PostgresError):
+        sqlstate = getattr(exc, "sqlstate", None) or ""
+        message = f"postgres: {type(exc).__name__} [{sqlstate}]: {exc}"
+        if sqlstate.startswith(_TRANSIENT_SQLSTATE_PREFIXES):
+            return errors.PostgresUnavailable(message)
+        return errors.PostgresQueryError(message)
+    if isinstance(
+        exc,
+        asyncpg.InterfaceError
+        | OSError
+        | asyncio.TimeoutError
+        | asyncio.CancelledError
+        | ConnectionError
+        | EOFError,
+    ):
+        return errors.PostgresUnavailable(f"postgres: {type(exc).__name__}: {exc}".rstrip(": "))
+    return exc
+
+
+class AsyncioBridge:
+    """Runs asyncio coroutines on one trio-asyncio loop, mapping their exceptions."""
+
+    def __init__(self, loop: Any, mapper: Callable[[BaseException], BaseException]) -> None:
+        self._loop = loop
+        self._mapper = mapper
+
+    async def run(self, coro: Awaitable[T]) -> T:
+        try:
+            result: T = await self._loop.run_aio_coroutine(coro)
+        except Exception as exc:
+            mapped = self._mapper(exc)
+            if mapped is exc:
+                raise
+            raise mapped from exc
+        except asyncio.CancelledError as exc:
+            # An asyncio-side cancellation that trio did not ask for (the loop is closing, or
+            # the library cancelled its own task): never let it escape as a foreign exception.
+            raise self._mapper(exc) from exc
+        return result

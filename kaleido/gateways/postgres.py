@@ -1,0 +1,115 @@
+"""The PostgreSQL gateway: an asyncpg pool behind a small trio-facing API (as triopg does).
+
+Every call goes through the trio-asyncio bridge; a transaction is a trio async context manager
+that commits on success and rolls back (shielded, bounded) on any exception or cancellation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+import trio
+
+from kaleido.gateways._bridge import AsyncioBridge, map_postgres_error
+
+# Bounds on one statement and on waiting for a connection, so a hung server is an error.
+COMMAND_TIMEOUT = 30.0
+CONNECT_TIMEOUT = 5.0
+POOL_MAX_SIZE = 8
+CLOSE_TIMEOUT = 3.0
+
+
+class _Queries:
+    """fetch/fetchrow/fetchval/execute/executemany over one asyncpg connection or pool."""
+
+    _target: Any
+    _bridge: AsyncioBridge
+
+    async def fetch(self, query: str, *args: Any) -> list[Any]:
+        return list(await self._bridge.run(self._target.fetch(query, *args)))
+
+    async def fetchrow(self, query: str, *args: Any) -> Any:
+        return await self._bridge.run(self._target.fetchrow(query, *args))
+
+    async def fetchval(self, query: str, *args: Any) -> Any:
+        return await self._bridge.run(self._target.fetchval(query, *args))
+
+    async def execute(self, query: str, *args: Any) -> str:
+        result: str = await self._bridge.run(self._target.execute(query, *args))
+        return result
+
+    async def executemany(self, query: str, args: Sequence[Sequence[Any]]) -> None:
+        await self._bridge.run(self._target.executemany(query, args))
+
+
+class Transaction(_Queries):
+    """Queries inside one open transaction on one connection."""
+
+    def __init__(self, connection: Any, bridge: AsyncioBridge) -> None:
+        self._target = connection
+        self._bridge = bridge
+
+
+class PostgresGateway(_Queries):
+    """Trio-facing PostgreSQL pool. Every error is one of `kaleido.errors`."""
+
+    def __init__(self, pool: Any, bridge: AsyncioBridge, url: str) -> None:
+        self._target = pool
+        self._bridge = bridge
+        self.url = url
+
+    @classmethod
+    async def connect(cls, loop: Any, url: str) -> PostgresGateway:
+        """Create the pool; with min_size=0 it connects lazily, so a down server is not fatal."""
+        bridge = AsyncioBridge(loop, map_postgres_error)
+        pool = await bridge.run(
+            asyncpg.create_pool(
+                url,
+                min_size=0,
+                max_size=POOL_MAX_SIZE,
+                command_timeout=COMMAND_TIMEOUT,
+                timeout=CONNECT_TIMEOUT,
+                max_inactive_connection_lifetime=120.0,
+            )
+        )
+        return cls(pool, bridge, url)
+
+    @asynccontextmanager
+    async def transaction(self, *, isolation: str = "read_committed") -> AsyncIterator[Transaction]:
+        """Yield a Transaction; COMMIT when the block ends, ROLLBACK when it raises."""
+        connection = await self._bridge.run(self._target.acquire(timeout=CONNECT_TIMEOUT))
+        try:
+            tx = connection.transaction(isolation=isolation)
+            await self._bridge.run(tx.start())
+            try:
+                yield Transaction(connection, self._bridge)
+            except BaseException:
+                with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT):
+                    # The original error matters more than a failed rollback.
+                    with contextlib.suppress(Exception):
+                        await self._bridge.run(tx.rollback())
+                raise
+            await self._bridge.run(tx.commit())
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT) as scope:
+                try:
+                    await self._bridge.run(self._target.release(connection))
+                except Exception:
+                    scope.cancel()
+            if scope.cancelled_caught:
+                connection.terminate()
+
+    async def aclose(self) -> None:
+        """Close the pool, shielded and bounded; terminate connections if that takes too long."""
+        with trio.CancelScope(shield=True):
+            with trio.move_on_after(CLOSE_TIMEOUT):
+                try:
+                    await self._bridge.run(self._target.close())
+                    return
+                except Exception:
+                    pass
+            self._target.terminate()

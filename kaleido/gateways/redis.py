@@ -1,0 +1,119 @@
+"""The Redis gateway: redis-py's asyncio client behind a small trio-facing API.
+
+Callers pass raw commands (`"SET", key, value, ...`) and get redis-py's replies (bytes, ints,
+lists). Round trips through trio-asyncio cost several times a native call, so the API favours
+batching: `pipeline()` sends many commands in one round trip and `run_script()` runs a Lua
+script by SHA, reloading it once if Redis forgot it (restart, flush, SCRIPT FLUSH).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from collections.abc import Sequence
+from typing import Any
+
+import attrs
+import redis.asyncio as aioredis
+import redis.exceptions as rexc
+import trio
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+
+from kaleido.gateways._bridge import AsyncioBridge, map_redis_error
+
+Command = Sequence[Any]
+
+# Below redis.conf's `timeout 300`: the client pings a connection idle this long before using
+# it, so a connection the server closed is replaced instead of failing a caller.
+HEALTH_CHECK_INTERVAL = 60
+# A socket read may wait for an XREADGROUP BLOCK; blocking reads are kept well below this.
+SOCKET_TIMEOUT = 10.0
+CONNECT_TIMEOUT = 5.0
+# Retry a command on a dropped connection a few times before calling Redis unavailable.
+RETRIES = 2
+# Closing a client must not hang shutdown.
+CLOSE_TIMEOUT = 2.0
+
+
+@attrs.frozen
+class Script:
+    """A Lua script identified by its SHA1, as Redis knows it."""
+
+    name: str
+    source: str
+    sha: str = attrs.field(init=False)
+
+    @sha.default
+    def _sha(self) -> str:
+        return hashlib.sha1(self.source.encode()).hexdigest()
+
+
+class RedisGateway:
+    """Trio-facing Redis client. Every error is one of `kaleido.errors`."""
+
+    def __init__(self, client: aioredis.Redis, bridge: AsyncioBridge, url: str) -> None:
+        self._client = client
+        self._bridge = bridge
+        self.url = url
+        self.round_trips = 0
+
+    @classmethod
+    def connect(cls, loop: Any, url: str) -> RedisGateway:
+        """Create the client; no connection is made until the first command."""
+        client = aioredis.Redis.from_url(
+            url,
+            decode_responses=False,
+            socket_timeout=SOCKET_TIMEOUT,
+            socket_connect_timeout=CONNECT_TIMEOUT,
+            socket_keepalive=True,
+            health_check_interval=HEALTH_CHECK_INTERVAL,
+            retry=Retry(ExponentialBackoff(cap=0.5, base=0.02), RETRIES),
+            retry_on_error=[rexc.ConnectionError, rexc.TimeoutError],
+            client_name="kaleido",
+        )
+        return cls(client, AsyncioBridge(loop, map_redis_error), url)
+
+    async def execute(self, *command: Any) -> Any:
+        """Run one command and return its reply."""
+        self.round_trips += 1
+        return await self._bridge.run(
+            self._client.execute_command(*command)  # type: ignore[no-untyped-call]
+        )
+
+    async def pipeline(
+        self, commands: Sequence[Command], *, transaction: bool = False
+    ) -> list[Any]:
+        """Run commands in one round trip (MULTI/EXEC when `transaction`), replies in order.
+
+        A command that fails raises its mapped error; the others have still run.
+        """
+        if not commands:
+            return []
+        self.round_trips += 1
+
+        async def run() -> list[Any]:
+            async with self._client.pipeline(transaction=transaction) as pipe:
+                for command in commands:
+                    pipe.execute_command(*command)
+                return list(await pipe.execute())
+
+        return await self._bridge.run(run())
+
+    async def run_script(self, script: Script, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+        """EVALSHA the script; on NOSCRIPT load it and run it once more."""
+        try:
+            return await self.execute("EVALSHA", script.sha, len(keys), *keys, *args)
+        except rexc.NoScriptError:
+            await self.execute("SCRIPT", "LOAD", script.source)
+            return await self.execute("EVALSHA", script.sha, len(keys), *keys, *args)
+
+    async def ping(self) -> bool:
+        return bool(await self.execute("PING"))
+
+    async def aclose(self) -> None:
+        """Close every connection, shielded and bounded so shutdown cannot hang here."""
+        with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT):
+            # Closing a broken client must not fail shutdown.
+            with contextlib.suppress(Exception):
+                await self._bridge.run(self._client.aclose())

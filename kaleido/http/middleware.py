@@ -1,0 +1,35 @@
+"""ASGI middleware: a correlation id for every request (`X-Correlation-ID`, or a new one)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from kaleido.logs import correlation
+
+HEADER = b"x-correlation-id"
+# Accept callers' ids that are safe to log and to forward; anything else gets a fresh id.
+_VALID_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
+
+
+class CorrelationIdMiddleware:
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = dict(scope["headers"]).get(HEADER)
+        cid_in = given.decode() if given and _VALID_ID.match(given) else None
+        with correlation(cid_in) as cid:
+            scope.setdefault("state", {})["correlation_id"] = cid
+
+            async def send_with_id(message: Any) -> None:
+                if message["type"] == "http.response.start":
+                    headers = list(message.get("headers", []))
+                    headers.append((HEADER, cid.encode()))
+                    message = {**message, "headers": headers}
+                await send(message)
+
+            await self.app(scope, receive, send_with_id)

@@ -1,0 +1,66 @@
+"""Structured logs (structlog): JSON lines by default, console when asked.
+
+The correlation id of the request, stream entry or sync at hand lives in a context variable
+(structlog.contextvars), so every line logged while handling it carries it; trio copies context
+variables into the tasks it spawns.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import structlog
+from structlog.contextvars import bind_contextvars, get_contextvars, reset_contextvars
+
+CORRELATION_KEY = "correlation_id"
+
+
+def configure_logging(fmt: str = "json", level: int = logging.INFO) -> None:
+    """Configure structlog once for the process; `fmt` is "json" or "console"."""
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if fmt == "json"
+        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.dict_tracebacks if fmt == "json" else structlog.dev.set_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+
+
+def get_logger(name: str) -> Any:
+    """A structlog logger tagged with the component `name`."""
+    return structlog.get_logger(component=name)
+
+
+def new_correlation_id() -> str:
+    return str(uuid.uuid4())
+
+
+def current_correlation_id() -> str | None:
+    value = get_contextvars().get(CORRELATION_KEY)
+    return str(value) if value else None
+
+
+@contextmanager
+def correlation(correlation_id: str | None) -> Iterator[str]:
+    """Bind a correlation id (a new one if None) to every log line inside the block."""
+    cid = correlation_id or new_correlation_id()
+    tokens = bind_contextvars(**{CORRELATION_KEY: cid})
+    try:
+        yield cid
+    finally:
+        reset_contextvars(**tokens)

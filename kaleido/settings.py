@@ -1,0 +1,224 @@
+"""Settings: one frozen object built from `KALEIDO_*` variables and the same options as flags.
+
+Every value is validated here, once, at start-up. A bad value raises `ConfigError` whose message
+is one line naming the variable and what is wrong; the command line turns it into exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import attrs
+
+from kaleido.errors import ConfigError
+
+ENV_PREFIX = "KALEIDO_"
+# A stored key is `prefix + "post:views:..."`; keep prefixes to a safe, greppable alphabet.
+_PREFIX_RE = re.compile(r"^[A-Za-z0-9_.:{}-]{0,64}$")
+_INSTANCE_RE = re.compile(r"^[A-Za-z0-9_.-]{0,64}$")
+
+
+def redact_url(url: str | None) -> str:
+    """Return the URL with any password replaced by `***`, safe to print or log."""
+    if not url:
+        return ""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, f"{user}:***@{host}", parts.path, parts.query, ""))
+
+
+@attrs.frozen(kw_only=True)
+class Settings:
+    """The whole configuration of one Kaleido process."""
+
+    redis_url: str | None = attrs.field(default=None, repr=redact_url)
+    database_url: str | None = attrs.field(default=None, repr=redact_url)
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
+    admin_token: str | None = attrs.field(default=None, repr=lambda v: "***" if v else "None")
+    sync_interval: float = 300.0
+    view_dedup_ttl: int = 86400
+    stream_maxlen: int = 10000
+    max_deliveries: int = 5
+    key_prefix: str = ""
+    instance: str = ""
+    log_format: str = "json"
+    state_dir: Path = Path(".state")
+    shutdown_deadline: float = 10.0
+
+    @property
+    def http_bind(self) -> str:
+        return f"{self.http_host}:{self.http_port}"
+
+    @property
+    def embedded(self) -> bool:
+        """True when Kaleido must start its own private Redis and PostgreSQL."""
+        return self.redis_url is None or self.database_url is None
+
+    def public_dict(self) -> dict[str, Any]:
+        """The settings with secrets redacted, for logs and `kaleido doctor`."""
+        out = attrs.asdict(self)
+        out["redis_url"] = redact_url(self.redis_url)
+        out["database_url"] = redact_url(self.database_url)
+        out["admin_token"] = "***" if self.admin_token else None
+        out["state_dir"] = str(self.state_dir)
+        return out
+
+
+# --- parsers: each takes the raw text and returns the value or raises ValueError(reason) ---
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"expected a number of seconds, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"expected a positive number of seconds, got {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    if not re.fullmatch(r"[0-9]+", text.strip()):
+        raise ValueError(f"expected a positive whole number, got {text!r}")
+    value = int(text)
+    if value <= 0:
+        raise ValueError(f"expected a positive whole number, got {text!r}")
+    return value
+
+
+def _redis_url(text: str) -> str:
+    parts = urlsplit(text)
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        raise ValueError(f"expected a redis://, rediss:// or unix:// URL, got {redact_url(text)!r}")
+    if parts.scheme != "unix" and not parts.hostname:
+        raise ValueError(f"the URL has no host: {redact_url(text)!r}")
+    _check_port(parts, text)
+    return text
+
+
+def _database_url(text: str) -> str:
+    parts = urlsplit(text)
+    if parts.scheme not in ("postgres", "postgresql"):
+        raise ValueError(f"expected a postgresql:// URL, got {redact_url(text)!r}")
+    _check_port(parts, text)
+    return text
+
+
+def _check_port(parts: Any, text: str) -> None:
+    try:
+        parts.port  # noqa: B018 - urllib validates the port lazily
+    except ValueError:
+        raise ValueError(f"the URL has an invalid port: {redact_url(text)!r}") from None
+
+
+def _bind(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host:
+        raise ValueError(f"expected HOST:PORT, got {text!r}")
+    host = host.strip("[]")
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"expected a port from 0 to 65535, got {port!r}")
+    return host, int(port)
+
+
+def _token(text: str) -> str:
+    if len(text) < 16:
+        raise ValueError("the admin token must be at least 16 characters long")
+    return text
+
+
+def _pattern(regex: re.Pattern[str], what: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if not regex.fullmatch(text):
+            raise ValueError(f"expected {what}, got {text!r}")
+        return text
+
+    return parse
+
+
+def _choice(*options: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text not in options:
+            raise ValueError(f"expected one of {', '.join(options)}, got {text!r}")
+        return text
+
+    return parse
+
+
+# name (lower case, without prefix) → (parser, settings field(s), help)
+_OPTIONS: dict[str, tuple[Callable[[str], Any], str]] = {
+    "redis_url": (_redis_url, "Redis URL (redis://, rediss://); default: a private redis-server"),
+    "database_url": (_database_url, "PostgreSQL URL; default: a private PostgreSQL"),
+    "http_bind": (_bind, "HOST:PORT the HTTP API listens on (default 127.0.0.1:8080)"),
+    "admin_token": (_token, "bearer token for the admin routes (disabled when unset)"),
+    "sync_interval": (_positive_float, "seconds between view syncs (default 300)"),
+    "view_dedup_ttl": (_positive_int, "seconds a (user, post) view is deduplicated (86400)"),
+    "stream_maxlen": (_positive_int, "approximate MAXLEN of outbound streams (10000)"),
+    "max_deliveries": (_positive_int, "deliveries before an entry goes to the DLQ (5)"),
+    "key_prefix": (
+        _pattern(_PREFIX_RE, "up to 64 characters from A-Z a-z 0-9 _ . : { } -"),
+        "prefix of every Redis key (default empty)",
+    ),
+    "instance": (
+        _pattern(_INSTANCE_RE, "up to 64 characters from A-Z a-z 0-9 _ . -"),
+        "instance name appended to consumer names (default empty)",
+    ),
+    "log_format": (_choice("json", "console"), "json (default) or console"),
+    "state_dir": (Path, "folder for the private servers' data (default .state)"),
+    "shutdown_deadline": (_positive_float, "seconds a graceful shutdown may take (default 10)"),
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add one `--flag` per setting; values stay raw text so that one place validates them."""
+    for name, (_, help_text) in _OPTIONS.items():
+        parser.add_argument(
+            "--" + name.replace("_", "-"),
+            dest=name,
+            # SUPPRESS: an absent flag sets nothing, so a subcommand's parser cannot overwrite a
+            # value given to the main parser, and the environment stays the fallback.
+            default=argparse.SUPPRESS,
+            metavar=name.upper(),
+            help=f"{help_text} [env {ENV_PREFIX}{name.upper()}]",
+        )
+
+
+def load_settings(environ: Mapping[str, str], args: argparse.Namespace | None = None) -> Settings:
+    """Build settings from flags (first) and `KALEIDO_*` variables; raise ConfigError if bad."""
+    values: dict[str, Any] = {}
+    for name, (parse, _) in _OPTIONS.items():
+        variable = ENV_PREFIX + name.upper()
+        raw = getattr(args, name, None) if args is not None else None
+        source = "--" + name.replace("_", "-") if raw is not None else variable
+        if raw is None:
+            raw = environ.get(variable)
+        if raw is None or (raw == "" and name not in ("key_prefix", "instance")):
+            continue
+        try:
+            value = parse(raw)
+        except ValueError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
+        if name == "http_bind":
+            values["http_host"], values["http_port"] = value
+        else:
+            values[name] = value
+    return Settings(**values)
+
+
+def settings_from_argv(argv: Sequence[str], environ: Mapping[str, str]) -> Settings:
+    """Parse `argv` (flags only) on top of `environ`; a helper for tests and embedding."""
+    parser = argparse.ArgumentParser(add_help=False)
+    add_arguments(parser)
+    return load_settings(environ, parser.parse_args(list(argv)))

@@ -1,0 +1,85 @@
+"""The PostgreSQL side of view counting: apply a batch once, read a post's synced views."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+
+from kaleido.gateways import PostgresGateway
+
+# One statement applies the whole batch: posts that have a row get their view_count raised;
+# the others go to post_view_backlog, folded into view_count when the post is created.
+_APPLY_DELTAS = """
+WITH delta AS (
+    SELECT * FROM unnest($1::bigint[], $2::bigint[]) AS d(post_id, views)
+), updated AS (
+    UPDATE posts p SET view_count = p.view_count + delta.views, updated_at = now()
+    FROM delta WHERE p.post_id = delta.post_id
+    RETURNING p.post_id
+)
+INSERT INTO post_view_backlog AS b (post_id, views)
+SELECT delta.post_id, delta.views FROM delta
+WHERE delta.post_id NOT IN (SELECT post_id FROM updated)
+ON CONFLICT (post_id) DO UPDATE SET views = b.views + excluded.views, updated_at = now()
+"""
+
+# Backlog rows whose post now exists (a post created while its views were being synced).
+_FOLD_BACKLOG = """
+WITH folded AS (
+    DELETE FROM post_view_backlog b USING posts p WHERE b.post_id = p.post_id
+    RETURNING b.post_id, b.views
+)
+UPDATE posts p SET view_count = p.view_count + folded.views, updated_at = now()
+FROM folded WHERE p.post_id = folded.post_id
+"""
+
+# A post's synced views and which of the given batches are applied, in one snapshot.
+_READ_SYNCED = """
+SELECT
+    coalesce((SELECT view_count FROM posts WHERE post_id = $1), 0)
+      + coalesce((SELECT views FROM post_view_backlog WHERE post_id = $1), 0) AS views,
+    coalesce((SELECT array_agg(batch_id::text) FROM view_sync_batches
+              WHERE batch_id = ANY($2::uuid[])), '{}') AS applied
+"""
+
+
+async def apply_batch(postgres: PostgresGateway, batch_id: str, deltas: Mapping[int, int]) -> bool:
+    """Apply the batch's deltas in one transaction unless it was applied before.
+
+    Returns False when the batch id was already recorded (nothing applied now). Two callers
+    racing on one batch serialise on its primary key: the second finds it and applies nothing.
+    """
+    posts = list(deltas)
+    views = [deltas[p] for p in posts]
+    async with postgres.transaction() as tx:
+        inserted = await tx.fetchval(
+            "INSERT INTO view_sync_batches (batch_id, posts, views) VALUES ($1, $2, $3) "
+            "ON CONFLICT (batch_id) DO NOTHING RETURNING true",
+            uuid.UUID(batch_id),
+            len(posts),
+            sum(views),
+        )
+        if not inserted:
+            return False
+        await tx.execute(_APPLY_DELTAS, posts, views)
+    return True
+
+
+async def fold_backlog(postgres: PostgresGateway) -> None:
+    await postgres.execute(_FOLD_BACKLOG)
+
+
+async def read_synced(
+    postgres: PostgresGateway, post_id: int, batch_ids: list[str]
+) -> tuple[int, set[str]]:
+    """(views in PostgreSQL for the post, the subset of `batch_ids` already applied)."""
+    row = await postgres.fetchrow(_READ_SYNCED, post_id, [uuid.UUID(b) for b in batch_ids])
+    return int(row["views"]), set(row["applied"])
+
+
+async def prune_batches(postgres: PostgresGateway, older_than_days: float) -> int:
+    result = await postgres.execute(
+        "DELETE FROM view_sync_batches WHERE applied_at < now() - $1 * interval '1 day'",
+        older_than_days,
+    )
+    return int(result.split()[-1])

@@ -1,0 +1,48 @@
+"""Validation of ids and the small value types of view counting."""
+
+from __future__ import annotations
+
+import attrs
+
+MAX_ID = 2**63 - 1
+
+
+def check_id(value: object, name: str) -> int:
+    """Return `value` as a positive 64-bit id, or raise ValueError naming `name`.
+
+    Accepts ints and strings of decimal digits; bools, floats and anything else are refused.
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"{name}: expected a positive 64-bit integer, got {value!r}")
+    if isinstance(value, int):
+        number = value
+    elif isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 19:
+        number = int(value)
+    else:
+        raise ValueError(f"{name}: expected a positive 64-bit integer, got {value!r}")
+    if not 0 < number <= MAX_ID:
+        raise ValueError(f"{name}: expected a positive 64-bit integer, got {value!r}")
+    return number
+
+
+@attrs.frozen
+class RecordResult:
+    """Outcome of a batch of views once it is durable in Redis (or the fallback)."""
+
+    counted: int
+    duplicates: int
+
+    @property
+    def accepted(self) -> int:
+        return self.counted + self.duplicates
+
+
+@attrs.frozen
+class SyncReport:
+    """What one sync run did."""
+
+    batches: int = 0
+    posts: int = 0
+    views: int = 0
+    recovered_batches: int = 0
+    skipped_batches: int = 0  # batches found already applied (a crash after COMMIT)

@@ -1,0 +1,75 @@
+"""The Lua scripts of view counting. Each runs atomically inside Redis, in one round trip.
+
+Keys are built inside the scripts from the deployment prefix (ARGV) because one call touches
+keys that depend on the batch's ids; Kaleido targets a single Redis (not Redis Cluster).
+"""
+
+from kaleido.gateways import Script
+
+# Per view: SET the dedup flag NX EX ttl; only if it was set, INCR the counter and SADD pending.
+# ARGV: prefix, ttl, then user, post pairs. Returns {flags, pending_size}: flags has one
+# character per view, "1" counted, "0" duplicate.
+RECORD_VIEWS = Script(
+    "record_views",
+    """
+local prefix, ttl = ARGV[1], ARGV[2]
+local flags = {}
+local pending = prefix .. 'pending:views'
+for i = 3, #ARGV, 2 do
+  local user, post = ARGV[i], ARGV[i + 1]
+  if redis.call('SET', prefix .. 'user:view:' .. user .. ':' .. post, '1', 'NX', 'EX', ttl) then
+    redis.call('INCR', prefix .. 'post:views:' .. post)
+    redis.call('SADD', pending, post)
+    flags[#flags + 1] = '1'
+  else
+    flags[#flags + 1] = '0'
+  end
+end
+return {table.concat(flags), redis.call('SCARD', pending)}
+""",
+)
+
+# Move up to ARGV[3] pending posts and their counters into the in-flight batch ARGV[2].
+# KEYS: pending set, in-flight batch set, the batch hash, sync epoch. ARGV: prefix, id, count.
+# Returns {posts popped, posts moved, views moved}. A counter that is not a positive integer
+# is left where it is (and stays visible to readers) rather than guessed at.
+MOVE_TO_BATCH = Script(
+    "move_to_batch",
+    """
+local popped = redis.call('SPOP', KEYS[1], ARGV[3])
+local moved, views = 0, 0
+for _, post in ipairs(popped) do
+  local key = ARGV[1] .. 'post:views:' .. post
+  local value = redis.call('GET', key)
+  local n = tonumber(value)
+  if n and n > 0 and n == math.floor(n) then
+    redis.call('DEL', key)
+    redis.call('HSET', KEYS[3], post, value)
+    moved = moved + 1
+    views = views + n
+  end
+end
+if moved > 0 then
+  redis.call('SADD', KEYS[2], ARGV[2])
+  redis.call('INCR', KEYS[4])
+end
+return {#popped, moved, views}
+""",
+)
+
+# A post's Redis side at one instant: {epoch, counter, batch id, views, batch id, views, ...}.
+# KEYS: sync epoch, in-flight batch set, the post's counter. ARGV: prefix, post id.
+SNAPSHOT_POST = Script(
+    "snapshot_post",
+    """
+local out = {redis.call('GET', KEYS[1]) or '0', redis.call('GET', KEYS[3]) or '0'}
+for _, batch in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+  local views = redis.call('HGET', ARGV[1] .. 'view:batch:' .. batch, ARGV[2])
+  if views then
+    out[#out + 1] = batch
+    out[#out + 1] = views
+  end
+end
+return out
+""",
+)

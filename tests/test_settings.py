@@ -1,0 +1,106 @@
+"""Settings: each bad value stops start-up with one clear line naming the variable."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from kaleido.errors import ConfigError
+from kaleido.settings import Settings, load_settings, redact_url, settings_from_argv
+
+from .conftest import REPO
+
+
+def test_defaults_match_the_contract() -> None:
+    s = load_settings({})
+    assert (s.http_host, s.http_port) == ("127.0.0.1", 8080)
+    assert s.sync_interval == 300
+    assert s.view_dedup_ttl == 86400
+    assert s.stream_maxlen == 10000
+    assert s.max_deliveries == 5
+    assert s.key_prefix == "" and s.instance == ""
+    assert s.log_format == "json"
+    assert s.embedded
+
+
+def test_environment_values_are_parsed() -> None:
+    s = load_settings(
+        {
+            "KALEIDO_REDIS_URL": "rediss://:secret@cache.example:6380/2",
+            "KALEIDO_DATABASE_URL": "postgresql://app:pw@db:5432/kaleido",
+            "KALEIDO_HTTP_BIND": "0.0.0.0:9000",
+            "KALEIDO_SYNC_INTERVAL": "2.5",
+            "KALEIDO_VIEW_DEDUP_TTL": "60",
+            "KALEIDO_STREAM_MAXLEN": "500",
+            "KALEIDO_MAX_DELIVERIES": "3",
+            "KALEIDO_KEY_PREFIX": "staging:",
+            "KALEIDO_INSTANCE": "worker2",
+            "KALEIDO_LOG_FORMAT": "console",
+            "KALEIDO_ADMIN_TOKEN": "0123456789abcdef0123",
+        }
+    )
+    assert s.http_host == "0.0.0.0" and s.http_port == 9000
+    assert s.sync_interval == 2.5 and s.view_dedup_ttl == 60
+    assert s.stream_maxlen == 500 and s.max_deliveries == 3
+    assert s.key_prefix == "staging:" and s.instance == "worker2"
+    assert not s.embedded
+
+
+def test_flags_override_environment() -> None:
+    s = settings_from_argv(["--sync-interval", "7"], {"KALEIDO_SYNC_INTERVAL": "9"})
+    assert s.sync_interval == 7
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        ("KALEIDO_REDIS_URL", "http://localhost", "KALEIDO_REDIS_URL: expected a redis://"),
+        ("KALEIDO_REDIS_URL", "redis://", "KALEIDO_REDIS_URL: the URL has no host"),
+        ("KALEIDO_REDIS_URL", "redis://h:99999", "KALEIDO_REDIS_URL: the URL has an invalid port"),
+        ("KALEIDO_DATABASE_URL", "mysql://db/x", "KALEIDO_DATABASE_URL: expected a postgresql://"),
+        ("KALEIDO_HTTP_BIND", "8080", "KALEIDO_HTTP_BIND: expected HOST:PORT"),
+        ("KALEIDO_HTTP_BIND", "h:70000", "KALEIDO_HTTP_BIND: expected a port"),
+        ("KALEIDO_SYNC_INTERVAL", "soon", "KALEIDO_SYNC_INTERVAL: expected a number"),
+        ("KALEIDO_SYNC_INTERVAL", "-1", "KALEIDO_SYNC_INTERVAL: expected a positive number"),
+        ("KALEIDO_SYNC_INTERVAL", "nan", "KALEIDO_SYNC_INTERVAL: expected a positive number"),
+        ("KALEIDO_VIEW_DEDUP_TTL", "1.5", "KALEIDO_VIEW_DEDUP_TTL: expected a positive whole"),
+        ("KALEIDO_STREAM_MAXLEN", "0", "KALEIDO_STREAM_MAXLEN: expected a positive whole"),
+        ("KALEIDO_MAX_DELIVERIES", "five", "KALEIDO_MAX_DELIVERIES: expected a positive whole"),
+        ("KALEIDO_KEY_PREFIX", "a b", "KALEIDO_KEY_PREFIX: expected up to 64 characters"),
+        ("KALEIDO_INSTANCE", "w/2", "KALEIDO_INSTANCE: expected up to 64 characters"),
+        ("KALEIDO_LOG_FORMAT", "xml", "KALEIDO_LOG_FORMAT: expected one of json, console"),
+        ("KALEIDO_ADMIN_TOKEN", "short", "KALEIDO_ADMIN_TOKEN: the admin token must be"),
+        ("KALEIDO_SHUTDOWN_DEADLINE", "0", "KALEIDO_SHUTDOWN_DEADLINE: expected a positive"),
+    ],
+)
+def test_each_bad_value_names_its_variable(variable: str, value: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings({variable: value})
+    assert str(info.value).startswith(expected)
+    assert "\n" not in str(info.value)
+
+
+def test_passwords_never_appear_in_errors_or_repr() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings({"KALEIDO_REDIS_URL": "http://user:hunter2@host"})
+    assert "hunter2" not in str(info.value)
+    s = Settings(redis_url="redis://:hunter2@h:1/0", admin_token="tok-hunter2-0123456789")
+    assert "hunter2" not in repr(s)
+    assert "hunter2" not in str(s.public_dict())
+    assert redact_url("postgresql://u:pw@db:5/k") == "postgresql://u:***@db:5/k"
+
+
+def test_bad_value_exits_2_with_one_line() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "run.py"), "--max-deliveries", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin", "KALEIDO_DATABASE_URL": "postgresql://u:pw@x/y"},
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert lines == ["kaleido: configuration error: --max-deliveries: expected a positive whole "
+                     "number, got '0'"]
