@@ -8,16 +8,17 @@ counters stay in Redis. On shutdown it runs one last sync, bounded by the shutdo
 from __future__ import annotations
 
 import time
+from contextlib import AbstractAsyncContextManager
+from typing import Protocol
 
 import attrs
 import trio
 
 from kaleido.errors import KaleidoError, TransientError
-from kaleido.lock import LockBusy, LockLost, RedisLock
+from kaleido.lock import LockBusy, LockLost
 from kaleido.logs import correlation, get_logger
 from kaleido.metrics import Metrics
 from kaleido.views.model import SyncReport
-from kaleido.views.sync import ViewSync
 
 log = get_logger("actors.view_syncer")
 
@@ -25,6 +26,14 @@ RETRY_BASE = 1.0
 RETRY_CAP = 30.0
 # Sync early when this many posts are pending, so a burst does not wait for the timer.
 EARLY_THRESHOLD = 50_000
+
+
+class SyncRunner(Protocol):
+    async def run_once(self) -> SyncReport: ...
+
+
+class Lock(Protocol):
+    def hold(self) -> AbstractAsyncContextManager[None]: ...
 
 
 @attrs.define(eq=False)
@@ -38,8 +47,8 @@ class SyncRequest:
 
 @attrs.define
 class ViewSyncer:
-    sync: ViewSync
-    lock: RedisLock
+    sync: SyncRunner
+    lock: Lock
     metrics: Metrics
     stopping: trio.Event
     interval: float = 300.0
@@ -71,6 +80,8 @@ class ViewSyncer:
                     await self._wake.wait()
                     nursery.cancel_scope.cancel()
             self._wake = trio.Event()
+            if self.stopping.is_set():
+                break
             ok = await self.run_once()
             if ok:
                 delay = RETRY_BASE

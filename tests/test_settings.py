@@ -102,5 +102,6 @@ def test_bad_value_exits_2_with_one_line() -> None:
     )
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
-    assert lines == ["kaleido: configuration error: --max-deliveries: expected a positive whole "
-                     "number, got '0'"]
+    assert lines == [
+        "kaleido: configuration error: --max-deliveries: expected a positive whole number, got '0'"
+    ]

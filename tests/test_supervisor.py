@@ -39,7 +39,9 @@ async def test_restarts_after_a_crash_in_a_running_actor(autojump_clock: trio.ab
     starts = 0
     second_start = trio.Event()
 
-    async def crashes_once(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def crashes_once(
+        *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         nonlocal starts
         starts += 1
         task_status.started()
@@ -61,7 +63,9 @@ async def test_restarts_after_a_crash_in_a_running_actor(autojump_clock: trio.ab
 async def test_gives_up_after_too_many_crashes(autojump_clock: trio.abc.Clock) -> None:
     other_cancelled = False
 
-    async def always_crashes(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def always_crashes(
+        *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         raise ValueError("always")
 
     async def bystander(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -84,7 +88,9 @@ async def test_crashes_outside_the_window_are_forgiven(autojump_clock: trio.abc.
     crashes = 0
     done = trio.Event()
 
-    async def slow_crasher(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def slow_crasher(
+        *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         nonlocal crashes
         task_status.started()
         await trio.sleep(30)  # one crash every 30 s: never 3 within a 60 s window

@@ -9,6 +9,7 @@ from kaleido.views import ledger
 from kaleido.views.totals import read_total
 
 from .views_helpers import create_posts, pg_view_counts, redis_leftovers, store_of, sync_of
+from .waiting import wait_until
 
 
 async def test_a_view_counts_once_per_user_and_post(backends: Backends) -> None:
@@ -29,9 +30,11 @@ async def test_dedup_expires_after_the_ttl(backends: Backends) -> None:
     store = store_of(backends, ttl=1)
     assert (await store.record([(5, 50)]))[0] == [True]
     assert (await store.record([(5, 50)]))[0] == [False]
-    with trio.fail_after(5):  # real Redis expiry: wait for the condition, not a fixed time
-        while await backends.redis.execute("EXISTS", "user:view:5:50"):
-            await trio.sleep(0.05)
+
+    async def flag_expired() -> bool:
+        return not await backends.redis.execute("EXISTS", "user:view:5:50")
+
+    await wait_until(flag_expired, timeout=5)  # real Redis expiry
     assert (await store.record([(5, 50)]))[0] == [True]
     assert await backends.redis.execute("GET", "post:views:50") == b"2"
 
@@ -117,9 +120,7 @@ async def test_total_is_exact_between_every_step_of_a_sync(backends: Backends) -
     assert await pg_view_counts(backends) == {1: 13}
 
 
-async def test_two_syncers_without_the_lock_never_apply_twice(
-    backends: Backends, settings
-) -> None:
+async def test_two_syncers_without_the_lock_never_apply_twice(backends: Backends, settings) -> None:
     from kaleido.gateways import open_backends
 
     await create_posts(backends, *range(1, 51))

@@ -1,0 +1,32 @@
+# The two commands of the README: `make run` and `make test`. Each sets up what it needs:
+# the system packages (redis-server, PostgreSQL; installed with apt-get when missing), a
+# virtualenv in .venv with the project and its test extra.
+
+PYTHON ?= python3.11
+VENV := .venv
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint bench deps clean
+
+$(STAMP): pyproject.toml scripts/bootstrap.sh
+	bash scripts/bootstrap.sh $(PYTHON) $(VENV)
+	touch $(STAMP)
+
+deps: $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/python run.py $(ARGS)
+
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+bench: $(STAMP)
+	$(VENV)/bin/python -m benchmarks $(ARGS)
+
+clean:
+	rm -rf $(VENV) .state .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,76 @@
+"""Helpers for tests that run Kaleido as a real process."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+import httpx
+import trio
+
+from .conftest import REPO
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def pids_under(folder: Path) -> list[int]:
+    """Live processes whose working directory is inside `folder` (the private servers)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cwd = os.readlink(entry / "cwd")
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z" and cwd.startswith(str(folder)):
+            found.append(int(entry.name))
+    return found
+
+
+def kaleido_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KALEIDO_")}
+    env.update(extra)
+    return env
+
+
+def start_kaleido(args: list[str], env: Mapping[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, str(REPO / "run.py"), *args],
+        env=dict(env),
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+async def wait_ready(port: int, proc: subprocess.Popen[bytes], timeout: float) -> float:
+    """Poll /readyz until 200; return the seconds it took. Fails if the process exits."""
+    start = trio.current_time()
+    async with httpx.AsyncClient(timeout=2) as http:
+        with trio.fail_after(timeout):
+            while True:
+                assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+                try:
+                    r = await http.get(f"http://127.0.0.1:{port}/readyz")
+                    if r.status_code == 200:
+                        return trio.current_time() - start
+                except httpx.TransportError:
+                    pass
+                await trio.sleep(0.1)
+
+
+async def wait_exit(proc: subprocess.Popen[bytes], timeout: float) -> int:
+    with trio.fail_after(timeout):
+        while proc.poll() is None:  # noqa: ASYNC110 - another process
+            await trio.sleep(0.05)
+    return proc.returncode

@@ -1,0 +1,70 @@
+"""`python run.py` as a real process on its embedded default (private Redis and PostgreSQL)."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import pytest
+
+from .processes import free_port, kaleido_env, pids_under, start_kaleido, wait_exit, wait_ready
+from .waiting import wait_until
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+async def test_embedded_run_is_ready_and_stops_cleanly(tmp_path: Path, signum: int) -> None:
+    port = free_port()
+    env = kaleido_env(
+        KALEIDO_STATE_DIR=str(tmp_path / "state"), KALEIDO_HTTP_BIND=f"127.0.0.1:{port}"
+    )
+    proc = start_kaleido([], env)
+    try:
+        took = await wait_ready(port, proc, timeout=30)
+        assert took < 30
+        assert len(pids_under(tmp_path)) >= 2  # redis-server and the postmaster (and backends)
+        proc.send_signal(signum)
+        assert await wait_exit(proc, timeout=10) == 0
+        assert pids_under(tmp_path) == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+async def test_killed_service_leaves_no_server_behind(tmp_path: Path) -> None:
+    port = free_port()
+    env = kaleido_env(
+        KALEIDO_STATE_DIR=str(tmp_path / "state"), KALEIDO_HTTP_BIND=f"127.0.0.1:{port}"
+    )
+    proc = start_kaleido([], env)
+    try:
+        await wait_ready(port, proc, timeout=30)
+        assert pids_under(tmp_path)
+        proc.kill()
+        await wait_exit(proc, timeout=5)
+
+        async def servers_gone() -> bool:
+            return pids_under(tmp_path) == []
+
+        await wait_until(servers_gone, timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_bad_url_is_a_clear_start_up_error(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from .conftest import REPO
+
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "run.py")],
+        env=kaleido_env(KALEIDO_REDIS_URL="redis://127.0.0.1:1/0", KALEIDO_DATABASE_URL="x"),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert proc.returncode == 2
+    assert "KALEIDO_DATABASE_URL: expected a postgresql:// URL" in proc.stderr

@@ -1,0 +1,110 @@
+"""The whole service in-process (real Redis and PostgreSQL, HTTP on a free port)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+import trio
+
+from kaleido.app import Running, serve
+from kaleido.settings import Settings
+
+from .conftest import reset
+from .views_helpers import create_posts, pg_view_counts
+
+
+@pytest.fixture
+async def running(settings: Settings) -> AsyncIterator[Running]:
+    async with trio.open_nursery() as nursery:
+        service: Running = await nursery.start(
+            lambda task_status: serve(settings, handle_signals=False, task_status=task_status)
+        )
+        await reset(service.service.backends)
+        yield service
+        service.stop.set()
+
+
+def client(running: Running) -> httpx.AsyncClient:
+    base = "http://" + running.http_addresses[0].split("://")[-1]
+    return httpx.AsyncClient(base_url=base, timeout=10)
+
+
+async def test_health_and_readiness(running: Running) -> None:
+    async with client(running) as http:
+        assert (await http.get("/healthz")).json() == {"status": "ok"}
+        ready = await http.get("/readyz")
+        assert ready.status_code == 200, ready.text
+        body = ready.json()
+        assert body["checks"] == {"redis": "ok", "postgres": "ok"}
+        assert set(body["actors"]) >= {"view-ingester", "view-syncer"}
+
+
+async def test_views_api_round_trip(running: Running) -> None:
+    await create_posts(running.service.backends, 17)
+    async with client(running) as http:
+        r = await http.post("/v1/views", json={"userId": 42, "postId": 17})
+        assert r.status_code == 202 and r.json()["accepted"] == 1 and r.json()["counted"] == 1
+        r = await http.post(
+            "/v1/views",
+            json=[{"userId": 42, "postId": 17}, {"userId": "43", "postId": "17"}],
+        )
+        assert r.json() == {"accepted": 2, "counted": 1, "duplicates": 1}
+        assert (await http.get("/v1/posts/17/views")).json() == {"postId": 17, "views": 2}
+        sync = await http.post(
+            "/v1/admin/sync", headers={"Authorization": "Bearer test-admin-token-0123456789"}
+        )
+        assert sync.status_code == 200 and sync.json()["views"] == 2
+        assert (await http.get("/v1/posts/17/views")).json() == {"postId": 17, "views": 2}
+    assert await pg_view_counts(running.service.backends) == {17: 2}
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "message"),
+    [
+        (b"", 400, "body: expected JSON"),
+        (b"{not json", 400, "body: invalid JSON"),
+        (b"[]", 400, "non-empty list"),
+        (b'{"userId": 1}', 400, "body.postId: expected a positive 64-bit integer, got None"),
+        (b'{"userId": 0, "postId": 1}', 400, "body.userId: expected a positive"),
+        (b'{"userId": -3, "postId": 1}', 400, "body.userId"),
+        (b'{"userId": 1.5, "postId": 1}', 400, "body.userId"),
+        (b'{"userId": true, "postId": 1}', 400, "body.userId"),
+        (b'{"userId": 9223372036854775808, "postId": 1}', 400, "body.userId"),
+        (b'[{"userId": 1, "postId": 2}, 7]', 400, "body[1]: expected an object"),
+        (b'[{"userId": 1, "postId": 2}, {"userId": "x", "postId": 2}]', 400, "body[1].userId"),
+        (b'"hello"', 400, "expected an object"),
+    ],
+)
+async def test_bad_views_get_a_clear_4xx(
+    running: Running, body: bytes, status: int, message: str
+) -> None:
+    async with client(running) as http:
+        r = await http.post("/v1/views", content=body)
+    assert r.status_code == status
+    assert message in r.json()["error"]
+
+
+async def test_bad_paths_and_methods_are_4xx(running: Running) -> None:
+    async with client(running) as http:
+        assert (await http.get("/v1/posts/abc/views")).status_code == 400
+        assert (await http.get("/v1/posts/0/views")).status_code == 400
+        r = await http.get("/nope")
+        assert r.status_code == 404 and "error" in r.json()
+        assert (await http.get("/v1/views")).status_code == 405
+
+
+async def test_admin_sync_needs_the_token(running: Running) -> None:
+    async with client(running) as http:
+        assert (await http.post("/v1/admin/sync")).status_code == 401
+        wrong = {"Authorization": "Bearer not-the-token-at-all"}
+        assert (await http.post("/v1/admin/sync", headers=wrong)).status_code == 403
+
+
+async def test_correlation_id_is_echoed(running: Running) -> None:
+    async with client(running) as http:
+        r = await http.get("/healthz", headers={"X-Correlation-ID": "req-123"})
+        assert r.headers["x-correlation-id"] == "req-123"
+        fresh = await http.get("/healthz")
+        assert len(fresh.headers["x-correlation-id"]) == 36
