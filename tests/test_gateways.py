@@ -1,0 +1,97 @@
+"""The gateways against real Redis and PostgreSQL: round trips, error mapping, migrations."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+
+from kaleido import errors
+from kaleido.gateways import Backends, Script, open_backends
+from kaleido.migrate import available_migrations, migrate, schema_version
+from kaleido.settings import Settings
+
+
+async def test_redis_round_trips(backends: Backends) -> None:
+    redis = backends.redis
+    assert await redis.ping()
+    assert await redis.execute("SET", "k", "v") is True
+    assert await redis.execute("GET", "k") == b"v"
+    replies = await redis.pipeline([("INCR", "n"), ("INCR", "n"), ("GET", "n")])
+    assert replies == [1, 2, b"2"]
+    assert await redis.pipeline([("SET", "a", 1), ("GET", "a")], transaction=True) == [True, b"1"]
+
+
+async def test_scripts_survive_script_flush(backends: Backends) -> None:
+    script = Script("echo", "return ARGV[1]")
+    assert await backends.redis.run_script(script, [], ["x"]) == b"x"
+    await backends.redis.execute("SCRIPT", "FLUSH")
+    assert await backends.redis.run_script(script, [], ["y"]) == b"y"
+
+
+async def test_redis_errors_are_mapped(backends: Backends) -> None:
+    redis = backends.redis
+    await redis.execute("SET", "str", "x")
+    with pytest.raises(errors.RedisCommandError, match="WRONGTYPE"):
+        await redis.execute("LPUSH", "str", "y")
+    with pytest.raises(errors.NoGroup):
+        await redis.execute("XREADGROUP", "GROUP", "g", "c", "STREAMS", "nostream", ">")
+
+
+async def test_redis_down_is_unavailable(settings: Settings) -> None:
+    down = Settings(redis_url="redis://127.0.0.1:1/0", database_url=settings.database_url)
+    async with open_backends(down) as backends:
+        with pytest.raises(errors.RedisUnavailable):
+            await backends.redis.ping()
+
+
+async def test_postgres_round_trips_and_transactions(backends: Backends) -> None:
+    pg = backends.postgres
+    assert await pg.fetchval("SELECT 1 + 1") == 2
+    async with pg.transaction() as tx:
+        await tx.execute("INSERT INTO posts (post_id, user_id) VALUES (1, 1)")
+    with pytest.raises(RuntimeError):
+        async with pg.transaction() as tx:
+            await tx.execute("INSERT INTO posts (post_id, user_id) VALUES (2, 1)")
+            raise RuntimeError("roll back")
+    with trio.move_on_after(0.01):
+        async with pg.transaction() as tx:
+            await tx.execute("INSERT INTO posts (post_id, user_id) VALUES (3, 1)")
+            await trio.sleep_forever()  # cancelled: rolls back
+    assert [r["post_id"] for r in await pg.fetch("SELECT post_id FROM posts")] == [1]
+
+
+async def test_postgres_errors_are_mapped(backends: Backends, settings: Settings) -> None:
+    with pytest.raises(errors.PostgresQueryError, match="42P01"):
+        await backends.postgres.fetch("SELECT * FROM no_such_table")
+    down = Settings(redis_url=settings.redis_url, database_url="postgresql://u@127.0.0.1:1/x")
+    async with open_backends(down) as other:
+        with pytest.raises(errors.PostgresUnavailable):
+            await other.postgres.fetchval("SELECT 1")
+
+
+async def test_migrations_are_idempotent(backends: Backends) -> None:
+    latest = available_migrations()[-1].version
+    assert await migrate(backends.postgres) == []  # the session already migrated
+    assert await schema_version(backends.postgres) == latest
+
+
+async def test_two_processes_migrating_together_are_safe(stack: object, settings: Settings) -> None:
+    # A fresh database that two "processes" (two pools) migrate at the same time.
+    async with open_backends(settings) as admin:
+        await admin.postgres.execute("DROP DATABASE IF EXISTS kaleido_migrate_race")
+        await admin.postgres.execute("CREATE DATABASE kaleido_migrate_race")
+    url = settings.database_url.rsplit("/", 1)[0] + "/kaleido_migrate_race"  # type: ignore[union-attr]
+    race = Settings(redis_url=settings.redis_url, database_url=url)
+    results: list[list[int]] = []
+    async with open_backends(race) as a, open_backends(race) as b:
+
+        async def run(backends: Backends) -> None:
+            results.append(await migrate(backends.postgres))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(run, a)
+            nursery.start_soon(run, b)
+        versions = [m.version for m in available_migrations()]
+        assert sorted(results, key=len) == [[], versions]
+        rows = await a.postgres.fetch("SELECT version FROM schema_migrations ORDER BY version")
+        assert [r["version"] for r in rows] == versions
