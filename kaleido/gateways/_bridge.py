@@ -8,6 +8,7 @@ context variables), and translates library exceptions into `kaleido.errors`.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import socket
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -16,6 +17,7 @@ import asyncpg
 import redis.exceptions as rexc
 
 from kaleido import errors
+from kaleido.breaker import CircuitBreaker
 
 T = TypeVar("T")
 
@@ -79,13 +81,36 @@ def map_postgres_error(exc: BaseException) -> BaseException:
 
 
 class AsyncioBridge:
-    """Runs asyncio coroutines on one trio-asyncio loop, mapping their exceptions."""
+    """Runs asyncio coroutines on one trio-asyncio loop, mapping their exceptions.
 
-    def __init__(self, loop: Any, mapper: Callable[[BaseException], BaseException]) -> None:
+    With a circuit breaker, every call goes through it: while the breaker is open, calls fail
+    fast with `CircuitOpen` (a TransientError) instead of waiting on a dead server.
+    """
+
+    def __init__(
+        self,
+        loop: Any,
+        mapper: Callable[[BaseException], BaseException],
+        breaker: CircuitBreaker | None = None,
+    ) -> None:
         self._loop = loop
         self._mapper = mapper
+        self.breaker = breaker
 
-    async def run(self, coro: Awaitable[T]) -> T:
+    async def run(self, coro: Awaitable[T], *, guarded: bool = True) -> T:
+        """Run `coro`; `guarded=False` bypasses the breaker (clean-up must always be tried)."""
+        if self.breaker is None or not guarded:
+            return await self._run(coro)
+        try:
+            async with self.breaker.guard():
+                return await self._run(coro)
+        finally:
+            # Refused by an open breaker, the coroutine never ran: close it so that Python does
+            # not warn it was never awaited. Closing one that ran to its end does nothing.
+            if inspect.iscoroutine(coro):
+                coro.close()
+
+    async def _run(self, coro: Awaitable[T]) -> T:
         try:
             result: T = await self._loop.run_aio_coroutine(coro)
         except Exception as exc:

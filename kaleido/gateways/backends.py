@@ -8,10 +8,12 @@ from contextlib import asynccontextmanager
 import attrs
 import trio_asyncio
 
-from kaleido.errors import ConfigError
+from kaleido.breaker import BreakerConfig, BreakerState, CircuitBreaker
+from kaleido.errors import ConfigError, PostgresUnavailable, RedisUnavailable, TransientError
 from kaleido.gateways.postgres import PostgresGateway
 from kaleido.gateways.redis import RedisGateway
 from kaleido.keys import KeyLayout
+from kaleido.logs import get_logger
 from kaleido.settings import Settings
 
 
@@ -25,6 +27,34 @@ class Backends:
     settings: Settings
 
 
+# Blocking stream reads last up to a second: only calls far slower than that count as slow.
+# PostgreSQL statements of a large sync batch may take seconds; its timeout is the driver's.
+BREAKERS = {
+    "redis": BreakerConfig(slow_call_threshold=5.0, call_timeout=8.0),
+    "postgres": BreakerConfig(slow_call_threshold=10.0, call_timeout=60.0),
+}
+_TIMEOUT_ERRORS: dict[str, type[TransientError]] = {
+    "redis": RedisUnavailable,
+    "postgres": PostgresUnavailable,
+}
+
+
+def _log_transition(name: str, old: BreakerState, new: BreakerState) -> None:
+    log = get_logger("kaleido.breaker")
+    (log.warning if new is BreakerState.OPEN else log.info)(
+        "breaker.transition", breaker=name, old=old.value, new=new.value
+    )
+
+
+def make_breaker(name: str) -> CircuitBreaker:
+    return CircuitBreaker(
+        name,
+        BREAKERS[name],
+        on_transition=_log_transition,
+        timeout_error=_TIMEOUT_ERRORS[name],
+    )
+
+
 @asynccontextmanager
 async def open_backends(settings: Settings) -> AsyncIterator[Backends]:
     """Open the asyncio loop and both clients; close everything, shielded, on the way out.
@@ -36,9 +66,11 @@ async def open_backends(settings: Settings) -> AsyncIterator[Backends]:
     if settings.redis_url is None or settings.database_url is None:
         raise ConfigError("open_backends needs both a Redis URL and a database URL")
     async with trio_asyncio.open_loop() as loop:
-        redis = RedisGateway.connect(loop, settings.redis_url)
+        redis = RedisGateway.connect(loop, settings.redis_url, make_breaker("redis"))
         try:
-            postgres = await PostgresGateway.connect(loop, settings.database_url)
+            postgres = await PostgresGateway.connect(
+                loop, settings.database_url, make_breaker("postgres")
+            )
             try:
                 yield Backends(redis, postgres, KeyLayout(settings.key_prefix), settings)
             finally:

@@ -14,6 +14,7 @@ from typing import Any
 import asyncpg
 import trio
 
+from kaleido.breaker import CircuitBreaker
 from kaleido.gateways._bridge import AsyncioBridge, map_postgres_error
 
 # Bounds on one statement and on waiting for a connection, so a hung server is an error.
@@ -61,11 +62,14 @@ class PostgresGateway(_Queries):
         self._target = pool
         self._bridge = bridge
         self.url = url
+        self.breaker = bridge.breaker
 
     @classmethod
-    async def connect(cls, loop: Any, url: str) -> PostgresGateway:
+    async def connect(
+        cls, loop: Any, url: str, breaker: CircuitBreaker | None = None
+    ) -> PostgresGateway:
         """Create the pool; with min_size=0 it connects lazily, so a down server is not fatal."""
-        bridge = AsyncioBridge(loop, map_postgres_error)
+        bridge = AsyncioBridge(loop, map_postgres_error, breaker)
         pool = await bridge.run(
             asyncpg.create_pool(
                 url,
@@ -91,13 +95,13 @@ class PostgresGateway(_Queries):
                 with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT):
                     # The original error matters more than a failed rollback.
                     with contextlib.suppress(Exception):
-                        await self._bridge.run(tx.rollback())
+                        await self._bridge.run(tx.rollback(), guarded=False)
                 raise
             await self._bridge.run(tx.commit())
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT) as scope:
                 try:
-                    await self._bridge.run(self._target.release(connection))
+                    await self._bridge.run(self._target.release(connection), guarded=False)
                 except Exception:
                     scope.cancel()
             if scope.cancelled_caught:
@@ -108,7 +112,7 @@ class PostgresGateway(_Queries):
         with trio.CancelScope(shield=True):
             with trio.move_on_after(CLOSE_TIMEOUT):
                 try:
-                    await self._bridge.run(self._target.close())
+                    await self._bridge.run(self._target.close(), guarded=False)
                     return
                 except Exception:
                     pass

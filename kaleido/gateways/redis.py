@@ -20,6 +20,7 @@ import trio
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
+from kaleido.breaker import CircuitBreaker
 from kaleido.gateways._bridge import AsyncioBridge, map_redis_error
 
 Command = Sequence[Any]
@@ -57,9 +58,10 @@ class RedisGateway:
         self._bridge = bridge
         self.url = url
         self.round_trips = 0
+        self.breaker = bridge.breaker
 
     @classmethod
-    def connect(cls, loop: Any, url: str) -> RedisGateway:
+    def connect(cls, loop: Any, url: str, breaker: CircuitBreaker | None = None) -> RedisGateway:
         """Create the client; no connection is made until the first command."""
         client = aioredis.Redis.from_url(
             url,
@@ -72,7 +74,7 @@ class RedisGateway:
             retry_on_error=[rexc.ConnectionError, rexc.TimeoutError],
             client_name="kaleido",
         )
-        return cls(client, AsyncioBridge(loop, map_redis_error), url)
+        return cls(client, AsyncioBridge(loop, map_redis_error, breaker), url)
 
     async def execute(self, *command: Any) -> Any:
         """Run one command and return its reply."""
@@ -116,4 +118,4 @@ class RedisGateway:
         with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT):
             # Closing a broken client must not fail shutdown.
             with contextlib.suppress(Exception):
-                await self._bridge.run(self._client.aclose())
+                await self._bridge.run(self._client.aclose(), guarded=False)
