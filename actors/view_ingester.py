@@ -2,8 +2,10 @@
 
 Batching is adaptive: while one batch is in Redis, the next accumulates in the channel, so a
 quiet system applies views one by one with no added latency and a busy one in large batches.
-A batch that Redis refuses for a transient reason is kept and retried (never dropped); the
-channel fills meanwhile, which is the backpressure `record()` and `record_and_wait()` see.
+While Redis is unreachable (or out of memory) a batch goes to the view journal in PostgreSQL
+instead (kaleido.views.journal), which the syncer replays through Redis' dedup once Redis is
+back. If PostgreSQL fails too, the batch is kept and retried (never dropped); the channel
+fills meanwhile, which is the backpressure that `record()` and `record_and_wait()` see.
 """
 
 from __future__ import annotations
@@ -13,12 +15,14 @@ from collections.abc import Callable
 import attrs
 import trio
 
-from kaleido.errors import BackendError, TransientError
+from kaleido.errors import RedisOutOfMemory, TransientError
+from kaleido.gateways import PostgresGateway
 from kaleido.logs import get_logger
 from kaleido.metrics import Metrics
+from kaleido.views.journal import journal_views
 from kaleido.views.model import RecordResult
 from kaleido.views.store import ViewStore
-from kaleido.views.tracker import Item, Waiter
+from kaleido.views.tracker import Item, ViewRejected, Waiter
 
 log = get_logger("actors.view_ingester")
 
@@ -36,11 +40,18 @@ class ViewIngester:
     metrics: Metrics
     # Called with the pending-set size after each batch (the syncer's early trigger).
     on_pending: Callable[[int], None] | None = None
+    # The PostgreSQL path while Redis is down; None makes Redis failures retry in place.
+    journal: PostgresGateway | None = None
+    # Called after views went to the journal, so that the syncer replays them soon.
+    on_journaled: Callable[[], None] | None = None
     max_batch: int = MAX_BATCH
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Run until the channel is closed and drained; Redis errors are retried in place."""
-        await self.store.redis.ping()
+        """Run until the channel is closed and drained.
+
+        Ready at once: with Redis down at start-up the fallback (or the queue) takes the views.
+        If this actor dies mid-batch, the batch's waiters get the error instead of hanging.
+        """
         task_status.started()
         while True:
             try:
@@ -56,48 +67,73 @@ class ViewIngester:
                     break
                 batch.append(item)
                 views += _count(item)
-            await self._apply_until_done(batch)
+            try:
+                await self._apply_until_done(batch)
+            except BaseException as exc:
+                for item in batch:
+                    if isinstance(item, Waiter) and not item.done.is_set():
+                        item.finish(None, ViewRejected(f"view ingester stopped: {exc!r}"))
+                raise
 
     async def _apply_until_done(self, batch: list[Item]) -> None:
+        """Apply to Redis; on failure use the fallback, or retry in place without one."""
+        flat = _flatten(batch)
         delay = RETRY_BASE
         while True:
             try:
-                await self.apply(batch)
-                return
-            except TransientError as exc:
-                log.warning("ingest.retry", views=len(batch), error=str(exc), delay=delay)
+                flags, pending = await self.store.record(flat)
+            except (TransientError, RedisOutOfMemory) as exc:
+                if self.journal is not None:
+                    log.warning("ingest.using_journal", views=len(flat), error=str(exc))
+                    flags = await self._write_journal(self.journal, flat)
+                    self.metrics.views.labels("journaled").inc(len(flat))
+                    if self.on_journaled is not None:
+                        self.on_journaled()
+                    break
+                log.warning("ingest.retry", views=len(flat), error=str(exc), delay=delay)
                 await trio.sleep(delay)
                 delay = min(delay * 2, RETRY_CAP)
-            except BackendError as exc:
-                # Not retryable (e.g. OOM until issue-5 fallback): fail the waiters loudly.
-                log.error("ingest.failed", views=len(batch), error=str(exc))
-                for item in batch:
-                    if isinstance(item, Waiter):
-                        item.finish(None, exc)
-                self.metrics.views.labels("rejected").inc(sum(_count(i) for i in batch))
-                return
-
-    async def apply(self, batch: list[Item]) -> None:
-        flat: list[tuple[int, int]] = []
-        for item in batch:
-            if isinstance(item, Waiter):
-                flat.extend(item.views)
             else:
-                flat.append(item)
-        counted_flags, pending = await self.store.record(flat)
-        counted = sum(counted_flags)
+                if self.on_pending is not None:
+                    self.on_pending(pending)
+                break
+        self._finish(batch, flat, flags)
+
+    async def _write_journal(
+        self, journal: PostgresGateway, flat: list[tuple[int, int]]
+    ) -> list[bool]:
+        delay = RETRY_BASE
+        while True:
+            try:
+                return await journal_views(journal, flat)
+            except TransientError as exc:
+                log.warning("ingest.postgres_retry", views=len(flat), error=str(exc), delay=delay)
+                await trio.sleep(delay)
+                delay = min(delay * 2, RETRY_CAP)
+
+    def _finish(self, batch: list[Item], flat: list[tuple[int, int]], flags: list[bool]) -> None:
+        counted = sum(flags)
         self.metrics.views.labels("counted").inc(counted)
         self.metrics.views.labels("duplicate").inc(len(flat) - counted)
         self.metrics.ingest_batches.inc()
         self.metrics.ingest_batch_size.observe(len(flat))
+        counted_flags = flags
         position = 0
         for item in batch:
             if isinstance(item, Waiter):
                 flags = counted_flags[position : position + len(item.views)]
                 item.finish(RecordResult(sum(flags), len(flags) - sum(flags)))
             position += _count(item)
-        if self.on_pending is not None:
-            self.on_pending(pending)
+
+
+def _flatten(batch: list[Item]) -> list[tuple[int, int]]:
+    flat: list[tuple[int, int]] = []
+    for item in batch:
+        if isinstance(item, Waiter):
+            flat.extend(item.views)
+        else:
+            flat.append(item)
+    return flat
 
 
 def _count(item: Item) -> int:

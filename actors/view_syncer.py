@@ -56,6 +56,10 @@ class ViewSyncer:
     _wake: trio.Event = attrs.Factory(trio.Event)
     _waiting: list[SyncRequest] = attrs.Factory(list)
 
+    def wake(self) -> None:
+        """Run a sync soon (e.g. to replay views journaled while Redis was down)."""
+        self._wake.set()
+
     def notify_pending(self, pending: int) -> None:
         """The ingester's hook: wake the syncer early when the pending set grows large."""
         if pending >= self.early_threshold:

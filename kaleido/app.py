@@ -14,6 +14,7 @@ from typing import Any
 import attrs
 import trio
 
+from kaleido.demo import start_demo
 from kaleido.errors import TransientError
 from kaleido.gateways import Backends, open_backends
 from kaleido.http.app import create_app, serve_http
@@ -67,9 +68,11 @@ async def serve(
     settings: Settings,
     *,
     handle_signals: bool = True,
+    demo: bool = False,
     task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run Kaleido until a signal (or `Running.stop`) asks it to stop."""
+    """Run Kaleido until a signal (or `Running.stop`) asks it to stop; `demo` adds the stand-in
+    ML service and simulated traffic."""
     stop = trio.Event()
     async with open_backends(settings) as backends:
         await prepare_schema(backends)
@@ -79,6 +82,8 @@ async def serve(
             supervisor = Supervisor(nursery)
             service = Service.build(backends, supervisor, Metrics())
             await service.start_actors()
+            if demo:
+                await start_demo(service)
             http_stop = trio.Event()
             addresses: list[str] = await nursery.start(
                 serve_http, create_app(service), settings.http_host, settings.http_port, http_stop

@@ -31,6 +31,9 @@ def default_redis_conf() -> Path | None:
     return candidate if candidate.is_file() else None
 
 
+DEMO_HELP = "also run a stand-in ML service and simulated users (every stream and table fills)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kaleido", description="Kaleido: view counting and ML stream core of Kaleidoscope."
@@ -38,18 +41,21 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     run = sub.add_parser("run", help="run the long-lived service (the default)")
     add_arguments(run)
+    # SUPPRESS on the subcommand: `kaleido --demo run` keeps the main parser's value.
+    run.add_argument("--demo", action="store_true", default=argparse.SUPPRESS, help=DEMO_HELP)
     sync = sub.add_parser("sync", help="sync buffered view counts to PostgreSQL now")
     add_arguments(sync)
     add_arguments(parser)
+    parser.add_argument("--demo", action="store_true", help=DEMO_HELP)
     return parser
 
 
-def run_service(settings: Settings) -> int:
+def run_service(settings: Settings, *, demo: bool = False) -> int:
     """Run the service, with a private Redis and PostgreSQL when no URLs are configured."""
     from kaleido.app import run_forever
 
     if not settings.embedded:
-        run_forever(settings)
+        run_forever(settings, demo=demo)
         return 0
     from kaleido.devstack import dev_stack
 
@@ -61,7 +67,7 @@ def run_service(settings: Settings) -> int:
             redis_url=settings.redis_url or stack.redis_url,
             database_url=settings.database_url or stack.database_url,
         )
-        run_forever(settings)
+        run_forever(settings, demo=demo)
     return 0
 
 
@@ -80,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from kaleido.commands import sync_now
 
             return trio.run(sync_now, settings)
-        return run_service(settings)
+        return run_service(settings, demo=args.demo)
     except KeyboardInterrupt:
         return 0
     except ConfigError as exc:

@@ -14,8 +14,10 @@ class KeyLayout:
 
     - `view:batch:{batchId}`: hash postId → views of one in-flight sync batch;
     - `view:batches`: set of in-flight batch ids (a crashed syncer's batch is found here);
-    - `view:sync:epoch`: bumped each time counters move into a batch, so that a reader can tell
-      whether its snapshot raced a sync.
+    - `view:sync:epoch`: bumped each time counters move into a batch (or journal views are
+      replayed), so that a reader can tell whether its snapshot raced a sync;
+    - `view:journal:done`: sorted set of journal replay batches applied to Redis (scored by
+      time, kept a day), so a replay interrupted after Redis took it is not applied twice.
     """
 
     prefix: str = ""
@@ -44,6 +46,10 @@ class KeyLayout:
     @property
     def sync_epoch(self) -> str:
         return f"{self.prefix}view:sync:epoch"
+
+    @property
+    def journal_done(self) -> str:
+        return f"{self.prefix}view:journal:done"
 
     def stream(self, name: str) -> str:
         return f"{self.prefix}{name}"

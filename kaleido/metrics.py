@@ -43,3 +43,20 @@ class Metrics:
         self.actor_restarts = Counter(
             "kaleido_actor_restarts", "Actor restarts by kind", ["actor", "kind"], registry=r
         )
+        # Inbound streams (kaleido.streams.consumer).
+        self.stream_entries = Counter(
+            "kaleido_stream_entries",
+            "Inbound stream entries by outcome",
+            ["stream", "outcome"],
+            registry=r,
+        )  # applied, duplicate, ignored, dead_lettered, reclaimed, retried
+        self.stream_errors = Counter(
+            "kaleido_stream_errors",
+            "Inbound stream consumer errors by kind (each one recovered from)",
+            ["stream", "kind"],
+            registry=r,
+        )  # nogroup, redis_unavailable, postgres_unavailable, query_error, handler_error,
+        # backend_error
+        self.stream_batches = Counter(
+            "kaleido_stream_batches", "Inbound batches committed", ["stream"], registry=r
+        )

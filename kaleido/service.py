@@ -3,15 +3,21 @@ and `start_actors`, which wires the actors to it under the supervisor."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import attrs
 import trio
 
 from actors.view_ingester import ViewIngester
 from actors.view_syncer import ViewSyncer
+from kaleido.errors import CircuitOpen, RedisUnavailable
 from kaleido.gateways import Backends
 from kaleido.lock import RedisLock
 from kaleido.metrics import Metrics
+from kaleido.publisher import Publisher
+from kaleido.streams import StreamConsumer, build_consumers
 from kaleido.supervisor import Supervisor
+from kaleido.views import ledger
 from kaleido.views.store import ViewStore
 from kaleido.views.sync import ViewSync
 from kaleido.views.totals import ViewTotal, read_total
@@ -30,6 +36,8 @@ class Service:
     tracker: ViewTracker
     ingester: ViewIngester
     syncer: ViewSyncer
+    publisher: Publisher = attrs.field(kw_only=True)
+    consumers: list[StreamConsumer[Any]] = attrs.field(kw_only=True, factory=list)
 
     @classmethod
     def build(cls, backends: Backends, supervisor: Supervisor, metrics: Metrics) -> Service:
@@ -43,20 +51,44 @@ class Service:
             supervisor.stopping,
             interval=settings.sync_interval,
         )
-        ingester = ViewIngester(store, receive, metrics, on_pending=syncer.notify_pending)
-        supervisor.on_restart = lambda actor, kind: metrics.actor_restarts.labels(
-            actor, kind
-        ).inc()
-        return cls(backends, supervisor, metrics, store, ViewTracker(send), ingester, syncer)
+        ingester = ViewIngester(
+            store,
+            receive,
+            metrics,
+            on_pending=syncer.notify_pending,
+            journal=backends.postgres,
+            on_journaled=syncer.wake,
+        )
+        supervisor.on_restart = lambda actor, kind: metrics.actor_restarts.labels(actor, kind).inc()
+        publisher = Publisher(backends.redis, backends.keys, settings.stream_maxlen)
+        return cls(
+            backends,
+            supervisor,
+            metrics,
+            store,
+            ViewTracker(send),
+            ingester,
+            syncer,
+            publisher=publisher,
+            consumers=build_consumers(backends, metrics, supervisor.stopping),
+        )
 
     async def start_actors(self) -> None:
         await self.supervisor.start("view-ingester", self.ingester.run)
         await self.supervisor.start("view-syncer", self.syncer.run)
+        for consumer in self.consumers:
+            await self.supervisor.start(consumer.consumer_name, consumer.run)
 
     def stop_intake(self) -> None:
         self.tracker.close()
 
     async def view_total(self, post_id: int) -> ViewTotal:
-        total = await read_total(self.views, self.backends.postgres, post_id)
+        """The exact total; while Redis is unreachable, PostgreSQL's part (`degraded`)."""
+        try:
+            total = await read_total(self.views, self.backends.postgres, post_id)
+        except (RedisUnavailable, CircuitOpen):
+            synced, _ = await ledger.read_synced(self.backends.postgres, post_id, [])
+            self.metrics.total_reads.labels("degraded").inc()
+            return ViewTotal(post_id, synced, 0, degraded=True)
         self.metrics.total_reads.labels("hit" if total.buffered else "miss").inc()
         return total

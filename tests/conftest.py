@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 TABLES = (
     "posts, post_media, media_ai_insights, media_detected_faces, processed_messages, "
-    "view_sync_batches, post_view_backlog"
+    "view_sync_batches, post_view_backlog, view_journal"
 )
 
 

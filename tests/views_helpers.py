@@ -36,4 +36,5 @@ async def pg_view_counts(backends: Backends) -> dict[int, int]:
 async def redis_leftovers(backends: Backends) -> list[bytes]:
     """Keys that should be gone once everything is synced (dedup flags excluded)."""
     keys = await backends.redis.execute("KEYS", "*")
-    return sorted(k for k in keys if not k.startswith(b"user:view:") and k != b"view:sync:epoch")
+    bookkeeping = {b"view:sync:epoch", b"view:journal:done"}
+    return sorted(k for k in keys if not k.startswith(b"user:view:") and k not in bookkeeping)

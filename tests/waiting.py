@@ -9,7 +9,7 @@ import trio
 
 async def wait_until(
     predicate: Callable[[], Awaitable[bool]],
-    timeout: float = 10.0,  # noqa: ASYNC109 - a deadline for the poll, applied with fail_after
+    timeout: float = 10.0,
     interval: float = 0.02,
 ) -> None:
     """Poll `predicate` until it is true; trio.TooSlowError after `timeout` seconds."""

@@ -59,8 +59,16 @@ def map_redis_error(exc: BaseException) -> BaseException:
 _TRANSIENT_SQLSTATE_PREFIXES = ("08", "53", "57", "40")
 
 
+# asyncpg raises its client-side DataError (not the SQLSTATE 22 class of the same name) when a
+# parameter cannot be encoded.
+_ENCODER_ERRORS = (asyncpg.exceptions._base.DataError, TypeError, ValueError)
+
+
 def map_postgres_error(exc: BaseException) -> BaseException:
     """Translate an asyncpg (or socket) exception into the project's own."""
+    if isinstance(exc, _ENCODER_ERRORS):
+        # Bad input to the driver's encoders (a subclass of InterfaceError): never transient.
+        return errors.PostgresQueryError(f"postgres: {type(exc).__name__}: {exc}")
     if isinstance(exc, asyncpg.PostgresError):
         sqlstate = getattr(exc, "sqlstate", None) or ""
         message = f"postgres: {type(exc).__name__} [{sqlstate}]: {exc}"

@@ -10,7 +10,7 @@ from hypercorn.trio import serve
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
-from kaleido.http import health, views
+from kaleido.http import health, posts, views
 from kaleido.http.errors import EXCEPTION_HANDLERS
 from kaleido.http.middleware import CorrelationIdMiddleware
 from kaleido.service import Service
@@ -18,7 +18,7 @@ from kaleido.service import Service
 
 def create_app(service: Service) -> Starlette:
     app = Starlette(
-        routes=[*health.routes, *views.routes],
+        routes=[*health.routes, *views.routes, *posts.routes],
         middleware=[Middleware(CorrelationIdMiddleware)],
         exception_handlers=EXCEPTION_HANDLERS,
     )

@@ -54,7 +54,10 @@ async def post_views(request: Request) -> Response:
 async def get_post_views(request: Request) -> Response:
     service: Service = request.app.state.service
     total = await service.view_total(path_id(request, "postId"))
-    return JSONResponse({"postId": total.post_id, "views": total.views})
+    body: dict[str, object] = {"postId": total.post_id, "views": total.views}
+    if total.degraded:
+        body["degraded"] = "redis unreachable: views buffered in Redis are not included"
+    return JSONResponse(body)
 
 
 async def admin_sync(request: Request) -> Response:

@@ -33,11 +33,14 @@ UPDATE posts p SET view_count = p.view_count + folded.views, updated_at = now()
 FROM folded WHERE p.post_id = folded.post_id
 """
 
-# A post's synced views and which of the given batches are applied, in one snapshot.
+# A post's views in PostgreSQL and which of the given sync batches are applied, in one
+# snapshot. Journal rows count unless their replay batch ($3) is already in Redis.
 _READ_SYNCED = """
 SELECT
     coalesce((SELECT view_count FROM posts WHERE post_id = $1), 0)
-      + coalesce((SELECT views FROM post_view_backlog WHERE post_id = $1), 0) AS views,
+      + coalesce((SELECT views FROM post_view_backlog WHERE post_id = $1), 0)
+      + (SELECT count(*) FROM view_journal WHERE post_id = $1
+         AND (replay_batch IS NULL OR NOT replay_batch = ANY($3::uuid[]))) AS views,
     coalesce((SELECT array_agg(batch_id::text) FROM view_sync_batches
               WHERE batch_id = ANY($2::uuid[])), '{}') AS applied
 """
@@ -70,10 +73,21 @@ async def fold_backlog(postgres: PostgresGateway) -> None:
 
 
 async def read_synced(
-    postgres: PostgresGateway, post_id: int, batch_ids: list[str]
+    postgres: PostgresGateway,
+    post_id: int,
+    batch_ids: list[str],
+    replayed: list[str] | None = None,
 ) -> tuple[int, set[str]]:
-    """(views in PostgreSQL for the post, the subset of `batch_ids` already applied)."""
-    row = await postgres.fetchrow(_READ_SYNCED, post_id, [uuid.UUID(b) for b in batch_ids])
+    """(views in PostgreSQL for the post, the subset of `batch_ids` already applied).
+
+    PostgreSQL's views: synced, backlog, and journal rows not in a `replayed` batch.
+    """
+    row = await postgres.fetchrow(
+        _READ_SYNCED,
+        post_id,
+        [uuid.UUID(b) for b in batch_ids],
+        [uuid.UUID(b) for b in replayed or []],
+    )
     return int(row["views"]), set(row["applied"])
 
 

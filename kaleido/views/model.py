@@ -46,3 +46,4 @@ class SyncReport:
     views: int = 0
     recovered_batches: int = 0
     skipped_batches: int = 0  # batches found already applied (a crash after COMMIT)
+    journal_views: int = 0  # views replayed from the journal (taken while Redis was down)

@@ -57,12 +57,18 @@ return {#popped, moved, views}
 """,
 )
 
-# A post's Redis side at one instant: {epoch, counter, batch id, views, batch id, views, ...}.
-# KEYS: sync epoch, in-flight batch set, the post's counter. ARGV: prefix, post id.
+# A post's Redis side at one instant:
+# {epoch, counter, replayed journal batches (space-separated), batch id, views, batch id, ...}.
+# KEYS: sync epoch, in-flight batch set, the post's counter, journal done set.
+# ARGV: prefix, post id.
 SNAPSHOT_POST = Script(
     "snapshot_post",
     """
-local out = {redis.call('GET', KEYS[1]) or '0', redis.call('GET', KEYS[3]) or '0'}
+local out = {
+  redis.call('GET', KEYS[1]) or '0',
+  redis.call('GET', KEYS[3]) or '0',
+  table.concat(redis.call('ZRANGE', KEYS[4], 0, -1), ' '),
+}
 for _, batch in ipairs(redis.call('SMEMBERS', KEYS[2])) do
   local views = redis.call('HGET', ARGV[1] .. 'view:batch:' .. batch, ARGV[2])
   if views then
@@ -71,5 +77,30 @@ for _, batch in ipairs(redis.call('SMEMBERS', KEYS[2])) do
   end
 end
 return out
+""",
+)
+
+# Replay journal views (taken while Redis was down) through the same dedup as RECORD_VIEWS,
+# once per replay batch. KEYS: journal done zset (batch id → unix time), sync epoch.
+# ARGV: prefix, ttl, batch id, then user, post pairs. Returns the number counted, or -1 if the
+# batch was applied before.
+REPLAY_JOURNAL = Script(
+    "replay_journal",
+    """
+if redis.call('ZSCORE', KEYS[1], ARGV[3]) then
+  return -1
+end
+local prefix, ttl, counted = ARGV[1], ARGV[2], 0
+for i = 4, #ARGV, 2 do
+  local user, post = ARGV[i], ARGV[i + 1]
+  if redis.call('SET', prefix .. 'user:view:' .. user .. ':' .. post, '1', 'NX', 'EX', ttl) then
+    redis.call('INCR', prefix .. 'post:views:' .. post)
+    redis.call('SADD', prefix .. 'pending:views', post)
+    counted = counted + 1
+  end
+end
+redis.call('ZADD', KEYS[1], redis.call('TIME')[1], ARGV[3])
+redis.call('INCR', KEYS[2])
+return counted
 """,
 )

@@ -18,6 +18,7 @@ class PostSnapshot:
     epoch: int
     counter: int
     in_flight: dict[str, int]  # batch id → this post's views in that batch
+    replayed: list[str]  # journal replay batches already applied to Redis
 
 
 @attrs.define
@@ -64,11 +65,11 @@ class ViewStore:
         keys = self.keys
         reply = await self.redis.run_script(
             scripts.SNAPSHOT_POST,
-            [keys.sync_epoch, keys.batches, keys.post_views(post_id)],
+            [keys.sync_epoch, keys.batches, keys.post_views(post_id), keys.journal_done],
             [keys.prefix, post_id],
         )
-        in_flight = {reply[i].decode(): int(reply[i + 1]) for i in range(2, len(reply), 2)}
-        return PostSnapshot(int(reply[0]), int(reply[1]), in_flight)
+        in_flight = {reply[i].decode(): int(reply[i + 1]) for i in range(3, len(reply), 2)}
+        return PostSnapshot(int(reply[0]), int(reply[1]), in_flight, reply[2].decode().split())
 
     async def epoch(self) -> int:
         return int(await self.redis.execute("GET", self.keys.sync_epoch) or 0)

@@ -17,9 +17,11 @@ import uuid
 import attrs
 
 from kaleido import failpoints
+from kaleido.errors import RedisOutOfMemory
 from kaleido.gateways import PostgresGateway
 from kaleido.logs import get_logger
 from kaleido.views import ledger
+from kaleido.views.journal import JournalReplayer, ReplayReport
 from kaleido.views.model import SyncReport
 from kaleido.views.store import ViewStore
 
@@ -37,7 +39,28 @@ class ViewSync:
     chunk_size: int = CHUNK_SIZE
 
     async def run_once(self) -> SyncReport:
-        """Sync everything pending now. The caller holds the lock."""
+        """Replay the view journal, then sync everything pending. The caller holds the lock."""
+        replayer = JournalReplayer(
+            self.store.redis, self.postgres, self.store.keys, self.store.dedup_ttl
+        )
+        replayed = await self._replay(replayer)
+        report = await self._sync()
+        if replayed is None:  # Redis was full: the sync freed memory, try once more
+            replayed = await self._replay(replayer)
+        return attrs.evolve(report, journal_views=replayed.views if replayed else 0)
+
+    async def _replay(self, replayer: JournalReplayer) -> ReplayReport | None:
+        if not await replayer.has_work():
+            return ReplayReport()
+        try:
+            replayed = await replayer.replay()
+        except RedisOutOfMemory as exc:
+            log.warning("sync.journal_replay_deferred", error=str(exc))
+            return None
+        log.info("sync.journal_replayed", **attrs.asdict(replayed))
+        return replayed
+
+    async def _sync(self) -> SyncReport:
         report = SyncReport()
         for batch_id in await self.store.in_flight_batches():
             report = self._add(report, *await self._finish(batch_id), recovered=True)

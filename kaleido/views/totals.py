@@ -3,9 +3,10 @@
 Redis and PostgreSQL cannot be read in one snapshot, so the read is optimistic (a seqlock):
 snapshot Redis (epoch, counter, in-flight batches), read PostgreSQL in one statement (synced
 views and which of those batches are applied), then check the epoch. The epoch changes only
-when counters move into a batch; if it did not change, no counter the Redis snapshot holds
-can also be in PostgreSQL, and an in-flight batch is counted exactly when PostgreSQL says it
-is not applied yet. Otherwise the read is retried.
+when counters move into a batch or journal views are replayed into Redis; if it did not
+change, no counter the Redis snapshot holds can also be in PostgreSQL, an in-flight batch is
+counted exactly when PostgreSQL says it is not applied yet, and a journal row exactly when
+its replay batch is not in Redis yet. Otherwise the read is retried.
 """
 
 from __future__ import annotations
@@ -26,12 +27,15 @@ class ViewTotal:
     post_id: int
     views: int
     buffered: int  # the part still in Redis (counter and in-flight batches)
+    degraded: bool = False  # Redis unreachable: PostgreSQL's part only
 
 
 async def read_total(store: ViewStore, postgres: PostgresGateway, post_id: int) -> ViewTotal:
     for _ in range(MAX_ATTEMPTS):
         snap = await store.snapshot(post_id)
-        synced, applied = await ledger.read_synced(postgres, post_id, list(snap.in_flight))
+        synced, applied = await ledger.read_synced(
+            postgres, post_id, list(snap.in_flight), snap.replayed
+        )
         if await store.epoch() != snap.epoch:
             continue
         buffered = snap.counter + sum(

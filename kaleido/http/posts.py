@@ -1,0 +1,221 @@
+"""Post and profile picture routes: store in PostgreSQL, then publish to the ML service.
+
+A publish that fails after the post was stored answers 503 and says the post is stored; it is
+never a 2xx. Every bad input is a 4xx naming the field (`media[1].mediaUrl: ...`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from kaleido.errors import BackendError
+from kaleido.http.body import path_id, read_json
+from kaleido.http.errors import BadRequest, error_response
+from kaleido.messages import PROFILE_PICTURE_STREAM, ProfilePictureEvent, utc_timestamp
+from kaleido.posts import (
+    MAX_MEDIA,
+    Face,
+    Insights,
+    MediaItem,
+    MediaRecord,
+    MediaTaken,
+    NewPost,
+    PostExists,
+    PostNotFound,
+    PostRecord,
+    Posts,
+    PublishFailed,
+    check_media,
+    check_media_url,
+)
+from kaleido.publisher import outbound_correlation_id
+from kaleido.service import Service
+from kaleido.views.model import check_id
+
+# --------------------------------------------------------------------------- parsing
+
+
+def _object(payload: Any, name: str, fields: str) -> dict[str, Any]:
+    if not isinstance(payload, dict):
+        raise BadRequest(f"{name}: expected an object with {fields}")
+    return payload
+
+
+def _id(value: object, name: str) -> int:
+    try:
+        return check_id(value, name)
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from None
+
+
+def _url(value: object, name: str) -> str:
+    try:
+        return check_media_url(value, name)
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from None
+
+
+def parse_media(payload: dict[str, Any]) -> tuple[MediaItem, ...]:
+    """The body's `media` list; BadRequest names the first bad item and field."""
+    items = payload.get("media")
+    if not isinstance(items, list):
+        raise BadRequest("media: expected a list of {mediaId, mediaUrl} objects")
+    if len(items) > MAX_MEDIA:  # before looking at the items: bounds the work
+        raise BadRequest(f"media: {len(items)} items, limit {MAX_MEDIA}")
+    media = []
+    for index, raw in enumerate(items):
+        item = _object(raw, f"media[{index}]", "mediaId and mediaUrl")
+        media.append(
+            MediaItem(
+                _id(item.get("mediaId"), f"media[{index}].mediaId"),
+                _url(item.get("mediaUrl"), f"media[{index}].mediaUrl"),
+            )
+        )
+    try:
+        check_media(media)
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from None
+    return tuple(media)
+
+
+def parse_new_post(payload: Any) -> NewPost:
+    body = _object(payload, "body", "postId, userId and media")
+    return NewPost(
+        _id(body.get("postId"), "postId"), _id(body.get("userId"), "userId"), parse_media(body)
+    )
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def _insights_json(insights: Insights | None) -> dict[str, Any] | None:
+    if insights is None:
+        return None
+    return {
+        "status": insights.status,
+        "isSafe": insights.is_safe,
+        "moderationConfidence": insights.moderation_confidence,
+        "caption": insights.caption,
+        "tags": None if insights.tags is None else list(insights.tags),
+        "scenes": None if insights.scenes is None else list(insights.scenes),
+        "imageEmbeddingLength": insights.embedding_length,
+        "servicesCompleted": list(insights.services_completed),
+        "correlationId": insights.correlation_id,
+        "updatedAt": utc_timestamp(insights.updated_at),
+    }
+
+
+def _face_json(face: Face) -> dict[str, Any]:
+    return {
+        "faceId": face.face_id,
+        "bbox": None if face.bbox is None else list(face.bbox),
+        "confidence": face.confidence,
+        "status": face.status,
+        "suggestedUserId": face.suggested_user_id,
+        "suggestionConfidence": face.suggestion_confidence,
+        "matchedUsername": face.matched_username,
+        "updatedAt": utc_timestamp(face.updated_at),
+    }
+
+
+def _media_json(media: MediaRecord) -> dict[str, Any]:
+    return {
+        "mediaId": media.media_id,
+        "mediaUrl": media.media_url,
+        "position": media.position,
+        "insights": _insights_json(media.insights),
+        "faces": [_face_json(face) for face in media.faces],
+    }
+
+
+def post_json(post: PostRecord, views: int) -> dict[str, Any]:
+    return {
+        "postId": post.post_id,
+        "userId": post.user_id,
+        "status": post.status,
+        "views": views,
+        "createdAt": utc_timestamp(post.created_at),
+        "updatedAt": utc_timestamp(post.updated_at),
+        "media": [_media_json(media) for media in post.media],
+    }
+
+
+# --------------------------------------------------------------------------- routes
+
+
+def _posts(request: Request) -> Posts:
+    service: Service = request.app.state.service
+    return Posts(service.backends.postgres, service.publisher)
+
+
+async def create_post(request: Request) -> Response:
+    post = parse_new_post(await read_json(request))
+    try:
+        done = await _posts(request).create(post)
+    except (PostExists, MediaTaken) as exc:
+        raise BadRequest(str(exc), 409) from None
+    except PublishFailed as exc:
+        return error_response(str(exc), 503)
+    body = {"postId": done.post_id, "media": done.media, "published": done.published}
+    return JSONResponse(body, status_code=201)
+
+
+async def replace_post_media(request: Request) -> Response:
+    post_id = path_id(request, "postId")
+    media = parse_media(_object(await read_json(request), "body", "media"))
+    try:
+        done = await _posts(request).replace_media(post_id, media)
+    except PostNotFound as exc:
+        raise BadRequest(str(exc), 404) from None
+    except MediaTaken as exc:
+        raise BadRequest(str(exc), 409) from None
+    except PublishFailed as exc:
+        return error_response(str(exc), 503)
+    return JSONResponse(
+        {
+            "postId": done.post_id,
+            "media": done.media,
+            "published": done.published,
+            "removed": done.removed,
+        }
+    )
+
+
+async def change_profile_picture(request: Request) -> Response:
+    user_id = path_id(request, "userId")
+    body = _object(await read_json(request), "body", "imageUrl")
+    image_url = _url(body.get("imageUrl"), "imageUrl")
+    service: Service = request.app.state.service
+    event = ProfilePictureEvent(user_id, image_url, outbound_correlation_id())
+    try:
+        await service.publisher.publish_profile_picture(event)
+    except BackendError as exc:
+        # Not a client error whatever Redis said: the request was fine, the ML service not told.
+        return error_response(
+            f"publishing to {PROFILE_PICTURE_STREAM} failed, so the ML service was not told: {exc}",
+            503,
+        )
+    return JSONResponse({"userId": user_id, "published": 1}, status_code=202)
+
+
+async def get_post(request: Request) -> Response:
+    post_id = path_id(request, "postId")
+    service: Service = request.app.state.service
+    try:
+        post = await _posts(request).read(post_id)
+    except PostNotFound as exc:
+        raise BadRequest(str(exc), 404) from None
+    total = await service.view_total(post_id)
+    return JSONResponse(post_json(post, total.views))
+
+
+routes = [
+    Route("/v1/posts", create_post, methods=["POST"]),
+    Route("/v1/posts/{postId}", get_post, methods=["GET"]),
+    Route("/v1/posts/{postId}/media", replace_post_media, methods=["PUT"]),
+    Route("/v1/users/{userId}/profile-picture", change_profile_picture, methods=["POST"]),
+]

@@ -1,0 +1,120 @@
+"""Dead-letter streams (`{stream}:dlq`): list, replay onto the stream, purge.
+
+Each dead letter is the original entry plus `error`, `errorType`, `originalId`, `deliveries`
+and `failedAt` (written by the consumer). Replaying an entry XADDs its original fields back onto
+the stream (a new id, so a fresh delivery count) and XDELs it from the DLQ in one Lua script:
+an entry is replayed once even when two replays race.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import attrs
+
+from kaleido.gateways import RedisGateway, Script
+from kaleido.keys import KeyLayout
+from kaleido.messages import decode_text_fields, dlq_stream
+
+DLQ_FIELDS = ("error", "errorType", "originalId", "deliveries", "failedAt")
+# Entries fetched per XRANGE while replaying a whole DLQ.
+REPLAY_PAGE = 200
+
+# KEYS: dlq, stream; ARGV: dlq entry id, then the DLQ's own field names. Returns the new id,
+# or false when the entry is no longer in the DLQ (replayed or purged meanwhile).
+_REPLAY = Script(
+    "dlq_replay",
+    """
+local found = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])
+if #found == 0 then return false end
+local skip = {}
+for i = 2, #ARGV do skip[ARGV[i]] = true end
+local fields = found[1][2]
+local out = {}
+for i = 1, #fields, 2 do
+  if not skip[fields[i]] then
+    out[#out + 1] = fields[i]
+    out[#out + 1] = fields[i + 1]
+  end
+end
+if #out == 0 then out = {'replayed', 'empty'} end
+local new_id = redis.call('XADD', KEYS[2], '*', unpack(out))
+redis.call('XDEL', KEYS[1], ARGV[1])
+return new_id
+""",
+)
+
+
+@attrs.frozen
+class DeadLetter:
+    """One DLQ entry, as text (bad UTF-8 escaped)."""
+
+    dlq_id: str
+    original_id: str
+    error_type: str
+    error: str
+    deliveries: int
+    failed_at: str
+    fields: Mapping[str, str]  # the original entry's fields
+
+    @classmethod
+    def from_entry(cls, dlq_id: bytes | str, raw: Mapping[bytes, bytes]) -> DeadLetter:
+        text = decode_text_fields(raw)
+        deliveries = text.get("deliveries", "0")
+        return cls(
+            dlq_id=dlq_id.decode() if isinstance(dlq_id, bytes) else dlq_id,
+            original_id=text.get("originalId", ""),
+            error_type=text.get("errorType", ""),
+            error=text.get("error", ""),
+            deliveries=int(deliveries) if deliveries.isdigit() else 0,
+            failed_at=text.get("failedAt", ""),
+            fields={k: v for k, v in text.items() if k not in DLQ_FIELDS},
+        )
+
+
+async def dlq_list(
+    redis: RedisGateway, keys: KeyLayout, stream: str, count: int = 100
+) -> list[DeadLetter]:
+    """The oldest `count` dead letters of `stream` (a contract stream name)."""
+    reply = await redis.execute("XRANGE", keys.stream(dlq_stream(stream)), "-", "+", "COUNT", count)
+    return [DeadLetter.from_entry(entry_id, fields or {}) for entry_id, fields in reply or []]
+
+
+async def dlq_size(redis: RedisGateway, keys: KeyLayout, stream: str) -> int:
+    return int(await redis.execute("XLEN", keys.stream(dlq_stream(stream))))
+
+
+async def dlq_replay(
+    redis: RedisGateway, keys: KeyLayout, stream: str, ids: Iterable[str] | None = None
+) -> list[str]:
+    """Put dead letters back onto `stream` (all of them, or those `ids`); return the new ids.
+
+    An id no longer in the DLQ is skipped. Entries are replayed in DLQ order.
+    """
+    dlq_key, stream_key = keys.stream(dlq_stream(stream)), keys.stream(stream)
+    replayed: list[str] = []
+
+    async def replay(dlq_id: str) -> None:
+        new_id = await redis.run_script(_REPLAY, [dlq_key, stream_key], [dlq_id, *DLQ_FIELDS])
+        if new_id:
+            replayed.append(new_id.decode() if isinstance(new_id, bytes) else str(new_id))
+
+    if ids is not None:
+        for dlq_id in ids:
+            await replay(dlq_id)
+        return replayed
+    start = "-"
+    while True:
+        page = await redis.execute("XRANGE", dlq_key, start, "+", "COUNT", REPLAY_PAGE)
+        if not page:
+            return replayed
+        for entry_id, _ in page:
+            await replay(entry_id.decode())
+        start = "(" + page[-1][0].decode()
+
+
+async def dlq_purge(redis: RedisGateway, keys: KeyLayout, stream: str) -> int:
+    """Delete the DLQ of `stream`; return how many dead letters it held."""
+    dlq_key = keys.stream(dlq_stream(stream))
+    size, _ = await redis.pipeline([("XLEN", dlq_key), ("DEL", dlq_key)], transaction=True)
+    return int(size)

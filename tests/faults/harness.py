@@ -1,0 +1,187 @@
+"""The fault suite's harness: Kaleido as a real process (`run.py`) against private servers, a
+workload that keeps a ground-truth model, and the tally of what a fault cost."""
+
+from __future__ import annotations
+
+import random
+import signal
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+
+import attrs
+import httpx
+import trio
+
+from kaleido.gateways import open_backends
+from kaleido.settings import Settings
+
+from ..processes import free_port, kaleido_env, start_kaleido, wait_exit, wait_ready
+
+ADMIN_TOKEN = "fault-suite-admin-token"
+# Requests carry a few views each: realistic for a feed page, and enough load to matter.
+VIEWS_PER_REQUEST = 10
+
+
+@attrs.define
+class ServiceProcess:
+    """`python run.py` pointed at given servers; restartable, killable."""
+
+    redis_url: str
+    database_url: str
+    sync_interval: float = 0.5
+    port: int = attrs.Factory(free_port)
+    proc: subprocess.Popen[bytes] | None = None
+    extra_env: dict[str, str] = attrs.Factory(dict)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self, timeout: float = 30) -> float:
+        env = kaleido_env(
+            KALEIDO_REDIS_URL=self.redis_url,
+            KALEIDO_DATABASE_URL=self.database_url,
+            KALEIDO_HTTP_BIND=f"127.0.0.1:{self.port}",
+            KALEIDO_SYNC_INTERVAL=str(self.sync_interval),
+            KALEIDO_ADMIN_TOKEN=ADMIN_TOKEN,
+            KALEIDO_SHUTDOWN_DEADLINE="8",
+            **self.extra_env,
+        )
+        self.proc = start_kaleido([], env)
+        return await wait_ready(self.port, self.proc, timeout)
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+
+    async def terminate(self, timeout: float = 10) -> tuple[int, float]:
+        """SIGTERM; return (exit status, seconds it took)."""
+        assert self.proc is not None
+        started = time.monotonic()
+        self.proc.send_signal(signal.SIGTERM)
+        status = await wait_exit(self.proc, timeout)
+        return status, time.monotonic() - started
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@attrs.define
+class ViewWorkload:
+    """POSTs views and keeps the truth: a view is in the model once a 202 acknowledged it.
+
+    A request whose outcome is unknown (connection dropped, 5xx) is retried until acknowledged:
+    Redis' dedup makes a retry of an applied view harmless, as it is for a real client.
+    """
+
+    base_url: str
+    users: int = 400
+    posts: int = 40
+    seed: int = 1
+    acknowledged: set[tuple[int, int]] = attrs.Factory(set)
+    unknown: list[list[tuple[int, int]]] = attrs.Factory(list)
+    failures: int = 0
+    _rng: random.Random = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._rng = random.Random(self.seed)
+
+    def _next_views(self) -> list[tuple[int, int]]:
+        views = []
+        for _ in range(VIEWS_PER_REQUEST):
+            if self.acknowledged and self._rng.random() < 0.15:  # a repeat view: a duplicate
+                views.append(self._rng.choice(sorted(self.acknowledged)))
+            else:
+                views.append((self._rng.randint(1, self.users), self._rng.randint(1, self.posts)))
+        return views
+
+    async def _send(self, http: httpx.AsyncClient, views: list[tuple[int, int]]) -> bool:
+        body = [{"userId": u, "postId": p} for u, p in views]
+        try:
+            response = await http.post("/v1/views", json=body)
+        except httpx.TransportError:
+            response = None
+        if response is not None and response.status_code == 202:
+            self.acknowledged.update(views)
+            return True
+        self.failures += 1
+        return False
+
+    async def run(self, stop: trio.Event, pause: float = 0.002) -> None:
+        """Send requests until `stop`; failed ones are queued for `settle`."""
+        async with httpx.AsyncClient(base_url=self.base_url, timeout=5) as http:
+            while not stop.is_set():
+                views = self._next_views()
+                if not await self._send(http, views):
+                    self.unknown.append(views)
+                    await trio.sleep(0.05)  # the service is down or degraded: do not spin
+                else:
+                    await trio.sleep(pause)
+
+    async def settle(self, timeout: float = 60) -> None:
+        """Retry every request whose outcome was unknown until it is acknowledged."""
+        async with httpx.AsyncClient(base_url=self.base_url, timeout=5) as http:
+            with trio.fail_after(timeout):
+                while self.unknown:
+                    if await self._send(http, self.unknown[0]):
+                        self.unknown.pop(0)
+                    else:
+                        await trio.sleep(0.1)
+
+    def expected_counts(self) -> Counter[int]:
+        return Counter(post for _, post in self.acknowledged)
+
+
+@attrs.frozen
+class Tally:
+    lost: int
+    doubled: int
+
+    @property
+    def clean(self) -> bool:
+        return self.lost == 0 and self.doubled == 0
+
+
+async def sync_now(base_url: str) -> None:
+    async with httpx.AsyncClient(base_url=base_url, timeout=30) as http:
+        with trio.fail_after(60):
+            while True:
+                r = await http.post(
+                    "/v1/admin/sync", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+                )
+                if r.status_code == 200:
+                    return
+                await trio.sleep(0.2)
+
+
+async def tally_views(settings: Settings, expected: Counter[int]) -> Tally:
+    """Compare PostgreSQL (after a final sync) with the model: views lost and double-counted."""
+    async with open_backends(settings) as backends:
+        rows = await backends.postgres.fetch(
+            "SELECT post_id, view_count AS v FROM posts UNION ALL "
+            "SELECT post_id, views FROM post_view_backlog"
+        )
+        pending = await backends.redis.execute("SCARD", backends.keys.pending)
+        in_flight = await backends.redis.execute("SCARD", backends.keys.batches)
+    assert pending == 0 and in_flight == 0, "a final sync must leave nothing in Redis"
+    actual: Counter[int] = Counter()
+    for row in rows:
+        actual[row["post_id"]] += row["v"]
+    lost = sum((expected - actual).values())
+    doubled = sum((actual - expected).values())
+    return Tally(lost, doubled)
+
+
+def stack_settings(redis_url: str, database_url: str) -> Settings:
+    return Settings(redis_url=redis_url, database_url=database_url)
+
+
+def report_line(path: Path, scenario: str, tally: Tally, recovery: float, note: str = "") -> None:
+    """Append one row to the fault report (printed by the suite, copied into the README)."""
+    with path.open("a") as out:
+        out.write(f"| {scenario} | {tally.lost} | {tally.doubled} | {recovery:.2f} s | {note} |\n")

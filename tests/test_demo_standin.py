@@ -1,0 +1,239 @@
+"""The demo's stand-in ML service (against real Redis) and simulated traffic."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import attrs
+import pytest
+import trio
+
+from kaleido.app import Running, serve
+from kaleido.demo.ml_standin import GROUP, MlStandin, answers, face_id, spoils
+from kaleido.demo.traffic import Traffic
+from kaleido.gateways import Backends
+from kaleido.messages import (
+    FACE_DETECTION_STREAM,
+    FACE_RECOGNITION_STREAM,
+    INSIGHT_SERVICES,
+    INSIGHTS_STREAM,
+    POST_IMAGE_STREAM,
+    POST_UPDATE_STREAM,
+    DecodeError,
+    FaceDetectionResult,
+    FaceRecognitionResult,
+    InsightResult,
+    PostMediaEvent,
+    ProfilePictureEvent,
+    decode_inbound,
+)
+from kaleido.posts import Posts
+from kaleido.publisher import Publisher
+from kaleido.settings import Settings
+
+from .waiting import wait_until
+
+Decoded = InsightResult | FaceDetectionResult | FaceRecognitionResult
+
+
+def publisher_of(backends: Backends) -> Publisher:
+    return Publisher(backends.redis, backends.keys, 1000)
+
+
+@pytest.fixture
+async def standin(backends: Backends) -> AsyncIterator[MlStandin]:
+    actor = MlStandin(backends.redis, backends.keys, trio.Event(), malformed_rate=0.0)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(actor.run)
+        yield actor
+        actor.stopping.set()
+
+
+async def inbound(backends: Backends, stream: str) -> list[Decoded]:
+    out: list[Decoded] = []
+    for _, fields in await backends.redis.execute("XRANGE", stream, "-", "+"):
+        message = decode_inbound(stream, fields)
+        assert isinstance(message, InsightResult | FaceDetectionResult | FaceRecognitionResult)
+        out.append(message)
+    return out
+
+
+def _xlen_at_least(backends: Backends, stream: str, count: int) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return int(await backends.redis.execute("XLEN", stream)) >= count
+
+    return check
+
+
+def event(post_id: int, media_id: int, correlation_id: str) -> PostMediaEvent:
+    return PostMediaEvent(post_id, media_id, f"https://img.example/{media_id}", 9, correlation_id)
+
+
+def comparable(message: Decoded) -> Decoded:
+    """The parts of an answer that depend on the ids only."""
+    return attrs.evolve(message, correlation_id="", timestamp=None)
+
+
+async def test_standin_answers_in_the_real_wire_format(
+    backends: Backends, standin: MlStandin
+) -> None:
+    events = [event(17, 100 + i, f"c-{i}") for i in range(4)]
+    await publisher_of(backends).publish_post_media(POST_IMAGE_STREAM, events)
+    await publisher_of(backends).publish_profile_picture(
+        ProfilePictureEvent(5, "https://img.example/me", "c-pp")
+    )
+    await wait_until(_xlen_at_least(backends, INSIGHTS_STREAM, 5 * len(events)))
+    await wait_until(_xlen_at_least(backends, FACE_DETECTION_STREAM, len(events)))
+
+    insights = await inbound(backends, INSIGHTS_STREAM)
+    detections = await inbound(backends, FACE_DETECTION_STREAM)
+    recognitions = await inbound(backends, FACE_RECOGNITION_STREAM)
+    for sent in events:
+        mine = [m for m in insights if m.media_id == sent.media_id]
+        assert {m.service for m in mine if isinstance(m, InsightResult)} == INSIGHT_SERVICES
+        (detection,) = [d for d in detections if d.media_id == sent.media_id]
+        assert isinstance(detection, FaceDetectionResult)
+        assert detection.faces_detected == len(detection.faces) <= 3
+        for index, face in enumerate(detection.faces):
+            assert face.face_id == face_id(sent.media_id, index)
+            assert uuid.UUID(face.face_id).version == 5
+        for answer in [*mine, detection]:
+            assert answer.post_id == 17 and answer.correlation_id == sent.correlation_id
+            assert answer.version == "1" and answer.timestamp is not None
+        embedding = next(
+            m for m in mine if isinstance(m, InsightResult) and m.service == "image_embedding"
+        )
+        assert len(embedding.payload.embedding) == 1408  # type: ignore[union-attr]
+    faces = {f.face_id for d in detections if isinstance(d, FaceDetectionResult) for f in d.faces}
+    for recognition in recognitions:
+        assert isinstance(recognition, FaceRecognitionResult) and recognition.face_id in faces
+    # The answers are exactly what the pure function says (timestamps aside).
+    expected = [answer for sent in events for answer in answers(sent)]
+    assert sorted(map(repr, map(comparable, [*insights, *detections, *recognitions]))) == sorted(
+        repr(comparable(decode_inbound(stream, fields)))
+        for stream, fields in expected  # type: ignore[arg-type]
+    )
+
+    async def all_acknowledged() -> bool:
+        for stream in (POST_IMAGE_STREAM, "profile-picture-processing"):
+            summary = await backends.redis.execute("XPENDING", stream, GROUP)
+            if summary[0] if isinstance(summary, list | tuple) else summary["pending"]:
+                return False
+        return standin.stats.profile_pictures == 1
+
+    await wait_until(all_acknowledged)
+
+
+async def test_same_ids_give_the_same_answers(backends: Backends, standin: MlStandin) -> None:
+    await publisher_of(backends).publish_post_media(POST_IMAGE_STREAM, [event(1, 42, "first")])
+    await publisher_of(backends).publish_post_media(POST_UPDATE_STREAM, [event(1, 42, "second")])
+    await wait_until(_xlen_at_least(backends, INSIGHTS_STREAM, 10))
+    await wait_until(_xlen_at_least(backends, FACE_DETECTION_STREAM, 2))
+    insights = await inbound(backends, INSIGHTS_STREAM)
+    first = [comparable(m) for m in insights if m.correlation_id == "first"]
+    second = [comparable(m) for m in insights if m.correlation_id == "second"]
+    assert len(first) == 5 and first == second
+    one, two = await inbound(backends, FACE_DETECTION_STREAM)
+    assert (one.correlation_id, two.correlation_id) == ("first", "second")
+    assert comparable(one) == comparable(two)
+    # Different media, different answers.
+    assert answers(event(1, 43, "x"))[1][1] != answers(event(1, 42, "x"))[1][1]
+
+
+def test_a_small_share_of_answers_is_malformed() -> None:
+    spoiled = [media_id for media_id in range(1, 5001) if spoils(media_id)]
+    assert 0.01 * 5000 <= len(spoiled) <= 0.03 * 5000
+    kinds = set()
+    for media_id in [*spoiled[:20], *range(1, 31)]:
+        failures = []
+        for stream, fields in answers(event(1, media_id, "c")):
+            try:
+                decode_inbound(stream, fields)
+            except DecodeError as exc:
+                failures.append(exc.field)
+        # Exactly one bad entry for a spoiled media, none otherwise.
+        assert len(failures) == (1 if media_id in spoiled else 0)
+        kinds.update(failures)
+    assert kinds == {"mediaId", "faces"}
+    # Every media spoiled when asked to: the DLQ path can be exercised on purpose.
+    assert all(spoils(media_id, 1.0) and not spoils(media_id, 0.0) for media_id in range(1, 50))
+
+
+async def test_standin_survives_a_flushed_redis(backends: Backends, standin: MlStandin) -> None:
+    await publisher_of(backends).publish_post_media(POST_IMAGE_STREAM, [event(1, 1, "a")])
+    await wait_until(_xlen_at_least(backends, INSIGHTS_STREAM, 5))
+    await backends.redis.execute("FLUSHALL")  # the group is gone with its stream
+    await publisher_of(backends).publish_post_media(POST_IMAGE_STREAM, [event(1, 2, "b")])
+    await wait_until(_xlen_at_least(backends, INSIGHTS_STREAM, 5))
+    assert {m.media_id for m in await inbound(backends, INSIGHTS_STREAM)} == {2}
+
+
+async def test_traffic_creates_posts_views_edits_and_avatars(backends: Backends) -> None:
+    recorded: list[tuple[int, int]] = []
+
+    class Recorder:
+        def record(self, user_id: int, post_id: int) -> bool:
+            recorded.append((user_id, post_id))
+            return True
+
+    publisher = publisher_of(backends)
+    traffic = Traffic(
+        Posts(backends.postgres, publisher),
+        publisher,
+        Recorder(),
+        trio.Event(),
+        seed=7,
+        views_per_second=200,
+        post_every=0.02,
+        media_edit_every=0.05,
+        profile_picture_every=0.05,
+    )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(traffic.run)
+
+        async def busy() -> bool:
+            s = traffic.stats
+            return (
+                s.posts >= 5
+                and s.media_edits >= 2
+                and s.profile_pictures >= 2
+                and len(recorded) >= 50
+            )
+
+        await wait_until(busy)
+        traffic.stopping.set()
+    assert traffic.stats.failures == 0
+    stored = await backends.postgres.fetchval("SELECT count(*) FROM posts")
+    assert stored == traffic.stats.posts
+    assert {post for _, post in recorded} <= set(
+        await backends.postgres.fetchval("SELECT array_agg(post_id) FROM posts")
+    )
+    for stream, least in [
+        (POST_IMAGE_STREAM, traffic.stats.posts),
+        (POST_UPDATE_STREAM, traffic.stats.media_edits),
+        ("profile-picture-processing", traffic.stats.profile_pictures),
+    ]:
+        assert int(await backends.redis.execute("XLEN", stream)) >= least
+    # Zipf-ish: the most viewed post gets far more than an even share.
+    counts: dict[int, int] = {}
+    for _, post in recorded:
+        counts[post] = counts.get(post, 0) + 1
+    assert max(counts.values()) > 2 * len(recorded) / len(counts)
+
+
+async def test_serve_with_demo_fills_the_streams(settings: Settings, backends: Backends) -> None:
+    # `backends` has reset both servers: no reset once the demo writes (TRUNCATE would race it).
+    async with trio.open_nursery() as nursery:
+        running: Running = await nursery.start(
+            lambda task_status: serve(
+                settings, handle_signals=False, demo=True, task_status=task_status
+            )
+        )
+        actors = running.service.supervisor.actors
+        assert actors["demo-ml-standin"].running and actors["demo-traffic"].running
+        # A post every ~2 s, answered by the stand-in: every outbound and inbound stream moves.
+        await wait_until(_xlen_at_least(backends, FACE_DETECTION_STREAM, 1), timeout=20)
+        await wait_until(_xlen_at_least(backends, INSIGHTS_STREAM, 5), timeout=20)
+        assert await backends.postgres.fetchval("SELECT count(*) FROM posts") >= 1
+        running.stop.set()

@@ -1,0 +1,435 @@
+"""Post and profile picture routes: stored in PostgreSQL, published with exactly the contract's
+fields, trimmed with MAXLEN ~, loud on publish failure, strict on input."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+import trio
+
+from kaleido.app import Running, serve
+from kaleido.devstack import DevStack
+from kaleido.gateways import Backends
+from kaleido.messages import decode_post_media, decode_profile_picture
+from kaleido.settings import Settings
+
+from .conftest import reset, with_settings
+
+MAXLEN = 10
+POST_FIELDS = {
+    "postId",
+    "mediaId",
+    "mediaUrl",
+    "imageUrl",
+    "uploaderId",
+    "timestamp",
+    "correlationId",
+}
+TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
+
+
+@pytest.fixture
+async def running(settings: Settings) -> AsyncIterator[Running]:
+    settings = with_settings(settings, stream_maxlen=MAXLEN)
+    async with trio.open_nursery() as nursery:
+        service: Running = await nursery.start(
+            lambda task_status: serve(settings, handle_signals=False, task_status=task_status)
+        )
+        await reset(service.service.backends)
+        yield service
+        service.stop.set()
+
+
+@pytest.fixture
+async def http(running: Running) -> AsyncIterator[httpx.AsyncClient]:
+    base = "http://" + running.http_addresses[0].split("://")[-1]
+    async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+        yield client
+
+
+def backends_of(running: Running) -> Backends:
+    return running.service.backends
+
+
+async def entries(backends: Backends, stream: str) -> list[dict[str, str]]:
+    reply = await backends.redis.execute("XRANGE", stream, "-", "+")
+    return [{k.decode(): v.decode() for k, v in fields.items()} for _, fields in reply]
+
+
+def media(*ids: int) -> list[dict[str, Any]]:
+    return [{"mediaId": i, "mediaUrl": f"https://img.example.com/{i}.jpg"} for i in ids]
+
+
+async def test_create_post_stores_then_publishes_the_contract_fields(
+    running: Running, http: httpx.AsyncClient
+) -> None:
+    body = {
+        "postId": 17,
+        "userId": "42",
+        "media": [
+            *media(101),
+            {"mediaId": "102", "mediaUrl": "http://cdn.example.com/a/b.png?x=1"},
+        ],
+    }
+    r = await http.post("/v1/posts", json=body, headers={"X-Correlation-ID": "req-abc.1"})
+    assert r.status_code == 201, r.text
+    assert r.json() == {"postId": 17, "media": 2, "published": 2}
+
+    published = await entries(backends_of(running), "post-image-processing")
+    assert [set(e) for e in published] == [POST_FIELDS, POST_FIELDS]
+    first, second = published
+    assert first["postId"] == "17" and first["mediaId"] == "101" and first["uploaderId"] == "42"
+    assert first["mediaUrl"] == first["imageUrl"] == "https://img.example.com/101.jpg"
+    assert second["mediaId"] == "102"
+    assert second["imageUrl"] == second["mediaUrl"] == "http://cdn.example.com/a/b.png?x=1"
+    for entry in published:
+        assert entry["correlationId"] == "req-abc.1"
+        assert TIMESTAMP.match(entry["timestamp"]), entry["timestamp"]
+        decode_post_media(entry)  # what the stand-in ML service reads
+
+    rows = await backends_of(running).postgres.fetch(
+        "SELECT media_id, post_id, media_url, position FROM post_media ORDER BY position"
+    )
+    assert [(r["media_id"], r["post_id"], r["position"]) for r in rows] == [
+        (101, 17, 0),
+        (102, 17, 1),
+    ]
+    post = await backends_of(running).postgres.fetchrow("SELECT * FROM posts WHERE post_id = 17")
+    assert post["user_id"] == 42 and post["status"] == "PUBLISHED" and post["view_count"] == 0
+
+
+async def test_a_new_correlation_id_when_the_caller_gives_none(
+    running: Running, http: httpx.AsyncClient
+) -> None:
+    r = await http.post("/v1/posts", json={"postId": 1, "userId": 2, "media": media(3)})
+    assert r.status_code == 201
+    (entry,) = await entries(backends_of(running), "post-image-processing")
+    assert entry["correlationId"] == r.headers["x-correlation-id"]
+    assert len(entry["correlationId"]) == 36
+
+
+async def test_create_folds_the_view_backlog_in(running: Running, http: httpx.AsyncClient) -> None:
+    pg = backends_of(running).postgres
+    await pg.execute("INSERT INTO post_view_backlog (post_id, views) VALUES (17, 5)")
+    assert (
+        await http.post("/v1/posts", json={"postId": 17, "userId": 1, "media": []})
+    ).status_code == 201
+    assert await pg.fetchval("SELECT view_count FROM posts WHERE post_id = 17") == 5
+    assert await pg.fetchval("SELECT count(*) FROM post_view_backlog") == 0
+    assert (await http.get("/v1/posts/17/views")).json() == {"postId": 17, "views": 5}
+
+
+async def test_duplicates_are_409_and_change_nothing(
+    running: Running, http: httpx.AsyncClient
+) -> None:
+    assert (
+        await http.post("/v1/posts", json={"postId": 1, "userId": 2, "media": media(3)})
+    ).status_code == 201
+    again = await http.post("/v1/posts", json={"postId": 1, "userId": 9, "media": media(4)})
+    assert again.status_code == 409 and "postId: post 1 already exists" in again.json()["error"]
+    taken = await http.post("/v1/posts", json={"postId": 2, "userId": 2, "media": media(5, 3)})
+    assert taken.status_code == 409
+    assert taken.json()["error"] == "media[1].mediaId: 3 already belongs to post 1"
+    pg = backends_of(running).postgres
+    assert await pg.fetchval("SELECT count(*) FROM posts") == 1
+    assert await pg.fetchval("SELECT array_agg(media_id) FROM post_media") == [3]
+    assert len(await entries(backends_of(running), "post-image-processing")) == 1
+
+
+async def test_put_replaces_the_media_and_publishes_updates(
+    running: Running, http: httpx.AsyncClient
+) -> None:
+    await http.post("/v1/posts", json={"postId": 7, "userId": 70, "media": media(1, 2)})
+    new = [*media(3), {"mediaId": 2, "mediaUrl": "https://img.example.com/2-v2.jpg"}]
+    r = await http.put(
+        "/v1/posts/7/media", json={"media": new}, headers={"X-Correlation-ID": "put-1"}
+    )
+    assert r.status_code == 200, r.text
+    assert r.json() == {"postId": 7, "media": 2, "published": 2, "removed": 1}
+    rows = await backends_of(running).postgres.fetch(
+        "SELECT media_id, media_url, position FROM post_media WHERE post_id = 7 ORDER BY position"
+    )
+    assert [tuple(r) for r in rows] == [
+        (3, "https://img.example.com/3.jpg", 0),
+        (2, "https://img.example.com/2-v2.jpg", 1),
+    ]
+    updates = await entries(backends_of(running), "post-update-processing")
+    assert [set(e) for e in updates] == [POST_FIELDS, POST_FIELDS]
+    assert [(e["postId"], e["mediaId"], e["uploaderId"], e["correlationId"]) for e in updates] == [
+        ("7", "3", "70", "put-1"),
+        ("7", "2", "70", "put-1"),
+    ]
+    assert updates[1]["imageUrl"] == updates[1]["mediaUrl"] == "https://img.example.com/2-v2.jpg"
+
+    r = await http.put("/v1/posts/8/media", json={"media": media(9)})
+    assert r.status_code == 404 and "post 8 does not exist" in r.json()["error"]
+    await http.post("/v1/posts", json={"postId": 8, "userId": 1, "media": []})
+    r = await http.put("/v1/posts/8/media", json={"media": media(3)})
+    assert (
+        r.status_code == 409
+        and r.json()["error"] == "media[0].mediaId: 3 already belongs to post 7"
+    )
+    r = await http.put("/v1/posts/7/media", json={"media": []})
+    assert r.json() == {"postId": 7, "media": 0, "published": 0, "removed": 2}
+
+
+async def test_profile_picture_is_published(running: Running, http: httpx.AsyncClient) -> None:
+    r = await http.post(
+        "/v1/users/42/profile-picture",
+        json={"imageUrl": "https://img.example.com/me.png"},
+        headers={"X-Correlation-ID": "pp-9"},
+    )
+    assert r.status_code == 202 and r.json() == {"userId": 42, "published": 1}
+    (entry,) = await entries(backends_of(running), "profile-picture-processing")
+    assert set(entry) == {"userId", "imageUrl", "correlationId", "timestamp"}
+    assert entry["userId"] == "42" and entry["imageUrl"] == "https://img.example.com/me.png"
+    assert entry["correlationId"] == "pp-9" and TIMESTAMP.match(entry["timestamp"])
+    decode_profile_picture(entry)
+
+
+async def test_outbound_streams_are_trimmed_with_maxlen_approx(
+    running: Running, http: httpx.AsyncClient
+) -> None:
+    for post in range(1, 7):  # 300 entries against MAXLEN ~ 10
+        ids = range(post * 100, post * 100 + 50)
+        r = await http.post("/v1/posts", json={"postId": post, "userId": 1, "media": media(*ids)})
+        assert r.status_code == 201
+    length = await backends_of(running).redis.execute("XLEN", "post-image-processing")
+    # `~` trims whole stream nodes (100 entries by default): at least MAXLEN stay, far from 300.
+    assert MAXLEN <= length <= MAXLEN + 100
+    for user in range(1, 251):
+        await http.post(
+            f"/v1/users/{user}/profile-picture", json={"imageUrl": "https://a.example/x"}
+        )
+    assert (
+        await backends_of(running).redis.execute("XLEN", "profile-picture-processing")
+        <= MAXLEN + 100
+    )
+
+
+async def test_a_failed_publish_is_a_503_that_says_the_post_is_stored(
+    running: Running, http: httpx.AsyncClient
+) -> None:
+    redis = backends_of(running).redis
+    # A plain string where the streams should be: every XADD to them fails with WRONGTYPE.
+    for stream in ("post-image-processing", "post-update-processing", "profile-picture-processing"):
+        await redis.execute("SET", stream, "not a stream")
+    r = await http.post("/v1/posts", json={"postId": 5, "userId": 6, "media": media(50, 51)})
+    assert r.status_code == 503
+    error = r.json()["error"]
+    assert "post 5 and its 2 media are stored" in error and "post-image-processing" in error
+    assert "WRONGTYPE" in error
+    assert (await http.get("/v1/posts/5")).status_code == 200  # stored indeed
+
+    r = await http.put("/v1/posts/5/media", json={"media": media(52)})
+    assert r.status_code == 503 and "post-update-processing" in r.json()["error"]
+    r = await http.post("/v1/users/6/profile-picture", json={"imageUrl": "https://a.example/p"})
+    assert r.status_code == 503 and "profile-picture-processing" in r.json()["error"]
+
+
+async def test_publish_with_redis_down_is_a_503(
+    running: Running, http: httpx.AsyncClient, stack: DevStack
+) -> None:
+    stack.redis.stop()
+    try:
+        r = await http.post("/v1/posts", json={"postId": 5, "userId": 6, "media": media(50)})
+        assert r.status_code == 503
+        assert "post 5 and its 1 media are stored" in r.json()["error"]
+        r = await http.post("/v1/users/6/profile-picture", json={"imageUrl": "https://a.example/p"})
+        assert r.status_code == 503
+    finally:
+        stack.redis.start()
+    pg = backends_of(running).postgres
+    assert await pg.fetchval("SELECT array_agg(media_id) FROM post_media WHERE post_id = 5") == [50]
+
+
+def _long_url() -> str:
+    return "https://img.example.com/" + "a" * 2030
+
+
+BAD_POSTS: list[tuple[bytes | dict[str, Any] | list[Any], int, str]] = [
+    (b"", 400, "body: expected JSON"),
+    (b"{nope", 400, "body: invalid JSON"),
+    ([], 400, "body: expected an object with postId, userId and media"),
+    ({"userId": 1, "media": []}, 400, "postId: expected a positive 64-bit integer, got None"),
+    ({"postId": 0, "userId": 1, "media": []}, 400, "postId: expected a positive"),
+    ({"postId": "1x", "userId": 1, "media": []}, 400, "postId: expected a positive"),
+    ({"postId": 1, "userId": True, "media": []}, 400, "userId: expected a positive"),
+    ({"postId": 1, "userId": 1.5, "media": []}, 400, "userId: expected a positive"),
+    ({"postId": 1, "userId": 2**63, "media": []}, 400, "userId: expected a positive"),
+    ({"postId": 1, "userId": 1}, 400, "media: expected a list"),
+    ({"postId": 1, "userId": 1, "media": {"mediaId": 1}}, 400, "media: expected a list"),
+    ({"postId": 1, "userId": 1, "media": [7]}, 400, "media[0]: expected an object"),
+    ({"postId": 1, "userId": 1, "media": [{"mediaUrl": "https://a.b/c"}]}, 400, "media[0].mediaId"),
+    (
+        {
+            "postId": 1,
+            "userId": 1,
+            "media": [*media(1), {"mediaId": -2, "mediaUrl": "https://a.b"}],
+        },
+        400,
+        "media[1].mediaId: expected a positive",
+    ),
+    (
+        {"postId": 1, "userId": 1, "media": [*media(1), {"mediaId": 2}]},
+        400,
+        "media[1].mediaUrl: expected an http(s) URL with a host, got None",
+    ),
+    (
+        {"postId": 1, "userId": 1, "media": [{"mediaId": 1, "mediaUrl": "ftp://a.b/c"}]},
+        400,
+        "media[0].mediaUrl: expected an http(s) URL with a host",
+    ),
+    (
+        {"postId": 1, "userId": 1, "media": [{"mediaId": 1, "mediaUrl": "https:///c"}]},
+        400,
+        "media[0].mediaUrl: expected an http(s) URL with a host",
+    ),
+    (
+        {"postId": 1, "userId": 1, "media": [{"mediaId": 1, "mediaUrl": "/relative.jpg"}]},
+        400,
+        "media[0].mediaUrl: expected an http(s) URL with a host",
+    ),
+    (
+        {"postId": 1, "userId": 1, "media": [{"mediaId": 1, "mediaUrl": "https://a b.c/x"}]},
+        400,
+        "media[0].mediaUrl: expected an http(s) URL with a host",
+    ),
+    (
+        {"postId": 1, "userId": 1, "media": [{"mediaId": 1, "mediaUrl": "http://a.b:99999/"}]},
+        400,
+        "media[0].mediaUrl: expected an http(s) URL with a host",
+    ),
+    (
+        {"postId": 1, "userId": 1, "media": [{"mediaId": 1, "mediaUrl": 5}]},
+        400,
+        "media[0].mediaUrl: expected an http(s) URL",
+    ),
+    (
+        {"postId": 1, "userId": 1, "media": [{"mediaId": 1, "mediaUrl": _long_url()}]},
+        400,
+        "media[0].mediaUrl: 2054 characters, limit 2048",
+    ),
+    (
+        {"postId": 1, "userId": 1, "media": media(5, 6, 5)},
+        400,
+        "media[2].mediaId: 5 repeats media[0]",
+    ),
+    ({"postId": 1, "userId": 1, "media": media(*range(1, 52))}, 400, "media: 51 items, limit 50"),
+]
+
+
+@pytest.mark.parametrize(("body", "status", "message"), BAD_POSTS)
+async def test_bad_posts_get_a_4xx_naming_the_field(
+    running: Running,
+    http: httpx.AsyncClient,
+    body: bytes | dict[str, Any] | list[Any],
+    status: int,
+    message: str,
+) -> None:
+    if isinstance(body, bytes):
+        r = await http.post("/v1/posts", content=body)
+    else:
+        r = await http.post("/v1/posts", json=body)
+    assert r.status_code == status, r.text
+    assert message in r.json()["error"]
+    assert await backends_of(running).postgres.fetchval("SELECT count(*) FROM posts") == 0
+    assert await backends_of(running).redis.execute("EXISTS", "post-image-processing") == 0
+
+
+async def test_bad_put_profile_and_get_requests_are_4xx(
+    running: Running, http: httpx.AsyncClient
+) -> None:
+    cases: list[tuple[str, str, dict[str, Any], int, str]] = [
+        ("PUT", "/v1/posts/abc/media", {"json": {"media": []}}, 400, "postId"),
+        ("PUT", "/v1/posts/0/media", {"json": {"media": []}}, 400, "postId"),
+        ("PUT", "/v1/posts/1/media", {"json": []}, 400, "body: expected an object with media"),
+        ("PUT", "/v1/posts/1/media", {"json": {"media": "x"}}, 400, "media: expected a list"),
+        (
+            "PUT",
+            "/v1/posts/1/media",
+            {"json": {"media": [{"mediaId": 1, "mediaUrl": "x"}]}},
+            400,
+            "media[0].mediaUrl",
+        ),
+        (
+            "POST",
+            "/v1/users/0/profile-picture",
+            {"json": {"imageUrl": "https://a.b/c"}},
+            400,
+            "userId",
+        ),
+        ("POST", "/v1/users/1/profile-picture", {"json": {}}, 400, "imageUrl: expected an http(s)"),
+        (
+            "POST",
+            "/v1/users/1/profile-picture",
+            {"json": {"imageUrl": "javascript:alert(1)"}},
+            400,
+            "imageUrl: expected an http(s) URL",
+        ),
+        ("POST", "/v1/users/1/profile-picture", {"content": b"[1"}, 400, "body: invalid JSON"),
+        ("GET", "/v1/posts/x", {}, 400, "postId"),
+        ("GET", "/v1/posts/99", {}, 404, "post 99 does not exist"),
+        ("DELETE", "/v1/posts/99", {}, 405, ""),
+    ]
+    for method, url, kwargs, status, message in cases:
+        r = await http.request(method, url, **kwargs)
+        assert r.status_code == status, (method, url, r.text)
+        assert message in r.json()["error"]
+    for stream in ("post-update-processing", "profile-picture-processing"):
+        assert await backends_of(running).redis.execute("EXISTS", stream) == 0
+
+
+async def test_get_post_shows_status_exact_views_insights_and_faces(
+    running: Running, http: httpx.AsyncClient
+) -> None:
+    pg = backends_of(running).postgres
+    # Results that arrived before the post: recorded, and an unsafe one flags the post.
+    await pg.execute(
+        "INSERT INTO media_ai_insights (media_id, post_id, status, is_safe, moderation_confidence,"
+        " caption, tags, scenes, image_embedding, services_completed, correlation_id) VALUES"
+        " (11, 10, 'UNSAFE', false, 0.97, 'a cat', '{cat,pet}', '{indoor}', $1,"
+        " '{moderation,tagging,scene_recognition,image_captioning,image_embedding}', 'c-1')",
+        [0.5] * 1408,
+    )
+    await pg.execute(
+        "INSERT INTO media_detected_faces (media_id, face_uid, post_id, bbox, confidence_score,"
+        " embedding, status, suggested_user_id, suggestion_confidence) VALUES"
+        " (11, '8d0f1c2e-0000-4000-8000-000000000001', 10, '{1,2,3,4}', 0.93, '{0.1,0.2}',"
+        " 'SUGGESTED', 7, 0.87)"
+    )
+    r = await http.post("/v1/posts", json={"postId": 10, "userId": 3, "media": media(11, 12)})
+    assert r.status_code == 201
+    views = [{"userId": u, "postId": 10} for u in (1, 2, 3, 3)]
+    assert (await http.post("/v1/views", json=views)).json()["counted"] == 3
+
+    r = await http.get("/v1/posts/10")
+    assert r.status_code == 200, r.text
+    post = r.json()
+    assert {k: post[k] for k in ("postId", "userId", "status", "views")} == {
+        "postId": 10,
+        "userId": 3,
+        "status": "FLAGGED",
+        "views": 3,
+    }
+    first, second = post["media"]
+    assert (first["mediaId"], first["position"], second["mediaId"], second["position"]) == (
+        11,
+        0,
+        12,
+        1,
+    )
+    assert second["insights"] is None and second["faces"] == []
+    insights = first["insights"]
+    assert insights["status"] == "UNSAFE" and insights["isSafe"] is False
+    assert insights["tags"] == ["cat", "pet"] and insights["scenes"] == ["indoor"]
+    assert insights["caption"] == "a cat" and insights["imageEmbeddingLength"] == 1408
+    assert "imageEmbedding" not in insights and len(insights["servicesCompleted"]) == 5
+    (face,) = first["faces"]
+    assert face["faceId"] == "8d0f1c2e-0000-4000-8000-000000000001"
+    assert face["bbox"] == [1, 2, 3, 4] and face["status"] == "SUGGESTED"
+    assert face["suggestedUserId"] == 7 and "embedding" not in face

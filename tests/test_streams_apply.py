@@ -1,0 +1,281 @@
+"""The inbound streams' effects (CONTRACT.md sections 2 and 3), with real Redis and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from kaleido.gateways import Backends
+from kaleido.messages import FACE_DETECTION_STREAM, FACE_RECOGNITION_STREAM, INSIGHTS_STREAM
+
+from .streams_helpers import (
+    create_post,
+    face,
+    insight,
+    pending_count,
+    post_status,
+    processed,
+    running,
+    wait_until,
+    xadd,
+)
+
+UID = "8d0f3a52-6c1e-4b7a-9f3e-2a1b0c9d8e7f"
+UID2 = "1b4e28ba-2fa1-11d2-883f-0016d3cca427"
+
+
+def _b(fields: dict[str, str]) -> dict[bytes, bytes]:
+    return {k.encode(): v.encode() for k, v in fields.items()}
+
+
+MODERATION = _b(
+    {
+        "mediaId": "42",
+        "postId": "17",
+        "service": "moderation",
+        "isSafe": "false",
+        "moderationConfidence": "0.97",
+        "correlationId": "c-1",
+        "timestamp": "2026-05-04T10:15:30.123456Z",
+        "version": "1",
+    }
+)
+DETECTION = _b(
+    {
+        "mediaId": "42",
+        "postId": "17",
+        "facesDetected": "1",
+        "faces": json.dumps(
+            [
+                {
+                    "faceId": UID,
+                    "bbox": [120, 80, 260, 240],
+                    "embedding": [0.01, -0.5, 0.25],
+                    "confidence": 0.9731,
+                }
+            ]
+        ),
+        "correlationId": "c-1",
+        "timestamp": "2026-05-04T10:15:31Z",
+        "version": "1",
+    }
+)
+RECOGNITION = _b(
+    {
+        "mediaId": "42",
+        "postId": "17",
+        "faceId": UID,
+        "suggestedUserId": "7",
+        "matchedUsername": "alice",
+        "confidenceScore": "0.8734",
+        "correlationId": "c-1",
+    }
+)
+
+
+async def _drained(backends: Backends, stream: str, entries: int) -> None:
+    async def done() -> bool:
+        return await processed(backends, stream) >= entries and not await pending_count(
+            backends, stream
+        )
+
+    await wait_until(done)
+
+
+async def test_contract_examples_are_applied(backends: Backends) -> None:
+    await create_post(backends, 17)
+    async with running(backends) as consumers:
+        await xadd(backends, INSIGHTS_STREAM, MODERATION)
+        await xadd(backends, FACE_DETECTION_STREAM, DETECTION)
+        await xadd(backends, FACE_RECOGNITION_STREAM, RECOGNITION)
+        for stream in (INSIGHTS_STREAM, FACE_DETECTION_STREAM, FACE_RECOGNITION_STREAM):
+            await _drained(backends, stream, 1)
+    row = await insight(backends, 42)
+    assert row is not None
+    assert row["post_id"] == 17
+    assert row["status"] == "UNSAFE"
+    assert row["is_safe"] is False
+    assert row["moderation_confidence"] == pytest.approx(0.97)
+    assert row["services_completed"] == ["moderation"]
+    assert row["correlation_id"] == "c-1"
+    assert await post_status(backends, 17) == "FLAGGED"
+    f = await face(backends, 42, UID)
+    assert f is not None
+    assert f["post_id"] == 17
+    assert f["bbox"] == [120, 80, 260, 240]
+    assert f["confidence_score"] == pytest.approx(0.9731)
+    assert f["embedding"] == pytest.approx([0.01, -0.5, 0.25])
+    assert f["status"] == "SUGGESTED"
+    assert f["suggested_user_id"] == 7
+    assert f["suggestion_confidence"] == pytest.approx(0.8734)
+    assert f["matched_username"] == "alice"
+    assert all(c.stats.applied == 1 for c in consumers.values())
+    assert all(c.stats.dead_lettered == 0 for c in consumers.values())
+
+
+async def test_all_five_services_merge_into_one_row(backends: Backends) -> None:
+    embedding = [round(i * 0.001, 3) for i in range(1408)]
+    base = {"mediaId": "5", "postId": "50", "correlationId": "c-5", "unknownExtra": "x" * 5000}
+    entries: list[dict[str, str]] = [
+        {"service": "moderation", "isSafe": "true", "moderationConfidence": "0.12"},
+        {"service": "tagging", "tags": json.dumps(["beach", "sunset"])},
+        {"service": "scene_recognition", "scenes": "outdoor, coast"},  # comma-separated form
+        {"service": "image_captioning", "caption": "A beach at sunset, «golden»"},
+        {"service": "image_embedding", "imageEmbedding": json.dumps(embedding)},
+        {"service": "tagging", "tags": json.dumps(["beach", "sea"])},  # a later result wins
+    ]
+    async with running(backends, INSIGHTS_STREAM) as consumers:
+        for extra in entries:
+            await xadd(backends, INSIGHTS_STREAM, _b({**base, **extra}))
+        await _drained(backends, INSIGHTS_STREAM, len(entries))
+    row = await insight(backends, 5)
+    assert row is not None
+    assert row["status"] == "COMPLETED"
+    assert row["is_safe"] is True
+    assert row["moderation_confidence"] == pytest.approx(0.12)
+    assert row["tags"] == ["beach", "sea"]
+    assert row["scenes"] == ["outdoor", "coast"]
+    assert row["caption"] == "A beach at sunset, «golden»"
+    assert row["image_embedding"] == pytest.approx(embedding, abs=1e-6)
+    assert row["services_completed"] == [
+        "moderation",
+        "tagging",
+        "scene_recognition",
+        "image_captioning",
+        "image_embedding",
+    ]
+    assert consumers[INSIGHTS_STREAM].stats.applied == len(entries)
+
+
+async def test_each_entry_alone_merges_the_same_way(backends: Backends) -> None:
+    """Entries applied in separate batches end like one batch: same merge rules in SQL."""
+    async with running(backends, INSIGHTS_STREAM, batch_size=1):
+        for extra in (
+            {"service": "tagging", "tags": '["a"]'},
+            {"service": "image_captioning", "caption": "first"},
+            {"service": "tagging", "tags": '["b", "c"]'},
+            {"service": "moderation", "isSafe": "true"},
+        ):
+            await xadd(backends, INSIGHTS_STREAM, _b({"mediaId": "6", "postId": "60", **extra}))
+        await _drained(backends, INSIGHTS_STREAM, 4)
+    row = await insight(backends, 6)
+    assert row is not None
+    assert (row["tags"], row["caption"], row["is_safe"]) == (["b", "c"], "first", True)
+    assert row["services_completed"] == ["tagging", "image_captioning", "moderation"]
+    assert row["status"] == "COMPLETED"
+
+
+@pytest.mark.parametrize("batch_size", [1, 100])
+async def test_unsafe_is_sticky_and_a_post_is_never_unflagged(
+    backends: Backends, batch_size: int
+) -> None:
+    await create_post(backends, 70)
+    verdicts = [("true", "0.1"), ("false", "0.9"), ("true", "0.2")]
+    async with running(backends, INSIGHTS_STREAM, batch_size=batch_size):
+        for safe, confidence in verdicts:
+            fields = {"mediaId": "7", "postId": "70", "service": "moderation", "isSafe": safe}
+            await xadd(
+                backends, INSIGHTS_STREAM, _b({**fields, "moderationConfidence": confidence})
+            )
+        await _drained(backends, INSIGHTS_STREAM, 3)
+    row = await insight(backends, 7)
+    assert row is not None
+    assert (row["status"], row["is_safe"]) == ("UNSAFE", False)
+    assert row["moderation_confidence"] == pytest.approx(0.9)
+    assert await post_status(backends, 70) == "FLAGGED"
+
+
+async def test_unknown_service_is_acknowledged_and_ignored(backends: Backends) -> None:
+    async with running(backends, INSIGHTS_STREAM) as consumers:
+        await xadd(backends, INSIGHTS_STREAM, _b({"service": "aesthetics", "score": "9"}))
+        await xadd(backends, INSIGHTS_STREAM, MODERATION)
+        await _drained(backends, INSIGHTS_STREAM, 1)
+        await wait_until(lambda: _zero(pending_count(backends, INSIGHTS_STREAM)))
+    stats = consumers[INSIGHTS_STREAM].stats
+    assert (stats.ignored, stats.applied, stats.dead_lettered) == (1, 1, 0)
+
+
+async def _zero(value: Any) -> bool:
+    return await value == 0
+
+
+async def test_results_without_post_or_media_rows_are_recorded(backends: Backends) -> None:
+    """No posts row for 17: the media is still recorded UNSAFE; nothing fails."""
+    async with running(backends) as consumers:
+        await xadd(backends, INSIGHTS_STREAM, MODERATION)
+        await xadd(backends, FACE_RECOGNITION_STREAM, RECOGNITION)
+        await _drained(backends, INSIGHTS_STREAM, 1)
+        await _drained(backends, FACE_RECOGNITION_STREAM, 1)
+    assert (await insight(backends, 42) or {})["status"] == "UNSAFE"
+    assert (await face(backends, 42, UID) or {})["status"] == "SUGGESTED"
+    assert sum(c.stats.dead_lettered for c in consumers.values()) == 0
+
+
+FACE_COLUMNS = (
+    "media_id",
+    "face_uid",
+    "post_id",
+    "bbox",
+    "confidence_score",
+    "embedding",
+    "status",
+    "suggested_user_id",
+    "suggestion_confidence",
+    "matched_username",
+    "correlation_id",
+)
+
+
+async def _face_after(backends: Backends, order: list[tuple[str, dict[bytes, bytes]]]) -> Any:
+    from .conftest import reset
+
+    await reset(backends)
+    async with running(backends, FACE_DETECTION_STREAM, FACE_RECOGNITION_STREAM):
+        for stream, fields in order:
+            await xadd(backends, stream, fields)
+            await _drained(backends, stream, 1)  # strictly in this order
+    row = await face(backends, 42, UID)
+    assert row is not None
+    return {column: row[column] for column in FACE_COLUMNS}
+
+
+async def test_detection_and_recognition_in_either_order_give_the_same_row(
+    backends: Backends,
+) -> None:
+    recognition = {**RECOGNITION, b"correlationId": b"c-2", b"postId": b"17"}
+    first = await _face_after(
+        backends, [(FACE_DETECTION_STREAM, DETECTION), (FACE_RECOGNITION_STREAM, recognition)]
+    )
+    second = await _face_after(
+        backends, [(FACE_RECOGNITION_STREAM, recognition), (FACE_DETECTION_STREAM, DETECTION)]
+    )
+    assert first == second
+    assert first["status"] == "SUGGESTED" and first["bbox"] == [120, 80, 260, 240]
+
+
+async def test_detection_again_keeps_the_suggestion_and_many_faces(backends: Backends) -> None:
+    two_faces = json.dumps(
+        [
+            {"faceId": UID.upper(), "bbox": [1, 2, 3, 4], "embedding": [0.0] * 8, "confidence": 1},
+            {"faceId": UID2, "bbox": [5, 6, 7, 8], "embedding": [], "confidence": 0.5},
+        ]
+    )
+    async with running(backends, FACE_DETECTION_STREAM, FACE_RECOGNITION_STREAM):
+        await xadd(backends, FACE_DETECTION_STREAM, DETECTION)
+        await xadd(backends, FACE_RECOGNITION_STREAM, RECOGNITION)
+        await _drained(backends, FACE_RECOGNITION_STREAM, 1)
+        await _drained(backends, FACE_DETECTION_STREAM, 1)
+        await xadd(backends, FACE_DETECTION_STREAM, {**DETECTION, b"faces": two_faces.encode()})
+        await _drained(backends, FACE_DETECTION_STREAM, 2)
+    first = await face(backends, 42, UID)
+    second = await face(backends, 42, UID2)
+    assert first is not None and second is not None
+    assert (first["status"], first["bbox"], first["suggested_user_id"]) == (
+        "SUGGESTED",
+        [1, 2, 3, 4],
+        7,
+    )
+    assert first["embedding"] == [0.0] * 8
+    assert (second["status"], second["embedding"]) == ("UNIDENTIFIED", [])

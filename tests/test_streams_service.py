@@ -1,0 +1,64 @@
+"""The consumers as part of the whole service: wiring, names, prefixes, graceful stop."""
+
+from __future__ import annotations
+
+import attrs
+import trio
+
+from kaleido.app import Running, serve
+from kaleido.gateways import Backends
+from kaleido.keys import KeyLayout
+from kaleido.messages import FACE_RECOGNITION_STREAM, INSIGHTS_STREAM
+from kaleido.settings import Settings
+from kaleido.streams import consumer_name
+
+from .conftest import reset
+from .streams_helpers import dlq_len, insight, running, wait_until, xadd
+
+
+def test_consumer_names_follow_the_contract() -> None:
+    assert consumer_name(INSIGHTS_STREAM) == "media-ai-consumer"
+    assert consumer_name(FACE_RECOGNITION_STREAM, "worker2") == "face-recognition-consumer-worker2"
+
+
+async def test_the_service_runs_the_three_consumers(settings: Settings) -> None:
+    settings = attrs.evolve(settings, instance="w1")
+    async with trio.open_nursery() as nursery:
+        service: Running = await nursery.start(
+            lambda task_status: serve(settings, handle_signals=False, task_status=task_status)
+        )
+        backends = service.service.backends
+        await reset(backends)
+        actors = service.service.supervisor.actors
+        assert {
+            "media-ai-consumer-w1",
+            "face-detection-consumer-w1",
+            "face-recognition-consumer-w1",
+        } <= set(actors)
+        await xadd(backends, INSIGHTS_STREAM, {"mediaId": "8", "postId": "9", "service": "tagging",
+                                               "tags": '["x"]'})  # fmt: skip
+
+        async def applied() -> bool:
+            return await insight(backends, 8) is not None
+
+        await wait_until(applied, seconds=10)
+        service.stop.set()  # the consumers return within a BLOCK period
+    assert all(state.finished for state in actors.values())
+
+
+async def test_every_key_carries_the_deployment_prefix(backends: Backends) -> None:
+    prefixed = attrs.evolve(backends, keys=KeyLayout("tenant7:"))
+    async with running(prefixed, INSIGHTS_STREAM):
+        await xadd(prefixed, INSIGHTS_STREAM, {"mediaId": "3", "postId": "4", "service": "tagging",
+                                               "tags": '["y"]'})  # fmt: skip
+        await xadd(prefixed, INSIGHTS_STREAM, {"service": "tagging"})
+
+        async def done() -> bool:
+            return (
+                await insight(backends, 3) is not None
+                and await dlq_len(prefixed, INSIGHTS_STREAM) == 1
+            )
+
+        await wait_until(done)
+    keys = sorted(k.decode() for k in await backends.redis.execute("KEYS", "*"))
+    assert keys == ["tenant7:ml-insights-results", "tenant7:ml-insights-results:dlq"]
