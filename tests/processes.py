@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections.abc import Mapping
 from pathlib import Path
+from typing import IO
 
 import httpx
 import trio
@@ -43,13 +44,16 @@ def kaleido_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def start_kaleido(args: list[str], env: Mapping[str, str]) -> subprocess.Popen[bytes]:
+def start_kaleido(
+    args: list[str], env: Mapping[str, str], log: IO[bytes] | None = None
+) -> subprocess.Popen[bytes]:
+    """`python run.py ARGS`; its logs go to `log` (a file: a long run fills a pipe) or a pipe."""
     return subprocess.Popen(
         [sys.executable, str(REPO / "run.py"), *args],
         env=dict(env),
         cwd=REPO,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=subprocess.PIPE if log is None else log,
     )
 
 

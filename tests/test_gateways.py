@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncpg
 import pytest
 import trio
 
 from kaleido import errors
 from kaleido.gateways import Backends, Script, open_backends
+from kaleido.gateways._bridge import map_postgres_error
 from kaleido.migrate import available_migrations, migrate, schema_version
 from kaleido.settings import Settings
 
@@ -67,6 +69,17 @@ async def test_postgres_errors_are_mapped(backends: Backends, settings: Settings
     async with open_backends(down) as other:
         with pytest.raises(errors.PostgresUnavailable):
             await other.postgres.fetchval("SELECT 1")
+
+
+def test_a_connection_broken_mid_operation_is_transient() -> None:
+    # What asyncpg raises when PostgreSQL stops under a running transaction: retry, never DLQ.
+    broken = asyncpg.exceptions._base.InternalClientError(
+        "cannot switch to state 15; another operation (2) is in progress"
+    )
+    assert isinstance(map_postgres_error(broken), errors.PostgresUnavailable)
+    assert isinstance(
+        map_postgres_error(asyncpg.UndefinedTableError("x")), errors.PostgresQueryError
+    )
 
 
 async def test_migrations_are_idempotent(backends: Backends) -> None:

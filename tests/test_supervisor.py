@@ -28,6 +28,7 @@ async def test_restarts_a_failing_actor_until_it_runs(autojump_clock: trio.abc.C
         await sup.start("flaky", flaky)  # returns after the first failure, retries behind
         assert not sup.actors["flaky"].running
         await running.wait()
+        await trio.testing.wait_all_tasks_blocked()  # the supervisor marks it running next
         assert attempts == 4
         state = sup.actors["flaky"]
         assert state.running and state.transient_failures == 3 and state.restarts == 3

@@ -46,7 +46,11 @@ async def test_a_paused_redis_loses_and_doubles_nothing(
         # (1, 1) was already counted before the pause, and the timed-out call may still have
         # run once Redis resumed: Redis' flags deduplicated the replay either way
         assert (await http.get("/v1/posts/1/views")).json() == {"postId": 1, "views": 2}
-    assert await pg_view_counts(backends) == {1: 2}
+
+        async def synced() -> bool:  # the same sync run goes on to apply what it replayed
+            return await pg_view_counts(backends) == {1: 2}
+
+        await wait_until(synced, timeout=20)
 
 
 async def test_a_dead_redis_falls_back_and_recovers(

@@ -78,6 +78,9 @@ def map_postgres_error(exc: BaseException) -> BaseException:
     if isinstance(
         exc,
         asyncpg.InterfaceError
+        # e.g. "cannot switch to state 15; another operation is in progress": the connection
+        # broke mid-operation (the server stopped), not a fault of the statement.
+        | asyncpg.exceptions._base.InternalClientError
         | OSError
         | asyncio.TimeoutError
         | asyncio.CancelledError

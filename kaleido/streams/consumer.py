@@ -383,7 +383,7 @@ class StreamConsumer(Generic[M]):
                 raise
             except Exception as exc:
                 if len(good) == 1:
-                    rejected.append(self._rejected(good[0][0], exc))
+                    rejected.append(await self._rejected(good[0][0], exc))
                     return
                 log.warning(
                     "consumer.batch_rejected", stream=self.stream, entries=len(good), error=str(exc)
@@ -397,14 +397,17 @@ class StreamConsumer(Generic[M]):
                 await self._probe_postgres()  # down for real: stop here, retry later
                 failure = exc  # only this entry fails: go on with the others
             except Exception as exc:
-                rejected.append(self._rejected(item[0], exc))
+                rejected.append(await self._rejected(item[0], exc))
         if failure is not None:
             raise failure
 
-    def _rejected(self, entry_id: str, exc: Exception) -> _Rejected:
+    async def _rejected(self, entry_id: str, exc: Exception) -> _Rejected:
         if isinstance(exc, PostgresQueryError):
             self._error("query_error", exc)
         else:
+            # An error nobody foresaw while PostgreSQL is going down is the outage, not the
+            # entry: the probe raises PostgresUnavailable and the entry stays pending.
+            await self._probe_postgres()
             self._error("handler_error", exc)
         return _Rejected(entry_id, type(exc).__name__, str(exc))
 

@@ -3,6 +3,7 @@ workload that keeps a ground-truth model, and the tally of what a fault cost."""
 
 from __future__ import annotations
 
+import json
 import random
 import signal
 import subprocess
@@ -12,9 +13,11 @@ from pathlib import Path
 
 import attrs
 import httpx
+import redis as sync_redis
 import trio
 
 from kaleido.gateways import open_backends
+from kaleido.messages import CONSUMER_GROUP, INSIGHTS_STREAM, dlq_stream
 from kaleido.settings import Settings
 
 from ..processes import free_port, kaleido_env, start_kaleido, wait_exit, wait_ready
@@ -34,6 +37,7 @@ class ServiceProcess:
     port: int = attrs.Factory(free_port)
     proc: subprocess.Popen[bytes] | None = None
     extra_env: dict[str, str] = attrs.Factory(dict)
+    log_path: Path | None = None  # its stderr (JSON logs), appended across restarts
 
     @property
     def base_url(self) -> str:
@@ -49,7 +53,11 @@ class ServiceProcess:
             KALEIDO_SHUTDOWN_DEADLINE="8",
             **self.extra_env,
         )
-        self.proc = start_kaleido([], env)
+        if self.log_path is None:
+            self.proc = start_kaleido([], env)
+        else:
+            with self.log_path.open("ab") as log:
+                self.proc = start_kaleido([], env, log)
         return await wait_ready(self.port, self.proc, timeout)
 
     def kill(self) -> None:
@@ -84,6 +92,9 @@ class ViewWorkload:
     posts: int = 40
     seed: int = 1
     acknowledged: set[tuple[int, int]] = attrs.Factory(set)
+    # Pairs acknowledged in each phase of a scenario (a phase starts at a fault).
+    by_phase: dict[int, set[tuple[int, int]]] = attrs.Factory(dict)
+    phase: int = 0
     unknown: list[list[tuple[int, int]]] = attrs.Factory(list)
     failures: int = 0
     _rng: random.Random = attrs.field(init=False)
@@ -108,6 +119,7 @@ class ViewWorkload:
             response = None
         if response is not None and response.status_code == 202:
             self.acknowledged.update(views)
+            self.by_phase.setdefault(self.phase, set()).update(views)
             return True
         self.failures += 1
         return False
@@ -136,6 +148,13 @@ class ViewWorkload:
     def expected_counts(self) -> Counter[int]:
         return Counter(post for _, post in self.acknowledged)
 
+    def acknowledged_since(self, phase: int) -> set[tuple[int, int]]:
+        since: set[tuple[int, int]] = set()
+        for p, pairs in self.by_phase.items():
+            if p >= phase:
+                since |= pairs
+        return since
+
 
 @attrs.frozen
 class Tally:
@@ -159,8 +178,8 @@ async def sync_now(base_url: str) -> None:
                 await trio.sleep(0.2)
 
 
-async def tally_views(settings: Settings, expected: Counter[int]) -> Tally:
-    """Compare PostgreSQL (after a final sync) with the model: views lost and double-counted."""
+async def synced_counts(settings: Settings) -> Counter[int]:
+    """Views per post in PostgreSQL; asserts a final sync left nothing in Redis."""
     async with open_backends(settings) as backends:
         rows = await backends.postgres.fetch(
             "SELECT post_id, view_count AS v FROM posts UNION ALL "
@@ -172,16 +191,77 @@ async def tally_views(settings: Settings, expected: Counter[int]) -> Tally:
     actual: Counter[int] = Counter()
     for row in rows:
         actual[row["post_id"]] += row["v"]
-    lost = sum((expected - actual).values())
-    doubled = sum((actual - expected).values())
-    return Tally(lost, doubled)
+    return actual
+
+
+def tally(expected: Counter[int], actual: Counter[int]) -> Tally:
+    return Tally(lost=sum((expected - actual).values()), doubled=sum((actual - expected).values()))
+
+
+async def stuck_entries(settings: Settings) -> int:
+    """Inbound entries still pending in the group or dead-lettered: a fault's leftovers."""
+    async with open_backends(settings) as backends:
+        stream = backends.keys.stream(INSIGHTS_STREAM)
+        pending = await backends.redis.execute("XPENDING", stream, CONSUMER_GROUP)
+        dlq = backends.keys.stream(dlq_stream(INSIGHTS_STREAM))
+        dead = await backends.redis.execute("XLEN", dlq)
+    return int(pending["pending"] if isinstance(pending, dict) else pending[0]) + int(dead)
 
 
 def stack_settings(redis_url: str, database_url: str) -> Settings:
     return Settings(redis_url=redis_url, database_url=database_url)
 
 
-def report_line(path: Path, scenario: str, tally: Tally, recovery: float, note: str = "") -> None:
-    """Append one row to the fault report (printed by the suite, copied into the README)."""
-    with path.open("a") as out:
-        out.write(f"| {scenario} | {tally.lost} | {tally.doubled} | {recovery:.2f} s | {note} |\n")
+@attrs.define
+class EntryWorkload:
+    """Writes `ml-insights-results` entries as the ML service would (one media id each) and
+    checks afterwards that each one's effect is in PostgreSQL exactly once."""
+
+    redis_url: str
+    next_media: int = 1_000_000
+    added: list[int] = attrs.Factory(list)
+
+    async def run(self, stop: trio.Event, pause: float = 0.01) -> None:
+        client = sync_redis.Redis.from_url(self.redis_url, socket_timeout=2)
+        try:
+            while not stop.is_set():
+                media = self.next_media
+                fields = {
+                    "mediaId": str(media),
+                    "postId": str(media % 40 + 1),
+                    "service": "tagging",
+                    "tags": json.dumps(["fault", str(media)]),
+                    "correlationId": f"fault-{media}",
+                    "timestamp": "2026-05-04T10:15:30.123456Z",
+                    "version": "1",
+                }
+                try:
+                    await trio.to_thread.run_sync(client.xadd, "ml-insights-results", fields)
+                except sync_redis.RedisError:
+                    await trio.sleep(0.05)  # Redis is down: the ML service would retry too
+                    continue
+                self.added.append(media)
+                self.next_media += 1
+                await trio.sleep(pause)
+        finally:
+            client.close()
+
+    async def applied(self, settings: Settings) -> set[int]:
+        async with open_backends(settings) as backends:
+            rows = await backends.postgres.fetch(
+                "SELECT media_id FROM media_ai_insights WHERE media_id = ANY($1::bigint[]) "
+                "AND 'tagging' = ANY(services_completed)",
+                self.added,
+            )
+        return {r["media_id"] for r in rows}
+
+    async def wait_all_applied(self, settings: Settings, timeout: float = 30) -> int:
+        """Wait until every added entry has its effect; return how many are missing at the end."""
+        missing = len(self.added)
+        with trio.move_on_after(timeout):
+            while True:
+                missing = len(self.added) - len(await self.applied(settings))
+                if missing == 0:
+                    return 0
+                await trio.sleep(0.2)
+        return missing

@@ -1,0 +1,412 @@
+"""The fault suite: Kaleido as a real process (`run.py`) with private redis-server and
+PostgreSQL, a known workload, one injected fault per scenario, and a check against the model.
+
+For each scenario: views lost, views double-counted, stream entries whose effect is missing,
+entries left pending or dead-lettered, and the recovery time; each writes one row of
+tests/faults/REPORT.md (the README's table). Every figure is zero except where Redis without
+persistence dies or is flushed: the views only it held are the one known window, and the
+`appendonly yes` scenario shows that persistence closes it. At maxmemory, a repeat of a pair
+whose dedup flag was evicted counts again, bounded by the evictions.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+
+import attrs
+import httpx
+import pytest
+import redis as sync_redis
+import trio
+
+from kaleido.devstack import DevStack, dev_stack
+from kaleido.settings import Settings
+
+from ..conftest import REPO
+from ..waiting import wait_until
+from .harness import (
+    EntryWorkload,
+    ServiceProcess,
+    Tally,
+    ViewWorkload,
+    stuck_entries,
+    sync_now,
+    synced_counts,
+    tally,
+)
+
+pytestmark = pytest.mark.slow
+
+REPORT = Path(__file__).with_name("REPORT.md")
+ROWS_WITH_POSTS = 30  # posts 31-40 have no row: their views go to the backlog
+REPORT_HEADER = (
+    "| fault | views lost | views doubled | entries lost | entries stuck | recovery | note |\n"
+    "|---|---|---|---|---|---|---|\n"
+)
+
+
+@attrs.define
+class Scenario:
+    stack: DevStack
+    settings: Settings
+    service: ServiceProcess
+    views: ViewWorkload
+    entries: EntryWorkload
+
+    def redis(self) -> sync_redis.Redis:
+        return sync_redis.Redis.from_url(self.stack.redis_url, socket_timeout=5)
+
+
+@attrs.frozen
+class Outcome:
+    views: Tally
+    entries_lost: int
+    entries_stuck: int
+
+
+@pytest.fixture(scope="session", autouse=True)
+def report_file() -> None:
+    REPORT.write_text(REPORT_HEADER)
+
+
+@pytest.fixture
+def fault_stack(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[DevStack]:
+    overrides: dict[str, str] = getattr(request, "param", {})
+    os.chmod(tmp_path, 0o755)
+    with dev_stack(tmp_path, REPO / "redis.conf", fast=True, redis_overrides=overrides) as stack:
+        yield stack
+
+
+@pytest.fixture
+async def scenario(fault_stack: DevStack, tmp_path: Path) -> AsyncIterator[Scenario]:
+    settings = Settings(redis_url=fault_stack.redis_url, database_url=fault_stack.database_url)
+    service = ServiceProcess(
+        fault_stack.redis_url, fault_stack.database_url, log_path=tmp_path / "kaleido.log"
+    )
+    await service.start()
+    await trio.to_thread.run_sync(
+        fault_stack.postgres.psql,
+        f"INSERT INTO posts (post_id, user_id) SELECT g, 1 FROM generate_series(1, "
+        f"{ROWS_WITH_POSTS}) g",
+    )
+    try:
+        yield Scenario(
+            fault_stack,
+            settings,
+            service,
+            ViewWorkload(service.base_url),
+            EntryWorkload(fault_stack.redis_url),
+        )
+    finally:
+        service.close()
+
+
+async def load_for(s: Scenario, seconds: float) -> None:
+    """Both workloads for `seconds`, then every request of unknown outcome retried."""
+
+    async def just_load() -> float:
+        await trio.sleep(seconds)
+        return 0.0
+
+    await load_during(s, just_load, after=0)
+
+
+async def load_during(
+    s: Scenario, fault: Callable[[], Awaitable[float]], *, before: float = 0.0, after: float = 1.5
+) -> float:
+    """Run both workloads; `before` seconds in, await `fault()` (its result is returned); keep
+    the load `after` seconds more, then settle unknown requests."""
+    stop = trio.Event()
+    result = 0.0
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(s.views.run, stop)
+        nursery.start_soon(s.entries.run, stop)
+        await trio.sleep(before)  # load time under the workload, not a wait for a condition
+        result = await fault()
+        await trio.sleep(after)
+        stop.set()
+    await s.views.settle()
+    return result
+
+
+async def finish(s: Scenario, expected: Counter[int] | None = None) -> Outcome:
+    """Final sync, then the tally against `expected` (default: every acknowledged view)."""
+    await sync_now(s.service.base_url)
+    actual = await synced_counts(s.settings)
+    entries_lost = await s.entries.wait_all_applied(s.settings)
+    return Outcome(
+        tally(s.views.expected_counts() if expected is None else expected, actual),
+        entries_lost,
+        await stuck_entries(s.settings),
+    )
+
+
+async def until_serving(s: Scenario, since: float) -> float:
+    """Seconds from `since` until a view is accepted again and /readyz is 200."""
+    async with httpx.AsyncClient(base_url=s.service.base_url, timeout=2) as http:
+        with trio.fail_after(60):
+            while True:
+                try:
+                    ready = await http.get("/readyz")
+                    view = await http.post("/v1/views", json={"userId": 999_999, "postId": 1})
+                    if ready.status_code == 200 and view.status_code == 202:
+                        s.views.acknowledged.add((999_999, 1))
+                        s.views.by_phase.setdefault(s.views.phase, set()).add((999_999, 1))
+                        return time.monotonic() - since
+                except httpx.TransportError:
+                    pass
+                await trio.sleep(0.05)
+
+
+def report(fault: str, outcome: Outcome, recovery: float, note: str = "") -> None:
+    t = outcome.views
+    with REPORT.open("a") as out:
+        out.write(
+            f"| {fault} | {t.lost} | {t.doubled} | {outcome.entries_lost} | "
+            f"{outcome.entries_stuck} | {recovery:.2f} s | {note} |\n"
+        )
+
+
+def assert_clean(outcome: Outcome) -> None:
+    assert outcome.views.clean, outcome
+    assert outcome.entries_lost == 0 and outcome.entries_stuck == 0, outcome
+
+
+# ------------------------------------------------------------------------------- the service
+
+
+async def test_service_sigkill_mid_sync_and_mid_batch(scenario: Scenario) -> None:
+    s = scenario
+    rng = random.Random(5)
+    recoveries: list[float] = []
+
+    async def kill_repeatedly() -> float:
+        for _ in range(4):
+            await trio.sleep(rng.uniform(0.2, 1.2))  # a random moment under load
+            s.service.kill()
+            started = time.monotonic()
+            await s.service.start()
+            recoveries.append(await until_serving(s, started))
+        return max(recoveries)
+
+    recovery = await load_during(s, kill_repeatedly)
+    outcome = await finish(s)
+    report("service SIGKILL ×4 at random moments (syncs every 0.5 s)", outcome, recovery)
+    assert_clean(outcome)
+
+
+async def test_sigterm_under_load(scenario: Scenario) -> None:
+    s = scenario
+    deadline = 8.0  # KALEIDO_SHUTDOWN_DEADLINE of the harness
+    exits: list[tuple[int, float]] = []
+
+    async def terminate_and_restart() -> float:
+        exits.append(await s.service.terminate(timeout=deadline + 5))
+        started = time.monotonic()
+        await s.service.start()
+        return await until_serving(s, started)
+
+    recovery = await load_during(s, terminate_and_restart, before=1.5)
+    outcome = await finish(s)
+    [(status, took)] = exits
+    note = f"exit {status} in {took:.2f} s"
+    report("service SIGTERM under load, then restart", outcome, recovery, note)
+    assert status == 0 and took < deadline
+    assert_clean(outcome)
+
+
+# ------------------------------------------------------------------------------- PostgreSQL
+
+
+async def test_postgres_stop_and_start(scenario: Scenario) -> None:
+    s = scenario
+
+    async def stop_postgres() -> float:
+        # The servers' death signal follows the thread that started them, so they are stopped
+        # and started from this (main) thread; each call blocks the loop for a moment.
+        s.stack.postgres.stop()
+        await trio.sleep(5)  # the outage lasts 5 s of load
+        started = time.monotonic()
+        s.stack.postgres.start()
+        return await until_serving(s, started)
+
+    recovery = await load_during(s, stop_postgres, before=1.0)
+    outcome = await finish(s)
+    report("PostgreSQL stopped 5 s under load", outcome, recovery, "views stay in Redis")
+    assert_clean(outcome)
+
+
+# ------------------------------------------------------------------------------- Redis
+
+
+async def test_redis_sigstop_5s(scenario: Scenario) -> None:
+    s = scenario
+
+    async def pause_redis() -> float:
+        s.stack.redis.pause()
+        await trio.sleep(5)
+        started = time.monotonic()
+        s.stack.redis.resume()
+        return await until_serving(s, started)
+
+    recovery = await load_during(s, pause_redis, before=1.0)
+    outcome = await finish(s)
+    report("redis-server SIGSTOP 5 s, SIGCONT", outcome, recovery, "views journaled meanwhile")
+    assert_clean(outcome)
+
+
+def buffered_in_redis(s: Scenario) -> int:
+    """Views only Redis holds: unsynced counters and in-flight batches."""
+    client = s.redis()
+    try:
+        views = sum(int(client.get(key) or 0) for key in client.scan_iter("post:views:*"))
+        for batch in client.smembers("view:batches"):
+            views += sum(int(v) for v in client.hvals(b"view:batch:" + batch))
+    finally:
+        client.close()
+    return views
+
+
+async def buffer_a_known_load(s: Scenario) -> int:
+    """Restart the service without timed syncs, load it, and return the views Redis alone holds
+    (all of phase 0: nothing was synced). Inbound entries are all applied by then."""
+    s.service.kill()
+    s.service.sync_interval = 300
+    await s.service.start()
+    await load_for(s, 1.5)
+    buffered = buffered_in_redis(s)
+    assert buffered == len(s.views.by_phase[0])
+    assert await s.entries.wait_all_applied(s.settings) == 0
+    s.views.phase = 1
+    return buffered
+
+
+def lossy_model(s: Scenario) -> tuple[Counter[int], int]:
+    """What must survive when Redis lost phase 0: every pair acknowledged since (a repeat of a
+    lost pair counts again, once: its dedup flag was lost too). Returns it and the views lost."""
+    survivors = s.views.acknowledged_since(1)
+    lost = len(s.views.by_phase[0] - survivors)
+    return Counter(post for _, post in survivors), lost
+
+
+@pytest.mark.parametrize(
+    ("fault_stack", "persistence"),
+    [({}, "none"), ({"appendonly": "yes", "appendfsync": "always"}, "aof")],
+    indirect=["fault_stack"],
+)
+async def test_redis_sigkill_and_restart(scenario: Scenario, persistence: str) -> None:
+    s = scenario
+    buffered = await buffer_a_known_load(s)
+    s.stack.redis.kill()  # with no request in flight, so phase 0 is exactly what it held
+    dead_for = 1.5
+
+    async def restart_redis() -> float:
+        await trio.sleep(dead_for)  # load while Redis is dead: views go to the journal
+        started = time.monotonic()
+        s.stack.redis.restart()
+        return await until_serving(s, started)
+
+    recovery = await load_during(s, restart_redis)
+    if persistence == "aof":
+        outcome = await finish(s)
+        report("redis-server SIGKILL, down 1.5 s, restart (appendonly yes)", outcome, recovery)
+        assert_clean(outcome)
+        return
+    expected, lost = lossy_model(s)
+    outcome = await finish(s, expected)
+    full = tally(s.views.expected_counts(), await synced_counts(s.settings))
+    report(
+        "redis-server SIGKILL, down 1.5 s, restart (no persistence)",
+        attrs.evolve(outcome, views=full),
+        recovery,
+        f"the known window: {buffered} views only Redis held; {lost} not viewed again",
+    )
+    assert_clean(outcome)  # everything since the kill is exact
+    assert full == Tally(lost=lost, doubled=0)
+
+
+async def test_flushall(scenario: Scenario) -> None:
+    s = scenario
+    buffered = await buffer_a_known_load(s)
+    first_new = len(s.entries.added)  # the index of the first entry written after the flush
+    client = s.redis()
+    try:
+        started = time.monotonic()
+        client.flushall()  # with no request in flight, so phase 0 is exactly what it held
+    finally:
+        client.close()
+
+    async def recovered() -> float:
+        serving = await until_serving(s, started)
+
+        # Consumers recreate their group: the first entry written after the flush is applied.
+        async def first_new_applied() -> bool:
+            added = s.entries.added
+            return len(added) > first_new and added[first_new] in await s.entries.applied(
+                s.settings
+            )
+
+        await wait_until(first_new_applied, timeout=5, interval=0.05)
+        return max(serving, time.monotonic() - started)
+
+    recovery = await load_during(s, recovered)
+    expected, lost = lossy_model(s)
+    outcome = await finish(s, expected)
+    full = tally(s.views.expected_counts(), await synced_counts(s.settings))
+    report(
+        "FLUSHALL",
+        attrs.evolve(outcome, views=full),
+        recovery,
+        f"the known window: {buffered} views only Redis held; {lost} not viewed again",
+    )
+    assert_clean(outcome)
+    assert full == Tally(lost=lost, doubled=0)
+
+
+async def test_redis_at_maxmemory(scenario: Scenario) -> None:
+    s = scenario
+    client = s.redis()
+    await load_for(s, 1.0)
+    s.views.phase = 1
+    oom_before = oom_errors(client)
+
+    async def fill_redis() -> float:
+        # A ballast without TTL fills Redis past maxmemory: volatile-lru evicts dedup flags
+        # (they have a TTL), then refuses writes; counters, pending set and streams stay.
+        client.set("fault:ballast", b"x" * (6 * 1024 * 1024))
+        used = int(client.info("memory")["used_memory"])
+        client.config_set("maxmemory", used - 1024 * 1024)  # Redis evicts at once
+        await trio.sleep(2.0)  # load against a full Redis
+        started = time.monotonic()
+        client.delete("fault:ballast")
+        return await until_serving(s, started)
+
+    try:
+        recovery = await load_during(s, fill_redis)
+        evicted = int(client.info("stats")["evicted_keys"])
+        refused = oom_errors(client) - oom_before
+    finally:
+        client.config_set("maxmemory", "200mb")
+        client.close()
+    outcome = await finish(s)
+    report(
+        "Redis at maxmemory (volatile-lru), then room again",
+        outcome,
+        recovery,
+        f"{evicted} dedup flags evicted, {refused} writes refused (OOM → journal)",
+    )
+    assert evicted > 0 and refused > 0, "the scenario must reach eviction and OOM"
+    assert s.views.by_phase.get(1), "views are accepted while Redis refuses writes"
+    assert outcome.views.lost == 0
+    assert outcome.views.doubled <= evicted  # only a repeat of an evicted pair counts again
+    assert outcome.entries_lost == 0 and outcome.entries_stuck == 0
+
+
+def oom_errors(client: sync_redis.Redis) -> int:
+    stats = client.info("errorstats")
+    return int(stats.get("errorstat_OOM", {}).get("count", 0))
