@@ -3,6 +3,10 @@
 `kaleido run` (the default) starts the long-lived process. Without `KALEIDO_REDIS_URL` and
 `KALEIDO_DATABASE_URL` it starts a private redis-server (with the repo's redis.conf) and a
 private PostgreSQL under the state folder, and stops them on exit.
+
+`sync`, `doctor`, `streams`, `dlq list|replay|purge` and `top` act on the deployment those two
+URLs name (kaleido.commands). Exit status: 0 done, 1 a problem found or a backend error (one
+line on stderr), 2 bad configuration or arguments.
 """
 
 from __future__ import annotations
@@ -11,13 +15,17 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import attrs
 import trio
 
 from kaleido.errors import ConfigError, KaleidoError
 from kaleido.logs import configure_logging, get_logger
+from kaleido.ops.doctor import DLQ_INTERVAL
+from kaleido.ops.streams import ENTRY_ID, INBOUND_STREAMS
 from kaleido.settings import Settings, add_arguments, load_settings
 
 log = get_logger("kaleido.cli")
@@ -45,9 +53,102 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--demo", action="store_true", default=argparse.SUPPRESS, help=DEMO_HELP)
     sync = sub.add_parser("sync", help="sync buffered view counts to PostgreSQL now")
     add_arguments(sync)
+    _add_ops_commands(sub)
     add_arguments(parser)
     parser.add_argument("--demo", action="store_true", help=DEMO_HELP)
     return parser
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not 0 < value < 3600:
+        raise argparse.ArgumentTypeError(f"expected seconds in (0, 3600), got {text!r}")
+    return value
+
+
+def _positive_count(text: str) -> int:
+    if not text.isdigit() or not 0 < int(text) <= 100_000:
+        raise argparse.ArgumentTypeError(f"expected a count from 1 to 100000, got {text!r}")
+    return int(text)
+
+
+def _entry_id(text: str) -> str:
+    if not ENTRY_ID.match(text):
+        raise argparse.ArgumentTypeError(
+            f"expected a stream entry id like 1700000000000-0, got {text!r}"
+        )
+    return text
+
+
+def _add_ops_commands(sub: Any) -> None:
+    """doctor, streams, dlq list|replay|purge, top: they act on KALEIDO_REDIS_URL/DATABASE_URL."""
+    doctor = sub.add_parser("doctor", help="check Redis and PostgreSQL; exit 1 on a problem")
+    doctor.add_argument(
+        "--dlq-interval", type=_positive_seconds, default=DLQ_INTERVAL, metavar="SECONDS",
+        help=f"DLQ sizes are read twice this far apart (default {DLQ_INTERVAL:g})",
+    )  # fmt: skip
+    doctor.add_argument("--json", action="store_true", help="print the findings as JSON")
+    add_arguments(doctor)
+    streams = sub.add_parser("streams", help="groups, lag, pending entries and DLQ sizes")
+    streams.add_argument("--json", action="store_true", help="print JSON")
+    add_arguments(streams)
+    dlq = sub.add_parser("dlq", help="dead-letter queues: list, replay, purge")
+    actions = dlq.add_subparsers(dest="dlq_action", metavar="ACTION", required=True)
+    for action, text in [
+        ("list", "show the oldest dead letters"),
+        ("replay", "put dead letters back onto their stream"),
+        ("purge", "delete every dead letter of the stream"),
+    ]:
+        parser = actions.add_parser(action, help=text)
+        parser.add_argument("stream", metavar="STREAM", choices=INBOUND_STREAMS,
+                            help=f"one of {', '.join(INBOUND_STREAMS)}")  # fmt: skip
+        if action == "list":
+            parser.add_argument("--count", type=_positive_count, default=100)
+            parser.add_argument("--json", action="store_true", help="print JSON")
+        elif action == "replay":
+            parser.add_argument(
+                "--id", dest="ids", action="append", type=_entry_id, metavar="DLQ_ID",
+                help="replay only this dead letter (repeatable; default: all)",
+            )  # fmt: skip
+        else:
+            parser.add_argument("--yes", action="store_true", help="really delete them")
+        add_arguments(parser)
+    top = sub.add_parser("top", help="live dashboard (Ctrl-C to quit)")
+    top.add_argument("--url", help="the running service, e.g. http://127.0.0.1:8080")
+    top.add_argument("--refresh", type=_positive_seconds, default=1.0, metavar="SECONDS")
+    top.add_argument("--once", action="store_true", help="print one screen and exit")
+    add_arguments(top)
+
+
+def run_ops_command(settings: Settings, args: argparse.Namespace) -> int:
+    """Run one of the commands that act on a deployment (not `run`)."""
+    from kaleido import commands
+
+    match args.command:
+        case "sync":
+            return trio.run(commands.sync_now, settings)
+        case "doctor":
+            return trio.run(commands.doctor, settings, args.dlq_interval, args.json)
+        case "streams":
+            return trio.run(commands.streams, settings, args.json)
+        case "top":
+            return trio.run(commands.top, settings, args.url, args.refresh, args.once)
+    if args.dlq_action == "purge" and not args.yes:
+        print(f"kaleido dlq purge: add --yes to delete the DLQ of {args.stream}", file=sys.stderr)
+        return 2
+    run = partial(
+        commands.dlq_command,
+        settings,
+        args.dlq_action,
+        args.stream,
+        count=getattr(args, "count", 100),
+        ids=getattr(args, "ids", None),
+        as_json=getattr(args, "json", False),
+    )
+    return trio.run(run)
 
 
 def run_service(settings: Settings, *, demo: bool = False) -> int:
@@ -82,20 +183,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(settings.log_format)
     command = args.command or "run"
     try:
-        if command == "sync":
-            from kaleido.commands import sync_now
+        if command == "run":
+            return run_service(settings, demo=args.demo)
+        return run_ops_command(settings, args)
+    except BaseException as raised:
+        error = _unwrap(raised)
+        if isinstance(error, KeyboardInterrupt):
+            return 0
+        if isinstance(error, ConfigError):
+            print(f"kaleido: configuration error: {error}", file=sys.stderr)
+            return 2
+        if isinstance(error, KaleidoError):
+            log.error("kaleido.failed", error=str(error))
+            print(f"kaleido: {error}", file=sys.stderr)
+            return 1
+        raise
 
-            return trio.run(sync_now, settings)
-        return run_service(settings, demo=args.demo)
-    except KeyboardInterrupt:
-        return 0
-    except ConfigError as exc:
-        print(f"kaleido: configuration error: {exc}", file=sys.stderr)
-        return 2
-    except KaleidoError as exc:
-        log.error("kaleido.failed", error=str(exc))
-        print(f"kaleido: {exc}", file=sys.stderr)
-        return 1
+
+def _unwrap(exc: BaseException) -> BaseException:
+    """The single error inside nested exception groups: trio wraps what leaves a nursery (the
+    backends' loop is one), and the user should see one line, not a group's traceback."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
 
 
 if __name__ == "__main__":  # pragma: no cover

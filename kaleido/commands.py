@@ -4,15 +4,24 @@ and PostgreSQL (they need `KALEIDO_REDIS_URL` and `KALEIDO_DATABASE_URL`)."""
 from __future__ import annotations
 
 import json
+import signal
 import sys
+from collections.abc import AsyncIterator, Sequence
 
 import attrs
+import trio
+from rich.console import Console
+from rich.table import Table
 
 from kaleido.errors import ConfigError
 from kaleido.gateways import open_backends
 from kaleido.lock import LockBusy, RedisLock
 from kaleido.migrate import migrate
-from kaleido.settings import Settings
+from kaleido.ops.doctor import diagnose, exit_code, print_report
+from kaleido.ops.streams import read_streams
+from kaleido.ops.top import run_top
+from kaleido.settings import Settings, redact_url
+from kaleido.streams import dlq_list, dlq_purge, dlq_replay, dlq_size
 from kaleido.views.store import ViewStore
 from kaleido.views.sync import ViewSync
 
@@ -40,3 +49,108 @@ async def sync_now(settings: Settings) -> int:
             return 1
     print(json.dumps(attrs.asdict(report)))
     return 0
+
+
+def _console() -> Console:
+    # Resolved at call time so that output goes to whatever sys.stdout is then; piped output
+    # gets wide lines rather than names cut to fit 80 columns. No markup: cells hold data
+    # (error texts of dead letters) whose brackets must print as they are.
+    width = None if sys.stdout.isatty() else 200
+    return Console(file=sys.stdout, highlight=False, markup=False, width=width)
+
+
+async def doctor(settings: Settings, dlq_interval: float, as_json: bool) -> int:
+    """Check the deployment's Redis and PostgreSQL; exit 1 if any check finds a problem."""
+    require_urls(settings, "doctor")
+    async with open_backends(settings) as backends:
+        findings = await diagnose(backends, dlq_interval)
+    if as_json:
+        print(json.dumps({"findings": [f.as_json() for f in findings]}))
+    else:
+        header = f"kaleido doctor: {redact_url(settings.redis_url)}, "
+        header += redact_url(settings.database_url)
+        print_report(_console(), findings, header)
+    return exit_code(findings)
+
+
+async def streams(settings: Settings, as_json: bool) -> int:
+    """Print every stream's groups, lag, pending entries and DLQ size."""
+    require_urls(settings, "streams")
+    async with open_backends(settings) as backends:
+        statuses = await read_streams(backends.redis, backends.keys)
+    if as_json:
+        print(json.dumps({"streams": [s.as_json() for s in statuses]}))
+        return 0
+    table = Table(title="streams", title_justify="left")
+    for column in ("stream", "length", "group", "lag", "pending", "oldest pending", "consumers"):
+        table.add_column(column, no_wrap=column != "consumers")
+    table.add_column("dlq")
+    for s in statuses:
+        dlq = str(s.dlq_size) if s.inbound else "—"
+        if not s.groups:
+            table.add_row(s.stream, str(s.length), "(none)", "—", "—", "—", "—", dlq)
+        for g in s.groups:
+            age = "—" if g.oldest_pending_age is None else f"{g.oldest_pending_age:.0f} s"
+            consumers = ", ".join(f"{c.name} idle {c.idle_seconds:.0f} s" for c in g.consumers)
+            lag = "?" if g.lag is None else str(g.lag)
+            table.add_row(
+                s.stream, str(s.length), g.name, lag, str(g.pending), age, consumers or "—", dlq
+            )
+    _console().print(table)
+    return 0
+
+
+async def dlq_command(
+    settings: Settings, action: str, stream: str, *, count: int = 100,
+    ids: Sequence[str] | None = None, as_json: bool = False,
+) -> int:  # fmt: skip
+    """`kaleido dlq list|replay|purge STREAM`."""
+    require_urls(settings, "dlq")
+    async with open_backends(settings) as backends:
+        redis, keys = backends.redis, backends.keys
+        if action == "list":
+            letters = await dlq_list(redis, keys, stream, count)
+            size = await dlq_size(redis, keys, stream)
+        elif action == "replay":
+            new_ids = await dlq_replay(redis, keys, stream, ids or None)
+            print(f"replayed {len(new_ids)} dead letters onto {stream}")
+            return 0
+        else:
+            purged = await dlq_purge(redis, keys, stream)
+            print(f"purged {purged} dead letters of {stream}")
+            return 0
+    if as_json:
+        print(
+            json.dumps(
+                {"stream": stream, "size": size, "entries": [attrs.asdict(d) for d in letters]}
+            )
+        )
+        return 0
+    table = Table(title=f"{stream} dead letters: {size} (showing {len(letters)})")
+    for column in ("dlq id", "original id", "error type", "deliveries", "failed at", "error"):
+        table.add_column(column)
+    for d in letters:
+        table.add_row(
+            d.dlq_id, d.original_id, d.error_type, str(d.deliveries), d.failed_at, d.error
+        )
+    _console().print(table)
+    return 0
+
+
+async def top(settings: Settings, url: str | None, refresh: float, once: bool) -> int:
+    """The live dashboard, until Ctrl-C."""
+    require_urls(settings, "top")
+    async with open_backends(settings) as backends:
+        # Ctrl-C cancels the loop, so the last frame stays and the clients close in order.
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_cancel_on_signal, signals, nursery.cancel_scope)
+                await run_top(backends, url, refresh=refresh, once=once, console=_console())
+                nursery.cancel_scope.cancel()
+    return 0
+
+
+async def _cancel_on_signal(signals: AsyncIterator[int], scope: trio.CancelScope) -> None:
+    async for _ in signals:
+        scope.cancel()
+        return

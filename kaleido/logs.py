@@ -12,7 +12,7 @@ import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TextIO
 
 import structlog
 from structlog.contextvars import bind_contextvars, get_contextvars, reset_contextvars
@@ -20,12 +20,18 @@ from structlog.contextvars import bind_contextvars, get_contextvars, reset_conte
 CORRELATION_KEY = "correlation_id"
 
 
-def configure_logging(fmt: str = "json", level: int = logging.INFO) -> None:
-    """Configure structlog once for the process; `fmt` is "json" or "console"."""
+def configure_logging(
+    fmt: str = "json", level: int = logging.INFO, stream: TextIO | None = None
+) -> None:
+    """Configure structlog once for the process; `fmt` is "json" or "console".
+
+    Lines go to `stream` (default: standard error).
+    """
+    out = sys.stderr if stream is None else stream
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if fmt == "json"
-        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        else structlog.dev.ConsoleRenderer(colors=out.isatty())
     )
     structlog.configure(
         processors=[
@@ -36,7 +42,7 @@ def configure_logging(fmt: str = "json", level: int = logging.INFO) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=out),
         cache_logger_on_first_use=False,
     )
 
@@ -64,3 +70,13 @@ def correlation(correlation_id: str | None) -> Iterator[str]:
         yield cid
     finally:
         reset_contextvars(**tokens)
+
+
+def correlation_field(correlation_id: str | bytes | None) -> dict[str, str]:
+    """`{"correlation_id": id}` for a log line about an entry that carries an id, else `{}`.
+
+    For lines about one stream entry among a batch: the entry's own id, not the context's.
+    """
+    if isinstance(correlation_id, bytes):
+        correlation_id = correlation_id.decode(errors="replace")
+    return {CORRELATION_KEY: correlation_id} if correlation_id else {}

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from kaleido.messages import CONSUMER_NAMES
+
 
 class Metrics:
     """Every metric Kaleido exports; one instance per process (tests make their own)."""
@@ -60,3 +62,96 @@ class Metrics:
         self.stream_batches = Counter(
             "kaleido_stream_batches", "Inbound batches committed", ["stream"], registry=r
         )
+        self._add_sampled(r)
+        self._initialise_labels()
+
+    def _add_sampled(self, r: CollectorRegistry) -> None:
+        """Gauges set by the metrics reporter (actors/metrics_reporter.py) every few seconds."""
+        self.redis_memory_used = Gauge(
+            "kaleido_redis_memory_used_bytes", "Redis INFO used_memory", registry=r
+        )
+        self.redis_memory_max = Gauge(
+            "kaleido_redis_memory_max_bytes", "Redis maxmemory (0: no limit)", registry=r
+        )
+        self.redis_memory_ratio = Gauge(
+            "kaleido_redis_memory_ratio", "used_memory / maxmemory (0 when unlimited)", registry=r
+        )
+        self.redis_evicted_keys = Gauge(
+            "kaleido_redis_evicted_keys", "Redis INFO evicted_keys (since the server started)",
+            registry=r,
+        )  # fmt: skip
+        self.redis_keyspace = Gauge(
+            "kaleido_redis_keyspace_lookups",
+            "Redis INFO keyspace_hits / keyspace_misses (since the server started)",
+            ["result"],
+            registry=r,
+        )
+        self.pending_views = Gauge(
+            "kaleido_pending_views", "Posts with views not yet synced (SCARD pending:views)",
+            registry=r,
+        )  # fmt: skip
+        self.stream_length = Gauge(
+            "kaleido_stream_length", "Entries in the stream (XLEN)", ["stream"], registry=r
+        )
+        self.stream_lag = Gauge(
+            "kaleido_stream_lag", "Entries not yet delivered to the group", ["stream", "group"],
+            registry=r,
+        )  # fmt: skip
+        self.stream_pending = Gauge(
+            "kaleido_stream_pending", "Entries delivered, not acknowledged", ["stream", "group"],
+            registry=r,
+        )  # fmt: skip
+        self.stream_oldest_pending_age = Gauge(
+            "kaleido_stream_oldest_pending_age_seconds",
+            "Age of the oldest pending entry (from its id), 0 when none",
+            ["stream", "group"],
+            registry=r,
+        )
+        self.stream_idle_consumers = Gauge(
+            "kaleido_stream_idle_consumers",
+            "Consumers of the group idle longer than the reporter's limit",
+            ["stream", "group"],
+            registry=r,
+        )
+        self.dlq_size = Gauge(
+            "kaleido_dlq_size", "Entries in the stream's dead-letter queue", ["stream"], registry=r
+        )
+        self.seconds_since_sync = Gauge(
+            "kaleido_seconds_since_last_good_sync",
+            "Seconds since the last successful sync (since start-up while there was none)",
+            registry=r,
+        )
+        self.breaker_state = Gauge(
+            "kaleido_breaker_state", "1 for the breaker's current state", ["breaker", "state"],
+            registry=r,
+        )  # fmt: skip
+        self.breaker_failure_rate = Gauge(
+            "kaleido_breaker_failure_rate", "Failure rate in the breaker's window (percent)",
+            ["breaker"], registry=r,
+        )  # fmt: skip
+        self.breaker_rejected = Gauge(
+            "kaleido_breaker_rejected_calls", "Calls refused by the open breaker", ["breaker"],
+            registry=r,
+        )  # fmt: skip
+        self.samples = Counter(
+            "kaleido_metrics_samples", "Metrics reporter samples by result", ["result"], registry=r
+        )  # ok, failure (Redis down: the gauges keep their last values)
+        self.last_sample = Gauge(
+            "kaleido_metrics_last_sample_timestamp_seconds",
+            "Unix time of the last successful sample",
+            registry=r,
+        )
+
+    def _initialise_labels(self) -> None:
+        """Export known label values at 0 from the start, so dashboards and alerts see them."""
+        for outcome in ("counted", "duplicate", "rejected", "journaled"):
+            self.views.labels(outcome)
+        for result in ("success", "failure", "busy"):
+            self.sync_runs.labels(result)
+        for result in ("hit", "miss", "degraded"):
+            self.total_reads.labels(result)
+        for result in ("ok", "failure"):
+            self.samples.labels(result)
+        for stream in CONSUMER_NAMES:
+            for outcome in ("applied", "duplicate", "ignored", "retried", "dead_lettered"):
+                self.stream_entries.labels(stream, outcome)

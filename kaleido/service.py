@@ -8,6 +8,7 @@ from typing import Any
 import attrs
 import trio
 
+from actors.metrics_reporter import MetricsReporter
 from actors.view_ingester import ViewIngester
 from actors.view_syncer import ViewSyncer
 from kaleido.errors import CircuitOpen, RedisUnavailable
@@ -38,6 +39,7 @@ class Service:
     syncer: ViewSyncer
     publisher: Publisher = attrs.field(kw_only=True)
     consumers: list[StreamConsumer[Any]] = attrs.field(kw_only=True, factory=list)
+    reporter: MetricsReporter | None = attrs.field(kw_only=True, default=None)
 
     @classmethod
     def build(cls, backends: Backends, supervisor: Supervisor, metrics: Metrics) -> Service:
@@ -61,16 +63,28 @@ class Service:
         )
         supervisor.on_restart = lambda actor, kind: metrics.actor_restarts.labels(actor, kind).inc()
         publisher = Publisher(backends.redis, backends.keys, settings.stream_maxlen)
+        tracker = ViewTracker(send)
+        reporter = MetricsReporter(
+            backends.redis,
+            backends.keys,
+            metrics,
+            supervisor.stopping,
+            breakers=[b for b in (backends.redis.breaker, backends.postgres.breaker) if b],
+            interval=settings.metrics_interval,
+            sync_interval=settings.sync_interval,
+            rejected_views=lambda: tracker.stats.rejected,
+        )
         return cls(
             backends,
             supervisor,
             metrics,
             store,
-            ViewTracker(send),
+            tracker,
             ingester,
             syncer,
             publisher=publisher,
             consumers=build_consumers(backends, metrics, supervisor.stopping),
+            reporter=reporter,
         )
 
     async def start_actors(self) -> None:
@@ -78,6 +92,8 @@ class Service:
         await self.supervisor.start("view-syncer", self.syncer.run)
         for consumer in self.consumers:
             await self.supervisor.start(consumer.consumer_name, consumer.run)
+        if self.reporter is not None:
+            await self.supervisor.start("metrics-reporter", self.reporter.run)
 
     def stop_intake(self) -> None:
         self.tracker.close()

@@ -56,6 +56,7 @@ class Settings:
     log_format: str = "json"
     state_dir: Path = Path(".state")
     shutdown_deadline: float = 10.0
+    metrics_interval: float = 5.0
 
     @property
     def http_bind(self) -> str:
@@ -178,6 +179,7 @@ _OPTIONS: dict[str, tuple[Callable[[str], Any], str]] = {
     "log_format": (_choice("json", "console"), "json (default) or console"),
     "state_dir": (Path, "folder for the private servers' data (default .state)"),
     "shutdown_deadline": (_positive_float, "seconds a graceful shutdown may take (default 10)"),
+    "metrics_interval": (_positive_float, "seconds between metrics samples of Redis (default 5)"),
 }
 
 

@@ -10,7 +10,7 @@ from hypercorn.trio import serve
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
-from kaleido.http import health, posts, views
+from kaleido.http import health, metrics, posts, streams_admin, views
 from kaleido.http.errors import EXCEPTION_HANDLERS
 from kaleido.http.middleware import CorrelationIdMiddleware
 from kaleido.service import Service
@@ -18,7 +18,13 @@ from kaleido.service import Service
 
 def create_app(service: Service) -> Starlette:
     app = Starlette(
-        routes=[*health.routes, *views.routes, *posts.routes],
+        routes=[
+            *health.routes,
+            *metrics.routes,
+            *views.routes,
+            *posts.routes,
+            *streams_admin.routes,
+        ],
         middleware=[Middleware(CorrelationIdMiddleware)],
         exception_handlers=EXCEPTION_HANDLERS,
     )

@@ -45,7 +45,7 @@ from kaleido.errors import (
 )
 from kaleido.gateways import PostgresGateway, RedisGateway, Script
 from kaleido.keys import KeyLayout
-from kaleido.logs import get_logger
+from kaleido.logs import correlation_field, get_logger
 from kaleido.messages import (
     CONSUMER_GROUP,
     CONSUMER_NAMES,
@@ -428,6 +428,11 @@ class StreamConsumer(Generic[M]):
                     await self.handler.apply(tx, fresh)
         except CircuitOpen as exc:  # PostgreSQL's breaker: down as far as we are concerned
             raise PostgresUnavailable(str(exc)) from exc
+        for entry_id, message in fresh:  # after COMMIT: the line says what really happened
+            cid = getattr(message, "correlation_id", None)
+            log.info(
+                "consumer.applied", stream=self.stream, entry_id=entry_id, **correlation_field(cid)
+            )
         self._count("applied", len(fresh))
         self._count("duplicate", len(batch) - len(fresh))
         self.stats.batches += 1
@@ -458,6 +463,7 @@ class StreamConsumer(Generic[M]):
                 entry_id=letter.entry_id,
                 error_type=letter.error_type,
                 error=letter.error,
+                **correlation_field(letter.fields.get(b"correlationId")),
             )
         ids = [letter.entry_id for letter in dead] + list(done)
         commands.append(["XACK", self.stream_key, CONSUMER_GROUP, *ids])

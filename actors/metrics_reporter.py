@@ -1,0 +1,175 @@
+"""The metrics reporter: every `interval` seconds, samples Redis (memory, evictions, keyspace
+hits, streams, DLQs, pending views) and the process's own state (breakers, sync age) into the
+Prometheus gauges of `kaleido.metrics`, and logs a warning when a threshold is crossed (once
+per crossing: kaleido.ops.alerts).
+
+How errors behave: a failed sample (Redis down, breaker open) is counted
+(`kaleido_metrics_samples_total{result="failure"}`), leaves the Redis gauges at their last
+values and is retried at the next tick; it never crashes the actor.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+
+import attrs
+import trio
+
+from kaleido.breaker import BreakerState, CircuitBreaker
+from kaleido.errors import BackendError
+from kaleido.gateways import RedisGateway
+from kaleido.keys import KeyLayout
+from kaleido.metrics import Metrics
+from kaleido.ops.alerts import Alerts
+from kaleido.ops.limits import IDLE_LIMIT, LAG_LIMIT, MEMORY_WARNING, STALE_SYNC_INTERVALS
+from kaleido.ops.redis_info import read_facts
+from kaleido.ops.streams import StreamStatus, read_streams
+
+# INFO and a few stream reads every 5 s: cheap for Redis, fresh enough for a 15 s scrape.
+INTERVAL = 5.0
+
+
+@attrs.define
+class MetricsReporter:
+    redis: RedisGateway
+    keys: KeyLayout
+    metrics: Metrics
+    stopping: trio.Event
+    breakers: Sequence[CircuitBreaker] = ()
+    interval: float = INTERVAL
+    sync_interval: float = 300.0
+    memory_limit: float = MEMORY_WARNING
+    lag_limit: int = LAG_LIMIT
+    idle_limit: float = IDLE_LIMIT
+    # The view tracker's count of rejected views, mirrored into kaleido_views{outcome=rejected}.
+    rejected_views: Callable[[], int] | None = None
+    alerts: Alerts = attrs.Factory(Alerts)
+    failures: int = 0
+    _started: float = attrs.field(factory=time.time, init=False)
+    _last_dlq: dict[str, int] = attrs.Factory(dict)
+    _last_rejected: int = attrs.field(default=0, init=False)
+    _last_sync_failures: float = attrs.field(default=0.0, init=False)
+    _last_good: float | None = attrs.field(default=None, init=False)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Sample until `stopping` is set. Ready at once: Redis may be down at start-up."""
+        self._started = time.time()
+        task_status.started()
+        while not self.stopping.is_set():
+            await self.sample_once()
+            with trio.move_on_after(self.interval):
+                await self.stopping.wait()
+
+    async def sample_once(self) -> bool:
+        """One sample; False if Redis could not be sampled (counted, logged once)."""
+        self._sample_process()
+        try:
+            await self._sample_redis()
+        except BackendError as exc:
+            self.failures += 1
+            self.metrics.samples.labels("failure").inc()
+            self.alerts.update(
+                "redis_unsampled", True, "cannot sample Redis; gauges keep old values",
+                error=str(exc),
+            )  # fmt: skip
+            return False
+        self.alerts.update("redis_unsampled", False)
+        self.metrics.samples.labels("ok").inc()
+        self.metrics.last_sample.set(time.time())
+        return True
+
+    # ------------------------------------------------------------------ the process
+
+    def _sample_process(self) -> None:
+        m = self.metrics
+        for breaker in self.breakers:
+            snap = breaker.snapshot()
+            for state in BreakerState:
+                m.breaker_state.labels(snap.name, state.value).set(int(snap.state is state))
+            m.breaker_failure_rate.labels(snap.name).set(snap.failure_rate)
+            m.breaker_rejected.labels(snap.name).set(snap.rejected_calls)
+        if self.rejected_views is not None:
+            rejected = self.rejected_views()
+            m.views.labels("rejected").inc(max(0, rejected - self._last_rejected))
+            self._last_rejected = rejected
+        last_good = m.registry.get_sample_value("kaleido_last_sync_success_timestamp_seconds")
+        age = max(0.0, time.time() - (last_good or self._started))
+        m.seconds_since_sync.set(age)
+        self.alerts.update(
+            "sync_stale",
+            age > STALE_SYNC_INTERVALS * self.sync_interval,
+            f"no good sync for {STALE_SYNC_INTERVALS} sync intervals",
+            seconds_since_last_good_sync=round(age, 1),
+        )
+        # Failing: runs failed since the last sample and none succeeded meanwhile.
+        failures = m.registry.get_sample_value("kaleido_sync_runs_total", {"result": "failure"})
+        failures = failures or 0.0
+        if failures > self._last_sync_failures or last_good != self._last_good:
+            failing = failures > self._last_sync_failures and last_good == self._last_good
+            self.alerts.update("sync_failing", failing, "view sync is failing", failures=failures)
+        self._last_sync_failures, self._last_good = failures, last_good
+
+    # ------------------------------------------------------------------ Redis
+
+    async def _sample_redis(self) -> None:
+        m = self.metrics
+        facts = await read_facts(self.redis)
+        streams = await read_streams(self.redis, self.keys)
+        pending_views = int(await self.redis.execute("SCARD", self.keys.pending))
+        m.redis_memory_used.set(facts.used_memory)
+        m.redis_memory_max.set(facts.maxmemory)
+        ratio = facts.memory_ratio
+        m.redis_memory_ratio.set(ratio or 0.0)
+        self.alerts.update(
+            "redis_memory",
+            ratio is not None and ratio > self.memory_limit,
+            f"Redis memory over {self.memory_limit:.0%} of maxmemory",
+            used=facts.used_memory,
+            maxmemory=facts.maxmemory,
+        )
+        m.redis_evicted_keys.set(facts.evicted_keys)
+        m.redis_keyspace.labels("hit").set(facts.keyspace_hits)
+        m.redis_keyspace.labels("miss").set(facts.keyspace_misses)
+        m.pending_views.set(pending_views)
+        for status in streams:
+            self._record_stream(status)
+
+    def _record_stream(self, status: StreamStatus) -> None:
+        m, s = self.metrics, status.stream
+        m.stream_length.labels(s).set(status.length)
+        for g in status.groups:
+            m.stream_lag.labels(s, g.name).set(g.lag or 0)
+            m.stream_pending.labels(s, g.name).set(g.pending)
+            m.stream_oldest_pending_age.labels(s, g.name).set(g.oldest_pending_age or 0.0)
+            m.stream_idle_consumers.labels(s, g.name).set(len(g.idle_consumers(self.idle_limit)))
+            self.alerts.update(
+                f"stream_lag:{s}:{g.name}",
+                (g.lag or 0) > self.lag_limit,
+                f"stream lag over {self.lag_limit}",
+                stream=s,
+                group=g.name,
+                lag=g.lag,
+            )
+            stuck = [c.name for c in g.idle_consumers(self.idle_limit) if c.pending]
+            self.alerts.update(
+                f"idle_consumers:{s}:{g.name}",
+                bool(stuck),
+                f"consumers idle over {self.idle_limit:g} s hold pending entries",
+                stream=s,
+                group=g.name,
+                consumers=stuck,
+            )
+        if not status.inbound:
+            return
+        m.dlq_size.labels(s).set(status.dlq_size)
+        previous = self._last_dlq.get(s)
+        self._last_dlq[s] = status.dlq_size
+        self.alerts.update(
+            f"dlq_growing:{s}",
+            previous is not None and status.dlq_size > previous,
+            "dead-letter queue is growing",
+            stream=s,
+            size=status.dlq_size,
+            previous=previous,
+        )
