@@ -57,6 +57,7 @@ class Scenario:
     service: ServiceProcess
     views: ViewWorkload
     entries: EntryWorkload
+    recovery: float = 0.0  # seconds, set by the scenario
 
     def redis(self) -> sync_redis.Redis:
         return sync_redis.Redis.from_url(self.stack.redis_url, socket_timeout=5)
@@ -223,21 +224,27 @@ async def test_sigterm_under_load(scenario: Scenario) -> None:
 # ------------------------------------------------------------------------------- PostgreSQL
 
 
-async def test_postgres_stop_and_start(scenario: Scenario) -> None:
-    s = scenario
+async def outage(s: Scenario, down: Callable[[], None], up: Callable[[], None]) -> Outcome:
+    """Under load: `down()`, 5 s of load, `up()`; returns the outcome, records the recovery.
 
-    async def stop_postgres() -> float:
-        # The servers' death signal follows the thread that started them, so they are stopped
-        # and started from this (main) thread; each call blocks the loop for a moment.
-        s.stack.postgres.stop()
+    The servers' death signal follows the thread that started them, so they are stopped and
+    started from this (main) thread; each call blocks the loop for a moment."""
+
+    async def fault() -> float:
+        down()
         await trio.sleep(5)  # the outage lasts 5 s of load
         started = time.monotonic()
-        s.stack.postgres.start()
+        up()
         return await until_serving(s, started)
 
-    recovery = await load_during(s, stop_postgres, before=1.0)
-    outcome = await finish(s)
-    report("PostgreSQL stopped 5 s under load", outcome, recovery, "views stay in Redis")
+    s.recovery = await load_during(s, fault, before=1.0)
+    return await finish(s)
+
+
+async def test_postgres_stop_and_start(scenario: Scenario) -> None:
+    s = scenario
+    outcome = await outage(s, s.stack.postgres.stop, s.stack.postgres.start)
+    report("PostgreSQL stopped 5 s under load", outcome, s.recovery, "views stay in Redis")
     assert_clean(outcome)
 
 
@@ -246,17 +253,8 @@ async def test_postgres_stop_and_start(scenario: Scenario) -> None:
 
 async def test_redis_sigstop_5s(scenario: Scenario) -> None:
     s = scenario
-
-    async def pause_redis() -> float:
-        s.stack.redis.pause()
-        await trio.sleep(5)
-        started = time.monotonic()
-        s.stack.redis.resume()
-        return await until_serving(s, started)
-
-    recovery = await load_during(s, pause_redis, before=1.0)
-    outcome = await finish(s)
-    report("redis-server SIGSTOP 5 s, SIGCONT", outcome, recovery, "views journaled meanwhile")
+    outcome = await outage(s, s.stack.redis.pause, s.stack.redis.resume)
+    report("redis-server SIGSTOP 5 s, SIGCONT", outcome, s.recovery, "views journaled meanwhile")
     assert_clean(outcome)
 
 
@@ -294,6 +292,18 @@ def lossy_model(s: Scenario) -> tuple[Counter[int], int]:
     return Counter(post for _, post in survivors), lost
 
 
+async def finish_lossy(s: Scenario, fault: str, buffered: int) -> None:
+    """Finish a scenario in which Redis lost phase 0: everything since is exact, and what is
+    missing overall is exactly the views only Redis held that nobody repeated."""
+    expected, lost = lossy_model(s)
+    outcome = await finish(s, expected)
+    full = tally(s.views.expected_counts(), await synced_counts(s.settings))
+    note = f"the known window: {buffered} views only Redis held; {lost} not viewed again"
+    report(fault, attrs.evolve(outcome, views=full), s.recovery, note)
+    assert_clean(outcome)
+    assert full == Tally(lost=lost, doubled=0)
+
+
 @pytest.mark.parametrize(
     ("fault_stack", "persistence"),
     [({}, "none"), ({"appendonly": "yes", "appendfsync": "always"}, "aof")],
@@ -311,23 +321,13 @@ async def test_redis_sigkill_and_restart(scenario: Scenario, persistence: str) -
         s.stack.redis.restart()
         return await until_serving(s, started)
 
-    recovery = await load_during(s, restart_redis)
+    s.recovery = await load_during(s, restart_redis)
     if persistence == "aof":
         outcome = await finish(s)
-        report("redis-server SIGKILL, down 1.5 s, restart (appendonly yes)", outcome, recovery)
+        report("redis-server SIGKILL, down 1.5 s, restart (appendonly yes)", outcome, s.recovery)
         assert_clean(outcome)
         return
-    expected, lost = lossy_model(s)
-    outcome = await finish(s, expected)
-    full = tally(s.views.expected_counts(), await synced_counts(s.settings))
-    report(
-        "redis-server SIGKILL, down 1.5 s, restart (no persistence)",
-        attrs.evolve(outcome, views=full),
-        recovery,
-        f"the known window: {buffered} views only Redis held; {lost} not viewed again",
-    )
-    assert_clean(outcome)  # everything since the kill is exact
-    assert full == Tally(lost=lost, doubled=0)
+    await finish_lossy(s, "redis-server SIGKILL, down 1.5 s, restart (no persistence)", buffered)
 
 
 async def test_flushall(scenario: Scenario) -> None:
@@ -354,18 +354,8 @@ async def test_flushall(scenario: Scenario) -> None:
         await wait_until(first_new_applied, timeout=5, interval=0.05)
         return max(serving, time.monotonic() - started)
 
-    recovery = await load_during(s, recovered)
-    expected, lost = lossy_model(s)
-    outcome = await finish(s, expected)
-    full = tally(s.views.expected_counts(), await synced_counts(s.settings))
-    report(
-        "FLUSHALL",
-        attrs.evolve(outcome, views=full),
-        recovery,
-        f"the known window: {buffered} views only Redis held; {lost} not viewed again",
-    )
-    assert_clean(outcome)
-    assert full == Tally(lost=lost, doubled=0)
+    s.recovery = await load_during(s, recovered)
+    await finish_lossy(s, "FLUSHALL", buffered)
 
 
 async def test_redis_at_maxmemory(scenario: Scenario) -> None:
