@@ -25,7 +25,14 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-bench: $(STAMP)
+BENCH_STAMP := $(VENV)/.bench-installed
+
+$(BENCH_STAMP): $(STAMP) scripts/bench-deps.sh
+	bash scripts/bench-deps.sh $(VENV)
+	touch $(BENCH_STAMP)
+
+# The benchmarks (see benchmarks/__main__.py), after wrk and the bench extra are installed.
+bench: $(BENCH_STAMP)
 	$(VENV)/bin/python -m benchmarks $(ARGS)
 
 clean:

@@ -10,6 +10,11 @@ name (so that after a restart it finds its own pending entries). Its loop:
    PostgreSQL transaction that also records `(stream, entry id)` in `processed_messages`
    (an id already there was applied before: skipped), COMMIT, then one MULTI round trip
    dead-letters and XACKs the whole batch. At-least-once delivery, exactly-once effects.
+   In the common case (every entry new) the transaction is a single statement: the id insert
+   and the handler's statements as data-modifying CTEs, with no BEGIN/COMMIT round trips; an id
+   recorded before makes it fail whole, and the batch goes the transaction's way instead.
+   New entries are read READ_BATCHES batches at a time and pipelined: while one batch is in
+   PostgreSQL, the next is decoded and the one before is dead-lettered and acknowledged.
 3. Every so often (between batches): XAUTOCLAIM entries idle longer than `min_idle` (left by dead
    consumers), XTRIM below the oldest entry still pending or undelivered, and prune old
    `processed_messages` rows.
@@ -27,7 +32,11 @@ this module escapes to the supervisor.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import functools
+import re
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from functools import partial
 from typing import Any, Generic, TypeVar
 
 import attrs
@@ -56,15 +65,22 @@ from kaleido.messages import (
 )
 from kaleido.metrics import Metrics
 from kaleido.streams.groups import ensure_group
-from kaleido.streams.handlers import Handler
+from kaleido.streams.handlers import Handler, StatementHandler
 
 log = get_logger("kaleido.streams.consumer")
 
 M = TypeVar("M")
 
-# Entries per read: large enough to amortise a PostgreSQL transaction and the trio-asyncio hop,
-# small enough that a batch of 1408-float embeddings (~30 KB each) stays a few MB.
+# Entries per transaction: large enough to amortise a PostgreSQL transaction and the
+# trio-asyncio hop, small enough that a batch of 1408-float embeddings (~30 KB each) stays a
+# few MB.
 BATCH_SIZE = 256
+# New entries are read this many batches at a time, so that while one batch's transaction is
+# in PostgreSQL the next one is decoded (the CPU-heavy part): the two overlap. Entries read
+# together are pending together, as one larger batch would be.
+READ_BATCHES = 2
+# While decoding beside a transaction, let the transaction's task run at least this often.
+DECODE_SLICE = 0.001
 # Below the Redis client's 10 s socket timeout, and short so that shutdown is prompt.
 BLOCK_MS = 1000
 # An entry idle this long in another consumer's pending list is taken over (its owner is dead).
@@ -141,6 +157,21 @@ class _Rejected:
     entry_id: str
     error_type: str
     error: str
+
+
+# What to dead-letter, and the ids to acknowledge, for one batch.
+_Settle = tuple[list[_DeadLetter], list[str]]
+
+
+@attrs.define
+class _Decoded(Generic[M]):
+    """One batch, decoded: what to dead-letter, to acknowledge as it is, and to apply."""
+
+    dead: list[_DeadLetter] = attrs.Factory(list)
+    done: list[str] = attrs.Factory(list)  # deleted or ignored entries: acknowledged as they are
+    ignored: int = 0
+    good: list[tuple[str, M]] = attrs.Factory(list)
+    fields_of: dict[str, Mapping[bytes, bytes]] = attrs.Factory(dict)
 
 
 @attrs.define
@@ -244,8 +275,9 @@ class StreamConsumer(Generic[M]):
         await self._handle(entries, await self._deliveries(entries), retry=True)
 
     async def _read(self) -> list[Entry]:
+        count = self.batch_size * (READ_BATCHES if self._cursor is None else 1)
         command: list[Any] = [
-            "XREADGROUP", "GROUP", CONSUMER_GROUP, self.consumer_name, "COUNT", self.batch_size
+            "XREADGROUP", "GROUP", CONSUMER_GROUP, self.consumer_name, "COUNT", count
         ]  # fmt: skip
         if self._cursor is None:
             command += ["BLOCK", self.block_ms]
@@ -299,64 +331,123 @@ class StreamConsumer(Generic[M]):
     async def _handle(
         self, entries: Sequence[Entry], deliveries: Mapping[str, int], *, retry: bool = False
     ) -> None:
-        """Decode, apply and acknowledge one batch (see the module docstring).
+        """Decode, apply and acknowledge entries, `batch_size` per transaction, in order.
 
+        Batches are pipelined (READ_BATCHES): while one batch's transaction runs, the next
+        batch is decoded and the one before is dead-lettered and acknowledged.
         `retry`: the entries were delivered before (our own pending ones), so they are applied
         one per transaction: an entry that keeps failing, even transiently, then holds back
         only itself until max_deliveries sends it to the DLQ.
         """
-        dead: list[_DeadLetter] = []
-        done: list[str] = []  # to acknowledge with no effect: deleted or ignored entries
-        good: list[tuple[str, M]] = []
-        fields_of: dict[str, Mapping[bytes, bytes]] = {}
+        size = self.batch_size
+        if retry or len(entries) <= size:
+            decoded = await self._decode(entries, deliveries)
+            await self._settle_shielded(await self._apply_decoded(decoded, deliveries, retry=retry))
+            return
+        batches = [entries[i : i + size] for i in range(0, len(entries), size)]
+        decoded = await self._decode(batches[0], deliveries)
+        settle: _Settle | None = None
+        for following in [*batches[1:], None]:
+            # A failure stops here: the following batches stay pending and are read again.
+            jobs: list[Callable[[], Awaitable[Any]]] = [
+                partial(self._apply_decoded, decoded, deliveries)
+            ]
+            if following is not None:
+                jobs.append(partial(self._decode, following, deliveries, yielding=True))
+            if settle is not None:
+                jobs.append(partial(self._settle_shielded, settle))
+            results = await _concurrently(*jobs)
+            settle = results[0]
+            if following is not None:
+                decoded = results[1]
+        if settle is not None:
+            await self._settle_shielded(settle)
+
+    async def _decode(
+        self, entries: Sequence[Entry], deliveries: Mapping[str, int], *, yielding: bool = False
+    ) -> _Decoded[M]:
+        """Sort entries into dead letters, entries to acknowledge as they are, and messages.
+
+        `yielding`: another task (a transaction) runs beside this one; let it run every
+        DECODE_SLICE seconds so that its next statement is not held back by the decoding.
+        """
+        decoded: _Decoded[M] = _Decoded()
+        slice_end = time.perf_counter() + DECODE_SLICE
         for entry_id, fields in entries:
+            if yielding and time.perf_counter() > slice_end:
+                await trio.lowlevel.checkpoint()
+                slice_end = time.perf_counter() + DECODE_SLICE
             if not fields:  # trimmed or deleted while pending: nothing left to apply
-                done.append(entry_id)
+                decoded.done.append(entry_id)
                 continue
             count = deliveries.get(entry_id, 1)
             if count > self.max_deliveries:
                 reason = f"delivered {count} times, over max_deliveries={self.max_deliveries}"
-                dead.append(_DeadLetter(entry_id, fields, "MaxDeliveriesExceeded", reason, count))
+                decoded.dead.append(
+                    _DeadLetter(entry_id, fields, "MaxDeliveriesExceeded", reason, count)
+                )
                 continue
             try:
                 message = self.handler.decode(fields)
             except DecodeError as exc:
-                dead.append(_DeadLetter(entry_id, fields, "DecodeError", str(exc), count))
+                decoded.dead.append(_DeadLetter(entry_id, fields, "DecodeError", str(exc), count))
                 continue
             except Exception as exc:  # a decoder bug must not stall the stream
                 log.exception("consumer.decoder_bug", stream=self.stream, entry_id=entry_id)
-                dead.append(_DeadLetter(entry_id, fields, type(exc).__name__, str(exc), count))
+                decoded.dead.append(
+                    _DeadLetter(entry_id, fields, type(exc).__name__, str(exc), count)
+                )
                 continue
             if isinstance(message, IgnoredEntry):
-                done.append(entry_id)
-                self._count("ignored", 1)
+                decoded.done.append(entry_id)
+                decoded.ignored += 1
                 continue
-            good.append((entry_id, message))
-            fields_of[entry_id] = fields
+            decoded.good.append((entry_id, message))
+            decoded.fields_of[entry_id] = fields
+        return decoded
+
+    async def _apply_decoded(
+        self, decoded: _Decoded[M], deliveries: Mapping[str, int], *, retry: bool = False
+    ) -> _Settle:
+        """Apply one decoded batch; return what to dead-letter and acknowledge for it.
+
+        If applying fails, what is known is settled at once (shielded), then the error raised.
+        """
+        dead, done, good = decoded.dead, decoded.done, decoded.good
+        self._count("ignored", decoded.ignored)
         applied: list[str] = []
         rejected: list[_Rejected] = []
-        try:
-            if good:
-                await self._apply(good, applied, rejected, one_by_one=retry)
-                failpoints.hit("streams.after_commit")  # crash tests: committed, not acked
-        except TransientError:
-            self._count("retried", len(good) - len(applied) - len(rejected))
-            raise
-        finally:
-            dead += [
+
+        def settlement() -> _Settle:
+            letters = [
                 _DeadLetter(
                     r.entry_id,
-                    fields_of[r.entry_id],
+                    decoded.fields_of[r.entry_id],
                     r.error_type,
                     r.error,
                     deliveries.get(r.entry_id, 1),
                 )
                 for r in rejected
             ]
-            # Even when PostgreSQL is down, what needs no PostgreSQL is settled now; bounded,
-            # since whatever is left unacknowledged is simply delivered again.
-            with trio.CancelScope(shield=True), trio.move_on_after(SETTLE_TIMEOUT):
-                await self._settle(dead, done + applied)
+            return [*dead, *letters], [*done, *applied]
+
+        try:
+            if good:
+                await self._apply(good, applied, rejected, one_by_one=retry)
+                failpoints.hit("streams.after_commit")  # crash tests: committed, not acked
+        except BaseException as exc:
+            if isinstance(exc, TransientError):
+                self._count("retried", len(good) - len(applied) - len(rejected))
+            # Even when PostgreSQL is down, what needs no PostgreSQL is settled now.
+            await self._settle_shielded(settlement())
+            raise
+        return settlement()
+
+    async def _settle_shielded(self, settle: _Settle) -> None:
+        """`_settle`, shielded from cancellation but bounded: whatever is left unacknowledged
+        is simply delivered again."""
+        with trio.CancelScope(shield=True), trio.move_on_after(SETTLE_TIMEOUT):
+            await self._settle(*settle)
 
     async def _apply(
         self,
@@ -412,32 +503,65 @@ class StreamConsumer(Generic[M]):
         return _Rejected(entry_id, type(exc).__name__, str(exc))
 
     async def _apply_batch(self, batch: Sequence[tuple[str, M]]) -> None:
-        """One transaction: record the entry ids, apply those not recorded before, COMMIT."""
+        """Record the entry ids and apply the entries not recorded before, atomically.
+
+        The common case (every entry new) is ONE statement, a transaction of its own; when an
+        entry was recorded before (a redelivery), or the handler gives no statements, one
+        transaction records the ids and applies only the new ones.
+        """
         try:
-            async with self.postgres.transaction() as tx:
-                rows = await tx.fetch(
-                    "INSERT INTO processed_messages (stream, entry_id)"
-                    " SELECT $1, unnest($2::text[])"
-                    " ON CONFLICT DO NOTHING RETURNING entry_id",
-                    self.stream_key,
-                    [entry_id for entry_id, _ in batch],
-                )
-                new = {row["entry_id"] for row in rows}
-                fresh = [item for item in batch if item[0] in new]
-                if fresh:
-                    await self.handler.apply(tx, fresh)
+            fresh = await self._apply_at_once(batch)
+            if fresh is None:
+                fresh = await self._apply_in_transaction(batch)
         except CircuitOpen as exc:  # PostgreSQL's breaker: down as far as we are concerned
             raise PostgresUnavailable(str(exc)) from exc
-        for entry_id, message in fresh:  # after COMMIT: the line says what really happened
+        # After COMMIT: the line says what really happened. One bound logger per batch: the
+        # module's lazy proxy would bind a new one for every line.
+        applied_log = log.bind(stream=self.stream)
+        for entry_id, message in fresh:
             cid = getattr(message, "correlation_id", None)
-            log.info(
-                "consumer.applied", stream=self.stream, entry_id=entry_id, **correlation_field(cid)
-            )
+            applied_log.info("consumer.applied", entry_id=entry_id, **correlation_field(cid))
         self._count("applied", len(fresh))
         self._count("duplicate", len(batch) - len(fresh))
         self.stats.batches += 1
         if self.metrics is not None:
             self.metrics.stream_batches.labels(self.stream).inc()
+
+    async def _apply_at_once(self, batch: Sequence[tuple[str, M]]) -> list[tuple[str, M]] | None:
+        """Insert every entry id into processed_messages and apply the handler's statements,
+        all in one statement (data-modifying CTEs): no BEGIN/COMMIT round trips. A unique
+        violation means an id was recorded before: then nothing was applied, and None says
+        so (as does a handler that gives no statements)."""
+        if not isinstance(self.handler, StatementHandler):
+            return None
+        statements = self.handler.statements(batch)
+        sql = _one_statement(tuple((text, len(args)) for text, args in statements))
+        ids = [entry_id for entry_id, _ in batch]
+        try:
+            await self.postgres.execute(
+                sql, self.stream_key, ids, *(arg for _, args in statements for arg in args)
+            )
+        except PostgresQueryError as exc:
+            if _UNIQUE_VIOLATION not in str(exc):
+                raise
+            return None
+        return list(batch)
+
+    async def _apply_in_transaction(self, batch: Sequence[tuple[str, M]]) -> list[tuple[str, M]]:
+        """One transaction: record the entry ids, apply those not recorded before, COMMIT."""
+        async with self.postgres.transaction() as tx:
+            rows = await tx.fetch(
+                "INSERT INTO processed_messages (stream, entry_id)"
+                " SELECT $1, unnest($2::text[])"
+                " ON CONFLICT DO NOTHING RETURNING entry_id",
+                self.stream_key,
+                [entry_id for entry_id, _ in batch],
+            )
+            new = {row["entry_id"] for row in rows}
+            fresh = [item for item in batch if item[0] in new]
+            if fresh:
+                await self.handler.apply(tx, fresh)
+        return fresh
 
     async def _settle(self, dead: Sequence[_DeadLetter], done: Sequence[str]) -> None:
         """Dead-letter and acknowledge in one MULTI round trip (a DLQ copy is never lost)."""
@@ -580,3 +704,55 @@ class StreamConsumer(Generic[M]):
         # A traceback only where it helps: an exception nobody foresaw.
         trace = exc if kind == "handler_error" else None
         level("consumer.error", stream=self.stream, kind=kind, error=str(exc), exc_info=trace)
+
+
+async def _concurrently(*jobs: Callable[[], Awaitable[Any]]) -> list[Any]:
+    """Run the jobs at once and return their results in order. A failure cancels the others
+    and is raised as itself, not in an exception group: the consumer's loop handles errors by
+    type."""
+    results: list[Any] = [None] * len(jobs)
+
+    async def run(index: int) -> None:
+        results[index] = await jobs[index]()
+
+    try:
+        async with trio.open_nursery() as nursery:
+            for index in range(1, len(jobs)):
+                nursery.start_soon(run, index)
+            await run(0)
+    except BaseExceptionGroup as group:
+        _, rest = group.split(trio.Cancelled)
+        if rest is None:
+            raise
+        exc: BaseException = rest
+        while isinstance(exc, BaseExceptionGroup):
+            exc = exc.exceptions[0]
+        raise exc from exc.__cause__  # its own cause, not the group
+    return results
+
+
+# The SQLSTATE of a unique violation, as the gateway's error message carries it.
+_UNIQUE_VIOLATION = "[23505]"
+_PLACEHOLDER = re.compile(r"\$(\d+)")
+
+
+@functools.lru_cache(maxsize=64)
+def _one_statement(statements: tuple[tuple[str, int], ...]) -> str:
+    """One statement that records the batch's ids ($1 the stream, $2 the ids; no ON CONFLICT,
+    so an id recorded before fails it all) and runs the handler's statements (their SQL and
+    argument counts), renumbered to follow. Data-modifying CTEs run exactly once, whether the
+    main query reads them or not."""
+    parts = [
+        "recorded AS (INSERT INTO processed_messages (stream, entry_id)"
+        " SELECT $1, unnest($2::text[]))"
+    ]
+    offset = 2
+    for index, (sql, count) in enumerate(statements):
+        renumbered = _PLACEHOLDER.sub(partial(_shifted, offset), sql)
+        parts.append(f"effect{index} AS ({renumbered})")
+        offset += count
+    return "WITH " + ",\n".join(parts) + "\nSELECT 1"
+
+
+def _shifted(offset: int, placeholder: re.Match[str]) -> str:
+    return f"${int(placeholder[1]) + offset}"

@@ -1,7 +1,8 @@
 """One handler per inbound stream: how to decode an entry and how to apply a batch of them.
 
-`apply` runs inside the consumer's transaction and issues one set-based statement per kind of
-effect per batch (rows passed as `unnest` arrays), not one per entry. Entries of one batch that
+`statements` gives one set-based statement per kind of effect per batch (rows passed as
+`unnest` arrays), not one per entry; the consumer runs them inside its transaction (`apply`),
+or joined with its `processed_messages` insert into one statement. Entries of one batch that
 touch the same row are merged in Python first, in stream order, with the same rules the SQL
 applies to the stored row, so a batch has the effect of its entries applied one by one
 (an upsert cannot touch one row twice in a statement anyway).
@@ -19,8 +20,9 @@ Decisions where the contract is silent:
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Sequence
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import attrs
 
@@ -64,6 +66,29 @@ class Handler(Protocol[M]):
         ...
 
 
+Statement = tuple[str, tuple[Any, ...]]
+
+
+M_contra = TypeVar("M_contra", contravariant=True)
+
+
+@runtime_checkable
+class StatementHandler(Protocol[M_contra]):
+    """A handler whose effects are statements the consumer may run as it sees fit: the
+    consumer runs them with the batch's `processed_messages` insert as ONE statement (data-
+    modifying CTEs), which is a transaction of its own (no BEGIN/COMMIT round trips)."""
+
+    def statements(self, messages: Sequence[tuple[str, M_contra]]) -> list[Statement]:
+        """The statements (SQL, arguments) that apply `messages`; they touch different rows
+        (or tables), so their order does not matter."""
+        ...
+
+
+async def _execute(tx: Transaction, statements: list[Statement]) -> None:
+    for sql, args in statements:
+        await tx.execute(sql, *args)
+
+
 def _array_literal(values: Sequence[float]) -> str:
     """A PostgreSQL array literal: ragged arrays per row cannot go through unnest otherwise."""
     return "{" + ",".join(map(repr, values)) + "}"
@@ -71,29 +96,51 @@ def _array_literal(values: Sequence[float]) -> str:
 
 @attrs.define
 class _Packed:
-    """Ragged float arrays packed into one flat real[] parameter (binary-encoded by asyncpg,
-    far cheaper than text for 1408-float embeddings); row i is `flat[offset+1 : offset+len]`."""
+    """The float arrays of one batch (ragged, some NULL) as ONE 2-D real[] parameter.
 
-    flat: list[float] = attrs.Factory(list)
-    offsets: list[int | None] = attrs.Factory(list)
+    asyncpg checks every element of a 1-D list parameter for being a nested array (an ABC
+    isinstance per float, several times the cost of encoding it), but of a 2-D one only the
+    first row. So the arrays are cut into rows of `width` floats (the most common length, so
+    a typical array is exactly one row; the last row of an array is padded with NULLs), and
+    array i is rows `first[i]..last[i]` flattened and cut to `lengths[i]` (see `_unpacked`).
+    """
+
+    rows: list[list[float | None]] = attrs.Factory(list)
+    first: list[int | None] = attrs.Factory(list)
+    last: list[int | None] = attrs.Factory(list)
     lengths: list[int | None] = attrs.Factory(list)
 
-    def add(self, values: Sequence[float] | None) -> None:
-        if values is None:
-            self.offsets.append(None)
-            self.lengths.append(None)
-            return
-        self.offsets.append(len(self.flat))
-        self.lengths.append(len(values))
-        self.flat.extend(values)
+    @classmethod
+    def of(cls, arrays: Sequence[Sequence[float] | None]) -> _Packed:
+        packed = cls()
+        sizes = Counter(len(a) for a in arrays if a)
+        width = sizes.most_common(1)[0][0] if sizes else 1
+        rows = packed.rows
+        for values in arrays:
+            if not values:  # NULL stays NULL, and an empty array needs no rows
+                packed.first.append(None)
+                packed.last.append(None)
+                packed.lengths.append(None if values is None else 0)
+                continue
+            packed.first.append(len(rows) + 1)  # PostgreSQL subscripts start at 1
+            if len(values) == width:
+                rows.append(list(values))
+            else:
+                for start in range(0, len(values), width):
+                    row: list[float | None] = list(values[start : start + width])
+                    row += [None] * (width - len(row))
+                    rows.append(row)
+            packed.last.append(len(rows))
+            packed.lengths.append(len(values))
+        return packed
 
 
-def _unpacked(flat: str, offset: str, length: str) -> str:
-    """SQL for one row of a `_Packed` (NULL stays NULL; a zero length gives '{}')."""
+def _unpacked(matrix: str, first: str, last: str, length: str) -> str:
+    """SQL for one array of a `_Packed` (NULL stays NULL; a zero length gives '{}')."""
     return (
         f"CASE WHEN {length} IS NULL THEN NULL"
         f" WHEN {length} = 0 THEN '{{}}'::real[]"
-        f" ELSE ({flat}::real[])[{offset} + 1 : {offset} + {length}] END"
+        f" ELSE (ARRAY(SELECT unnest(({matrix}::real[])[{first}:{last}][:])))[1:{length}] END"
     )
 
 
@@ -150,9 +197,9 @@ SELECT t.media_id, t.post_id,
             ELSE ARRAY(SELECT jsonb_array_elements_text(t.scenes::jsonb)) END,
        {embedding}, t.services::text[], NULLIF(t.correlation_id, ''), now()
 FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::boolean[], $5::float8[], $6::text[],
-            $7::text[], $8::text[], $9::integer[], $10::integer[], $11::text[])
+            $7::text[], $8::text[], $9::integer[], $10::integer[], $11::integer[], $12::text[])
      AS t(media_id, post_id, services, is_safe, confidence, caption, tags, scenes,
-          embedding_offset, embedding_length, correlation_id)
+          embedding_first, embedding_last, embedding_length, correlation_id)
 ON CONFLICT (media_id) DO UPDATE SET
     post_id = EXCLUDED.post_id,
     is_safe = CASE WHEN 'moderation' = ANY(EXCLUDED.services_completed) AND m.is_safe IS NOT FALSE
@@ -176,7 +223,9 @@ ON CONFLICT (media_id) DO UPDATE SET
                   THEN 'UNSAFE' ELSE 'COMPLETED' END,
     correlation_id = COALESCE(EXCLUDED.correlation_id, m.correlation_id),
     updated_at = now()
-""".format(embedding=_unpacked("$12", "t.embedding_offset", "t.embedding_length"))
+""".format(
+    embedding=_unpacked("$13", "t.embedding_first", "t.embedding_last", "t.embedding_length")
+)
 
 # Never unflags: a post is only ever moved to FLAGGED here.
 _FLAG_POSTS = """
@@ -195,6 +244,9 @@ class InsightsHandler:
         return decode_insight(fields)
 
     async def apply(self, tx: Transaction, messages: Sequence[tuple[str, InsightResult]]) -> None:
+        await _execute(tx, self.statements(messages))
+
+    def statements(self, messages: Sequence[tuple[str, InsightResult]]) -> list[Statement]:
         rows: dict[int, _Insight] = {}
         unsafe_posts: set[int] = set()
         for _, result in messages:
@@ -205,11 +257,8 @@ class InsightsHandler:
             if isinstance(result.payload, Moderation) and not result.payload.is_safe:
                 unsafe_posts.add(result.post_id)
         items = list(rows.values())
-        embeddings = _Packed()
-        for r in items:
-            embeddings.add(r.embedding)
-        await tx.execute(
-            _UPSERT_INSIGHTS,
+        embeddings = _Packed.of([r.embedding for r in items])
+        args = (
             [r.media_id for r in items],
             [r.post_id for r in items],
             ["{" + ",".join(r.services) + "}" for r in items],  # service names are identifiers
@@ -218,13 +267,16 @@ class InsightsHandler:
             [r.caption for r in items],
             [None if r.tags is None else json.dumps(r.tags) for r in items],
             [None if r.scenes is None else json.dumps(r.scenes) for r in items],
-            embeddings.offsets,
+            embeddings.first,
+            embeddings.last,
             embeddings.lengths,
             [r.correlation_id for r in items],
-            embeddings.flat,
+            embeddings.rows,
         )
+        statements: list[Statement] = [(_UPSERT_INSIGHTS, args)]
         if unsafe_posts:
-            await tx.execute(_FLAG_POSTS, sorted(unsafe_posts))
+            statements.append((_FLAG_POSTS, (sorted(unsafe_posts),)))
+        return statements
 
 
 # --------------------------------------------------------------------------- faces
@@ -237,9 +289,9 @@ INSERT INTO media_detected_faces AS f (
 SELECT t.media_id, t.face_uid, t.post_id, t.bbox::integer[], t.confidence, {embedding},
        NULLIF(t.correlation_id, ''), 'UNIDENTIFIED', now()
 FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::text[], $5::float8[], $6::integer[],
-            $7::integer[], $8::text[])
-     AS t(media_id, face_uid, post_id, bbox, confidence, embedding_offset, embedding_length,
-          correlation_id)
+            $7::integer[], $8::integer[], $9::text[])
+     AS t(media_id, face_uid, post_id, bbox, confidence, embedding_first, embedding_last,
+          embedding_length, correlation_id)
 ON CONFLICT (media_id, face_uid) DO UPDATE SET
     post_id = EXCLUDED.post_id,
     bbox = EXCLUDED.bbox,
@@ -247,7 +299,9 @@ ON CONFLICT (media_id, face_uid) DO UPDATE SET
     embedding = EXCLUDED.embedding,
     correlation_id = EXCLUDED.correlation_id,
     updated_at = now()
-""".format(embedding=_unpacked("$9", "t.embedding_offset", "t.embedding_length"))
+""".format(
+    embedding=_unpacked("$10", "t.embedding_first", "t.embedding_last", "t.embedding_length")
+)
 
 # A confirmed face keeps its status; the suggestion itself is still recorded.
 _UPSERT_RECOGNIZED = """
@@ -280,6 +334,9 @@ class FaceDetectionHandler:
     async def apply(
         self, tx: Transaction, messages: Sequence[tuple[str, FaceDetectionResult]]
     ) -> None:
+        await _execute(tx, self.statements(messages))
+
+    def statements(self, messages: Sequence[tuple[str, FaceDetectionResult]]) -> list[Statement]:
         # (media, face) → the latest detection of that face in the batch.
         latest = {
             (result.media_id, face.face_id): (result, face)
@@ -287,23 +344,22 @@ class FaceDetectionHandler:
             for face in result.faces
         }
         if not latest:
-            return  # entries with no faces are recorded (processed) and change nothing
+            return []  # entries with no faces are recorded (processed) and change nothing
         rows = list(latest.values())
-        embeddings = _Packed()
-        for _, f in rows:
-            embeddings.add(f.embedding)
-        await tx.execute(
-            _UPSERT_DETECTED,
+        embeddings = _Packed.of([f.embedding for _, f in rows])
+        args = (
             [r.media_id for r, _ in rows],
             [f.face_id for _, f in rows],
             [r.post_id for r, _ in rows],
             [_array_literal(f.bbox) for _, f in rows],
             [f.confidence for _, f in rows],
-            embeddings.offsets,
+            embeddings.first,
+            embeddings.last,
             embeddings.lengths,
             [r.correlation_id for r, _ in rows],
-            embeddings.flat,
+            embeddings.rows,
         )
+        return [(_UPSERT_DETECTED, args)]
 
 
 @attrs.frozen
@@ -318,9 +374,11 @@ class FaceRecognitionHandler:
     async def apply(
         self, tx: Transaction, messages: Sequence[tuple[str, FaceRecognitionResult]]
     ) -> None:
+        await _execute(tx, self.statements(messages))
+
+    def statements(self, messages: Sequence[tuple[str, FaceRecognitionResult]]) -> list[Statement]:
         rows = list({(r.media_id, r.face_id): r for _, r in messages}.values())
-        await tx.execute(
-            _UPSERT_RECOGNIZED,
+        args = (
             [r.media_id for r in rows],
             [r.face_id for r in rows],
             [r.post_id for r in rows],
@@ -329,3 +387,4 @@ class FaceRecognitionHandler:
             [r.matched_username for r in rows],
             [r.correlation_id for r in rows],
         )
+        return [(_UPSERT_RECOGNIZED, args)]

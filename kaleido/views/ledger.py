@@ -52,7 +52,7 @@ async def apply_batch(postgres: PostgresGateway, batch_id: str, deltas: Mapping[
     Returns False when the batch id was already recorded (nothing applied now). Two callers
     racing on one batch serialise on its primary key: the second finds it and applies nothing.
     """
-    posts = list(deltas)
+    posts = sorted(deltas)  # in key order: the UPDATE visits the index and heap in order
     views = [deltas[p] for p in posts]
     async with postgres.transaction() as tx:
         inserted = await tx.fetchval(

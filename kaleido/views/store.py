@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import attrs
@@ -29,22 +30,26 @@ class ViewStore:
 
     async def record(self, views: Sequence[tuple[int, int]]) -> tuple[list[bool], int]:
         """Apply (user, post) views atomically; return which were counted and pending size."""
-        args: list[object] = [self.keys.prefix, self.dedup_ttl]
-        for user_id, post_id in views:
-            args.append(user_id)
-            args.append(post_id)
+        packed = ",".join(map(str, itertools.chain.from_iterable(views)))  # ids are ints
+        args = [self.keys.prefix, self.dedup_ttl, packed]
         flags, pending = await self.redis.run_script(scripts.RECORD_VIEWS, [], args)
         return [flag == 49 for flag in flags], int(pending)  # 49 == ord("1")
 
     async def move_to_batch(self, batch_id: str, count: int) -> tuple[int, int, int]:
         """Move up to `count` pending counters into batch `batch_id`: (popped, posts, views)."""
+        popped, deltas = await self.take_batch(batch_id, count)
+        return popped, len(deltas), sum(deltas.values())
+
+    async def take_batch(self, batch_id: str, count: int) -> tuple[int, dict[int, int]]:
+        """Move up to `count` pending counters into batch `batch_id`: (popped, its contents)."""
         keys = self.keys
-        popped, moved, views = await self.redis.run_script(
+        reply = await self.redis.run_script(
             scripts.MOVE_TO_BATCH,
             [keys.pending, keys.batches, keys.batch(batch_id), keys.sync_epoch],
             [keys.prefix, batch_id, count],
         )
-        return int(popped), int(moved), int(views)
+        it = iter(reply[2:])
+        return int(reply[0]), {int(post): int(views) for post, views in zip(it, it, strict=True)}
 
     async def in_flight_batches(self) -> list[str]:
         members = await self.redis.execute("SMEMBERS", self.keys.batches)

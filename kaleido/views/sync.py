@@ -8,6 +8,7 @@ Under `view:batch:lock` (DESIGN.md "View counting"):
   4. the batch is deleted from Redis; repeat from 2 until nothing is pending.
 A crash between any two steps leaves either counters (not yet moved), a batch not applied
 (re-applied by step 1), or a batch applied but not deleted (step 1 finds its id and skips it).
+Steps 2 and 3 overlap: the next chunk is moved while the ones before are being applied.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import uuid
 
 import attrs
+import trio
 
 from kaleido import failpoints
 from kaleido.errors import RedisOutOfMemory
@@ -27,9 +29,12 @@ from kaleido.views.store import ViewStore
 
 log = get_logger("kaleido.views.sync")
 
+
 # Posts per batch: one PostgreSQL statement of this many rows takes tens of milliseconds, and
 # a reader that races a move retries, so batches stay short.
 CHUNK_SIZE = 5000
+# Batches applied at once (each in its own transaction and connection), while the next moves.
+APPLY_CONCURRENCY = 2
 
 
 @attrs.define
@@ -37,6 +42,7 @@ class ViewSync:
     store: ViewStore
     postgres: PostgresGateway
     chunk_size: int = CHUNK_SIZE
+    apply_concurrency: int = APPLY_CONCURRENCY
 
     async def run_once(self) -> SyncReport:
         """Replay the view journal, then sync everything pending. The caller holds the lock."""
@@ -64,21 +70,53 @@ class ViewSync:
         report = SyncReport()
         for batch_id in await self.store.in_flight_batches():
             report = self._add(report, *await self._finish(batch_id), recovered=True)
-        while True:
-            batch_id = str(uuid.uuid4())
-            popped, moved, _ = await self.store.move_to_batch(batch_id, self.chunk_size)
-            if popped == 0:
-                break
-            if moved == 0:
-                continue
-            failpoints.hit("sync.after_move")
-            report = self._add(report, *await self._finish(batch_id), recovered=False)
+        # Moving chunks (Redis) overlaps applying the ones before (PostgreSQL), up to
+        # APPLY_CONCURRENCY at once on their own connections. Batches are disjoint unless a
+        # post got views between two moves; then the second UPDATE waits for the first's row
+        # lock (both lock in post id order). A crash may leave several in-flight batches: the
+        # first step of the next run finishes them all.
+        finished: list[tuple[bool, int, int]] = []
+        slots = trio.Semaphore(self.apply_concurrency)
+
+        async def finish(batch_id: str, deltas: dict[int, int]) -> None:
+            try:
+                finished.append(await self._finish(batch_id, deltas))
+            finally:
+                slots.release()
+
+        try:
+            async with trio.open_nursery() as nursery:
+                while True:
+                    batch = await self._take()
+                    if batch is None:
+                        break
+                    await slots.acquire()
+                    nursery.start_soon(finish, *batch)
+        except BaseExceptionGroup as group:
+            exc = _unwrapped(group)
+            raise exc from exc.__cause__  # its own cause, not the group
+        for applied, posts, views in finished:
+            report = self._add(report, applied, posts, views, recovered=False)
         await ledger.fold_backlog(self.postgres)
         return report
 
-    async def _finish(self, batch_id: str) -> tuple[bool, int, int]:
+    async def _take(self) -> tuple[str, dict[int, int]] | None:
+        """Move the next chunk of pending counters into a new batch; None once none is left."""
+        while True:
+            batch_id = str(uuid.uuid4())
+            popped, deltas = await self.store.take_batch(batch_id, self.chunk_size)
+            if popped == 0:
+                return None
+            if deltas:
+                failpoints.hit("sync.after_move")
+                return batch_id, deltas
+
+    async def _finish(
+        self, batch_id: str, deltas: dict[int, int] | None = None
+    ) -> tuple[bool, int, int]:
         """Apply (once) and delete one batch; return (applied now, posts, views)."""
-        deltas = await self.store.batch_contents(batch_id)
+        if deltas is None:
+            deltas = await self.store.batch_contents(batch_id)
         applied = bool(deltas) and await ledger.apply_batch(self.postgres, batch_id, deltas)
         failpoints.hit("sync.after_commit")
         await self.store.forget_batch(batch_id)
@@ -105,3 +143,15 @@ class ViewSync:
             views=report.views + views,
             recovered_batches=report.recovered_batches + int(recovered),
         )
+
+
+def _unwrapped(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first error of a nursery's group, itself: callers handle the project's errors by
+    type. A group of cancellations only is returned as it is (trio handles those)."""
+    _, rest = group.split(trio.Cancelled)
+    if rest is None:
+        return group
+    exc: BaseException = rest
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc

@@ -1,0 +1,158 @@
+"""`python -m benchmarks` (`make bench`): every scenario on one private Redis and PostgreSQL.
+
+    python -m benchmarks                       the whole suite; writes benchmarks/RESULTS.md
+    python -m benchmarks --quick               smaller workloads (a smoke run)
+    python -m benchmarks --only streams,sync   some scenarios (RESULTS.md is left alone)
+    python -m benchmarks --profile --only streams
+                                               profiles (benchmarks/profiles/*.txt); figures
+                                               taken under a profiler are not written to
+                                               RESULTS.md
+
+Scenarios run one after the other, each on emptied servers, and every row is printed beside
+its same-run baseline. Raw figures go to benchmarks/results/{scenario}.json and summary.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shlex
+import sys
+import time
+from collections.abc import Sequence
+
+import attrs
+import trio
+
+from kaleido.logs import configure_logging
+
+from . import bench_http, bench_streams, bench_sync, bench_views
+from .common import (
+    ROOT,
+    Outcome,
+    Scenario,
+    machine,
+    print_table,
+    private_stack,
+    run_scenarios,
+    save,
+    table_lines,
+)
+
+SCENARIOS: dict[str, Scenario] = {
+    "ingest": bench_views.ingest,
+    "latency": bench_views.latency,
+    "sync": bench_sync.sync,
+    "streams": bench_streams.streams,
+    "http": bench_http.http,
+    "memory": bench_views.memory,
+}
+RESULTS_MD = ROOT / "benchmarks" / "RESULTS.md"
+
+
+def parse(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks", description=(__doc__ or "").splitlines()[0]
+    )
+    parser.add_argument("--quick", action="store_true", help="smaller workloads (a smoke run)")
+    parser.add_argument(
+        "--only",
+        metavar="NAME[,NAME]",
+        default="",
+        help=f"run only these scenarios, of: {', '.join(SCENARIOS)}",
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="profile the measured parts into benchmarks/profiles/ (slower figures)",
+    )
+    args = parser.parse_args(argv)
+    names = [n.strip() for n in args.only.split(",") if n.strip()] or list(SCENARIOS)
+    unknown = [n for n in names if n not in SCENARIOS]
+    if unknown:
+        parser.error(f"unknown scenario {', '.join(unknown)}; known: {', '.join(SCENARIOS)}")
+    args.names = names
+    return args
+
+
+def results_markdown(outcomes: Sequence[Outcome], command: str, quick: bool) -> str:
+    info = machine()
+    rows = [row for outcome in outcomes for row in outcome.rows]
+    missed = [r for r in rows if r.met is False]
+    lines = [
+        "# Benchmark results",
+        "",
+        f"`{command}` on {info['date_utc']}: Python {info['python']}, {info['cpus']} CPUs "
+        f"({info['platform']}){', quick workloads' if quick else ''}.",
+        "",
+        "Figures come from a shared 2-core machine that runs other work at the same time:",
+        "absolute numbers are noisy; each row's same-run baseline and ratio are the comparable",
+        "part. Redis, PostgreSQL, the load generator and the code under test share the two",
+        "cores. Raw figures: `benchmarks/results/*.json` (written by every run).",
+        "",
+        *table_lines(rows, markdown=True),
+        "",
+        f"Targets: {sum(r.met is True for r in rows)} met, {len(missed)} missed; a missed row"
+        " says what bounds it and which profile shows it.",
+        "",
+        "## How the figures are taken",
+        "",
+        "- One private redis-server (the repo's `redis.conf`) and PostgreSQL for the whole run",
+        "  (`kaleido.devstack`, PostgreSQL with fsync, synchronous_commit and full_page_writes",
+        "  off), emptied before each scenario; every baseline runs on the same servers in the",
+        "  same run. Workloads and baselines are described in each `benchmarks/bench_*.py`.",
+        "- In-process scenarios log at WARNING (the consumers' per-entry `consumer.applied`",
+        "  line is not rendered); the HTTP scenario runs the service as deployed (`run.py`,",
+        "  JSON logs at INFO).",
+        "- Profiles: `make bench ARGS=--profile` samples the measured parts with py-spy into",
+        "  `benchmarks/profiles/*.txt` (the tracker, consumers and syncer in-process, the HTTP",
+        "  service by pid). Sampling slows them down, so profiled figures are never written",
+        "  here.",
+        "",
+        "## Notes per scenario",
+        "",
+    ]
+    for outcome in outcomes:
+        lines.append(f"- **{outcome.name}** ({outcome.seconds} s)")
+        lines += [f"  - {note}" for note in outcome.notes]
+    lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse(sys.argv[1:] if argv is None else argv)
+    # Warnings and errors only: info lines of the actors would bury the tables.
+    configure_logging("console", logging.WARNING)
+    command = "make bench" + (
+        f" ARGS={shlex.quote(' '.join(sys.argv[1:]))}" if sys.argv[1:] else ""
+    )
+    started = time.perf_counter()
+    scenarios = [(name, SCENARIOS[name]) for name in args.names]
+    with private_stack() as (_, settings):
+        outcomes = trio.run(run_scenarios, scenarios, args.quick, settings, args.profile)
+    info = machine()
+    for outcome in outcomes:
+        save(outcome.name, {"machine": info, "quick": args.quick, **outcome.figures})
+    rows = [row for outcome in outcomes for row in outcome.rows]
+    save(
+        "summary",
+        {
+            "machine": info,
+            "command": command,
+            "quick": args.quick,
+            "profiled": args.profile,
+            "rows": [attrs.asdict(row) for row in rows],
+        },
+    )
+    elapsed = time.perf_counter() - started
+    print_table(f"All scenarios ({elapsed:.0f} s, {info['date_utc']})", rows)
+    if len(args.names) == len(SCENARIOS) and not args.profile:
+        RESULTS_MD.write_text(results_markdown(outcomes, command, args.quick))
+        print(f"\nwrote {RESULTS_MD.relative_to(ROOT)} and benchmarks/results/*.json")
+    else:
+        print("\nwrote benchmarks/results/*.json (RESULTS.md is written by a full, unprofiled run)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
