@@ -15,7 +15,6 @@ its same-run baseline. Raw figures go to benchmarks/results/{scenario}.json and 
 from __future__ import annotations
 
 import argparse
-import logging
 import shlex
 import sys
 import time
@@ -24,13 +23,12 @@ from collections.abc import Sequence
 import attrs
 import trio
 
-from kaleido.logs import configure_logging
-
 from . import bench_http, bench_streams, bench_sync, bench_views
 from .common import (
     ROOT,
     Outcome,
     Scenario,
+    log_as_deployed,
     machine,
     print_table,
     private_stack,
@@ -101,9 +99,9 @@ def results_markdown(outcomes: Sequence[Outcome], command: str, quick: bool) -> 
         "  (`kaleido.devstack`, PostgreSQL with fsync, synchronous_commit and full_page_writes",
         "  off), emptied before each scenario; every baseline runs on the same servers in the",
         "  same run. Workloads and baselines are described in each `benchmarks/bench_*.py`.",
-        "- In-process scenarios log at WARNING (the consumers' per-entry `consumer.applied`",
-        "  line is not rendered); the HTTP scenario runs the service as deployed (`run.py`,",
-        "  JSON logs at INFO).",
+        "- Every scenario logs as deployed: JSON lines at INFO (in-process scenarios into",
+        "  `benchmarks/results/bench.log`, including the consumers' per-entry",
+        "  `consumer.applied` line); the HTTP scenario runs the service itself (`run.py`).",
         "- Profiles: `make bench ARGS=--profile` samples the measured parts with py-spy into",
         "  `benchmarks/profiles/*.txt` (the tracker, consumers and syncer in-process, the HTTP",
         "  service by pid). Sampling slows them down, so profiled figures are never written",
@@ -121,8 +119,7 @@ def results_markdown(outcomes: Sequence[Outcome], command: str, quick: bool) -> 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse(sys.argv[1:] if argv is None else argv)
-    # Warnings and errors only: info lines of the actors would bury the tables.
-    configure_logging("console", logging.WARNING)
+    log_as_deployed()
     command = "make bench" + (
         f" ARGS={shlex.quote(' '.join(sys.argv[1:]))}" if sys.argv[1:] else ""
     )

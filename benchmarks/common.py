@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import attrs
 import trio
@@ -230,9 +230,22 @@ async def run_scenarios(
     return outcomes
 
 
+_LOG_FILES: list[TextIO] = []  # open for the whole run: a closed file would fail a log line
+
+
+def log_as_deployed() -> Path:
+    """JSON lines at INFO, as the service logs, into a file (so that every per-entry line is
+    rendered and written, as in production, without burying the tables)."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / "bench.log"
+    _LOG_FILES.append(path.open("w"))  # closed when the process ends
+    configure_logging("json", logging.INFO, stream=_LOG_FILES[-1])
+    return path
+
+
 def run_alone(name: str, scenario: Scenario, quick: bool = False) -> Outcome:
     """`python -m benchmarks.bench_x`: one scenario on its own private stack."""
-    configure_logging("console", logging.WARNING)
+    log_as_deployed()
     with private_stack() as (_, settings):
         [outcome] = trio.run(run_scenarios, [(name, scenario)], quick, settings, False)
     print(f"wrote {save(name, {'machine': machine(), **outcome.figures})}")
