@@ -29,7 +29,7 @@ NAIVE_POSTS = {False: 10_000, True: 3000}
 RECORD_CHUNK = 5000
 # What bounds the sync when it misses its target (`python -m benchmarks --profile --only sync`).
 BOUND = (
-    "bound by PostgreSQL: each 5000-post UPDATE (new row versions + index entries) takes "
+    "bound by PostgreSQL: each 5000-post UPDATE (a new row version per post) takes "
     "~40 ms while the client waits (benchmarks/profiles/sync.txt: mostly epoll_wait)"
 )
 
