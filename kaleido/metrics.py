@@ -129,6 +129,10 @@ class Metrics:
             "kaleido_breaker_failure_rate", "Failure rate in the breaker's window (percent)",
             ["breaker"], registry=r,
         )  # fmt: skip
+        self.breaker_transitions = Counter(
+            "kaleido_breaker_transitions", "Circuit breaker state changes, by the state entered",
+            ["breaker", "to"], registry=r,
+        )  # fmt: skip
         self.breaker_rejected = Gauge(
             "kaleido_breaker_rejected_calls", "Calls refused by the open breaker", ["breaker"],
             registry=r,

@@ -3,6 +3,7 @@ and `start_actors`, which wires the actors to it under the supervisor."""
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import attrs
@@ -11,8 +12,10 @@ import trio
 from actors.metrics_reporter import MetricsReporter
 from actors.view_ingester import ViewIngester
 from actors.view_syncer import ViewSyncer
+from kaleido.breaker import BreakerState
 from kaleido.errors import CircuitOpen, RedisUnavailable
 from kaleido.gateways import Backends
+from kaleido.gateways.backends import log_transition
 from kaleido.lock import RedisLock
 from kaleido.metrics import Metrics
 from kaleido.publisher import Publisher
@@ -62,6 +65,9 @@ class Service:
             on_journaled=syncer.wake,
         )
         supervisor.on_restart = lambda actor, kind: metrics.actor_restarts.labels(actor, kind).inc()
+        breakers = [b for b in (backends.redis.breaker, backends.postgres.breaker) if b]
+        for breaker in breakers:
+            breaker.on_transition = partial(_count_transition, metrics)
         publisher = Publisher(backends.redis, backends.keys, settings.stream_maxlen)
         tracker = ViewTracker(send)
         reporter = MetricsReporter(
@@ -69,7 +75,7 @@ class Service:
             backends.keys,
             metrics,
             supervisor.stopping,
-            breakers=[b for b in (backends.redis.breaker, backends.postgres.breaker) if b],
+            breakers=breakers,
             interval=settings.metrics_interval,
             sync_interval=settings.sync_interval,
             rejected_views=lambda: tracker.stats.rejected,
@@ -108,3 +114,8 @@ class Service:
             return ViewTotal(post_id, synced, 0, degraded=True)
         self.metrics.total_reads.labels("hit" if total.buffered else "miss").inc()
         return total
+
+
+def _count_transition(metrics: Metrics, name: str, old: BreakerState, new: BreakerState) -> None:
+    log_transition(name, old, new)
+    metrics.breaker_transitions.labels(name, new.value).inc()

@@ -86,6 +86,15 @@ async def test_a_dead_redis_falls_back_and_recovers(
             return r.status_code == 200 and "degraded" not in r.json()
 
         await wait_until(resumed, timeout=20)  # through half-open back to closed
+
+        async def closed() -> bool:
+            await http.get("/v1/posts/1/views")
+            return breaker.state is BreakerState.CLOSED
+
+        await wait_until(closed, timeout=20)
+        transitions = running.service.metrics.breaker_transitions
+        for state in ("open", "half_open", "closed"):  # each change is counted and logged
+            assert transitions.labels("redis", state)._value.get() >= 1, state
         # Redis restarted empty: the view it held is the known loss of running without AOF
         assert (await http.get("/v1/posts/1/views")).json()["views"] == 3
         assert (await http.post("/v1/views", json={"userId": 5, "postId": 1})).json()[

@@ -39,7 +39,7 @@ _TIMEOUT_ERRORS: dict[str, type[TransientError]] = {
 }
 
 
-def _log_transition(name: str, old: BreakerState, new: BreakerState) -> None:
+def log_transition(name: str, old: BreakerState, new: BreakerState) -> None:
     log = get_logger("kaleido.breaker")
     (log.warning if new is BreakerState.OPEN else log.info)(
         "breaker.transition", breaker=name, old=old.value, new=new.value
@@ -50,7 +50,7 @@ def make_breaker(name: str) -> CircuitBreaker:
     return CircuitBreaker(
         name,
         BREAKERS[name],
-        on_transition=_log_transition,
+        on_transition=log_transition,
         timeout_error=_TIMEOUT_ERRORS[name],
     )
 
