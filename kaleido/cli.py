@@ -24,8 +24,9 @@ import trio
 
 from kaleido.errors import ConfigError, KaleidoError
 from kaleido.logs import configure_logging, get_logger
+from kaleido.messages import INBOUND_STREAMS
 from kaleido.ops.doctor import DLQ_INTERVAL
-from kaleido.ops.streams import ENTRY_ID, INBOUND_STREAMS
+from kaleido.ops.streams import ENTRY_ID
 from kaleido.settings import Settings, add_arguments, load_settings
 
 log = get_logger("kaleido.cli")

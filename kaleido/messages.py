@@ -81,6 +81,9 @@ POST_IMAGE_STREAM: Final = "post-image-processing"
 POST_UPDATE_STREAM: Final = "post-update-processing"
 PROFILE_PICTURE_STREAM: Final = "profile-picture-processing"
 
+INBOUND_STREAMS: Final = (INSIGHTS_STREAM, FACE_DETECTION_STREAM, FACE_RECOGNITION_STREAM)
+OUTBOUND_STREAMS: Final = (POST_IMAGE_STREAM, POST_UPDATE_STREAM, PROFILE_PICTURE_STREAM)
+
 CONSUMER_GROUP: Final = "backend-group"
 
 #: Inbound stream → consumer name (a process may append its instance name).

@@ -8,10 +8,10 @@ import json
 import trio
 
 from kaleido.gateways import Backends
-from kaleido.messages import CONSUMER_GROUP, dlq_stream
+from kaleido.messages import CONSUMER_GROUP, INBOUND_STREAMS, dlq_stream
 from kaleido.migrate import available_migrations
 from kaleido.ops.doctor import Level, check_streams
-from kaleido.ops.streams import INBOUND_STREAMS, ConsumerStatus, GroupStatus, StreamStatus
+from kaleido.ops.streams import ConsumerStatus, GroupStatus, StreamStatus
 from kaleido.settings import Settings
 
 from .cli_helpers import assert_no_traceback, kaleido, output

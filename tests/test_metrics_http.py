@@ -6,8 +6,7 @@ from __future__ import annotations
 from prometheus_client.parser import text_string_to_metric_families
 
 from kaleido.app import Running
-from kaleido.messages import CONSUMER_GROUP, INSIGHTS_STREAM
-from kaleido.ops.streams import INBOUND_STREAMS
+from kaleido.messages import CONSUMER_GROUP, INBOUND_STREAMS, INSIGHTS_STREAM
 
 from .streams_helpers import dlq_len, xadd
 from .test_service import client

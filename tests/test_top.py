@@ -11,9 +11,9 @@ import trio
 from rich.console import Console
 
 from kaleido.app import Running
-from kaleido.messages import INSIGHTS_STREAM, POST_IMAGE_STREAM
+from kaleido.messages import INBOUND_STREAMS, INSIGHTS_STREAM, POST_IMAGE_STREAM
 from kaleido.ops.redis_info import RedisFacts
-from kaleido.ops.streams import INBOUND_STREAMS, GroupStatus, StreamStatus
+from kaleido.ops.streams import GroupStatus, StreamStatus
 from kaleido.ops.top import Snapshot, TopCollector, render
 from kaleido.settings import Settings
 

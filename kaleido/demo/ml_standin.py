@@ -27,8 +27,7 @@ from kaleido.messages import (
     FACE_DETECTION_STREAM,
     FACE_RECOGNITION_STREAM,
     INSIGHTS_STREAM,
-    POST_IMAGE_STREAM,
-    POST_UPDATE_STREAM,
+    OUTBOUND_STREAMS,
     PROFILE_PICTURE_STREAM,
     DecodeError,
     DetectedFace,
@@ -53,7 +52,6 @@ log = get_logger("kaleido.demo.ml_standin")
 
 GROUP = "ml-standin"
 CONSUMER = "ml-standin-1"
-OUTBOUND_STREAMS = (POST_IMAGE_STREAM, POST_UPDATE_STREAM, PROFILE_PICTURE_STREAM)
 # Entries per read, and how long a read blocks: short, so that shutdown is noticed quickly.
 READ_COUNT = 50
 BLOCK_MS = 500

@@ -12,7 +12,8 @@ from starlette.routing import Route
 from kaleido.http.admin import require_admin
 from kaleido.http.body import read_json
 from kaleido.http.errors import BadRequest
-from kaleido.ops.streams import ENTRY_ID, INBOUND_STREAMS, read_streams
+from kaleido.messages import INBOUND_STREAMS
+from kaleido.ops.streams import ENTRY_ID, read_streams
 from kaleido.service import Service
 from kaleido.streams import dlq_replay
 

@@ -23,6 +23,7 @@ from rich.text import Text
 from kaleido.errors import BackendError, RedisCommandError
 from kaleido.gateways import Backends, RedisGateway
 from kaleido.keys import KeyLayout
+from kaleido.messages import INBOUND_STREAMS
 from kaleido.migrate import available_migrations, schema_version
 from kaleido.ops.limits import (
     IDLE_LIMIT,
@@ -33,7 +34,7 @@ from kaleido.ops.limits import (
     STALE_SYNC_INTERVALS,
 )
 from kaleido.ops.redis_info import RedisFacts, read_facts
-from kaleido.ops.streams import INBOUND_STREAMS, StreamStatus, dlq_sizes, read_streams
+from kaleido.ops.streams import StreamStatus, dlq_sizes, read_streams
 
 # Keys sampled by SCAN for the TTL checks: enough to see a pattern, cheap on a big keyspace.
 SAMPLE_SIZE = 2000

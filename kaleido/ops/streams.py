@@ -14,18 +14,9 @@ import attrs
 
 from kaleido.gateways import RedisGateway
 from kaleido.keys import KeyLayout
-from kaleido.messages import (
-    FACE_DETECTION_STREAM,
-    FACE_RECOGNITION_STREAM,
-    INSIGHTS_STREAM,
-    POST_IMAGE_STREAM,
-    POST_UPDATE_STREAM,
-    PROFILE_PICTURE_STREAM,
-    dlq_stream,
-)
+from kaleido.messages import INBOUND_STREAMS, OUTBOUND_STREAMS, dlq_stream
+from kaleido.streams.consumer import id_key
 
-INBOUND_STREAMS = (INSIGHTS_STREAM, FACE_DETECTION_STREAM, FACE_RECOGNITION_STREAM)
-OUTBOUND_STREAMS = (POST_IMAGE_STREAM, POST_UPDATE_STREAM, PROFILE_PICTURE_STREAM)
 ALL_STREAMS = INBOUND_STREAMS + OUTBOUND_STREAMS
 # A stream entry id as an operator may type it (`1700000000000-0`).
 ENTRY_ID = re.compile(r"^[0-9]{1,20}-[0-9]{1,20}$")
@@ -33,10 +24,6 @@ ENTRY_ID = re.compile(r"^[0-9]{1,20}-[0-9]{1,20}$")
 
 def _text(value: Any) -> str:
     return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
-
-
-def _id_ms(entry_id: Any) -> int:
-    return int(_text(entry_id).partition("-")[0])
 
 
 @attrs.frozen
@@ -136,7 +123,7 @@ async def read_streams(
         for g in groups_of.get(s, []):
             summary, consumers = next(details), next(details)
             oldest = (
-                max(0.0, (now_ms - _id_ms(summary["min"])) / 1000)
+                max(0.0, (now_ms - id_key(summary["min"])[0]) / 1000)
                 if summary and summary.get("pending")
                 else None
             )

@@ -43,6 +43,7 @@ import attrs
 import trio
 
 from kaleido import failpoints
+from kaleido.concurrency import gather
 from kaleido.errors import (
     BackendError,
     CircuitOpen,
@@ -356,7 +357,7 @@ class StreamConsumer(Generic[M]):
                 jobs.append(partial(self._decode, following, deliveries, yielding=True))
             if settle is not None:
                 jobs.append(partial(self._settle_shielded, settle))
-            results = await _concurrently(*jobs)
+            results = await gather(*jobs)
             settle = results[0]
             if following is not None:
                 decoded = results[1]
@@ -715,31 +716,6 @@ class StreamConsumer(Generic[M]):
 def _correlation_id(message: object) -> str | None:
     cid = getattr(message, "correlation_id", None)
     return cid if isinstance(cid, str) else None
-
-
-async def _concurrently(*jobs: Callable[[], Awaitable[Any]]) -> list[Any]:
-    """Run the jobs at once and return their results in order. A failure cancels the others
-    and is raised as itself, not in an exception group: the consumer's loop handles errors by
-    type."""
-    results: list[Any] = [None] * len(jobs)
-
-    async def run(index: int) -> None:
-        results[index] = await jobs[index]()
-
-    try:
-        async with trio.open_nursery() as nursery:
-            for index in range(1, len(jobs)):
-                nursery.start_soon(run, index)
-            await run(0)
-    except BaseExceptionGroup as group:
-        _, rest = group.split(trio.Cancelled)
-        if rest is None:
-            raise
-        exc: BaseException = rest
-        while isinstance(exc, BaseExceptionGroup):
-            exc = exc.exceptions[0]
-        raise exc from exc.__cause__  # its own cause, not the group
-    return results
 
 
 # The SQLSTATE of a unique violation, as the gateway's error message carries it.

@@ -19,6 +19,7 @@ import attrs
 import trio
 
 from kaleido import failpoints
+from kaleido.concurrency import first_error
 from kaleido.errors import RedisOutOfMemory
 from kaleido.gateways import PostgresGateway
 from kaleido.logs import get_logger
@@ -93,7 +94,7 @@ class ViewSync:
                     await slots.acquire()
                     nursery.start_soon(finish, *batch)
         except BaseExceptionGroup as group:
-            exc = _unwrapped(group)
+            exc = first_error(group)
             raise exc from exc.__cause__  # its own cause, not the group
         for applied, posts, views in finished:
             report = self._add(report, applied, posts, views, recovered=False)
@@ -143,15 +144,3 @@ class ViewSync:
             views=report.views + views,
             recovered_batches=report.recovered_batches + int(recovered),
         )
-
-
-def _unwrapped(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The first error of a nursery's group, itself: callers handle the project's errors by
-    type. A group of cancellations only is returned as it is (trio handles those)."""
-    _, rest = group.split(trio.Cancelled)
-    if rest is None:
-        return group
-    exc: BaseException = rest
-    while isinstance(exc, BaseExceptionGroup):
-        exc = exc.exceptions[0]
-    return exc

@@ -16,7 +16,7 @@ import httpx
 import redis as sync_redis
 import trio
 
-from kaleido.gateways import open_backends
+from kaleido.gateways import PostgresGateway, open_backends
 from kaleido.messages import CONSUMER_GROUP, INSIGHTS_STREAM, dlq_stream
 from kaleido.settings import Settings
 
@@ -208,10 +208,6 @@ async def stuck_entries(settings: Settings) -> int:
     return int(pending["pending"] if isinstance(pending, dict) else pending[0]) + int(dead)
 
 
-def stack_settings(redis_url: str, database_url: str) -> Settings:
-    return Settings(redis_url=redis_url, database_url=database_url)
-
-
 @attrs.define
 class EntryWorkload:
     """Writes `ml-insights-results` entries as the ML service would (one media id each) and
@@ -236,7 +232,7 @@ class EntryWorkload:
                     "version": "1",
                 }
                 try:
-                    await trio.to_thread.run_sync(client.xadd, "ml-insights-results", fields)
+                    await trio.to_thread.run_sync(client.xadd, INSIGHTS_STREAM, fields)
                 except sync_redis.RedisError:
                     await trio.sleep(0.05)  # Redis is down: the ML service would retry too
                     continue
@@ -246,22 +242,22 @@ class EntryWorkload:
         finally:
             client.close()
 
-    async def applied(self, settings: Settings) -> set[int]:
-        async with open_backends(settings) as backends:
-            rows = await backends.postgres.fetch(
-                "SELECT media_id FROM media_ai_insights WHERE media_id = ANY($1::bigint[]) "
-                "AND 'tagging' = ANY(services_completed)",
-                self.added,
-            )
+    async def applied(self, postgres: PostgresGateway) -> set[int]:
+        rows = await postgres.fetch(
+            "SELECT media_id FROM media_ai_insights WHERE media_id = ANY($1::bigint[]) "
+            "AND 'tagging' = ANY(services_completed)",
+            self.added,
+        )
         return {r["media_id"] for r in rows}
 
     async def wait_all_applied(self, settings: Settings, timeout: float = 30) -> int:
         """Wait until every added entry has its effect; return how many are missing at the end."""
         missing = len(self.added)
-        with trio.move_on_after(timeout):
-            while True:
-                missing = len(self.added) - len(await self.applied(settings))
-                if missing == 0:
-                    return 0
-                await trio.sleep(0.2)
+        async with open_backends(settings) as backends:
+            with trio.move_on_after(timeout):
+                while True:
+                    missing = len(self.added) - len(await self.applied(backends.postgres))
+                    if missing == 0:
+                        return 0
+                    await trio.sleep(0.2)
         return missing

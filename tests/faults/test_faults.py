@@ -25,6 +25,7 @@ import redis as sync_redis
 import trio
 
 from kaleido.devstack import DevStack, dev_stack
+from kaleido.gateways import open_backends
 from kaleido.settings import Settings
 
 from ..conftest import REPO
@@ -334,27 +335,29 @@ async def test_flushall(scenario: Scenario) -> None:
     s = scenario
     buffered = await buffer_a_known_load(s)
     first_new = len(s.entries.added)  # the index of the first entry written after the flush
-    client = s.redis()
-    try:
-        started = time.monotonic()
-        client.flushall()  # with no request in flight, so phase 0 is exactly what it held
-    finally:
-        client.close()
+    async with open_backends(s.settings) as backends:  # to watch PostgreSQL, opened beforehand
+        client = s.redis()
+        try:
+            started = time.monotonic()
+            client.flushall()  # with no request in flight, so phase 0 is exactly what it held
+        finally:
+            client.close()
 
-    async def recovered() -> float:
-        serving = await until_serving(s, started)
+        async def recovered() -> float:
+            serving = await until_serving(s, started)
 
-        # Consumers recreate their group: the first entry written after the flush is applied.
-        async def first_new_applied() -> bool:
-            added = s.entries.added
-            return len(added) > first_new and added[first_new] in await s.entries.applied(
-                s.settings
-            )
+            # Consumers recreate their group: the first entry written after the flush is
+            # applied.
+            async def first_new_applied() -> bool:
+                added = s.entries.added
+                return len(added) > first_new and added[first_new] in await s.entries.applied(
+                    backends.postgres
+                )
 
-        await wait_until(first_new_applied, timeout=5, interval=0.05)
-        return max(serving, time.monotonic() - started)
+            await wait_until(first_new_applied, timeout=5, interval=0.05)
+            return max(serving, time.monotonic() - started)
 
-    s.recovery = await load_during(s, recovered)
+        s.recovery = await load_during(s, recovered)
     await finish_lossy(s, "FLUSHALL", buffered)
 
 
