@@ -82,6 +82,13 @@ def test_a_connection_broken_mid_operation_is_transient() -> None:
     )
 
 
+async def test_posts_leave_room_for_in_place_view_count_updates(backends: Backends) -> None:
+    options = await backends.postgres.fetchval(
+        "SELECT reloptions FROM pg_class WHERE relname = 'posts'"
+    )
+    assert options == ["fillfactor=70"]
+
+
 async def test_migrations_are_idempotent(backends: Backends) -> None:
     latest = available_migrations()[-1].version
     assert await migrate(backends.postgres) == []  # the session already migrated

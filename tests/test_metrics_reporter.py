@@ -140,6 +140,38 @@ async def test_a_stale_sync_raises_an_alert_until_a_sync_succeeds(backends: Back
     assert "sync_stale" not in reporter.alerts.active
 
 
+async def test_lag_over_the_limit_raises_an_alert_until_it_is_read(backends: Backends) -> None:
+    redis, stream = backends.redis, backends.keys.stream(INSIGHTS_STREAM)
+    await redis.execute("XGROUP", "CREATE", stream, CONSUMER_GROUP, "$", "MKSTREAM")
+    for n in range(3):
+        await redis.execute("XADD", stream, "*", "f", str(n))
+    reporter = reporter_of(backends, lag_limit=2)
+    name = f"stream_lag:{INSIGHTS_STREAM}:{CONSUMER_GROUP}"
+    with capture_logs() as logs:
+        assert await reporter.sample_once()
+        assert name in reporter.alerts.active
+        await redis.execute("XREADGROUP", "GROUP", CONSUMER_GROUP, "c1", "STREAMS", stream, ">")
+        assert await reporter.sample_once()
+    assert [e["lag"] for e in alert_events(logs, "alert.raised", name)] == [3]
+    assert len(alert_events(logs, "alert.cleared", name)) == 1
+
+
+async def test_failing_syncs_raise_an_alert_until_one_succeeds(backends: Backends) -> None:
+    reporter = reporter_of(backends)
+    runs = reporter.metrics.sync_runs
+    with capture_logs() as logs:
+        assert await reporter.sample_once()
+        runs.labels("failure").inc()
+        assert await reporter.sample_once()
+        assert "sync_failing" in reporter.alerts.active
+        runs.labels("success").inc()
+        reporter.metrics.last_sync_success.set(time.time())
+        assert await reporter.sample_once()
+        assert "sync_failing" not in reporter.alerts.active
+    assert len(alert_events(logs, "alert.raised", "sync_failing")) == 1
+    assert len(alert_events(logs, "alert.cleared", "sync_failing")) == 1
+
+
 @asynccontextmanager
 async def unreachable_redis(settings: Settings) -> AsyncIterator[Backends]:
     # Port 1 is reserved and closed: every connection is refused at once.

@@ -86,6 +86,14 @@ async def test_bad_views_get_a_clear_4xx(
     assert message in r.json()["error"]
 
 
+async def test_more_views_than_a_request_may_carry_is_a_400(running: Running) -> None:
+    views = [{"userId": u, "postId": 1} for u in range(1, 10_002)]
+    async with client(running) as http:
+        r = await http.post("/v1/views", json=views)
+    assert r.status_code == 400
+    assert r.json()["error"] == "body: 10001 views, limit 10000 per request"
+
+
 async def test_bad_paths_and_methods_are_4xx(running: Running) -> None:
     async with client(running) as http:
         assert (await http.get("/v1/posts/abc/views")).status_code == 400
