@@ -25,6 +25,7 @@ from kaleido.ops.alerts import Alerts
 from kaleido.ops.limits import IDLE_LIMIT, LAG_LIMIT, MEMORY_WARNING, STALE_SYNC_INTERVALS
 from kaleido.ops.redis_info import read_facts
 from kaleido.ops.streams import StreamStatus, read_streams
+from kaleido.views.store import pending_posts
 
 # INFO and a few stream reads every 5 s: cheap for Redis, fresh enough for a 15 s scrape.
 INTERVAL = 5.0
@@ -116,7 +117,7 @@ class MetricsReporter:
         m = self.metrics
         facts = await read_facts(self.redis)
         streams = await read_streams(self.redis, self.keys)
-        pending_views = int(await self.redis.execute("SCARD", self.keys.pending))
+        pending = await pending_posts(self.redis, self.keys)
         m.redis_memory_used.set(facts.used_memory)
         m.redis_memory_max.set(facts.maxmemory)
         ratio = facts.memory_ratio
@@ -131,7 +132,7 @@ class MetricsReporter:
         m.redis_evicted_keys.set(facts.evicted_keys)
         m.redis_keyspace.labels("hit").set(facts.keyspace_hits)
         m.redis_keyspace.labels("miss").set(facts.keyspace_misses)
-        m.pending_views.set(pending_views)
+        m.pending_views.set(pending)
         for status in streams:
             self._record_stream(status)
 

@@ -1,7 +1,9 @@
 """The view ingester: drains the tracker's channel into Redis, one round trip per batch.
 
-Batching is adaptive: while one batch is in Redis, the next accumulates in the channel, so a
+Batching is adaptive: while batches are in Redis, the next accumulates in the channel, so a
 quiet system applies views one by one with no added latency and a busy one in large batches.
+Two batches are in flight at once, so that preparing one (Python) overlaps Redis applying the
+other; their order does not matter, since each view's dedup is decided atomically in Redis.
 While Redis is unreachable (or out of memory) a batch goes to the view journal in PostgreSQL
 instead (kaleido.views.journal), which the syncer replays through Redis' dedup once Redis is
 back. If PostgreSQL fails too, the batch is kept and retried (never dropped); the channel
@@ -15,6 +17,7 @@ from collections.abc import Callable
 import attrs
 import trio
 
+from kaleido.concurrency import first_error
 from kaleido.errors import RedisOutOfMemory, TransientError
 from kaleido.gateways import PostgresGateway
 from kaleido.logs import get_logger
@@ -29,6 +32,8 @@ log = get_logger("actors.view_ingester")
 # Views per Redis round trip: large enough to amortise the trio-asyncio hop, small enough that
 # one script keeps Redis busy for only a few milliseconds.
 MAX_BATCH = 2000
+# Batches in flight at once: one being prepared or answered while Redis applies the other.
+IN_FLIGHT = 2
 RETRY_BASE = 0.05
 RETRY_CAP = 2.0
 
@@ -45,35 +50,57 @@ class ViewIngester:
     # Called after views went to the journal, so that the syncer replays them soon.
     on_journaled: Callable[[], None] | None = None
     max_batch: int = MAX_BATCH
+    in_flight: int = IN_FLIGHT
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run until the channel is closed and drained.
 
         Ready at once: with Redis down at start-up the fallback (or the queue) takes the views.
-        If this actor dies mid-batch, the batch's waiters get the error instead of hanging.
+        If this actor dies mid-batch, the batches' waiters get the error instead of hanging;
+        the error is raised as itself, not in a group.
         """
         task_status.started()
-        while True:
-            try:
-                first = await self.receive.receive()
-            except trio.EndOfChannel:
-                return
-            batch = [first]
-            views = _count(first)
-            while views < self.max_batch:
-                try:
-                    item = self.receive.receive_nowait()
-                except (trio.WouldBlock, trio.EndOfChannel):
-                    break
-                batch.append(item)
-                views += _count(item)
-            try:
-                await self._apply_until_done(batch)
-            except BaseException as exc:
-                for item in batch:
-                    if isinstance(item, Waiter) and not item.done.is_set():
-                        item.finish(None, ViewRejected(f"view ingester stopped: {exc!r}"))
+        slots = trio.Semaphore(self.in_flight)
+        try:
+            async with trio.open_nursery() as nursery:
+                while True:
+                    await slots.acquire()  # meanwhile the next batch accumulates
+                    batch = await self._next_batch()
+                    if batch is None:
+                        return
+                    nursery.start_soon(self._apply_batch, batch, slots)
+        except BaseExceptionGroup as group:
+            exc = first_error(group)
+            if exc is group:
                 raise
+            raise exc from exc.__cause__
+
+    async def _next_batch(self) -> list[Item] | None:
+        try:
+            first = await self.receive.receive()
+        except trio.EndOfChannel:
+            return None
+        batch = [first]
+        views = _count(first)
+        while views < self.max_batch:
+            try:
+                item = self.receive.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel):
+                break
+            batch.append(item)
+            views += _count(item)
+        return batch
+
+    async def _apply_batch(self, batch: list[Item], slots: trio.Semaphore) -> None:
+        try:
+            await self._apply_until_done(batch)
+        except BaseException as exc:
+            for item in batch:
+                if isinstance(item, Waiter) and not item.done.is_set():
+                    item.finish(None, ViewRejected(f"view ingester stopped: {exc!r}"))
+            raise
+        finally:
+            slots.release()
 
     async def _apply_until_done(self, batch: list[Item]) -> None:
         """Apply to Redis; on failure use the fallback, or retry in place without one."""

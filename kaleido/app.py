@@ -56,6 +56,17 @@ async def prepare_schema(backends: Backends, wait: float = SCHEMA_WAIT) -> None:
                 delay = min(delay * 2, 2.0)
 
 
+async def check_view_layout(service: Service) -> None:
+    """Create or check the view layout in Redis now, so that a mismatch (ConfigError) stops
+    start-up; with Redis unreachable the first view call does it instead."""
+    try:
+        state = await service.views.layout()
+    except TransientError as exc:
+        log.warning("views.layout_unchecked", error=str(exc))
+        return
+    log.info("views.layout", **attrs.asdict(state))
+
+
 async def _watch_signals(stop: trio.Event) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for signum in signals:
@@ -81,6 +92,7 @@ async def serve(
                 nursery.start_soon(_watch_signals, stop)
             supervisor = Supervisor(nursery)
             service = Service.build(backends, supervisor, Metrics())
+            await check_view_layout(service)
             await service.start_actors()
             if demo:
                 await start_demo(service)

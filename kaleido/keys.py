@@ -1,55 +1,80 @@
-"""The Redis key layout (CONTRACT.md section 1), behind an optional deployment prefix."""
+"""The Redis key layout, behind an optional deployment prefix.
+
+View counting uses layout v2 (the README's key table): per-post state lives in a fixed number
+of partitions (post id mod `partitions`), and every key of a partition carries the hash tag
+`{n}`, so each script call touches one Redis Cluster slot. The seed's layout (v1) is only read
+when a Redis that holds it is taken over (`kaleido.views.legacy`).
+"""
 
 from __future__ import annotations
 
 import attrs
 
+# Partitions of a new layout: enough to spread over a cluster's masters and to keep a sync
+# chunk per partition small; recorded in Redis with the layout (`view:layout`).
+DEFAULT_PARTITIONS = 64
+
+
+def _power_of_two(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
+    if value < 1 or value > 1024 or value & (value - 1):
+        raise ValueError(f"{attribute.name}: expected a power of two from 1 to 1024, got {value}")
+
 
 @attrs.frozen
 class KeyLayout:
-    """Builds every Redis key Kaleido reads or writes.
-
-    The contract's keys (`user:view:…`, `post:views:…`, `pending:views`, `view:batch:lock`) keep
-    their exact names; Kaleido's own keys follow the same style:
-
-    - `view:batch:{batchId}`: hash postId → views of one in-flight sync batch;
-    - `view:batches`: set of in-flight batch ids (a crashed syncer's batch is found here);
-    - `view:sync:epoch`: bumped each time counters move into a batch (or journal views are
-      replayed), so that a reader can tell whether its snapshot raced a sync;
-    - `view:journal:done`: sorted set of journal replay batches applied to Redis (scored by
-      time, kept a day), so a replay interrupted after Redis took it is not applied twice.
-    """
+    """Builds every Redis key Kaleido reads or writes."""
 
     prefix: str = ""
+    partitions: int = attrs.field(default=DEFAULT_PARTITIONS, validator=_power_of_two)
 
-    def user_view(self, user_id: int, post_id: int) -> str:
-        return f"{self.prefix}user:view:{user_id}:{post_id}"
+    def partition_of(self, post_id: int) -> int:
+        return post_id & (self.partitions - 1)
 
-    def post_views(self, post_id: int) -> str:
-        return f"{self.prefix}post:views:{post_id}"
+    # -- layout-wide keys --------------------------------------------------------------------
 
     @property
-    def pending(self) -> str:
-        return f"{self.prefix}pending:views"
+    def layout(self) -> str:
+        """Hash: `version`, `partitions`, and the v1 takeover's state while it lasts."""
+        return f"{self.prefix}view:layout"
 
     @property
     def lock(self) -> str:
+        """The syncer's lock; the same name as v1's, so the two never sync at once."""
         return f"{self.prefix}view:batch:lock"
 
-    def batch(self, batch_id: str) -> str:
-        return f"{self.prefix}view:batch:{batch_id}"
+    # -- per partition (hash tag {n}) --------------------------------------------------------
 
-    @property
-    def batches(self) -> str:
-        return f"{self.prefix}view:batches"
+    def counts(self, partition: int) -> str:
+        """Hash postId → views counted in Redis and not yet moved into a sync batch."""
+        return f"{self.prefix}view:{{{partition}}}:counts"
 
-    @property
-    def sync_epoch(self) -> str:
-        return f"{self.prefix}view:sync:epoch"
+    def epoch(self, partition: int) -> str:
+        """Bumped whenever counters leave `counts` or journal views enter it (exact reads)."""
+        return f"{self.prefix}view:{{{partition}}}:epoch"
 
-    @property
-    def journal_done(self) -> str:
-        return f"{self.prefix}view:journal:done"
+    def batches(self, partition: int) -> str:
+        """Set of the partition's in-flight sync batch ids."""
+        return f"{self.prefix}view:{{{partition}}}:batches"
+
+    def batch(self, partition: int, batch_id: str) -> str:
+        """Hash postId → views of one in-flight sync batch."""
+        return f"{self.prefix}view:{{{partition}}}:batch:{batch_id}"
+
+    def replayed(self, partition: int) -> str:
+        """Sorted set of journal replay batches applied to this partition (scored by time)."""
+        return f"{self.prefix}view:{{{partition}}}:replayed"
+
+    def seen_directory(self, partition: int, window: int) -> str:
+        """String: the depth of each dedup bucket of one window (see kaleido.views.dedup)."""
+        return f"{self.prefix}view:{{{partition}}}:dir:{window}"
+
+    def seen_bucket(self, partition: int, window: int, address: int) -> str:
+        """Hash (packed user, post) → when the pair last counted: one dedup bucket."""
+        return f"{self.prefix}view:{{{partition}}}:seen:{window}:{address}"
+
+    def seen_pattern(self) -> str:
+        """SCAN pattern of every dedup bucket."""
+        return f"{self.prefix}view:{{*}}:seen:*"
 
     def stream(self, name: str) -> str:
         return f"{self.prefix}{name}"

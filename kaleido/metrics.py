@@ -87,7 +87,8 @@ class Metrics:
             registry=r,
         )
         self.pending_views = Gauge(
-            "kaleido_pending_views", "Posts with views not yet synced (SCARD pending:views)",
+            "kaleido_pending_views",
+            "Posts with views not yet synced (HLEN of view:{q}:counts, summed over partitions)",
             registry=r,
         )  # fmt: skip
         self.stream_length = Gauge(

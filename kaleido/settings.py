@@ -49,6 +49,7 @@ class Settings:
     admin_token: str | None = attrs.field(default=None, repr=lambda v: "***" if v else "None")
     sync_interval: float = 300.0
     view_dedup_ttl: int = 86400
+    view_partitions: int = 64
     stream_maxlen: int = 10000
     max_deliveries: int = 5
     key_prefix: str = ""
@@ -134,6 +135,13 @@ def _bind(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def _partitions(text: str) -> int:
+    value = _positive_int(text)
+    if value > 1024 or value & (value - 1):
+        raise ValueError(f"expected a power of two from 1 to 1024, got {text!r}")
+    return value
+
+
 def _token(text: str) -> str:
     if len(text) < 16:
         raise ValueError("the admin token must be at least 16 characters long")
@@ -166,6 +174,10 @@ _OPTIONS: dict[str, tuple[Callable[[str], Any], str]] = {
     "admin_token": (_token, "bearer token for the admin routes (disabled when unset)"),
     "sync_interval": (_positive_float, "seconds between view syncs (default 300)"),
     "view_dedup_ttl": (_positive_int, "seconds a (user, post) view is deduplicated (86400)"),
+    "view_partitions": (
+        _partitions,
+        "partitions of the view layout, fixed when it is created in Redis (64)",
+    ),
     "stream_maxlen": (_positive_int, "approximate MAXLEN of outbound streams (10000)"),
     "max_deliveries": (_positive_int, "deliveries before an entry goes to the DLQ (5)"),
     "key_prefix": (

@@ -17,12 +17,13 @@ from kaleido.settings import Settings
 from .cli_helpers import assert_no_traceback, kaleido, output
 from .conftest import with_settings
 from .views_helpers import store_of
+from .waiting import wait_until
 
 FAST = ("--dlq-interval", "0.2")
 
 
 async def shipped_state(backends: Backends) -> None:
-    """A healthy deployment's keys: dedup flags, counters pending sync, consumer groups."""
+    """A healthy deployment's keys: dedup buckets, counters pending sync, consumer groups."""
     store = store_of(backends)
     await store.record([(1, 10), (2, 10), (3, 11)])
     for stream in INBOUND_STREAMS:
@@ -41,6 +42,9 @@ async def test_the_shipped_set_up_is_healthy(settings: Settings, backends: Backe
     assert "WARNING  persistence: no persistence" in text
     assert "doctor: no problems" in text
     assert "OK       schema: version" in text
+    buckets = await bucket_count(backends)
+    assert f"OK       dedup memory: {buckets} sampled dedup buckets, all in listpack" in text
+    assert "view counters" not in text  # drained (or fresh) counters are not reported
     assert_no_traceback(result)
 
 
@@ -56,6 +60,7 @@ async def test_allkeys_lru_is_a_problem(settings: Settings, backends: Backends) 
     assert result.returncode == 1, text
     assert "PROBLEM  eviction policy: maxmemory-policy is allkeys-lru" in text
     assert "volatile-lru" in text  # the hint says what to set
+    assert "unsynced view counters (view:{q}:counts)" in text
     assert "doctor: problems found (1 problem," in text
 
 
@@ -93,19 +98,83 @@ async def test_an_old_dlq_is_a_warning(settings: Settings, backends: Backends) -
     assert dlq["level"] == "warning" and dlq["message"] == "1 dead letters (not growing)"
 
 
-async def test_lost_ttls_and_orphan_counters_are_problems(
+async def bucket_count(backends: Backends) -> int:
+    return len(await backends.redis.execute("KEYS", backends.keys.seen_pattern()))
+
+
+async def test_lost_ttls_are_problems_and_converted_buckets_a_warning(
     settings: Settings, backends: Backends
 ) -> None:
     await shipped_state(backends)
     redis, keys = backends.redis, backends.keys
-    await redis.execute("SET", keys.user_view(7, 70), "1")  # a dedup flag with no TTL
-    await redis.execute("SET", keys.post_views(71), "4")  # a counter no sync will find
+    # A dedup bucket without a TTL (of a long gone window).
+    await redis.execute("HSET", keys.seen_bucket(3, 1, 0), b"\x01\x00", 7)
+    # A bucket grown past hash-max-listpack-entries (512): Redis made it a hashtable.
+    converted = keys.seen_bucket(3, 2, 0)
+    fields = [x for i in range(600) for x in (i.to_bytes(2, "little"), 1)]
+    await redis.execute("HSET", converted, *fields)
+    await redis.execute("EXPIRE", converted, 3600)
+    assert await redis.execute("OBJECT", "ENCODING", converted) == b"hashtable"
+    # Unsynced counters that volatile-lru could evict.
+    counts = keys.counts(keys.partition_of(11))
+    await redis.execute("EXPIRE", counts, 3600)
+    buckets = await bucket_count(backends)
     result = await kaleido(settings, "doctor", *FAST)
     text = output(result)
     assert result.returncode == 1, text
-    assert "PROBLEM  key TTLs: 1 of 4 sampled user:view:* dedup flags have no TTL" in text
-    assert "PROBLEM  view counters: 1 post:views:* counters are not in pending:views" in text
-    assert "(posts 71)" in text
+    assert (
+        f"PROBLEM  key TTLs: 1 of {buckets} sampled dedup buckets (view:{{q}}:seen:*) have no TTL"
+        in text
+    )
+    assert f"PROBLEM  key TTLs: 1 sampled keys that must never expire have a TTL ({counts})" in text
+    assert (
+        f"WARNING  dedup memory: 1 of {buckets} sampled dedup buckets left listpack encoding "
+        "(up to 600 fields): memory per view multiplies" in text
+    )
+    assert "raise hash-max-listpack-entries (now 512) above 600" in text
+    assert "doctor: problems found (2 problems," in text
+
+
+async def test_a_lowered_listpack_limit_is_named(settings: Settings, backends: Backends) -> None:
+    await shipped_state(backends)
+    redis = backends.redis
+    try:
+        # Buckets that grow while the limit is low leave listpack encoding for good.
+        await redis.execute("CONFIG", "SET", "hash-max-listpack-entries", "1")
+        await store_of(backends).record([(1, 20), (17, 20)])  # two users, one bucket
+    finally:
+        await redis.execute("CONFIG", "SET", "hash-max-listpack-entries", "512")
+    buckets = await bucket_count(backends)
+    result = await kaleido(settings, "doctor", *FAST)
+    text = output(result)
+    assert result.returncode == 0, text
+    assert (
+        f"WARNING  dedup memory: 1 of {buckets} sampled dedup buckets left listpack encoding "
+        "(up to 2 fields)" in text
+    )
+    assert "hash-max-listpack-entries is 512, above their fields: it was lower" in text
+
+
+async def test_counters_no_sync_drains_are_a_warning(
+    settings: Settings, backends: Backends
+) -> None:
+    await shipped_state(backends)  # counters in partitions 10 and 11
+    redis, keys = backends.redis, backends.keys
+
+    async def idle() -> bool:  # OBJECT IDLETIME counts whole seconds and touches nothing
+        replies = [await redis.execute("OBJECT", "IDLETIME", keys.counts(q)) for q in (10, 11)]
+        return all(r is not None and r >= 1 for r in replies)
+
+    await wait_until(idle, timeout=5)
+    # Syncs every 0.2 s: a counts hash untouched for over 0.6 s is not being drained.
+    result = await kaleido(settings, "doctor", *FAST, "--sync-interval", "0.2")
+    text = output(result)
+    assert result.returncode == 0, text
+    assert (
+        "WARNING  view counters: the counts hashes (view:{q}:counts) of 2 partitions "
+        "(q = 10, 11) untouched for over 0.6 s: syncs are not draining them" in text
+    )
+    assert "kaleido sync" in text
 
 
 def test_idle_consumers_holding_entries_are_a_problem() -> None:

@@ -16,6 +16,7 @@ from kaleido.gateways import Backends, open_backends
 from kaleido.messages import CONSUMER_GROUP, INSIGHTS_STREAM, dlq_stream
 from kaleido.metrics import Metrics
 from kaleido.settings import Settings
+from kaleido.views.legacy import LegacyKeys
 
 from .conftest import with_settings
 from .waiting import wait_until
@@ -39,7 +40,10 @@ def alert_events(logs: list[dict[str, Any]], event: str, alert: str) -> list[dic
 async def test_one_sample_fills_the_gauges(backends: Backends) -> None:
     redis, keys = backends.redis, backends.keys
     stream = keys.stream(INSIGHTS_STREAM)
-    await redis.execute("SADD", keys.pending, "1", "2", "3")
+    # Posts with unsynced views in two partitions, and one left by a v1 layout being taken over.
+    await redis.execute("HSET", keys.counts(0), "64", "1", "128", "2")
+    await redis.execute("HSET", keys.counts(5), "5", "4")
+    await redis.execute("SADD", LegacyKeys(keys.prefix).pending, "9")
     seconds, _ = await redis.execute("TIME")
     old_ms = (int(seconds) - 60) * 1000  # an entry added a minute ago (ids carry their time)
     await redis.execute("XADD", stream, f"{old_ms}-0", "f", "1")
@@ -56,7 +60,7 @@ async def test_one_sample_fills_the_gauges(backends: Backends) -> None:
 
     assert await reporter.sample_once()
     labels = {"stream": INSIGHTS_STREAM, "group": CONSUMER_GROUP}
-    assert gauge(reporter, "kaleido_pending_views") == 3
+    assert gauge(reporter, "kaleido_pending_views") == 4
     assert gauge(reporter, "kaleido_stream_length", stream=INSIGHTS_STREAM) == 3
     assert gauge(reporter, "kaleido_stream_lag", **labels) == 1
     assert gauge(reporter, "kaleido_stream_pending", **labels) == 2

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import trio
 
-from kaleido.gateways import Backends
+from kaleido.gateways import Backends, open_backends
+from kaleido.settings import Settings
 from kaleido.views import ledger
+from kaleido.views.dedup import BUCKET_CAP
 from kaleido.views.totals import read_total
 
+from .conftest import with_settings
 from .views_helpers import create_posts, pg_view_counts, redis_leftovers, store_of, sync_of
 from .waiting import wait_until
 
@@ -17,13 +20,16 @@ async def test_a_view_counts_once_per_user_and_post(backends: Backends) -> None:
     flags, pending = await store.record([(1, 10), (1, 10), (2, 10), (1, 11), (2, 10)])
     assert flags == [True, False, True, True, False]
     assert pending == 2
-    redis = backends.redis
-    assert await redis.execute("GET", "post:views:10") == b"2"
-    assert await redis.execute("GET", "post:views:11") == b"1"
-    assert await redis.execute("SMEMBERS", "pending:views") == {b"10", b"11"}
-    assert await redis.execute("GET", "user:view:1:10") == b"1"
-    ttl = await redis.execute("TTL", "user:view:1:10")
-    assert 86390 < ttl <= 86400
+    redis, keys = backends.redis, backends.keys
+    assert await redis.execute("HGETALL", keys.counts(10)) == {b"10": b"2"}
+    assert await redis.execute("HGETALL", keys.counts(11)) == {b"11": b"1"}
+    # the dedup buckets: the only keys with a TTL, gone when the window after next begins
+    buckets = await redis.execute("KEYS", keys.seen_pattern())
+    assert len(buckets) == 3  # users 1 and 2 of post 10, user 1 of post 11: one window
+    for bucket in buckets:
+        assert 86400 <= await redis.execute("TTL", bucket) <= 2 * 86400
+    for key in (keys.counts(10), keys.counts(11), keys.layout):
+        assert await redis.execute("TTL", key) == -1
 
 
 async def test_dedup_expires_after_the_ttl(backends: Backends) -> None:
@@ -31,12 +37,11 @@ async def test_dedup_expires_after_the_ttl(backends: Backends) -> None:
     assert (await store.record([(5, 50)]))[0] == [True]
     assert (await store.record([(5, 50)]))[0] == [False]
 
-    async def flag_expired() -> bool:
-        return not await backends.redis.execute("EXISTS", "user:view:5:50")
+    async def counts_again() -> bool:
+        return (await store.record([(5, 50)]))[0] == [True]
 
-    await wait_until(flag_expired, timeout=5)  # real Redis expiry
-    assert (await store.record([(5, 50)]))[0] == [True]
-    assert await backends.redis.execute("GET", "post:views:50") == b"2"
+    await wait_until(counts_again, timeout=5)  # Redis' clock moved a TTL on
+    assert await backends.redis.execute("HGET", backends.keys.counts(50), "50") == b"2"
 
 
 async def test_two_racing_ingesters_count_a_view_once(backends: Backends, settings) -> None:
@@ -55,7 +60,7 @@ async def test_two_racing_ingesters_count_a_view_once(backends: Backends, settin
                 nursery.start_soon(ingest, a, views)
                 nursery.start_soon(ingest, b, list(reversed(views)))
     assert sum(sum(r) for r in results) == 500
-    assert await backends.redis.execute("GET", "post:views:7") == b"500"
+    assert await backends.redis.execute("HGET", backends.keys.counts(7), "7") == b"500"
 
 
 async def test_sync_writes_counts_and_clears_exactly_what_it_wrote(backends: Backends) -> None:
@@ -63,7 +68,7 @@ async def test_sync_writes_counts_and_clears_exactly_what_it_wrote(backends: Bac
     store = store_of(backends)
     await store.record([(u, 1) for u in range(1, 6)] + [(u, 2) for u in range(1, 3)])
     report = await sync_of(backends).run_once()
-    assert (report.batches, report.posts, report.views) == (1, 2, 7)
+    assert (report.batches, report.posts, report.views) == (2, 2, 7)  # a batch per partition
     assert await pg_view_counts(backends) == {1: 5, 2: 2}
     assert await redis_leftovers(backends) == []
     # the dedup flags stay: the same users viewing again are still duplicates
@@ -74,7 +79,8 @@ async def test_sync_in_chunks(backends: Backends) -> None:
     await create_posts(backends, *range(1, 101))
     await store_of(backends).record([(u, p) for p in range(1, 101) for u in range(1, p % 5 + 2)])
     report = await sync_of(backends, chunk_size=7).run_once()
-    assert report.batches == 15 and report.posts == 100
+    # 64 partitions of one or two posts each: one batch per partition holding up to 7 posts
+    assert report.batches == 64 and report.posts == 100
     expected = {p: p % 5 + 1 for p in range(1, 101)}
     assert await pg_view_counts(backends) == expected
     assert await redis_leftovers(backends) == []
@@ -86,7 +92,7 @@ async def test_views_of_a_post_with_no_row_are_kept_and_folded_in_later(
     store = store_of(backends)
     await store.record([(1, 99), (2, 99), (3, 99)])
     await sync_of(backends).run_once()
-    assert await redis_leftovers(backends) == []  # not stuck in pending:views
+    assert await redis_leftovers(backends) == []  # not stuck in its partition
     assert (await read_total(store, backends.postgres, 99)).views == 3
     await create_posts(backends, 99)
     await store.record([(4, 99)])
@@ -105,15 +111,16 @@ async def test_total_is_exact_between_every_step_of_a_sync(backends: Backends) -
         return (await read_total(store, pg, 1)).views
 
     assert await total() == 10
-    await store.move_to_batch("00000000-0000-0000-0000-000000000001", 100)
+    batch = "00000000-0000-0000-0000-000000000001"
+    await store.take_batch(1, batch, 100)
     assert await total() == 10  # in flight
     await store.record([(u, 1) for u in range(11, 14)])
     assert await total() == 13  # in flight + new counter
-    deltas = await store.batch_contents("00000000-0000-0000-0000-000000000001")
-    assert await ledger.apply_batch(pg, "00000000-0000-0000-0000-000000000001", deltas)
+    deltas = await store.batch_contents((1, batch))
+    assert await ledger.apply_batch(pg, batch, deltas)
     assert await total() == 13  # applied but not yet forgotten: not counted twice
-    assert not await ledger.apply_batch(pg, "00000000-0000-0000-0000-000000000001", deltas)
-    await store.forget_batch("00000000-0000-0000-0000-000000000001")
+    assert not await ledger.apply_batch(pg, batch, deltas)
+    await store.forget_batch((1, batch))
     assert await total() == 13
     await sync_of(backends).run_once()
     assert await total() == 13
@@ -139,13 +146,57 @@ async def test_a_left_over_batch_is_finished_by_the_next_sync(backends: Backends
     await create_posts(backends, 3)
     store = store_of(backends)
     await store.record([(1, 3), (2, 3)])
-    await store.move_to_batch("00000000-0000-0000-0000-00000000000a", 10)
+    first, second = "00000000-0000-0000-0000-00000000000a", "00000000-0000-0000-0000-00000000000b"
+    await store.take_batch(3, first, 10)
     # a crashed syncer applied it but did not forget it
-    deltas = await store.batch_contents("00000000-0000-0000-0000-00000000000a")
-    await ledger.apply_batch(backends.postgres, "00000000-0000-0000-0000-00000000000a", deltas)
+    deltas = await store.batch_contents((3, first))
+    await ledger.apply_batch(backends.postgres, first, deltas)
     await store.record([(3, 3)])
-    await store.move_to_batch("00000000-0000-0000-0000-00000000000b", 10)  # crashed before COMMIT
+    await store.take_batch(3, second, 10)  # crashed before COMMIT
     report = await sync_of(backends).run_once()
     assert report.recovered_batches == 1 and report.skipped_batches == 1
     assert await pg_view_counts(backends) == {3: 3}
     assert await redis_leftovers(backends) == []
+
+
+async def test_dedup_buckets_split_and_still_find_every_pair(backends: Backends) -> None:
+    """5000 viewers of one post overflow its buckets, which split (kaleido.views.dedup); every
+    pair must still be found where the split put it, by this process and by a fresh one."""
+    store = store_of(backends)
+    views = [(u * 7 + 3, 70) for u in range(5000)]  # low bits of user ids spread unevenly
+    for i in range(0, len(views), 700):
+        assert all((await store.record(views[i : i + 700]))[0])
+    assert (await store.record(views))[0] == [False] * len(views)
+    assert (await store_of(backends).record(views))[0] == [False] * len(views)
+    keys = backends.keys
+    buckets = await backends.redis.execute("KEYS", keys.seen_pattern())
+    assert len(buckets) > 5000 // BUCKET_CAP  # it split
+    sizes = await backends.redis.pipeline([("HLEN", b) for b in buckets])
+    assert sum(sizes) == 5000 and max(sizes) <= BUCKET_CAP + 1
+    encodings = await backends.redis.pipeline([("OBJECT", "ENCODING", b) for b in buckets])
+    assert set(encodings) == {b"listpack"}
+    assert (await read_total(store, backends.postgres, 70)).views == 5000
+
+
+async def test_view_counting_needs_no_key_outside_its_prefix(
+    backends: Backends, settings: Settings
+) -> None:
+    """As a Redis ACL user allowed only keys under the prefix: record, read, sync."""
+    await backends.redis.execute(
+        "ACL", "SETUSER", "tenant", "reset", "on", ">tenant-secret", "~tenant7:*", "+@all"
+    )
+    try:
+        url = settings.redis_url.replace("redis://", "redis://tenant:tenant-secret@", 1)
+        limited = with_settings(settings, redis_url=url, key_prefix="tenant7:")
+        async with open_backends(limited) as tenant:
+            await create_posts(tenant, 5)
+            store = store_of(tenant)
+            views = [(u, 5) for u in range(1, 400)] + [(u, 6) for u in range(1, 3)]
+            assert all((await store.record(views))[0])
+            assert (await read_total(store, tenant.postgres, 5)).views == 399
+            await sync_of(tenant).run_once()
+            assert await pg_view_counts(tenant) == {5: 399, 6: 2}
+            assert (await store.record(views))[0] == [False] * len(views)
+        assert all(k.startswith(b"tenant7:") for k in await backends.redis.execute("KEYS", "*"))
+    finally:
+        await backends.redis.execute("ACL", "DELUSER", "tenant")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from kaleido.gateways import Backends
 from kaleido.views.store import ViewStore
 from kaleido.views.sync import ViewSync
@@ -33,8 +35,14 @@ async def pg_view_counts(backends: Backends) -> dict[int, int]:
     return out
 
 
+# Keys that stay once everything is synced: dedup data and bookkeeping.
+_KEPT = re.compile(
+    rb"^(user:view:.*|view:layout|view:sync:epoch|view:journal:done|"
+    rb"view:\{\d+\}:(seen:.*|dir:.*|epoch|replayed))$"
+)
+
+
 async def redis_leftovers(backends: Backends) -> list[bytes]:
-    """Keys that should be gone once everything is synced (dedup flags excluded)."""
+    """Keys that should be gone once everything is synced (counters, batches)."""
     keys = await backends.redis.execute("KEYS", "*")
-    bookkeeping = {b"view:sync:epoch", b"view:journal:done"}
-    return sorted(k for k in keys if not k.startswith(b"user:view:") and k not in bookkeeping)
+    return sorted(k for k in keys if not _KEPT.match(k))

@@ -72,7 +72,12 @@ async def open_backends(settings: Settings) -> AsyncIterator[Backends]:
                 loop, settings.database_url, make_breaker("postgres")
             )
             try:
-                yield Backends(redis, postgres, KeyLayout(settings.key_prefix), settings)
+                yield Backends(
+                    redis,
+                    postgres,
+                    KeyLayout(settings.key_prefix, settings.view_partitions),
+                    settings,
+                )
             finally:
                 await postgres.aclose()
         finally:

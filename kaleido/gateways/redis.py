@@ -110,6 +110,21 @@ class RedisGateway:
             await self.execute("SCRIPT", "LOAD", script.source)
             return await self.execute("EVALSHA", script.sha, len(keys), *keys, *args)
 
+    async def run_scripts(
+        self, script: Script, calls: Sequence[tuple[Sequence[Any], Sequence[Any]]]
+    ) -> list[Any]:
+        """EVALSHA the script once per (keys, args) call, pipelined; replies in order.
+
+        On NOSCRIPT the script is loaded and the calls sent again: a Redis that forgot the
+        script (restart, flush) answers NOSCRIPT to every one of them, so none ran.
+        """
+        commands = [("EVALSHA", script.sha, len(keys), *keys, *args) for keys, args in calls]
+        try:
+            return await self.pipeline(commands)
+        except rexc.NoScriptError:
+            await self.execute("SCRIPT", "LOAD", script.source)
+            return await self.pipeline(commands)
+
     async def ping(self) -> bool:
         return bool(await self.execute("PING"))
 

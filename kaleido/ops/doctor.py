@@ -12,6 +12,7 @@ need it are skipped. Nothing here writes to Redis or PostgreSQL.
 from __future__ import annotations
 
 import enum
+import fnmatch
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -23,7 +24,7 @@ from rich.text import Text
 from kaleido.errors import BackendError, RedisCommandError
 from kaleido.gateways import Backends, RedisGateway
 from kaleido.keys import KeyLayout
-from kaleido.messages import INBOUND_STREAMS
+from kaleido.messages import INBOUND_STREAMS, dlq_stream
 from kaleido.migrate import available_migrations, schema_version
 from kaleido.ops.limits import (
     IDLE_LIMIT,
@@ -34,13 +35,18 @@ from kaleido.ops.limits import (
     STALE_SYNC_INTERVALS,
 )
 from kaleido.ops.redis_info import RedisFacts, read_facts
-from kaleido.ops.streams import StreamStatus, dlq_sizes, read_streams
+from kaleido.ops.streams import ALL_STREAMS, StreamStatus, dlq_sizes, read_streams
 
 # Keys sampled by SCAN for the TTL checks: enough to see a pattern, cheap on a big keyspace.
 SAMPLE_SIZE = 2000
 SCAN_COUNT = 1000
 # SCAN with MATCH may return few keys per call; bound the calls, not only the keys.
 MAX_SCAN_CALLS = 100
+# The SCAN pattern of KeyLayout.seen_directory's keys, after the prefix.
+_DIRECTORY_PATTERN = "view:{*}:dir:*"
+# Dedup buckets stay listpacks (a few bytes a field) up to this many fields; past it Redis
+# converts them to hashtables, about five times the memory.
+LISTPACK_SETTING = "hash-max-listpack-entries"
 # DLQ sizes are read twice this far apart to tell a growing queue from an old one.
 DLQ_INTERVAL = 2.0
 
@@ -76,17 +82,24 @@ def exit_code(findings: Sequence[Finding]) -> int:
 
 @attrs.frozen
 class KeySample:
-    """What a SCAN sample of the keyspace says about TTLs and view counters."""
+    """What SCAN samples of the keyspace say about TTLs, dedup buckets and view counters."""
 
     sampled: int = 0
-    without_ttl: int = 0
-    dedup_flags: int = 0
-    dedup_without_ttl: int = 0
-    counters: int = 0
-    # Counters whose post is not in pending:views: no sync will ever move them.
-    orphan_counters: tuple[str, ...] = ()
-    # Counters untouched for longer than a few sync intervals: the sync is not draining them.
-    stale_counters: int = 0
+    with_ttl: int = 0
+    # Kaleido's keys that must never expire (counters, batches, streams...) found with a TTL.
+    unexpected_ttl: tuple[str, ...] = ()
+    buckets: int = 0
+    buckets_without_ttl: int = 0
+    # Fields of each sampled dedup bucket no longer in listpack encoding.
+    converted_buckets: tuple[int, ...] = ()
+    # hash-max-listpack-entries, read when a bucket was converted (None: not read, or CONFIG
+    # is disabled).
+    listpack_entries: int | None = None
+    # Partitions with counters to sync (`view:{q}:counts` exists); None: not known.
+    counted_partitions: int | None = None
+    # Partitions whose counts hash was untouched for longer than a few sync intervals: the
+    # sync is not draining them.
+    stale_partitions: tuple[int, ...] = ()
 
 
 async def _scan(redis: RedisGateway, pattern: str, limit: int) -> list[bytes]:
@@ -100,51 +113,90 @@ async def _scan(redis: RedisGateway, pattern: str, limit: int) -> list[bytes]:
     return found[:limit]
 
 
+def _must_not_expire(keys: KeyLayout, streams: set[str], name: str) -> bool:
+    """Whether a key is Kaleido's and must never carry a TTL: every `view:` key but the dedup
+    buckets, their directories and the sync lock, and every stream. Other keys are not judged
+    (a Redis shared with other applications holds theirs)."""
+    if fnmatch.fnmatchcase(name, keys.seen_pattern()) or name == keys.lock:
+        return False
+    if fnmatch.fnmatchcase(name, keys.prefix + _DIRECTORY_PATTERN):
+        return False
+    return name.startswith(keys.prefix + "view:") or name in streams
+
+
+def _stream_keys(keys: KeyLayout) -> set[str]:
+    names = ALL_STREAMS + tuple(dlq_stream(s) for s in INBOUND_STREAMS)
+    return {keys.stream(s) for s in names}
+
+
 async def sample_keys(
     redis: RedisGateway, keys: KeyLayout, stale_after: float, sample: int = SAMPLE_SIZE
 ) -> KeySample:
-    """SCAN a sample of keys for their TTL, and of view counters for their pending flag."""
-    flag_prefix = (keys.prefix + "user:view:").encode()
+    """SCAN a sample of keys for their TTL, and of dedup buckets for their TTL and encoding;
+    read how long each partition's counts hash has been idle."""
     sampled = await _scan(redis, keys.prefix + "*", sample)
     ttls = await redis.pipeline([("TTL", k) for k in sampled])
-    live = [(k, int(t)) for k, t in zip(sampled, ttls, strict=True) if int(t) != -2]
-    flags = [(k, t) for k, t in live if k.startswith(flag_prefix)]
+    live = [
+        (k.decode(errors="replace"), int(t))
+        for k, t in zip(sampled, ttls, strict=True)
+        if int(t) != -2
+    ]
+    streams = _stream_keys(keys)
+    unexpected = tuple(k for k, t in live if t >= 0 and _must_not_expire(keys, streams, k))
 
-    counter_prefix = keys.prefix + "post:views:"
-    counters = await _scan(redis, counter_prefix + "*", sample)
-    post_ids = [k.decode(errors="replace")[len(counter_prefix) :] for k in counters]
+    buckets = await _scan(redis, keys.seen_pattern(), sample)
     replies = await redis.pipeline(
-        [("SISMEMBER", keys.pending, p) for p in post_ids]
-        + [("OBJECT", "IDLETIME", k) for k in counters]
+        [("TTL", b) for b in buckets] + [("OBJECT", "ENCODING", b) for b in buckets]
     )
-    member, idle = replies[: len(counters)], replies[len(counters) :]
-    # A counter deleted between SCAN and SISMEMBER reads as idle None: not an orphan.
-    orphans = tuple(
-        p for p, m, i in zip(post_ids, member, idle, strict=True) if not m and i is not None
-    )
+    bucket_ttls, encodings = replies[: len(buckets)], replies[len(buckets) :]
+    # A bucket that expired between SCAN and these reads has TTL -2 and no encoding.
+    converted = [
+        b for b, e in zip(buckets, encodings, strict=True) if e is not None and e != b"listpack"
+    ]
+    sizes = await redis.pipeline([("HLEN", b) for b in converted])
+    entries = await read_config(redis, LISTPACK_SETTING) if converted else None
+
+    counts = [keys.counts(q) for q in range(keys.partitions)]
+    # Only OBJECT reads them: a command on the hash would reset the idle time it measures.
+    counted: int | None = None
+    stale: tuple[int, ...] = ()
+    try:
+        idle = await redis.pipeline([("OBJECT", "IDLETIME", k) for k in counts])
+    except RedisCommandError:
+        pass  # an LFU eviction policy keeps no idle times
+    else:
+        counted = sum(1 for i in idle if i is not None)
+        stale = tuple(q for q, i in enumerate(idle) if i is not None and int(i) > stale_after)
     return KeySample(
         sampled=len(live),
-        without_ttl=sum(1 for _, t in live if t == -1),
-        dedup_flags=len(flags),
-        dedup_without_ttl=sum(1 for _, t in flags if t == -1),
-        counters=len(counters),
-        orphan_counters=orphans,
-        stale_counters=sum(1 for i in idle if i is not None and int(i) > stale_after),
+        with_ttl=sum(1 for _, t in live if t >= 0),
+        unexpected_ttl=unexpected,
+        buckets=sum(1 for t in bucket_ttls if int(t) != -2),
+        buckets_without_ttl=sum(1 for t in bucket_ttls if int(t) == -1),
+        converted_buckets=tuple(int(n) for n in sizes if int(n)),
+        listpack_entries=int(entries) if entries and entries.isdigit() else None,
+        counted_partitions=counted,
+        stale_partitions=stale,
     )
 
 
-async def read_save_config(redis: RedisGateway) -> str | None:
-    """The RDB `save` setting, or None when CONFIG is disabled (as on many managed Redis)."""
+async def read_config(redis: RedisGateway, name: str) -> str | None:
+    """A CONFIG setting, or None when CONFIG is disabled (as on many managed Redis)."""
     try:
-        reply = await redis.execute("CONFIG", "GET", "save")
+        reply = await redis.execute("CONFIG", "GET", name)
     except RedisCommandError:
         return None
-    value = reply.get(b"save", reply.get("save")) if isinstance(reply, dict) else None
+    value = reply.get(name.encode(), reply.get(name)) if isinstance(reply, dict) else None
     if value is None and isinstance(reply, list) and len(reply) == 2:
         value = reply[1]
     if value is None:
         return None
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+async def read_save_config(redis: RedisGateway) -> str | None:
+    """The RDB `save` setting, or None when CONFIG is disabled."""
+    return await read_config(redis, "save")
 
 
 # ---------------------------------------------------------------------- checks
@@ -158,7 +210,7 @@ def check_memory(facts: RedisFacts) -> list[Finding]:
                 "maxmemory",
                 Level.PROBLEM,
                 f"no maxmemory: Redis grows until the host kills it (using {used})",
-                "set maxmemory (redis.conf ships 200mb) so Redis evicts dedup flags instead",
+                "set maxmemory (redis.conf ships 200mb) so Redis evicts dedup buckets instead",
             )
         ]
     ratio = facts.used_memory / facts.maxmemory
@@ -185,8 +237,8 @@ def check_policy(facts: RedisFacts) -> list[Finding]:
             Finding(
                 "eviction policy",
                 Level.PROBLEM,
-                f"maxmemory-policy is {policy}: Redis may evict unsynced view counters, "
-                f"pending:views, in-flight sync batches and whole streams{evicted}",
+                f"maxmemory-policy is {policy}: Redis may evict unsynced view counters "
+                f"(view:{{q}}:counts), in-flight sync batches and whole streams{evicted}",
                 "CONFIG SET maxmemory-policy volatile-lru (and set it in redis.conf)",
             )
         ]
@@ -196,13 +248,13 @@ def check_policy(facts: RedisFacts) -> list[Finding]:
                 "eviction policy",
                 Level.WARNING,
                 "maxmemory-policy is noeviction: nothing is lost, but once full every write "
-                "fails (views go to PostgreSQL) because old dedup flags cannot be evicted",
-                "volatile-lru lets Redis make room by evicting dedup flags",
+                "fails (views go to PostgreSQL) because old dedup buckets cannot be evicted",
+                "volatile-lru lets Redis make room by evicting dedup buckets",
             )
         ]
     if policy.startswith("volatile-"):
         level = Level.WARNING if facts.evicted_keys else Level.OK
-        hint = "dedup flags were evicted: a repeat view may have counted again" if level else ""
+        hint = "dedup buckets were evicted: repeat views may have counted again" if level else ""
         return [Finding("eviction policy", level, f"{policy}: only keys with a TTL{evicted}", hint)]
     return [Finding("eviction policy", Level.WARNING, f"unknown maxmemory-policy {policy!r}")]
 
@@ -241,44 +293,92 @@ def check_persistence(facts: RedisFacts, save: str | None) -> list[Finding]:
 
 def check_keys(sample: KeySample, stale_after: float) -> list[Finding]:
     out: list[Finding] = []
-    summary = (
-        f"sampled {sample.sampled} keys: {sample.without_ttl} without a TTL, "
-        f"{sample.dedup_flags} dedup flags, {sample.counters} view counters"
-    )
-    if sample.dedup_without_ttl:
+    if sample.buckets_without_ttl:
         out.append(
             Finding(
                 "key TTLs",
                 Level.PROBLEM,
-                f"{sample.dedup_without_ttl} of {sample.dedup_flags} sampled user:view:* dedup "
-                "flags have no TTL: they never expire and volatile-lru cannot evict them",
-                "something other than Kaleido writes them; give them a TTL (EXPIRE key 86400)",
+                f"{sample.buckets_without_ttl} of {sample.buckets} sampled dedup buckets "
+                "(view:{q}:seen:*) have no TTL: they never expire and volatile-lru cannot "
+                "evict them",
+                "something other than Kaleido writes them; give them a TTL "
+                "(EXPIRE key <2 × KALEIDO_VIEW_DEDUP_TTL>) or delete them",
             )
         )
-    else:
-        out.append(Finding("key TTLs", Level.OK, summary))
-    if sample.orphan_counters:
-        shown = ", ".join(sample.orphan_counters[:5])
+    if sample.unexpected_ttl:
+        shown = ", ".join(sample.unexpected_ttl[:5])
         out.append(
             Finding(
-                "view counters",
+                "key TTLs",
                 Level.PROBLEM,
-                f"{len(sample.orphan_counters)} post:views:* counters are not in pending:views "
-                f"(posts {shown}): no sync will ever move them",
-                "pending:views was evicted or deleted: SADD pending:views <postId> for each",
+                f"{len(sample.unexpected_ttl)} sampled keys that must never expire have a TTL "
+                f"({shown}): volatile-lru may evict them, losing the views or entries they hold",
+                "PERSIST each of them; only dedup buckets, their directories and the sync lock "
+                "may expire",
             )
         )
-    if sample.stale_counters:
+    if not out:
+        counted = (
+            ""
+            if sample.counted_partitions is None
+            else f", {sample.counted_partitions} partitions with counters to sync"
+        )
+        summary = (
+            f"sampled {sample.sampled} keys ({sample.with_ttl} with a TTL), "
+            f"{sample.buckets} dedup buckets{counted}"
+        )
+        out.append(Finding("key TTLs", Level.OK, summary))
+    out += check_dedup_memory(sample)
+    if sample.stale_partitions:
+        shown = ", ".join(str(q) for q in sample.stale_partitions[:5])
         out.append(
             Finding(
                 "view counters",
                 Level.WARNING,
-                f"{sample.stale_counters} view counters untouched for over {stale_after:g} s: "
-                "syncs are not draining them",
+                f"the counts hashes (view:{{q}}:counts) of {len(sample.stale_partitions)} "
+                f"partitions (q = {shown}) untouched for over {stale_after:g} s: syncs are not "
+                "draining them",
                 "is the service running? try `kaleido sync`",
             )
         )
     return out
+
+
+def check_dedup_memory(sample: KeySample) -> list[Finding]:
+    converted = sample.converted_buckets
+    if not converted:
+        if not sample.buckets:
+            return []
+        return [
+            Finding(
+                "dedup memory",
+                Level.OK,
+                f"{sample.buckets} sampled dedup buckets, all in listpack encoding",
+            )
+        ]
+    largest, entries = max(converted), sample.listpack_entries
+    message = (
+        f"{len(converted)} of {sample.buckets} sampled dedup buckets left listpack encoding "
+        f"(up to {largest} fields): memory per view multiplies (about 5x in a hashtable)"
+    )
+    kept = "converted buckets stay hashtables until they expire"
+    if entries is None:
+        hint = (
+            f"raise {LISTPACK_SETTING} above {largest} (CONFIG is disabled here: in your "
+            f"provider's settings); {kept}"
+        )
+    elif entries < largest:
+        hint = (
+            f"raise {LISTPACK_SETTING} (now {entries}) above {largest}: CONFIG SET and "
+            f"redis.conf; {kept}"
+        )
+    else:
+        hint = (
+            f"{LISTPACK_SETTING} is {entries}, above their fields: it was lower when they grew "
+            f"(keep it at 512 or more in redis.conf), or hash-max-listpack-value was exceeded; "
+            f"{kept}"
+        )
+    return [Finding("dedup memory", Level.WARNING, message, hint)]
 
 
 def check_streams(statuses: Sequence[StreamStatus]) -> list[Finding]:

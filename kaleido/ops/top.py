@@ -30,6 +30,7 @@ from kaleido.gateways import Backends
 from kaleido.ops.limits import LAG_LIMIT, MEMORY_PROBLEM, MEMORY_WARNING, STALE_SYNC_INTERVALS
 from kaleido.ops.redis_info import RedisFacts, read_facts
 from kaleido.ops.streams import StreamStatus, read_streams
+from kaleido.views.store import pending_posts
 
 REFRESH = 1.0
 # /metrics must answer quickly or the dashboard stalls; it is retried at the next refresh.
@@ -107,7 +108,7 @@ class TopCollector:
             snap = attrs.evolve(
                 snap,
                 redis=await read_facts(redis),
-                pending_views=int(await redis.execute("SCARD", keys.pending)),
+                pending_views=await pending_posts(redis, keys),
                 streams=tuple(await read_streams(redis, keys)),
             )
         except BackendError as exc:

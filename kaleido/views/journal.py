@@ -4,8 +4,9 @@ come back.
 Writing: one INSERT … ON CONFLICT DO NOTHING per batch; the primary key (user, post) dedups the
 outage's views across processes. Replaying, once Redis answers, per chunk:
   1. mark up to `chunk` unmarked rows with a new replay batch id (PostgreSQL);
-  2. apply them through Redis' dedup with REPLAY_JOURNAL, which records the batch id in
-     `view:journal:done` in the same atomic step (a replay already applied is skipped);
+  2. apply them through Redis' dedup, one call per partition, each recording the batch id in
+     the partition's `replayed` set in the same atomic step (a replay already applied to a
+     partition is skipped there);
   3. delete the batch's rows (PostgreSQL).
 Marked rows found at the start belong to an interrupted replay and are finished first. Done
 markers are kept for a day (not deleted at step 3), so a replayer that stalled between reading
@@ -23,9 +24,8 @@ from collections.abc import Sequence
 
 import attrs
 
-from kaleido.gateways import PostgresGateway, RedisGateway
-from kaleido.keys import KeyLayout
-from kaleido.views import scripts
+from kaleido.gateways import PostgresGateway
+from kaleido.views.store import ViewStore
 
 # Views per replay chunk: one Lua call and two statements of this size stay in milliseconds.
 REPLAY_CHUNK = 2000
@@ -61,10 +61,8 @@ class ReplayReport:
 
 @attrs.define
 class JournalReplayer:
-    redis: RedisGateway
+    store: ViewStore
     postgres: PostgresGateway
-    keys: KeyLayout
-    dedup_ttl: int = 86400
     chunk: int = REPLAY_CHUNK
 
     async def has_work(self) -> bool:
@@ -99,21 +97,29 @@ class JournalReplayer:
             "SELECT user_id, post_id FROM view_journal WHERE replay_batch = $1",
             uuid.UUID(batch_id),
         )
-        args: list[object] = [self.keys.prefix, self.dedup_ttl, batch_id]
-        for row in rows:
-            args.extend((row["user_id"], row["post_id"]))
-        counted = await self.redis.run_script(
-            scripts.REPLAY_JOURNAL, [self.keys.journal_done, self.keys.sync_epoch], args
-        )
+        views = [(row["user_id"], row["post_id"]) for row in rows]
+        if await self._applied_by_v1(batch_id):
+            counted = 0  # an interrupted replay of the v1 layout, already in its counters
+        else:
+            counted = await self.store.replay(batch_id, views)
         await self.postgres.execute(
             "DELETE FROM view_journal WHERE replay_batch = $1", uuid.UUID(batch_id)
         )
-        return len(rows), max(int(counted), 0)
+        return len(rows), counted
+
+    async def _applied_by_v1(self, batch_id: str) -> bool:
+        if not (await self.store.layout()).v1_counters:
+            return False
+        legacy = self.store.legacy
+        return bool(await legacy.redis.execute("ZSCORE", legacy.keys.journal_done, batch_id))
 
     async def _forget_finished(self) -> None:
         """Drop done-markers older than a day: their batches were finished long ago."""
         cutoff = int(time.time()) - DONE_MARKER_RETENTION
-        await self.redis.execute("ZREMRANGEBYSCORE", self.keys.journal_done, "-inf", cutoff)
+        keys = self.store.keys
+        await self.store.redis.pipeline(
+            [("ZREMRANGEBYSCORE", keys.replayed(q), "-inf", cutoff) for q in range(keys.partitions)]
+        )
 
     @staticmethod
     def _add(report: ReplayReport, views: int, counted: int) -> ReplayReport:

@@ -2,18 +2,22 @@
 
 Under `view:batch:lock` (DESIGN.md "View counting"):
   1. finish every in-flight batch a crashed or stalled syncer left behind;
-  2. one Lua script moves a chunk of pending counters into a new batch (hash keyed by a UUID);
+  2. one Lua script moves a chunk of one partition's counters into a new batch (a hash keyed
+     by a UUID, in that partition);
   3. one PostgreSQL transaction records the batch id and applies all its deltas, or applies
      nothing if the id is already recorded;
-  4. the batch is deleted from Redis; repeat from 2 until nothing is pending.
+  4. the batch is deleted from Redis; repeat from 2 until no partition has counters.
 A crash between any two steps leaves either counters (not yet moved), a batch not applied
 (re-applied by step 1), or a batch applied but not deleted (step 1 finds its id and skips it).
 Steps 2 and 3 overlap: the next chunk is moved while the ones before are being applied.
+During a takeover of a v1 Redis, v1's counters and batches go through the same steps first.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
 
 import attrs
 import trio
@@ -25,8 +29,9 @@ from kaleido.gateways import PostgresGateway
 from kaleido.logs import get_logger
 from kaleido.views import ledger
 from kaleido.views.journal import JournalReplayer, ReplayReport
+from kaleido.views.layout import v1_counters_drained
 from kaleido.views.model import SyncReport
-from kaleido.views.store import ViewStore
+from kaleido.views.store import BatchRef, ViewStore
 
 log = get_logger("kaleido.views.sync")
 
@@ -47,9 +52,7 @@ class ViewSync:
 
     async def run_once(self) -> SyncReport:
         """Replay the view journal, then sync everything pending. The caller holds the lock."""
-        replayer = JournalReplayer(
-            self.store.redis, self.postgres, self.store.keys, self.store.dedup_ttl
-        )
+        replayer = JournalReplayer(self.store, self.postgres)
         replayed = await self._replay(replayer)
         report = await self._sync()
         if replayed is None:  # Redis was full: the sync freed memory, try once more
@@ -69,8 +72,8 @@ class ViewSync:
 
     async def _sync(self) -> SyncReport:
         report = SyncReport()
-        for batch_id in await self.store.in_flight_batches():
-            report = self._add(report, *await self._finish(batch_id), recovered=True)
+        for ref in await self.store.in_flight_batches():
+            report = self._add(report, *await self._finish(ref), recovered=True)
         # Moving chunks (Redis) overlaps applying the ones before (PostgreSQL), up to
         # APPLY_CONCURRENCY at once on their own connections. Batches are disjoint unless a
         # post got views between two moves; then the second UPDATE waits for the first's row
@@ -79,52 +82,73 @@ class ViewSync:
         finished: list[tuple[bool, int, int]] = []
         slots = trio.Semaphore(self.apply_concurrency)
 
-        async def finish(batch_id: str, deltas: dict[int, int]) -> None:
+        async def finish(ref: BatchRef, deltas: dict[int, int]) -> None:
             try:
-                finished.append(await self._finish(batch_id, deltas))
+                finished.append(await self._finish(ref, deltas))
             finally:
                 slots.release()
 
         try:
             async with trio.open_nursery() as nursery:
-                while True:
-                    batch = await self._take()
-                    if batch is None:
-                        break
-                    await slots.acquire()
-                    nursery.start_soon(finish, *batch)
+                async with aclosing(self._batches()) as batches:
+                    async for ref, deltas in batches:
+                        await slots.acquire()
+                        nursery.start_soon(finish, ref, deltas)
         except BaseExceptionGroup as group:
             exc = first_error(group)
             raise exc from exc.__cause__  # its own cause, not the group
         for applied, posts, views in finished:
             report = self._add(report, applied, posts, views, recovered=False)
         await ledger.fold_backlog(self.postgres)
+        await self._end_takeover()
         return report
 
-    async def _take(self) -> tuple[str, dict[int, int]] | None:
-        """Move the next chunk of pending counters into a new batch; None once none is left."""
-        while True:
-            batch_id = str(uuid.uuid4())
-            popped, deltas = await self.store.take_batch(batch_id, self.chunk_size)
-            if popped == 0:
-                return None
-            if deltas:
-                failpoints.hit("sync.after_move")
-                return batch_id, deltas
+    async def _end_takeover(self) -> None:
+        """Once v1's counters and batches are all synced, stop reading v1 keys."""
+        store = self.store
+        if (await store.layout()).v1_counters and await store.legacy.is_drained():
+            await v1_counters_drained(store.redis, store.keys)
+            await store.refresh_layout()
+            log.info("sync.v1_counters_drained")
+
+    async def _batches(self) -> AsyncGenerator[tuple[BatchRef, dict[int, int]], None]:
+        """Move chunks of pending counters into new batches until none is left: v1's first
+        (during a takeover), then partition by partition."""
+        store = self.store
+        if (await store.layout()).v1_counters:
+            while True:
+                batch_id = str(uuid.uuid4())
+                popped, deltas = await store.legacy.take_batch(batch_id, self.chunk_size)
+                if popped == 0:
+                    break
+                if deltas:
+                    failpoints.hit("sync.after_move")
+                    yield (None, batch_id), deltas
+        for partition in await store.partitions_pending():
+            while True:
+                batch_id = str(uuid.uuid4())
+                popped, deltas = await store.take_batch(partition, batch_id, self.chunk_size)
+                if popped == 0:
+                    break
+                if deltas:
+                    failpoints.hit("sync.after_move")
+                    yield (partition, batch_id), deltas
 
     async def _finish(
-        self, batch_id: str, deltas: dict[int, int] | None = None
+        self, ref: BatchRef, deltas: dict[int, int] | None = None
     ) -> tuple[bool, int, int]:
         """Apply (once) and delete one batch; return (applied now, posts, views)."""
+        partition, batch_id = ref
         if deltas is None:
-            deltas = await self.store.batch_contents(batch_id)
+            deltas = await self.store.batch_contents(ref)
         applied = bool(deltas) and await ledger.apply_batch(self.postgres, batch_id, deltas)
         failpoints.hit("sync.after_commit")
-        await self.store.forget_batch(batch_id)
+        await self.store.forget_batch(ref)
         failpoints.hit("sync.after_forget")
         log.info(
             "sync.batch",
             batch_id=batch_id,
+            partition="v1" if partition is None else partition,
             posts=len(deltas),
             views=sum(deltas.values()),
             applied=applied,

@@ -1,9 +1,10 @@
 """Exact view totals: PostgreSQL + the Redis counter + the post's share of in-flight batches.
 
 Redis and PostgreSQL cannot be read in one snapshot, so the read is optimistic (a seqlock):
-snapshot Redis (epoch, counter, in-flight batches), read PostgreSQL in one statement (synced
-views and which of those batches are applied), then check the epoch. The epoch changes only
-when counters move into a batch or journal views are replayed into Redis; if it did not
+snapshot Redis (epoch, counter, in-flight batches of the post's one partition), read PostgreSQL
+in one statement (synced views and which of those batches are applied), then check the epoch.
+The partition's epoch changes only when its counters move into a batch or journal views are
+replayed into it (and v1's, during a takeover, likewise); if it did not
 change, no counter the Redis snapshot holds can also be in PostgreSQL, an in-flight batch is
 counted exactly when PostgreSQL says it is not applied yet, and a journal row exactly when
 its replay batch is not in Redis yet. Otherwise the read is retried.
@@ -36,7 +37,7 @@ async def read_total(store: ViewStore, postgres: PostgresGateway, post_id: int) 
         synced, applied = await ledger.read_synced(
             postgres, post_id, list(snap.in_flight), snap.replayed
         )
-        if await store.epoch() != snap.epoch:
+        if await store.epoch(post_id) != snap.epoch:
             continue
         buffered = snap.counter + sum(
             views for batch, views in snap.in_flight.items() if batch not in applied

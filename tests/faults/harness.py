@@ -185,9 +185,12 @@ async def synced_counts(settings: Settings) -> Counter[int]:
             "SELECT post_id, view_count AS v FROM posts UNION ALL "
             "SELECT post_id, views FROM post_view_backlog"
         )
-        pending = await backends.redis.execute("SCARD", backends.keys.pending)
-        in_flight = await backends.redis.execute("SCARD", backends.keys.batches)
-    assert pending == 0 and in_flight == 0, "a final sync must leave nothing in Redis"
+        keys = backends.keys
+        left = await backends.redis.pipeline(
+            [("HLEN", keys.counts(q)) for q in range(keys.partitions)]
+            + [("SCARD", keys.batches(q)) for q in range(keys.partitions)]
+        )
+    assert not any(left), "a final sync must leave no counters and no batches in Redis"
     actual: Counter[int] = Counter()
     for row in rows:
         actual[row["post_id"]] += row["v"]
