@@ -14,6 +14,8 @@ $(STAMP): pyproject.toml scripts/bootstrap.sh
 
 deps: $(STAMP)
 
+# `make run ARGS=--cluster`: a private Redis Cluster (3 masters, 3 replicas, needs redis-cli)
+# instead of one redis-server, when no KALEIDO_REDIS_URL is set.
 run: $(STAMP)
 	$(VENV)/bin/python run.py $(ARGS)
 

@@ -76,15 +76,6 @@ function request()
 end
 """.replace("POSTS", str(POSTS))
 
-# Sum of every pending counter (the views counted in Redis and not synced yet).
-_SUM_PENDING = """
-local total = 0
-for _, post in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  total = total + tonumber(redis.call('GET', ARGV[1] .. 'post:views:' .. post) or '0')
-end
-return total
-"""
-
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
 
@@ -184,11 +175,13 @@ async def wrk(url: str, seconds: int, script: Path | None = None, *args: str) ->
 
 
 async def pending_views(backends: Backends) -> int:
-    return int(
-        await backends.redis.execute(
-            "EVAL", _SUM_PENDING, 1, backends.keys.pending, backends.keys.prefix
-        )
+    """Every pending counter summed (the views counted in Redis and not synced yet): the
+    values of each partition's counts hash."""
+    keys = backends.keys
+    replies = await backends.redis.pipeline(
+        [("HVALS", keys.counts(q)) for q in range(keys.partitions)]
     )
+    return sum(int(views) for values in replies for views in values)
 
 
 async def profile_server(pid: int, seconds: int, label: str) -> None:

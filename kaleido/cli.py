@@ -1,8 +1,9 @@
 """The `kaleido` command line (also behind `python run.py`).
 
 `kaleido run` (the default) starts the long-lived process. Without `KALEIDO_REDIS_URL` and
-`KALEIDO_DATABASE_URL` it starts a private redis-server (with the repo's redis.conf) and a
-private PostgreSQL under the state folder, and stops them on exit.
+`KALEIDO_DATABASE_URL` it starts a private redis-server (with the repo's redis.conf; with
+`--cluster`, a private Redis Cluster of 3 masters and 3 replicas) and a private PostgreSQL under
+the state folder, and stops them on exit.
 
 `sync`, `doctor`, `streams`, `dlq list|replay|purge` and `top` act on the deployment those two
 URLs name (kaleido.commands). Exit status: 0 done, 1 a problem found or a backend error (one
@@ -41,6 +42,10 @@ def default_redis_conf() -> Path | None:
 
 
 DEMO_HELP = "also run a stand-in ML service and simulated users (every stream and table fills)"
+CLUSTER_HELP = (
+    "with no KALEIDO_REDIS_URL: a private Redis Cluster (3 masters, 3 replicas) instead of one "
+    "redis-server"
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,11 +57,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(run)
     # SUPPRESS on the subcommand: `kaleido --demo run` keeps the main parser's value.
     run.add_argument("--demo", action="store_true", default=argparse.SUPPRESS, help=DEMO_HELP)
+    run.add_argument("--cluster", action="store_true", default=argparse.SUPPRESS, help=CLUSTER_HELP)
     sync = sub.add_parser("sync", help="sync buffered view counts to PostgreSQL now")
     add_arguments(sync)
     _add_ops_commands(sub)
     add_arguments(parser)
     parser.add_argument("--demo", action="store_true", help=DEMO_HELP)
+    parser.add_argument("--cluster", action="store_true", help=CLUSTER_HELP)
     return parser
 
 
@@ -152,8 +159,9 @@ def run_ops_command(settings: Settings, args: argparse.Namespace) -> int:
     return trio.run(run)
 
 
-def run_service(settings: Settings, *, demo: bool = False) -> int:
-    """Run the service, with a private Redis and PostgreSQL when no URLs are configured."""
+def run_service(settings: Settings, *, demo: bool = False, cluster: bool = False) -> int:
+    """Run the service, with a private Redis and PostgreSQL when no URLs are configured
+    (``cluster``: a private Redis Cluster instead of one redis-server)."""
     from kaleido.app import run_forever
 
     if not settings.embedded:
@@ -162,8 +170,8 @@ def run_service(settings: Settings, *, demo: bool = False) -> int:
     from kaleido.devstack import dev_stack
 
     state_dir = settings.state_dir.resolve()
-    log.info("devstack.starting", state_dir=str(state_dir))
-    with dev_stack(state_dir, default_redis_conf()) as stack:
+    log.info("devstack.starting", state_dir=str(state_dir), cluster=cluster)
+    with dev_stack(state_dir, default_redis_conf(), cluster=cluster) as stack:
         settings = attrs.evolve(
             settings,
             redis_url=settings.redis_url or stack.redis_url,
@@ -185,7 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = args.command or "run"
     try:
         if command == "run":
-            return run_service(settings, demo=args.demo)
+            return run_service(settings, demo=args.demo, cluster=args.cluster)
         return run_ops_command(settings, args)
     except BaseException as raised:
         error = _unwrap(raised)

@@ -1,5 +1,9 @@
 """Private ``redis-server`` and PostgreSQL instances for development, tests and benchmarks.
 
+Redis is one server (:class:`RedisServer`) or, with ``dev_stack(..., cluster=True)``, a Redis
+Cluster of six (:class:`RedisCluster`: 3 masters, 3 replicas, created with ``redis-cli --cluster
+create``) whose nodes tests can kill and restart one by one.
+
 Synchronous on purpose (plain :mod:`subprocess`): it runs before trio starts (``run.py`` with no
 URLs configured), in session-scoped pytest fixtures and in benchmarks.
 
@@ -38,20 +42,24 @@ import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from pathlib import Path
-from typing import ClassVar
+from typing import BinaryIO, ClassVar
 
 import attrs
 
 from kaleido.errors import KaleidoError
 
 __all__ = [
+    "ClusterNodeView",
     "DevStack",
     "DevStackError",
     "PostgresServer",
+    "RedisCluster",
+    "RedisClusterNode",
     "RedisServer",
     "dev_stack",
+    "parse_cluster_nodes",
     "pid_alive",
     "postgres_bindir",
 ]
@@ -271,6 +279,14 @@ class _ManagedServer:
         """Whether a start-up failure with this log is worth another attempt (after a fix)."""
         return False
 
+    def _pick_port(self) -> int:
+        """A port for the next start when none was given (or the picked one was taken)."""
+        return _free_port()
+
+    def _ports_free(self) -> bool:
+        """Whether every port the server binds is free again (a restart on the same port)."""
+        return _port_bindable(self.port)
+
     @property
     def pid(self) -> int | None:
         """The server's pid while it runs, else None."""
@@ -290,7 +306,7 @@ class _ManagedServer:
         if self.running:
             raise DevStackError(f"{self._what} is already running (pid {self.pid})")
         if self.port == 0:
-            self.port = _free_port()
+            self.port = self._pick_port()
         self._respawn()
 
     def _log_since_launch(self) -> str:
@@ -314,16 +330,14 @@ class _ManagedServer:
                 in_use = _ADDRESS_IN_USE in self._log_since_launch()
                 if in_use and self._port_fixed:
                     # Our own port (a restart): wait for whoever holds it to let go.
-                    if time.monotonic() < deadline and _wait_until(
-                        lambda: _port_bindable(self.port), deadline
-                    ):
+                    if time.monotonic() < deadline and _wait_until(self._ports_free, deadline):
                         self._respawn()
                         proc = self._require_proc()
                         continue
                 elif in_use and attempts < _START_ATTEMPTS:
                     # Someone grabbed the free port we picked before the server bound it.
                     attempts += 1
-                    self.port = _free_port()
+                    self.port = self._pick_port()
                     self._respawn()
                     proc = self._require_proc()
                     continue
@@ -535,6 +549,549 @@ class RedisServer(_ManagedServer):
     def resume(self) -> None:
         """SIGCONT after :meth:`pause`."""
         self._signal(signal.SIGCONT)
+
+
+# --------------------------------------------------------------------------------------------
+# Redis Cluster
+
+_SLOTS = 16384
+_BUS_OFFSET = 10000  # a node's cluster bus listens on its port + 10000
+_CLUSTER_MANAGED = frozenset(
+    {"cluster-enabled", "cluster-config-file", "cluster-node-timeout", "cluster-port"}
+)
+# A master streams its first full sync after this delay, waiting for more replicas to attach;
+# every replica of the dev cluster attaches at once, so waiting only slows the start-up down.
+_CLUSTER_DEFAULTS = {"repl-diskless-sync-delay": "0"}
+_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _check_cluster_overrides(_instance: object, _attribute: object, value: dict[str, str]) -> None:
+    _check_overrides(_instance, _attribute, value)
+    clash = sorted(_CLUSTER_MANAGED & {k.lower() for k in value})
+    if clash:
+        raise ValueError(f"RedisCluster manages {', '.join(clash)} itself; remove from overrides")
+
+
+def _redis_cli_binary() -> str:
+    found = shutil.which("redis-cli")
+    if found is None:
+        raise DevStackError("redis-cli is not on PATH (Debian: apt-get install redis-tools)")
+    return found
+
+
+def _cluster_port(avoid: Collection[int]) -> int:
+    """A free port whose cluster bus port (+10000) is free too, neither of them in ``avoid``."""
+    for _ in range(200):
+        port = _free_port()
+        bus = port + _BUS_OFFSET
+        if bus <= 65535 and port not in avoid and bus not in avoid and _port_bindable(bus):
+            return port
+    raise DevStackError("found no free port whose cluster bus port (port + 10000) is free too")
+
+
+def _encode_command(args: Sequence[str]) -> bytes:
+    parts = [f"*{len(args)}\r\n".encode()]
+    for arg in args:
+        raw = arg.encode()
+        parts.append(b"$%d\r\n%s\r\n" % (len(raw), raw))
+    return b"".join(parts)
+
+
+def _read_reply(stream: BinaryIO) -> str:
+    line = stream.readline()
+    if not line.endswith(b"\r\n"):
+        raise ConnectionError("connection closed in the middle of a reply")
+    kind, rest = line[:1], line[1:-2].decode("utf-8", "replace")
+    if kind == b"$":
+        size = int(rest)
+        if size < 0:
+            return ""
+        data = stream.read(size + 2)
+        if len(data) != size + 2:
+            raise ConnectionError("connection closed in the middle of a reply")
+        return data[:size].decode("utf-8", "replace")
+    if kind == b"-":
+        raise DevStackError(f"redis replied {rest}")
+    if kind in (b"+", b":"):
+        return rest
+    raise DevStackError(f"unexpected redis reply {line!r}")
+
+
+def _redis_calls(port: int, *commands: Sequence[str], timeout: float = 0.5) -> list[str]:
+    """Pipeline ``commands`` on one fresh connection; each reply as text (status, integer or
+    bulk string). Raises OSError when the node does not answer, DevStackError on an error."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(b"".join(_encode_command(c) for c in commands))
+        with s.makefile("rb") as stream:
+            return [_read_reply(stream) for _ in commands]
+
+
+def _info_fields(text: str) -> dict[str, str]:
+    """``name:value`` lines of ``INFO`` or ``CLUSTER INFO``."""
+    fields = {}
+    for line in text.splitlines():
+        name, sep, value = line.partition(":")
+        if sep and not line.startswith("#"):
+            fields[name.strip()] = value.strip()
+    return fields
+
+
+@attrs.frozen
+class ClusterNodeView:
+    """One line of ``CLUSTER NODES``: a node of the cluster as some node sees it."""
+
+    node_id: str
+    port: int
+    flags: frozenset[str]
+    master_id: str | None  # None for a master
+    slots: tuple[tuple[int, int], ...]  # inclusive ranges, in the order listed
+
+    @property
+    def is_master(self) -> bool:
+        return "master" in self.flags
+
+    @property
+    def failing(self) -> bool:
+        """Flagged as failing (``fail``) or suspected (``fail?``) by the node that reported it."""
+        return bool(self.flags & {"fail", "fail?"})
+
+    @property
+    def slot_count(self) -> int:
+        return sum(last - first + 1 for first, last in self.slots)
+
+    def owns(self, slot: int) -> bool:
+        return any(first <= slot <= last for first, last in self.slots)
+
+
+def parse_cluster_nodes(text: str) -> tuple[ClusterNodeView, ...]:
+    """Parse a ``CLUSTER NODES`` reply (slots being migrated, ``[...]``, are left out)."""
+    views = []
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) < 8:
+            continue
+        node_id, address, flags, master = fields[:4]
+        # ip:port@cport[,hostname]; ":0@0" while the address is unknown
+        port = int(address.split("@", 1)[0].rpartition(":")[2] or 0)
+        slots = []
+        for token in fields[8:]:
+            if token.startswith("["):
+                continue
+            first, _, last = token.partition("-")
+            slots.append((int(first), int(last or first)))
+        views.append(
+            ClusterNodeView(
+                node_id=node_id,
+                port=port,
+                flags=frozenset(flags.split(",")),
+                master_id=None if master == "-" else master,
+                slots=tuple(slots),
+            )
+        )
+    return tuple(sorted(views, key=lambda v: v.port))
+
+
+def _shape(
+    view: Sequence[ClusterNodeView],
+) -> list[tuple[str, int, bool, str | None, tuple[tuple[int, int], ...]]]:
+    """What every node must agree on: who is master of which slots, who replicates whom."""
+    return [(v.node_id, v.port, v.is_master, v.master_id, v.slots) for v in view]
+
+
+def _no_ports() -> frozenset[int]:
+    return frozenset()
+
+
+@attrs.define
+class RedisClusterNode(RedisServer):
+    """One node of a :class:`RedisCluster`: a :class:`RedisServer` with cluster mode on.
+
+    The generated configuration ends with the cluster settings: ``cluster-enabled yes``, the node
+    file ``dir/nodes-<port>.conf`` (its identity and view of the cluster, written by Redis, so
+    that :meth:`restart` brings back the same node on the same port) and the node timeout. Its
+    port is picked so that the cluster bus port (port + 10000) is free too, and clear of
+    ``avoid()`` (its siblings' ports).
+    """
+
+    _what: ClassVar[str] = "redis cluster node"
+
+    node_timeout_ms: int = 2000
+    _avoid: Callable[[], Collection[int]] = attrs.field(default=_no_ports, repr=False)
+
+    @property
+    def bus_port(self) -> int:
+        return self.port + _BUS_OFFSET
+
+    @property
+    def nodes_conf(self) -> Path:
+        return self.dir / f"nodes-{self.port}.conf"
+
+    def config_text(self) -> str:
+        _check_cluster_overrides(self, None, self.overrides)
+        return super().config_text() + (
+            "cluster-enabled yes\n"
+            f"cluster-config-file {_redis_quote(str(self.nodes_conf))}\n"
+            f"cluster-node-timeout {self.node_timeout_ms}\n"
+        )
+
+    def _pick_port(self) -> int:
+        return _cluster_port(self._avoid())
+
+    def _ports_free(self) -> bool:
+        return _port_bindable(self.port) and _port_bindable(self.bus_port)
+
+
+@attrs.frozen
+class _Survey:
+    """A cluster's health: the first problem found (None: healthy), and the agreed view."""
+
+    problem: str | None
+    view: tuple[ClusterNodeView, ...] = ()
+
+
+@attrs.frozen
+class _NodeReport:
+    """What one running node says: ``CLUSTER INFO``, ``CLUSTER NODES``, ``INFO replication``."""
+
+    port: int
+    cluster_info: dict[str, str]
+    view: tuple[ClusterNodeView, ...]
+    replication: dict[str, str]
+
+
+def _judge_cluster(reports: Sequence[_NodeReport], node_count: int) -> _Survey:
+    """Whether the running nodes (one report each) form a healthy cluster of ``node_count``.
+
+    Healthy: each reports ``cluster_state:ok`` with all 16384 slots served and every node known;
+    all agree on masters, slots and replicas; none sees a running node as failing; every
+    replica's link to its master is up.
+    """
+    if not reports:
+        return _Survey("no node runs")
+    running = {report.port for report in reports}
+    first = reports[0]
+    for report in reports:
+        for name, want in [
+            ("cluster_state", "ok"),
+            ("cluster_slots_ok", str(_SLOTS)),
+            ("cluster_known_nodes", str(node_count)),
+        ]:
+            have = report.cluster_info.get(name)
+            if have != want:
+                return _Survey(f"node {report.port} reports {name}:{have}")
+        if _shape(report.view) != _shape(first.view):
+            return _Survey(f"nodes {first.port} and {report.port} disagree on the cluster")
+        failing = [v.port for v in report.view if v.port in running and v.failing]
+        if failing:
+            return _Survey(f"node {report.port} sees running nodes {failing} as failing")
+        link = report.replication.get("master_link_status")
+        if report.replication.get("role") == "slave" and link != "up":
+            return _Survey(f"replica {report.port} has its master link {link}")
+    return _Survey(None, first.view)
+
+
+def _clear_node_files(directory: Path) -> None:
+    """Remove a previous cluster's node file and data; logs and configuration stay."""
+    if not directory.is_dir():
+        return
+    for path in directory.iterdir():
+        if path.name == "appendonlydir":
+            shutil.rmtree(path)
+        elif path.match("nodes-*.conf") or path.name in ("dump.rdb", "appendonly.aof"):
+            path.unlink()
+
+
+@attrs.define
+class RedisCluster:
+    """A private Redis Cluster: ``masters`` masters with ``replicas`` replicas each, one
+    :class:`RedisClusterNode` in each ``dir/"node-<i>"``, joined by ``redis-cli --cluster
+    create``.
+
+    Every node includes ``conf`` and applies ``overrides`` (see :class:`RedisServer`). The first
+    :meth:`start` creates a new cluster on new ports, removing the node files and data that a
+    previous cluster left under ``dir`` (logs stay); a later one, after :meth:`stop` or
+    :meth:`kill`, brings the same nodes back on the same ports. A start returns once
+    :meth:`wait_until_healthy` holds.
+
+    :attr:`url` names the masters at creation as seed nodes; it stays the same for the life of
+    this object. For failover tests: :meth:`kill_master` (or :meth:`kill_node`), then
+    :meth:`wait_for_failover`, then :meth:`restart_node`.
+    """
+
+    dir: Path = attrs.field(converter=_absolute)
+    conf: Path | None = None
+    overrides: dict[str, str] = attrs.field(factory=dict, validator=_check_cluster_overrides)
+    masters: int = attrs.field(default=3, validator=attrs.validators.ge(3))
+    replicas: int = attrs.field(default=1, validator=attrs.validators.ge(0))
+    node_timeout_ms: int = 2000
+    nodes: tuple[RedisClusterNode, ...] = attrs.field(init=False)
+    _seeds: tuple[int, ...] = attrs.field(default=(), init=False, repr=False)
+    _created: bool = attrs.field(default=False, init=False, repr=False)
+    _slots_at_kill: dict[int, tuple[tuple[int, int], ...]] = attrs.field(
+        factory=dict, init=False, repr=False
+    )
+
+    def __attrs_post_init__(self) -> None:
+        overrides = {**_CLUSTER_DEFAULTS, **self.overrides}
+        self.nodes = tuple(
+            RedisClusterNode(
+                self.dir / f"node-{i}",
+                conf=self.conf,
+                overrides=overrides,
+                node_timeout_ms=self.node_timeout_ms,
+                avoid=self._ports_in_use,
+            )
+            for i in range(1, self.masters * (1 + self.replicas) + 1)
+        )
+
+    def _ports_in_use(self) -> set[int]:
+        return {p for n in self.nodes if n.port for p in (n.port, n.bus_port)}
+
+    # -- what tests look at
+
+    @property
+    def url(self) -> str:
+        """``redis+cluster://127.0.0.1:p1,127.0.0.1:p2,...``: the masters at creation."""
+        if not self._seeds:
+            raise DevStackError("the redis cluster has not been created yet: start it")
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{port}" for port in self._seeds)
+
+    @property
+    def seeds(self) -> list[tuple[str, int]]:
+        """The (host, port) pairs of :attr:`url`, for a cluster client's startup nodes."""
+        return [("127.0.0.1", port) for port in self._seeds]
+
+    @property
+    def ports(self) -> list[int]:
+        return [node.port for node in self.nodes]
+
+    @property
+    def pids(self) -> list[int]:
+        """The pids of the nodes that run."""
+        return [node.pid for node in self.nodes if node.pid is not None]
+
+    @property
+    def running(self) -> bool:
+        """Whether any node runs."""
+        return any(node.running for node in self.nodes)
+
+    def node(self, port: int) -> RedisClusterNode:
+        for node in self.nodes:
+            if node.port == port:
+                return node
+        raise KeyError(port)
+
+    def topology(self) -> tuple[ClusterNodeView, ...]:
+        """``CLUSTER NODES`` as the first node that answers sees it (sorted by port)."""
+        for node in self.nodes:
+            if node.running:
+                with contextlib.suppress(OSError, DevStackError):
+                    return parse_cluster_nodes(_redis_calls(node.port, ("CLUSTER", "NODES"))[0])
+        raise DevStackError("no node of the redis cluster answers")
+
+    def master_nodes(self) -> list[RedisClusterNode]:
+        """The masters serving slots (not failing), in slot order (index 0 serves slot 0)."""
+        masters = [v for v in self.topology() if v.is_master and v.slots and not v.failing]
+        masters.sort(key=lambda v: min(first for first, _ in v.slots))
+        return [self.node(v.port) for v in masters]
+
+    def master_for_slot(self, slot: int) -> RedisClusterNode:
+        for view in self.topology():
+            if view.is_master and view.owns(slot):
+                return self.node(view.port)
+        raise DevStackError(f"no master serves slot {slot}")
+
+    # -- lifecycle of the whole cluster
+
+    def start(self, timeout: float = 30) -> None:
+        """Start every node (and create the cluster the first time); return once healthy."""
+        deadline = time.monotonic() + timeout
+        try:
+            self._launch_process(deadline)
+            self._await_ready(deadline)
+        except BaseException:
+            self.kill()
+            raise
+
+    def stop(self, timeout: float = 10) -> None:
+        """Stop every node (in parallel); SIGKILL what is left after ``timeout``. Idempotent."""
+        self._begin_stop()
+        self._finish_stop(time.monotonic() + timeout)
+
+    def kill(self) -> None:
+        """SIGKILL every node."""
+        for node in self.nodes:
+            node.kill()
+
+    def restart(self, timeout: float = 30) -> None:
+        """Stop every node, then bring the same cluster back on the same ports."""
+        self.stop()
+        self.start(timeout)
+
+    def pause(self) -> None:
+        """SIGSTOP every node."""
+        for node in self.nodes:
+            node.pause()
+
+    def resume(self) -> None:
+        for node in self.nodes:
+            node.resume()
+
+    def _launch_process(self, deadline: float) -> None:
+        if self.running:
+            raise DevStackError(f"the redis cluster is already running (pids {self.pids})")
+        if not self._created:
+            _redis_cli_binary()  # fail before any node starts
+            for node in self.nodes:
+                _clear_node_files(node.dir)
+        for node in self.nodes:
+            node._launch_process(deadline)
+
+    def _await_ready(self, deadline: float) -> None:
+        for node in self.nodes:
+            node._await_ready(deadline)
+        if not self._created:
+            self._create(deadline)
+            self._created = True
+        self._wait_for("the cluster to be healthy", lambda _: None, deadline)
+        if not self._seeds:
+            self._seeds = tuple(node.port for node in self.master_nodes())
+
+    def _begin_stop(self) -> None:
+        for node in self.nodes:
+            node._begin_stop()
+
+    def _finish_stop(self, deadline: float) -> None:
+        for node in self.nodes:
+            node._finish_stop(deadline)
+
+    def _create(self, deadline: float) -> None:
+        argv = [
+            _redis_cli_binary(),
+            *("--cluster", "create", *(f"127.0.0.1:{node.port}" for node in self.nodes)),
+            *("--cluster-replicas", str(self.replicas), "--cluster-yes"),
+        ]
+        log = self.dir / "cluster-create.log"
+        try:
+            done = subprocess.run(
+                argv,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                timeout=max(1.0, deadline - time.monotonic()),
+            )
+        except subprocess.TimeoutExpired as exc:
+            output = _ANSI_ESCAPE.sub("", str(exc.stdout or "") + str(exc.stderr or ""))
+            raise DevStackError(f"redis-cli --cluster create timed out\n{_tail(output)}") from exc
+        output = _ANSI_ESCAPE.sub("", done.stdout + done.stderr)
+        log.write_text(output)
+        if done.returncode != 0:
+            raise DevStackError(
+                f"redis-cli --cluster create failed with code {done.returncode}\n"
+                f"--- tail of {log} ---\n{_tail(output)}"
+            )
+
+    # -- health, failover
+
+    def _survey(self) -> _Survey:
+        """Ask every running node how it sees the cluster; :func:`_judge_cluster` judges."""
+        reports = []
+        for node in self.nodes:
+            if not node.running:
+                continue
+            try:
+                info, nodes, replication = _redis_calls(
+                    node.port, ("CLUSTER", "INFO"), ("CLUSTER", "NODES"), ("INFO", "replication")
+                )
+            except (OSError, DevStackError) as exc:
+                return _Survey(f"node {node.port} does not answer: {exc!r}")
+            reports.append(
+                _NodeReport(
+                    port=node.port,
+                    cluster_info=_info_fields(info),
+                    view=parse_cluster_nodes(nodes),
+                    replication=_info_fields(replication),
+                )
+            )
+        return _judge_cluster(reports, len(self.nodes))
+
+    def _wait_for(
+        self, what: str, check: Callable[[_Survey], str | None], deadline: float
+    ) -> _Survey:
+        """Poll until the cluster is healthy and ``check`` finds no problem (returns None)."""
+        last = _Survey("not checked yet")
+
+        def done() -> bool:
+            nonlocal last
+            last = self._survey()
+            if last.problem is None:
+                problem = check(last)
+                if problem is not None:
+                    last = _Survey(problem, last.view)
+            return last.problem is None
+
+        if not _wait_until(done, deadline):
+            raise DevStackError(f"redis cluster: timed out waiting for {what}: {last.problem}")
+        return last
+
+    def wait_until_healthy(self, timeout: float = 30) -> None:
+        """Wait until the running nodes form a healthy cluster (see :func:`_judge_cluster`)."""
+        self._wait_for("the cluster to be healthy", lambda _: None, time.monotonic() + timeout)
+
+    def kill_node(self, node: RedisClusterNode) -> None:
+        """SIGKILL ``node`` (a crash), noting first which slots it serves, for
+        :meth:`wait_for_failover`."""
+        self._slots_at_kill[node.port] = self._slots_of(node)
+        node.kill()
+
+    def kill_master(self, index: int = 0) -> RedisClusterNode:
+        """SIGKILL the ``index``-th master of :meth:`master_nodes` and return it."""
+        node = self.master_nodes()[index]
+        self.kill_node(node)
+        return node
+
+    def wait_for_failover(self, killed: RedisClusterNode, timeout: float = 30) -> RedisClusterNode:
+        """Wait until one running node serves every slot ``killed`` served when
+        :meth:`kill_node` killed it, and the cluster is healthy; return that new master."""
+        lost = self._slots_at_kill.get(killed.port)
+        if not lost:
+            raise DevStackError(
+                f"node {killed.port} served no slots when killed (or was not killed with "
+                "kill_node or kill_master)"
+            )
+        new_master: list[int] = []
+
+        def replaced(survey: _Survey) -> str | None:
+            for view in survey.view:
+                if view.port != killed.port and all(view.owns(a) and view.owns(b) for a, b in lost):
+                    new_master[:] = [view.port]
+                    return None
+            return f"the slots of {killed.port} have no new master yet"
+
+        self._wait_for(
+            f"a replica to take over from {killed.port}", replaced, time.monotonic() + timeout
+        )
+        return self.node(new_master[0])
+
+    def restart_node(self, node: RedisClusterNode, timeout: float = 30) -> None:
+        """Start a stopped or killed ``node`` again (same port, same node file); return once the
+        cluster is healthy with it (a replaced master comes back as a replica)."""
+        deadline = time.monotonic() + timeout
+        if node.running:
+            node.stop()
+        node.start(max(0.0, deadline - time.monotonic()))
+        self._wait_for(f"node {node.port} to rejoin", lambda _: None, deadline)
+
+    def _slots_of(self, node: RedisClusterNode) -> tuple[tuple[int, int], ...]:
+        for asked in (node, *self.nodes):
+            if not asked.running:
+                continue
+            with contextlib.suppress(OSError, DevStackError):
+                reply = _redis_calls(asked.port, ("CLUSTER", "NODES"))[0]
+                for view in parse_cluster_nodes(reply):
+                    if view.port == node.port:
+                        return view.slots
+        return ()
 
 
 # --------------------------------------------------------------------------------------------
@@ -892,14 +1449,21 @@ class PostgresServer(_ManagedServer):
 
 @attrs.define
 class DevStack:
-    """A private Redis and PostgreSQL pair."""
+    """A private Redis (one server, or a :class:`RedisCluster`) and PostgreSQL pair."""
 
-    redis: RedisServer
+    redis: RedisServer | RedisCluster
     postgres: PostgresServer
 
     @property
     def redis_url(self) -> str:
         return self.redis.url
+
+    @property
+    def cluster(self) -> RedisCluster:
+        """The Redis Cluster of a stack started with ``cluster=True``."""
+        if not isinstance(self.redis, RedisCluster):
+            raise DevStackError("this dev stack runs a single redis-server, not a cluster")
+        return self.redis
 
     @property
     def database_url(self) -> str:
@@ -937,17 +1501,23 @@ def dev_stack(
     fast: bool = False,
     redis_overrides: dict[str, str] | None = None,
     timeout: float = 60,
+    cluster: bool = False,
 ) -> Iterator[DevStack]:
     """Start redis-server in ``state_dir/"redis"`` and PostgreSQL in ``state_dir/"postgres"``;
     stop both when the block exits, however it exits (exception, KeyboardInterrupt).
 
-    Call it from the main thread (see the module docstring).
+    With ``cluster``, a :class:`RedisCluster` of 3 masters and 3 replicas in
+    ``state_dir/"redis-cluster"`` replaces the single redis-server (``redis_overrides`` apply to
+    every node). Call it from the main thread (see the module docstring).
     """
     state_dir = Path(state_dir)
-    stack = DevStack(
-        redis=RedisServer(state_dir / "redis", conf=redis_conf, overrides=redis_overrides or {}),
-        postgres=PostgresServer(state_dir / "postgres", fast=fast),
-    )
+    overrides = redis_overrides or {}
+    redis: RedisServer | RedisCluster
+    if cluster:
+        redis = RedisCluster(state_dir / "redis-cluster", conf=redis_conf, overrides=overrides)
+    else:
+        redis = RedisServer(state_dir / "redis", conf=redis_conf, overrides=overrides)
+    stack = DevStack(redis=redis, postgres=PostgresServer(state_dir / "postgres", fast=fast))
     stack.start(timeout)
     try:
         yield stack
@@ -956,18 +1526,26 @@ def dev_stack(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m kaleido.devstack STATE_DIR [--conf redis.conf] [--fast]``: run until Ctrl-C."""
+    """``python -m kaleido.devstack STATE_DIR [--conf redis.conf] [--fast] [--cluster]``: run
+    until Ctrl-C."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m kaleido.devstack", description=main.__doc__)
     parser.add_argument("state_dir", type=Path)
     parser.add_argument("--conf", type=Path, default=None, help="redis.conf to include")
     parser.add_argument("--fast", action="store_true", help="fsync off etc. (tests, benchmarks)")
+    parser.add_argument(
+        "--cluster", action="store_true", help="a Redis Cluster (3 masters, 3 replicas)"
+    )
     args = parser.parse_args(argv)
     started = time.monotonic()
-    with dev_stack(args.state_dir, args.conf, fast=args.fast) as stack:
+    with dev_stack(args.state_dir, args.conf, fast=args.fast, cluster=args.cluster) as stack:
         print(f"KALEIDO_REDIS_URL={stack.redis_url}")
         print(f"KALEIDO_DATABASE_URL={stack.database_url}")
+        if args.cluster:
+            for view in stack.cluster.topology():
+                role = "master" if view.is_master else f"replica of {view.master_id}"
+                print(f"# node 127.0.0.1:{view.port} {view.node_id} {role}")
         print(f"# ready in {time.monotonic() - started:.2f}s; Ctrl-C stops both", flush=True)
         with contextlib.suppress(KeyboardInterrupt):
             signal.pause()

@@ -76,5 +76,9 @@ class KeyLayout:
         """SCAN pattern of every dedup bucket."""
         return f"{self.prefix}view:{{*}}:seen:*"
 
+    def directory_pattern(self) -> str:
+        """SCAN pattern of every dedup bucket directory."""
+        return f"{self.prefix}view:{{*}}:dir:*"
+
     def stream(self, name: str) -> str:
         return f"{self.prefix}{name}"

@@ -1,9 +1,12 @@
-"""kaleido.devstack: private redis-server / PostgreSQL lifecycles, and that none outlives us."""
+"""kaleido.devstack: private redis-server / Redis Cluster / PostgreSQL lifecycles, and that none
+outlives us."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import pwd
+import shutil
 import signal
 import socket
 import subprocess
@@ -12,16 +15,23 @@ import textwrap
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+import attrs
 import pytest
 import redis
+import redis.cluster
 
 from kaleido import devstack
 from kaleido.devstack import (
+    ClusterNodeView,
+    DevStack,
     DevStackError,
     PostgresServer,
+    RedisCluster,
     RedisServer,
     dev_stack,
+    parse_cluster_nodes,
     pid_alive,
 )
 
@@ -246,16 +256,19 @@ import sys, time
 from pathlib import Path
 from kaleido.devstack import dev_stack
 
-with dev_stack(Path(sys.argv[1]), None, fast=True) as stack:
-    print(stack.redis.pid, stack.postgres.pid, flush=True)
+cluster = sys.argv[2] == "cluster"
+with dev_stack(Path(sys.argv[1]), None, fast=True, cluster=cluster) as stack:
+    redis_pids = stack.cluster.pids if cluster else [stack.redis.pid]
+    print(*redis_pids, stack.postgres.pid, flush=True)
     time.sleep(3600)
 """
 
 
-def test_servers_die_with_a_sigkilled_parent(tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", ["single", "cluster"])
+def test_servers_die_with_a_sigkilled_parent(tmp_path: Path, mode: str) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     child = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(CHILD), str(tmp_path)],
+        [sys.executable, "-c", textwrap.dedent(CHILD), str(tmp_path), mode],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -270,6 +283,7 @@ def test_servers_die_with_a_sigkilled_parent(tmp_path: Path) -> None:
             child.wait()
             pytest.fail(f"child exited without starting the stack:\n{child.stderr.read()}")
         pids = [int(p) for p in line.split()]
+        assert len(pids) == (7 if mode == "cluster" else 2)
         assert all(pid_alive(p) for p in pids)
         child.kill()
         child.wait()
@@ -325,3 +339,210 @@ def test_postgres_retries_when_its_path_became_unreachable(
         assert len(calls) == 2
     finally:
         server.stop()
+
+
+# -- redis cluster
+
+NODES_REPLY = """\
+07c3 127.0.0.1:30004@40004 slave e7d1 0 1426238317239 4 connected
+67ed 127.0.0.1:30002@40002,host-b master - 0 1426238316232 2 connected 5461-10922
+292f 127.0.0.1:30003@40003 master - 0 1426238318243 3 connected 10923-16383 [93->-e7d1]
+e7d1 127.0.0.1:30001@40001 myself,master - 0 0 1 connected 0-5459 5460
+6ec2 127.0.0.1:30005@40005 master,fail - 1426238316232 0 5 disconnected
+"""
+
+
+def test_parse_cluster_nodes() -> None:
+    views = {v.port: v for v in parse_cluster_nodes(NODES_REPLY)}
+    assert sorted(views) == [30001, 30002, 30003, 30004, 30005]
+    me = views[30001]
+    assert me.node_id == "e7d1" and me.is_master and "myself" in me.flags
+    assert me.slots == ((0, 5459), (5460, 5460)) and me.slot_count == 5461
+    assert me.owns(5460) and not me.owns(5461)
+    assert views[30002].slots == ((5461, 10922),)
+    assert views[30003].slots == ((10923, 16383),)  # the migrating slot is left out
+    replica = views[30004]
+    assert not replica.is_master and replica.master_id == "e7d1" and replica.slots == ()
+    assert views[30005].failing and not me.failing
+    assert sum(v.slot_count for v in views.values()) == 16384
+
+
+def test_judge_cluster() -> None:
+    healthy_info = {"cluster_state": "ok", "cluster_slots_ok": "16384", "cluster_known_nodes": "5"}
+    master = {"role": "master"}
+    up = {"role": "slave", "master_link_status": "up"}
+    view = parse_cluster_nodes(NODES_REPLY)
+
+    def report(port: int, **changes: Any) -> devstack._NodeReport:
+        base = devstack._NodeReport(port, healthy_info, view, master)
+        return attrs.evolve(base, **changes)
+
+    judge = devstack._judge_cluster
+    healthy = judge([report(30001), report(30004, replication=up)], 5)
+    assert healthy.problem is None and healthy.view == view
+    assert judge([], 5).problem == "no node runs"
+    failed = judge([report(30001, cluster_info={**healthy_info, "cluster_state": "fail"})], 5)
+    assert failed.problem == "node 30001 reports cluster_state:fail"
+    assert judge([report(30001)], 6).problem == "node 30001 reports cluster_known_nodes:5"
+    moved = parse_cluster_nodes(NODES_REPLY.replace("0-5459 5460", "0-5459"))
+    assert judge([report(30001), report(30002, view=moved)], 5).problem == (
+        "nodes 30001 and 30002 disagree on the cluster"
+    )
+    # 30005 is flagged as failing: fine while it is down, a problem once it runs again
+    assert judge([report(30001), report(30005)], 5).problem == (
+        "node 30001 sees running nodes [30005] as failing"
+    )
+    down = {"role": "slave", "master_link_status": "down"}
+    assert judge([report(30004, replication=down)], 5).problem == (
+        "replica 30004 has its master link down"
+    )
+
+
+def test_cluster_ports_leave_room_for_the_bus(monkeypatch: pytest.MonkeyPatch) -> None:
+    good = devstack._cluster_port(())
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        bus_taken = squatter.getsockname()[1] - 10000
+        assert bus_taken > 1024
+        # bus port above 65535, a port to avoid, one whose bus port is taken, then a good one
+        offers = iter([60000, 40000, bus_taken, good])
+        monkeypatch.setattr(devstack, "_free_port", lambda: next(offers))
+        assert devstack._cluster_port({40000}) == good
+
+
+def test_cluster_rejects_managed_overrides(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="cluster-enabled"):
+        RedisCluster(tmp_path, overrides={"cluster-enabled": "no"})
+    with pytest.raises(ValueError, match="port"):
+        RedisCluster(tmp_path, overrides={"port": "7000"})
+
+
+def test_cluster_without_redis_cli_starts_no_node(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_which = shutil.which
+    monkeypatch.setattr(
+        shutil, "which", lambda name: None if name == "redis-cli" else real_which(name)
+    )
+    cluster = RedisCluster(tmp_path)
+    with pytest.raises(DevStackError, match="redis-cli is not on PATH"):
+        cluster.start()
+    assert cluster.pids == []
+    with pytest.raises(DevStackError, match="not been created"):
+        _ = cluster.url
+
+
+def test_a_new_cluster_clears_what_the_previous_one_left(tmp_path: Path) -> None:
+    node = tmp_path / "node-1"
+    (node / "appendonlydir").mkdir(parents=True)
+    for name in ("nodes-7000.conf", "dump.rdb", "appendonlydir/a.aof", "redis.log", "keep.txt"):
+        (node / name).write_text("x")
+    devstack._clear_node_files(node)
+    assert sorted(p.name for p in node.iterdir()) == ["keep.txt", "redis.log"]
+
+
+def cluster_client(url: str) -> redis.cluster.RedisCluster:
+    assert url.startswith("redis+cluster://")
+    seeds = [seed.rpartition(":") for seed in url.removeprefix("redis+cluster://").split(",")]
+    return redis.cluster.RedisCluster(
+        startup_nodes=[redis.cluster.ClusterNode(host, int(port)) for host, _, port in seeds],
+        decode_responses=True,
+        socket_timeout=2,
+    )
+
+
+def assert_three_masters_three_replicas(views: tuple[ClusterNodeView, ...]) -> None:
+    masters = [v for v in views if v.is_master and v.slots]
+    replicas = [v for v in views if not v.is_master]
+    assert len(masters) == 3 and len(replicas) == 3
+    ranges = sorted(r for m in masters for r in m.slots)
+    assert ranges[0][0] == 0 and ranges[-1][1] == 16383
+    assert all(a[1] + 1 == b[0] for a, b in itertools.pairwise(ranges))  # no gap
+    assert sorted(r.master_id or "" for r in replicas) == sorted(m.node_id for m in masters)
+
+
+def assert_cluster_gone(cluster: RedisCluster, pids: list[int]) -> None:
+    for pid in pids:
+        assert_gone(pid)
+    for node in cluster.nodes:
+        assert devstack._cwd_pids(node.dir) == []  # no redis-server (nor a fork of one) left
+        assert devstack._port_bindable(node.port) and devstack._port_bindable(node.bus_port)
+
+
+def test_dev_stack_cluster_serves_keys_and_stops_every_node(tmp_path: Path) -> None:
+    started = time.monotonic()
+    with dev_stack(tmp_path, REPO / "redis.conf", fast=True, cluster=True) as stack:
+        elapsed = time.monotonic() - started
+        cluster = stack.cluster
+        pids = cluster.pids
+        assert len(pids) == 6
+        views = cluster.topology()
+        assert_three_masters_three_replicas(views)
+        masters = [n.port for n in cluster.master_nodes()]
+        assert stack.redis_url == "redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in masters)
+        for node in cluster.nodes:
+            assert node.nodes_conf.exists() and node.dir.parent == tmp_path / "redis-cluster"
+            with client(f"redis://127.0.0.1:{node.port}") as r:
+                assert r.config_get("cluster-enabled") == {"cluster-enabled": "yes"}
+                # the shipped redis.conf is included
+                assert r.config_get("maxmemory-policy") == {"maxmemory-policy": "volatile-lru"}
+        with cluster_client(stack.redis_url) as rc:
+            for i in range(30):
+                rc.set(f"key:{i}", str(i))
+            assert [rc.get(f"key:{i}") for i in range(30)] == [str(i) for i in range(30)]
+        for port in masters:  # the keys are spread over every master
+            with client(f"redis://127.0.0.1:{port}") as r:
+                assert r.dbsize() > 0
+        assert not (tmp_path / "redis").exists()  # no single redis-server besides
+    assert elapsed < 20, f"the cluster stack took {elapsed:.1f}s to start"
+    assert_cluster_gone(cluster, pids)
+    assert stack.postgres.cluster_pids() == []
+    with pytest.raises(DevStackError, match="single redis-server"):
+        _ = DevStack(redis=RedisServer(tmp_path), postgres=stack.postgres).cluster
+
+
+def test_cluster_failover_rejoin_and_restart(tmp_path: Path) -> None:
+    cluster = RedisCluster(tmp_path, conf=REPO / "redis.conf")
+    try:
+        cluster.start()
+        url = cluster.url
+        with cluster_client(url) as rc:
+            rc.set("survivor", "yes")
+            slot = rc.keyslot("survivor")
+        victim = cluster.master_for_slot(slot)
+        with client(f"redis://127.0.0.1:{victim.port}") as r:
+            assert r.wait(1, 2000) == 1  # the replica has the key before its master dies
+        before = {v.port: v for v in cluster.topology()}
+        (heir,) = [v.port for v in before.values() if v.master_id == before[victim.port].node_id]
+        pid = victim.pid
+        assert pid is not None
+
+        started = time.monotonic()
+        assert cluster.kill_master(cluster.master_nodes().index(victim)) is victim
+        assert_gone(pid)
+        promoted = cluster.wait_for_failover(victim, timeout=20)
+        took = time.monotonic() - started
+        # node timeout (2 s), then the election: well within the deadline
+        assert took < 15, f"failover took {took:.1f}s"
+        assert promoted.port == heir
+        assert cluster.master_for_slot(slot) is promoted
+        with cluster_client(url) as rc:  # the seed list still works with a seed gone
+            assert rc.get("survivor") == "yes"
+
+        cluster.restart_node(victim)  # same port, same node file: back as a replica
+        after = {v.port: v for v in cluster.topology()}
+        assert after[victim.port].node_id == before[victim.port].node_id
+        assert not after[victim.port].is_master
+        assert after[victim.port].master_id == after[heir].node_id
+        assert_three_masters_three_replicas(tuple(after.values()))
+
+        cluster.restart()  # the whole cluster, on the same ports
+        assert cluster.url == url
+        assert_three_masters_three_replicas(cluster.topology())
+        with cluster_client(url) as rc:
+            assert rc.set("again", "1") and rc.get("again") == "1"
+    finally:
+        pids = cluster.pids
+        cluster.stop()
+    assert_cluster_gone(cluster, pids)

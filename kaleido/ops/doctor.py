@@ -42,8 +42,6 @@ SAMPLE_SIZE = 2000
 SCAN_COUNT = 1000
 # SCAN with MATCH may return few keys per call; bound the calls, not only the keys.
 MAX_SCAN_CALLS = 100
-# The SCAN pattern of KeyLayout.seen_directory's keys, after the prefix.
-_DIRECTORY_PATTERN = "view:{*}:dir:*"
 # Dedup buckets stay listpacks (a few bytes a field) up to this many fields; past it Redis
 # converts them to hashtables, about five times the memory.
 LISTPACK_SETTING = "hash-max-listpack-entries"
@@ -119,7 +117,7 @@ def _must_not_expire(keys: KeyLayout, streams: set[str], name: str) -> bool:
     (a Redis shared with other applications holds theirs)."""
     if fnmatch.fnmatchcase(name, keys.seen_pattern()) or name == keys.lock:
         return False
-    if fnmatch.fnmatchcase(name, keys.prefix + _DIRECTORY_PATTERN):
+    if fnmatch.fnmatchcase(name, keys.directory_pattern()):
         return False
     return name.startswith(keys.prefix + "view:") or name in streams
 

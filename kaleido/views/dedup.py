@@ -14,8 +14,8 @@ whatever the skew between posts. The depths are a *directory* string in Redis, o
 `user mod 2**g` for the window's deepest bucket g. Scripts must declare their keys, so the
 client keeps a copy of each directory, names the buckets from it, and the script checks the
 copy against Redis (a stale copy is refreshed and the call retried; see `ViewStore.record`).
-A record call reports the buckets it filled past the cap; the client splits them with a call
-of their own (which declares the bucket's other half and the directory).
+A record call reports the buckets it filled nearly to the cap; the client then names their other
+half in the calls that touch them, and the script splits a bucket when it passes the cap.
 """
 
 from __future__ import annotations
@@ -29,16 +29,22 @@ MAX_DEPTH = 16
 # Fields per bucket before it splits: a lookup scans at most this many fields, and redis.conf's
 # hash-max-listpack-entries (512) leaves room above it so that buckets stay listpacks.
 BUCKET_CAP = 128
+# A record call reports buckets this full; the next call names their other half, so that the
+# script can split them when they pass the cap.
+NEARLY_FULL = BUCKET_CAP * 3 // 4
 # A stored time is a tick count from its window's start: TTL/TICKS per tick.
 TICKS = 32768
 
 _LOW_MASK = (1 << MAX_DEPTH) - 1
 
+# One partition's group of views in a record call's packed argument: KEYS indexes of its
+# counts, epoch, replayed set, this window's and the previous window's directories; its views.
+GROUP_HEADER = "<HHHHHH"
 # One view in a record call's packed argument (struct format, as Lua's struct.unpack reads it):
 # user's low bits, bucket depth, previous window's bucket depth, KEYS indexes of the bucket, of
-# the previous window's bucket and of a v1 flag (0: none), sizes of the packed pair and of the
-# post id's digits, which follow.
-VIEW_HEADER = "<HBBHHHBB"
+# its other half (0: not named, it cannot split in this call), of the previous window's bucket
+# and of a v1 flag (0: none), sizes of the packed pair and of the post id's digits, which follow.
+VIEW_HEADER = "<HBBHHHHBB"
 
 
 def pack_pair(user_id: int, post_id: int, partition_bits: int) -> bytes:

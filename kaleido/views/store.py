@@ -7,6 +7,7 @@ batch of the v1 layout being drained during a takeover (`kaleido.views.legacy`).
 
 from __future__ import annotations
 
+import functools
 import struct
 import time
 from collections.abc import Callable, Sequence
@@ -18,7 +19,15 @@ from kaleido.errors import TransientError
 from kaleido.gateways import RedisGateway
 from kaleido.keys import KeyLayout
 from kaleido.views import scripts
-from kaleido.views.dedup import VIEW_HEADER, Directories, depth_in, low_bits, pack_pair
+from kaleido.views.dedup import (
+    GROUP_HEADER,
+    MAX_DEPTH,
+    VIEW_HEADER,
+    Directories,
+    depth_in,
+    low_bits,
+    pack_pair,
+)
 from kaleido.views.layout import LayoutState, open_layout, read_state
 from kaleido.views.legacy import LegacyKeys, LegacyViews
 
@@ -28,7 +37,16 @@ MAX_ADDRESS_ATTEMPTS = 8
 
 BatchRef = tuple[int | None, str]
 
+_GROUP_HEADER = struct.Struct(GROUP_HEADER)
 _VIEW_HEADER = struct.Struct(VIEW_HEADER)
+
+
+@functools.cache
+def _templates(prefix: str) -> tuple[bytes, bytes]:
+    """%-templates of KeyLayout.seen_bucket and LegacyKeys.user_view, as bytes."""
+    bucket = KeyLayout(prefix).seen_bucket(0, 0, 0).replace("{0}", "{%d}")
+    bucket = bucket.removesuffix(":0:0") + ":%d:%d"
+    return bucket.encode(), LegacyKeys(prefix).user_view(0, 0).replace(":0:0", ":%d:%d").encode()
 
 
 @attrs.frozen
@@ -54,6 +72,8 @@ class ViewStore:
     _clock_offset_ms: int | None = attrs.field(default=None, init=False)
     _pending: dict[int, int] = attrs.field(factory=dict, init=False)
     _known_batches: dict[int, list[str]] = attrs.field(factory=dict, init=False)
+    # Buckets a record call reported nearly full: (window, partition, depth, address).
+    _nearly_full: set[tuple[int, int, int, int]] = attrs.field(factory=set, init=False)
 
     def __attrs_post_init__(self) -> None:
         self.legacy = LegacyViews(self.redis, LegacyKeys(self.keys.prefix))
@@ -92,115 +112,134 @@ class ViewStore:
         groups: dict[int, list[int]] = {}
         for i, (_, post) in enumerate(views):
             groups.setdefault(post & mask, []).append(i)
-        todo = list(groups.items())
+        # On a cluster a call's keys must share a slot: one call per partition. A single Redis
+        # takes the whole batch in one call.
+        if self.redis.is_cluster:
+            todo = [[group] for group in groups.items()]
+        else:
+            todo = [list(groups.items())]
         for _ in range(MAX_ADDRESS_ATTEMPTS):
             now_ms = await self._now_ms()
             window = now_ms // (self.dedup_ttl * 1000)
             with_v1 = state.v1_flags_live(now_ms)
-            calls = [
-                self._record_call(q, [views[i] for i in idx], window, batch_id, with_v1)
-                for q, idx in todo
-            ]
+            calls = [self._record_call(call, views, window, batch_id, with_v1) for call in todo]
             replies = await self.redis.run_scripts(scripts.RECORD_VIEWS, [c[:2] for c in calls])
-            stale: list[tuple[int, list[int]]] = []
-            full: list[tuple[int, int, int]] = []  # partition, depth, address
-            for (q, idx), call, reply in zip(todo, calls, replies, strict=True):
-                status, server_window = reply[0], int(reply[1])
-                if status == b"ok":
-                    for i, flag in zip(idx, reply[2], strict=True):
-                        flags[i] = flag == 49  # ord("1")
-                    self._pending[q] = int(reply[3])
-                    full += [(q, *call[2][int(index)]) for index in reply[4:]]
-                elif status == b"stale":
-                    stale.append((q, idx))
-                    if server_window != window:
+            stale: list[list[tuple[int, list[int]]]] = []
+            for call, (_, _, buckets), reply in zip(todo, calls, replies, strict=True):
+                if reply[0] == b"stale":
+                    stale.append(call)
+                    if int(reply[1]) != window:
                         self._clock_offset_ms = None  # ask Redis for the time again
-                # b"done": this replay batch was applied to the partition before
-            if full:
-                await self._split(full, window)
+                    continue
+                positions = [i for _, idx in call for i in idx]
+                for i, flag in zip(positions, reply[2], strict=True):
+                    flags[i] = flag == 49  # ord("1")
+                for (q, _), pending in zip(call, reply[3].split(), strict=True):
+                    self._pending[q] = int(pending)
+                new_directories = int(reply[4])
+                changed = iter(reply[5 : 5 + 2 * new_directories])
+                for group, directory in zip(changed, changed, strict=True):
+                    self.directories.put(call[int(group) - 1][0], window, directory)
+                for index in reply[5 + 2 * new_directories :]:
+                    self._nearly_full.add((window, *buckets[int(index)]))
             if not stale:
                 return
-            await self._refresh_directories([q for q, _ in stale], window)
+            await self._refresh_directories([q for call in stale for q, _ in call], window)
             todo = stale
         raise TransientError("view dedup: bucket directories kept changing; try again")
 
     def _record_call(
         self,
-        partition: int,
-        views: list[tuple[int, int]],
+        groups: list[tuple[int, list[int]]],
+        views: Sequence[tuple[int, int]],
         window: int,
         batch_id: str,
         with_v1: bool,
-    ) -> tuple[list[str], list[Any], dict[int, tuple[int, int]]]:
-        """KEYS and ARGV of one partition's RECORD_VIEWS call, and for each bucket of this
-        window it names (by KEYS index) its depth and address, to split it if it is full."""
+    ) -> tuple[list[str | bytes], list[Any], dict[int, tuple[int, int, int]]]:
+        """KEYS and ARGV of one RECORD_VIEWS call for these partitions' views, and for each
+        bucket of this window it names (by KEYS index) its partition, depth and address."""
         k = self.keys
-        keys = [
-            k.counts(partition),
-            k.epoch(partition),
-            k.replayed(partition),
-            k.seen_directory(partition, window),
-            k.seen_directory(partition, window - 1),
-        ]
-        index: dict[str, int] = {}
-        buckets: dict[int, tuple[int, int]] = {}
-        current = self.directories.get(partition, window)
-        previous = self.directories.get(partition, window - 1)
+        keys: list[str | bytes] = []
+        index: dict[str | bytes, int] = {}
+
+        def ref(name: str | bytes) -> int:
+            position = index.get(name)
+            if position is None:
+                keys.append(name)
+                position = index[name] = len(keys)  # Lua's KEYS count from 1
+            return position
+
+        buckets: dict[int, tuple[int, int, int]] = {}
+        others: dict[int, int] = {}  # bucket's KEYS index → its other half's (0: not named)
+        nearly_full = self._nearly_full
         bits = k.partitions.bit_length() - 1
-        legacy = self.legacy.keys
-        header = _VIEW_HEADER.pack
+        # Keys as bytes from templates: the inner loop runs once per view.
+        bucket_name, v1_name = _templates(k.prefix)
+        group_header, view_header = _GROUP_HEADER.pack, _VIEW_HEADER.pack
         parts: list[bytes] = []
-        for user, post in views:
-            low = low_bits(user)
-            depth = depth_in(current, low)
-            address = low & ((1 << depth) - 1)
-            name = k.seen_bucket(partition, window, address)
-            bucket = index.get(name)
-            if bucket is None:
-                keys.append(name)
-                bucket = index[name] = len(keys)  # Lua's KEYS count from 1
-                buckets[bucket] = (depth, address)
-            old_depth = depth_in(previous, low)
-            name = k.seen_bucket(partition, window - 1, low & ((1 << old_depth) - 1))
-            old = index.get(name)
-            if old is None:
-                keys.append(name)
-                old = index[name] = len(keys)
-            v1 = 0
-            if with_v1:
-                keys.append(legacy.user_view(user, post))
-                v1 = len(keys)
-            field = pack_pair(user, post, bits)
-            digits = b"%d" % post
-            parts += (
-                header(low, depth, old_depth, bucket, old, v1, len(field), len(digits)),
-                field,
-                digits,
+        for partition, idx in groups:
+            parts.append(
+                group_header(
+                    ref(k.counts(partition)),
+                    ref(k.epoch(partition)),
+                    ref(k.replayed(partition)),
+                    ref(k.seen_directory(partition, window)),
+                    ref(k.seen_directory(partition, window - 1)),
+                    len(idx),
+                )
             )
+            current = self.directories.get(partition, window)
+            previous = self.directories.get(partition, window - 1)
+            # KEYS index by bucket address, for this window's buckets and the previous one's
+            by_address: dict[int, int] = {}
+            old_by_address: dict[int, int] = {}
+            for i in idx:
+                user, post = views[i]
+                low = low_bits(user)
+                depth = depth_in(current, low)
+                address = low & ((1 << depth) - 1)
+                bucket = by_address.get(address)
+                if bucket is None:
+                    bucket = by_address[address] = ref(bucket_name % (partition, window, address))
+                    buckets[bucket] = (partition, depth, address)
+                    other = 0  # name the other half of a nearly full bucket: it may split
+                    if depth < MAX_DEPTH and (window, partition, depth, address) in nearly_full:
+                        other = ref(bucket_name % (partition, window, address | (1 << depth)))
+                    others[bucket] = other
+                old_depth = depth_in(previous, low)
+                old_address = low & ((1 << old_depth) - 1)
+                old = old_by_address.get(old_address)
+                if old is None:
+                    old = old_by_address[old_address] = ref(
+                        bucket_name % (partition, window - 1, old_address)
+                    )
+                v1 = 0
+                if with_v1:
+                    keys.append(v1_name % (user, post))
+                    v1 = len(keys)
+                field = pack_pair(user, post, bits)
+                digits = b"%d" % post
+                parts += (
+                    view_header(
+                        low,
+                        depth,
+                        old_depth,
+                        bucket,
+                        others[bucket],
+                        old,
+                        v1,
+                        len(field),
+                        len(digits),
+                    ),
+                    field,
+                    digits,
+                )
         now = "" if self.clock is None else self.clock()
         args = [window, self.dedup_ttl * 1000, batch_id, now, b"".join(parts)]
         return keys, args, buckets
 
-    async def _split(self, full: list[tuple[int, int, int]], window: int) -> None:
-        """Split buckets that record calls filled past the cap; keep the new directories."""
-        k = self.keys
-        expire = (window + 2) * self.dedup_ttl * 1000
-        calls = [
-            (
-                [
-                    k.seen_directory(q, window),
-                    k.seen_bucket(q, window, address),
-                    k.seen_bucket(q, window, address | (1 << depth)),
-                ],
-                [depth, address, expire],
-            )
-            for q, depth, address in full
-        ]
-        replies = await self.redis.run_scripts(scripts.SPLIT_BUCKET, calls)
-        for (q, _, _), directory in zip(full, replies, strict=True):
-            self.directories.put(q, window, directory)
-
     async def _refresh_directories(self, partitions: list[int], window: int) -> None:
+        """Read the directories of these partitions (this window and the previous one)."""
         k = self.keys
         commands = [
             ("GET", k.seen_directory(q, w)) for q in partitions for w in (window, window - 1)
@@ -211,6 +250,7 @@ class ViewStore:
             self.directories.put(q, window, next(it))
             self.directories.put(q, window - 1, next(it))
         self.directories.forget_before(window - 1)
+        self._nearly_full = {b for b in self._nearly_full if b[0] >= window}
 
     async def _now_ms(self) -> int:
         """Redis' clock, as estimated from ours: the scripts decide by Redis `TIME`."""
