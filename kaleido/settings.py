@@ -17,6 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 import attrs
 
 from kaleido.errors import ConfigError
+from kaleido.redis_url import is_cluster_url, parse_cluster_url, redact_cluster_url
 
 ENV_PREFIX = "KALEIDO_"
 # A stored key is `prefix + "post:views:..."`; keep prefixes to a safe, greppable alphabet.
@@ -28,6 +29,8 @@ def redact_url(url: str | None) -> str:
     """Return the URL with any password replaced by `***`, safe to print or log."""
     if not url:
         return ""
+    if is_cluster_url(url):
+        return redact_cluster_url(url)
     parts = urlsplit(url)
     if parts.password is None:
         return url
@@ -101,9 +104,18 @@ def _positive_int(text: str) -> int:
 
 
 def _redis_url(text: str) -> str:
+    if is_cluster_url(text):
+        try:
+            parse_cluster_url(text)
+        except ValueError as exc:
+            raise ValueError(f"{exc}: {redact_url(text)!r}") from None
+        return text
     parts = urlsplit(text)
     if parts.scheme not in ("redis", "rediss", "unix"):
-        raise ValueError(f"expected a redis://, rediss:// or unix:// URL, got {redact_url(text)!r}")
+        raise ValueError(
+            "expected a redis://, rediss://, unix://, redis+cluster:// or rediss+cluster:// "
+            f"URL, got {redact_url(text)!r}"
+        )
     if parts.scheme != "unix" and not parts.hostname:
         raise ValueError(f"the URL has no host: {redact_url(text)!r}")
     _check_port(parts, text)
@@ -168,7 +180,11 @@ def _choice(*options: str) -> Callable[[str], str]:
 
 # name (lower case, without prefix) → (parser, settings field(s), help)
 _OPTIONS: dict[str, tuple[Callable[[str], Any], str]] = {
-    "redis_url": (_redis_url, "Redis URL (redis://, rediss://); default: a private redis-server"),
+    "redis_url": (
+        _redis_url,
+        "Redis URL (redis://, rediss://; redis+cluster://host:port[,host:port...] for a "
+        "Redis Cluster); default: a private redis-server",
+    ),
     "database_url": (_database_url, "PostgreSQL URL; default: a private PostgreSQL"),
     "http_bind": (_bind, "HOST:PORT the HTTP API listens on (default 127.0.0.1:8080)"),
     "admin_token": (_token, "bearer token for the admin routes (disabled when unset)"),

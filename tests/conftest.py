@@ -40,8 +40,44 @@ def stack() -> Iterator[DevStack]:
             yield running
 
 
+@pytest.fixture(scope="session")
+def cluster_stack() -> Iterator[DevStack]:
+    """A private 3-master Redis Cluster (and PostgreSQL), for tests marked to run on both."""
+    with tempfile.TemporaryDirectory(prefix="kaleido-test-cluster-") as tmp:
+        os.chmod(tmp, 0o755)
+        with dev_stack(Path(tmp), REPO / "redis.conf", fast=True, cluster=True) as running:
+            settings = Settings(redis_url=running.redis_url, database_url=running.database_url)
+
+            async def prepare() -> None:
+                async with open_backends(settings) as backends:
+                    await migrate(backends.postgres)
+
+            trio.run(prepare)
+            yield running
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "redis_kinds(*kinds): run the test on each kind of Redis ('single', 'cluster')"
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A test marked `redis_kinds("single", "cluster")` runs once per kind of Redis."""
+    marker = metafunc.definition.get_closest_marker("redis_kinds")
+    if marker is not None and "redis_kind" in metafunc.fixturenames:
+        metafunc.parametrize("redis_kind", marker.args, indirect=True)
+
+
 @pytest.fixture
-def settings(stack: DevStack) -> Settings:
+def redis_kind(request: pytest.FixtureRequest) -> str:
+    return str(getattr(request, "param", "single"))
+
+
+@pytest.fixture
+def settings(stack: DevStack, redis_kind: str, request: pytest.FixtureRequest) -> Settings:
+    if redis_kind == "cluster":
+        stack = request.getfixturevalue("cluster_stack")
     return Settings(
         redis_url=stack.redis_url,
         database_url=stack.database_url,

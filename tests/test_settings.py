@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from kaleido.errors import ConfigError
+from kaleido.redis_url import parse_cluster_url
 from kaleido.settings import Settings, load_settings, redact_url, settings_from_argv
 
 from .conftest import REPO
@@ -73,6 +74,14 @@ def test_flags_override_environment() -> None:
         ("KALEIDO_LOG_FORMAT", "xml", "KALEIDO_LOG_FORMAT: expected one of json, console"),
         ("KALEIDO_ADMIN_TOKEN", "short", "KALEIDO_ADMIN_TOKEN: the admin token must be"),
         ("KALEIDO_SHUTDOWN_DEADLINE", "0", "KALEIDO_SHUTDOWN_DEADLINE: expected a positive"),
+        (
+            "KALEIDO_REDIS_URL",
+            "redis+cluster://h1:7000,h2",
+            "KALEIDO_REDIS_URL: expected HOST:PORT",
+        ),
+        ("KALEIDO_REDIS_URL", "redis+cluster://h:0", "KALEIDO_REDIS_URL: expected a port"),
+        ("KALEIDO_VIEW_PARTITIONS", "48", "KALEIDO_VIEW_PARTITIONS: expected a power of two"),
+        ("KALEIDO_VIEW_PARTITIONS", "2048", "KALEIDO_VIEW_PARTITIONS: expected a power of two"),
     ],
 )
 def test_each_bad_value_names_its_variable(variable: str, value: str, expected: str) -> None:
@@ -90,6 +99,36 @@ def test_passwords_never_appear_in_errors_or_repr() -> None:
     assert "hunter2" not in repr(s)
     assert "hunter2" not in str(s.public_dict())
     assert redact_url("postgresql://u:pw@db:5/k") == "postgresql://u:***@db:5/k"
+
+
+def test_a_cluster_url_names_its_seed_nodes_and_hides_its_password() -> None:
+    url = "rediss+cluster://app:s3cret@10.0.0.1:7000,[::1]:7001/"
+    assert load_settings({"KALEIDO_REDIS_URL": url}).redis_url == url
+    parsed = parse_cluster_url(url)
+    assert parsed.nodes == (("10.0.0.1", 7000), ("::1", 7001))
+    assert (parsed.username, parsed.password, parsed.tls) == ("app", "s3cret", True)
+    assert redact_url(url) == "rediss+cluster://app:***@10.0.0.1:7000,[::1]:7001/"
+    assert "s3cret" not in repr(parsed)
+
+
+def test_the_service_refuses_a_cluster_until_its_consumers_are_ready() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "run.py")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={
+            "PATH": "/usr/bin:/bin",
+            "KALEIDO_REDIS_URL": "redis+cluster://127.0.0.1:1",
+            "KALEIDO_DATABASE_URL": "postgresql://u:pw@127.0.0.1:1/y",
+        },
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "kaleido: configuration error: KALEIDO_REDIS_URL: a Redis Cluster is not supported by "
+        "the service yet (view counting is cluster-ready, the stream consumers are not); use "
+        "redis:// or rediss://"
+    ]
 
 
 def test_bad_value_exits_2_with_one_line() -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
 import trio
+from redis.crc import key_slot
 
 from kaleido.gateways import Backends, open_backends
 from kaleido.settings import Settings
@@ -11,8 +13,17 @@ from kaleido.views.dedup import BUCKET_CAP
 from kaleido.views.totals import read_total
 
 from .conftest import with_settings
-from .views_helpers import create_posts, pg_view_counts, redis_leftovers, store_of, sync_of
+from .views_helpers import (
+    all_keys,
+    create_posts,
+    pg_view_counts,
+    redis_leftovers,
+    store_of,
+    sync_of,
+)
 from .waiting import wait_until
+
+pytestmark = pytest.mark.redis_kinds("single", "cluster")
 
 
 async def test_a_view_counts_once_per_user_and_post(backends: Backends) -> None:
@@ -24,7 +35,7 @@ async def test_a_view_counts_once_per_user_and_post(backends: Backends) -> None:
     assert await redis.execute("HGETALL", keys.counts(10)) == {b"10": b"2"}
     assert await redis.execute("HGETALL", keys.counts(11)) == {b"11": b"1"}
     # the dedup buckets: the only keys with a TTL, gone when the window after next begins
-    buckets = await redis.execute("KEYS", keys.seen_pattern())
+    buckets = await all_keys(backends, keys.seen_pattern())
     assert len(buckets) == 3  # users 1 and 2 of post 10, user 1 of post 11: one window
     for bucket in buckets:
         assert 86400 <= await redis.execute("TTL", bucket) <= 2 * 86400
@@ -169,7 +180,7 @@ async def test_dedup_buckets_split_and_still_find_every_pair(backends: Backends)
     assert (await store.record(views))[0] == [False] * len(views)
     assert (await store_of(backends).record(views))[0] == [False] * len(views)
     keys = backends.keys
-    buckets = await backends.redis.execute("KEYS", keys.seen_pattern())
+    buckets = await all_keys(backends, keys.seen_pattern())
     assert len(buckets) > 5000 // BUCKET_CAP  # it split
     sizes = await backends.redis.pipeline([("HLEN", b) for b in buckets])
     assert sum(sizes) == 5000 and max(sizes) <= BUCKET_CAP + 1
@@ -178,6 +189,7 @@ async def test_dedup_buckets_split_and_still_find_every_pair(backends: Backends)
     assert (await read_total(store, backends.postgres, 70)).views == 5000
 
 
+@pytest.mark.redis_kinds("single")  # ACL users are set per node: this one sets them on one
 async def test_view_counting_needs_no_key_outside_its_prefix(
     backends: Backends, settings: Settings
 ) -> None:
@@ -200,3 +212,36 @@ async def test_view_counting_needs_no_key_outside_its_prefix(
         assert all(k.startswith(b"tenant7:") for k in await backends.redis.execute("KEYS", "*"))
     finally:
         await backends.redis.execute("ACL", "DELUSER", "tenant")
+
+
+@pytest.mark.redis_kinds("single")  # the cluster path, checked without a cluster
+async def test_on_a_cluster_every_script_call_touches_one_slot(
+    backends: Backends, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As the store calls Redis Cluster: a record, move or snapshot call's declared keys all
+    hash to one slot (checked with redis-py's own slot function), and counting is unchanged."""
+    redis = backends.redis
+    monkeypatch.setattr(redis, "is_cluster", True)
+    slots: list[set[int]] = []
+    run_script, run_scripts = redis.run_script, redis.run_scripts
+
+    async def one(script, keys, args):  # type: ignore[no-untyped-def]
+        slots.append({key_slot(k if isinstance(k, bytes) else k.encode()) for k in keys})
+        return await run_script(script, keys, args)
+
+    async def many(script, calls):  # type: ignore[no-untyped-def]
+        for keys, _ in calls:
+            slots.append({key_slot(k if isinstance(k, bytes) else k.encode()) for k in keys})
+        return await run_scripts(script, calls)
+
+    monkeypatch.setattr(redis, "run_script", one)
+    monkeypatch.setattr(redis, "run_scripts", many)
+    await create_posts(backends, *range(1, 40))
+    store = store_of(backends)
+    views = [(u, p) for p in range(1, 40) for u in range(1, 60)]  # splits on the way
+    assert all((await store.record(views))[0])
+    assert (await store.record(views))[0] == [False] * len(views)
+    assert (await read_total(store, backends.postgres, 7)).views == 59
+    await sync_of(backends).run_once()
+    assert await pg_view_counts(backends) == {p: 59 for p in range(1, 40)}
+    assert len(slots) > 39 and all(len(s) == 1 for s in slots)

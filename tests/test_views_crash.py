@@ -12,6 +12,7 @@ import trio
 
 from kaleido.gateways import Backends
 from kaleido.settings import Settings
+from kaleido.views.sync import APPLY_CONCURRENCY
 from kaleido.views.totals import read_total
 
 from .conftest import REPO
@@ -62,7 +63,8 @@ async def test_sigkill_at_each_step_loses_and_doubles_nothing(
     assert recovered.returncode == 0, recovered.stderr
     report = json.loads(recovered.stdout)
     if failpoint == "sync.after_commit":
-        assert report["skipped_batches"] == 1
+        # the batch killed after its COMMIT, and maybe the one being applied beside it
+        assert 1 <= report["skipped_batches"] <= APPLY_CONCURRENCY
     assert await pg_view_counts(backends) == expected
     assert await redis_leftovers(backends) == []
 

@@ -10,6 +10,7 @@ import time
 import uuid
 from collections import Counter
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -24,6 +25,8 @@ from kaleido.views.totals import read_total
 
 from .conftest import reset
 from .views_helpers import create_posts, pg_view_counts, redis_leftovers
+
+pytestmark = pytest.mark.redis_kinds("single", "cluster")
 
 TTL = 86400
 W = TTL * 1000

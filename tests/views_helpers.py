@@ -42,7 +42,12 @@ _KEPT = re.compile(
 )
 
 
+async def all_keys(backends: Backends, pattern: str = "*") -> list[bytes]:
+    """KEYS on every master (of a cluster, or the one Redis)."""
+    return [k for keys in await backends.redis.on_masters("KEYS", pattern) for k in keys]
+
+
 async def redis_leftovers(backends: Backends) -> list[bytes]:
     """Keys that should be gone once everything is synced (counters, batches)."""
-    keys = await backends.redis.execute("KEYS", "*")
+    keys = await all_keys(backends)
     return sorted(k for k in keys if not _KEPT.match(k))

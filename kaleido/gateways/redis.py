@@ -8,6 +8,7 @@ script by SHA, reloading it once if Redis forgot it (restart, flush, SCRIPT FLUS
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 from collections.abc import Sequence
@@ -16,6 +17,7 @@ from typing import Any
 import attrs
 import hiredis
 import redis.asyncio as aioredis
+import redis.asyncio.cluster as aiocluster
 import redis.asyncio.connection as aioconnection
 import redis.exceptions as rexc
 import trio
@@ -24,6 +26,7 @@ from redis.backoff import ExponentialBackoff
 
 from kaleido.breaker import CircuitBreaker
 from kaleido.gateways._bridge import AsyncioBridge, map_redis_error
+from kaleido.redis_url import ClusterURL, is_cluster_url, parse_cluster_url
 
 Command = Sequence[Any]
 
@@ -84,18 +87,27 @@ class Script:
 class RedisGateway:
     """Trio-facing Redis client. Every error is one of `kaleido.errors`."""
 
-    def __init__(self, client: aioredis.Redis, bridge: AsyncioBridge, url: str) -> None:
+    def __init__(
+        self,
+        client: aioredis.Redis | aiocluster.RedisCluster,
+        bridge: AsyncioBridge,
+        url: str,
+    ) -> None:
         self._client = client
         self._bridge = bridge
         self.url = url
         self.round_trips = 0
         self.breaker = bridge.breaker
         # Redis Cluster: a script call's keys must share one slot (see kaleido.views.store).
-        self.is_cluster = False
+        self.is_cluster = isinstance(client, aiocluster.RedisCluster)
 
     @classmethod
     def connect(cls, loop: Any, url: str, breaker: CircuitBreaker | None = None) -> RedisGateway:
-        """Create the client; no connection is made until the first command."""
+        """Create the client (redis-py's cluster client for a `redis+cluster://` URL); no
+        connection is made until the first command."""
+        bridge = AsyncioBridge(loop, map_redis_error, breaker)
+        if is_cluster_url(url):
+            return cls(_cluster_client(parse_cluster_url(url)), bridge, url)
         client = aioredis.Redis.from_url(
             url,
             decode_responses=False,
@@ -111,14 +123,12 @@ class RedisGateway:
         pool.connection_class = _CONNECTION_CLASSES.get(
             pool.connection_class, pool.connection_class
         )
-        return cls(client, AsyncioBridge(loop, map_redis_error, breaker), url)
+        return cls(client, bridge, url)
 
     async def execute(self, *command: Any) -> Any:
         """Run one command and return its reply."""
         self.round_trips += 1
-        return await self._bridge.run(
-            self._client.execute_command(*command)  # type: ignore[no-untyped-call]
-        )
+        return await self._bridge.run(self._client.execute_command(*command))
 
     async def pipeline(
         self, commands: Sequence[Command], *, transaction: bool = False
@@ -144,7 +154,7 @@ class RedisGateway:
         try:
             return await self.execute("EVALSHA", script.sha, len(keys), *keys, *args)
         except rexc.NoScriptError:
-            await self.execute("SCRIPT", "LOAD", script.source)
+            await self.on_masters("SCRIPT", "LOAD", script.source)
             return await self.execute("EVALSHA", script.sha, len(keys), *keys, *args)
 
     async def run_scripts(
@@ -152,15 +162,56 @@ class RedisGateway:
     ) -> list[Any]:
         """EVALSHA the script once per (keys, args) call, pipelined; replies in order.
 
-        On NOSCRIPT the script is loaded and the calls sent again: a Redis that forgot the
-        script (restart, flush) answers NOSCRIPT to every one of them, so none ran.
+        The calls a node answered NOSCRIPT (a restarted node, or a replica promoted since the
+        script was loaded) did not run: the script is loaded and those calls alone sent again.
+        Any other failure raises its mapped error.
         """
         commands = [("EVALSHA", script.sha, len(keys), *keys, *args) for keys, args in calls]
-        try:
-            return await self.pipeline(commands)
-        except rexc.NoScriptError:
-            await self.execute("SCRIPT", "LOAD", script.source)
-            return await self.pipeline(commands)
+        if not commands:
+            return []
+        replies = await self._pipeline_replies(commands)
+        missing = [i for i, reply in enumerate(replies) if isinstance(reply, rexc.NoScriptError)]
+        if missing:
+            await self.on_masters("SCRIPT", "LOAD", script.source)
+            again = await self._pipeline_replies([commands[i] for i in missing])
+            for i, reply in zip(missing, again, strict=True):
+                replies[i] = reply
+        for reply in replies:
+            if isinstance(reply, Exception):
+                mapped = map_redis_error(reply)
+                raise mapped from reply
+        return replies
+
+    async def _pipeline_replies(self, commands: Sequence[Command]) -> list[Any]:
+        """Replies in order, a failed command's error in its place."""
+        self.round_trips += 1
+
+        async def run() -> list[Any]:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for command in commands:
+                    pipe.execute_command(*command)
+                return list(await pipe.execute(raise_on_error=False))
+
+        return await self._bridge.run(run())
+
+    async def on_masters(self, *command: Any) -> list[Any]:
+        """Run a command on every master (the one server of a single Redis): INFO, SCAN,
+        CONFIG GET, DBSIZE and the like, which answer for their own node."""
+        if not isinstance(self._client, aiocluster.RedisCluster):
+            return [await self.execute(*command)]
+        self.round_trips += 1
+        client = self._client
+
+        async def run() -> list[Any]:
+            await client.initialize()  # the node list, before any other command was sent
+            # One call per node: redis-py would merge their replies by each command's policy.
+            calls = [
+                client.execute_command(*command, target_nodes=node)
+                for node in client.get_primaries()
+            ]
+            return list(await asyncio.gather(*calls))
+
+        return await self._bridge.run(run())
 
     async def ping(self) -> bool:
         return bool(await self.execute("PING"))
@@ -171,3 +222,21 @@ class RedisGateway:
             # Closing a broken client must not fail shutdown.
             with contextlib.suppress(Exception):
                 await self._bridge.run(self._client.aclose(), guarded=False)
+
+
+def _cluster_client(url: ClusterURL) -> aiocluster.RedisCluster:
+    """redis-py's cluster client: it follows MOVED and ASK, and refreshes the slot map after a
+    failover; commands are retried on a dropped connection like the single client's."""
+    return aiocluster.RedisCluster(
+        startup_nodes=[aiocluster.ClusterNode(host, port) for host, port in url.nodes],
+        username=url.username,
+        password=url.password,
+        ssl=url.tls,
+        decode_responses=False,
+        socket_timeout=SOCKET_TIMEOUT,
+        socket_connect_timeout=CONNECT_TIMEOUT,
+        socket_keepalive=True,
+        health_check_interval=HEALTH_CHECK_INTERVAL,
+        retry=Retry(ExponentialBackoff(cap=0.5, base=0.02), RETRIES),
+        client_name="kaleido",
+    )

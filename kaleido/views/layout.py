@@ -50,7 +50,8 @@ async def open_layout(redis: RedisGateway, keys: KeyLayout, dedup_ttl: int) -> L
     raw = await redis.execute("HGETALL", keys.layout)
     if not raw:
         fields: dict[str, int] = {"version": VERSION, "partitions": keys.partitions}
-        if await _holds_v1(redis, LegacyKeys(keys.prefix)):
+        # v1 never ran on a cluster (its scripts build keys of many slots).
+        if not redis.is_cluster and await _holds_v1(redis, LegacyKeys(keys.prefix)):
             seconds, micros = await redis.execute("TIME")
             now_ms = int(seconds) * 1000 + int(micros) // 1000
             fields["v1_counters"] = 1
