@@ -86,13 +86,10 @@ async def serve(
     """Run Kaleido until a signal (or `Running.stop`) asks it to stop; `demo` adds the stand-in
     ML service and simulated traffic."""
     stop = trio.Event()
-    if settings.redis_url is not None and is_cluster_url(settings.redis_url):
-        # View counting runs on a cluster already; the stream consumers' dead-letter step and
-        # DLQ replay still write a stream and its DLQ (two slots) in one atomic step.
-        raise ConfigError(
-            "KALEIDO_REDIS_URL: a Redis Cluster is not supported by the service yet (view "
-            "counting is cluster-ready, the stream consumers are not); use redis:// or rediss://"
-        )
+    if demo and settings.redis_url is not None and is_cluster_url(settings.redis_url):
+        # The stand-in ML service reads its three streams in one XREADGROUP and answers in one
+        # MULTI: keys of several slots.
+        raise ConfigError("--demo needs a single Redis, not a Redis Cluster (KALEIDO_REDIS_URL)")
     async with open_backends(settings) as backends:
         await prepare_schema(backends)
         async with trio.open_nursery() as nursery:

@@ -26,6 +26,8 @@ class KeyLayout:
 
     prefix: str = ""
     partitions: int = attrs.field(default=DEFAULT_PARTITIONS, validator=_power_of_two)
+    # On Redis Cluster a dead-letter stream shares its stream's slot (see `dlq`).
+    cluster: bool = False
 
     def partition_of(self, post_id: int) -> int:
         return post_id & (self.partitions - 1)
@@ -82,3 +84,11 @@ class KeyLayout:
 
     def stream(self, name: str) -> str:
         return f"{self.prefix}{name}"
+
+    def dlq(self, stream: str) -> str:
+        """The dead-letter stream of `stream`: `{stream}:dlq`. On a cluster the stream's name
+        is its hash tag, `{ml-insights-results}:dlq`, so that dead-lettering an entry (XADD to
+        the DLQ, XACK on the stream) and replaying one stay single atomic steps."""
+        if self.cluster:
+            return f"{{{self.prefix}{stream}}}:dlq"
+        return f"{self.prefix}{stream}:dlq"

@@ -13,7 +13,6 @@ from kaleido.messages import (
     FACE_DETECTION_STREAM,
     FACE_RECOGNITION_STREAM,
     INSIGHTS_STREAM,
-    dlq_stream,
 )
 from kaleido.streams import (
     FaceDetectionHandler,
@@ -88,7 +87,7 @@ async def pending_count(backends: Backends, stream: str) -> int:
 
 
 async def dlq_len(backends: Backends, stream: str) -> int:
-    return int(await backends.redis.execute("XLEN", backends.keys.stream(dlq_stream(stream))))
+    return int(await backends.redis.execute("XLEN", backends.keys.dlq(stream)))
 
 
 async def processed(backends: Backends, stream: str) -> int:

@@ -11,13 +11,15 @@ import pytest
 import trio
 
 from kaleido.app import Running, serve
-from kaleido.messages import INSIGHTS_STREAM, POST_IMAGE_STREAM, dlq_stream
+from kaleido.messages import INSIGHTS_STREAM, POST_IMAGE_STREAM
 from kaleido.settings import Settings
 
 from .streams_helpers import dlq_len, insight, xadd
 from .test_service import client
 from .test_service import running as running  # the fixture
 from .waiting import wait_until
+
+pytestmark = pytest.mark.redis_kinds("single", "cluster")
 
 TOKEN = "test-admin-token-0123456789"
 RIGHT = {"Authorization": f"Bearer {TOKEN}"}
@@ -92,7 +94,7 @@ async def test_replay_puts_dead_letters_back_and_the_consumer_applies_them(
     running: Running,
 ) -> None:
     backends = running.service.backends
-    dlq_key = backends.keys.stream(dlq_stream(INSIGHTS_STREAM))
+    dlq_key = backends.keys.dlq(INSIGHTS_STREAM)
     # Dead letters as the consumer writes them: the original fields plus the failure.
     ids = []
     for media_id in (501, 502, 503):

@@ -21,6 +21,8 @@ from .test_service import client
 from .test_service import running as running  # the fixture
 from .waiting import wait_until
 
+pytestmark = pytest.mark.redis_kinds("single", "cluster")
+
 CONSUMER = "kaleido.streams.consumer"
 
 

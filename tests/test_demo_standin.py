@@ -34,6 +34,8 @@ from kaleido.settings import Settings
 
 from .waiting import wait_until
 
+pytestmark = pytest.mark.redis_kinds("single")  # the stand-in reads and answers across slots
+
 Decoded = InsightResult | FaceDetectionResult | FaceRecognitionResult
 
 

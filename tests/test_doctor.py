@@ -8,7 +8,7 @@ import json
 import trio
 
 from kaleido.gateways import Backends
-from kaleido.messages import CONSUMER_GROUP, INBOUND_STREAMS, dlq_stream
+from kaleido.messages import CONSUMER_GROUP, INBOUND_STREAMS
 from kaleido.migrate import available_migrations
 from kaleido.ops.doctor import Level, check_streams
 from kaleido.ops.streams import ConsumerStatus, GroupStatus, StreamStatus
@@ -67,7 +67,7 @@ async def test_allkeys_lru_is_a_problem(settings: Settings, backends: Backends) 
 async def test_a_growing_dlq_is_a_problem(settings: Settings, backends: Backends) -> None:
     await shipped_state(backends)
     stream = INBOUND_STREAMS[1]
-    dlq_key = backends.keys.stream(dlq_stream(stream))
+    dlq_key = backends.keys.dlq(stream)
     done = trio.Event()
 
     async def failing_entries() -> None:
@@ -89,7 +89,7 @@ async def test_a_growing_dlq_is_a_problem(settings: Settings, backends: Backends
 
 async def test_an_old_dlq_is_a_warning(settings: Settings, backends: Backends) -> None:
     await shipped_state(backends)
-    dlq_key = backends.keys.stream(dlq_stream(INBOUND_STREAMS[0]))
+    dlq_key = backends.keys.dlq(INBOUND_STREAMS[0])
     await backends.redis.execute("XADD", dlq_key, "*", "error", "bad", "originalId", "1-1")
     result = await kaleido(settings, "doctor", *FAST, "--json")
     assert result.returncode == 0, output(result)

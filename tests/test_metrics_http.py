@@ -3,6 +3,7 @@ carries every metric operators rely on, with figures that match what happened.""
 
 from __future__ import annotations
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from kaleido.app import Running
@@ -13,6 +14,8 @@ from .test_service import client
 from .test_service import running as running  # the fixture
 from .views_helpers import create_posts
 from .waiting import wait_until
+
+pytestmark = pytest.mark.redis_kinds("single", "cluster")
 
 TOKEN = {"Authorization": "Bearer test-admin-token-0123456789"}
 

@@ -8,18 +8,21 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import pytest
 import trio
 from structlog.testing import capture_logs
 
 from actors.metrics_reporter import MetricsReporter
 from kaleido.gateways import Backends, open_backends
-from kaleido.messages import CONSUMER_GROUP, INSIGHTS_STREAM, dlq_stream
+from kaleido.messages import CONSUMER_GROUP, INSIGHTS_STREAM
 from kaleido.metrics import Metrics
 from kaleido.settings import Settings
 from kaleido.views.legacy import LegacyKeys
 
 from .conftest import with_settings
 from .waiting import wait_until
+
+pytestmark = pytest.mark.redis_kinds("single", "cluster")
 
 
 def reporter_of(backends: Backends, **options: Any) -> MetricsReporter:
@@ -54,7 +57,7 @@ async def test_one_sample_fills_the_gauges(backends: Backends) -> None:
         "XREADGROUP", "GROUP", CONSUMER_GROUP, "c1", "COUNT", 2, "STREAMS", stream, ">"
     )
     for _ in range(2):
-        await redis.execute("XADD", keys.stream(dlq_stream(INSIGHTS_STREAM)), "*", "f", "x")
+        await redis.execute("XADD", keys.dlq(INSIGHTS_STREAM), "*", "f", "x")
     rejected = [5]
     reporter = reporter_of(backends, idle_limit=0.05, rejected_views=lambda: rejected[0])
 
@@ -87,6 +90,7 @@ async def test_one_sample_fills_the_gauges(backends: Backends) -> None:
     assert f"idle_consumers:{INSIGHTS_STREAM}:{CONSUMER_GROUP}" in reporter.alerts.active
 
 
+@pytest.mark.redis_kinds("single")  # one node's maxmemory
 async def test_memory_alert_is_raised_once_and_cleared(backends: Backends) -> None:
     redis = backends.redis
     reply = await redis.execute("CONFIG", "GET", "maxmemory")
@@ -112,7 +116,7 @@ async def test_memory_alert_is_raised_once_and_cleared(backends: Backends) -> No
 
 
 async def test_a_growing_dlq_raises_an_alert(backends: Backends) -> None:
-    dlq_key = backends.keys.stream(dlq_stream(INSIGHTS_STREAM))
+    dlq_key = backends.keys.dlq(INSIGHTS_STREAM)
     reporter = reporter_of(backends)
     name = f"dlq_growing:{INSIGHTS_STREAM}"
     with capture_logs() as logs:

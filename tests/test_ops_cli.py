@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from kaleido.gateways import Backends
-from kaleido.messages import CONSUMER_GROUP, INSIGHTS_STREAM, POST_IMAGE_STREAM, dlq_stream
+from kaleido.messages import CONSUMER_GROUP, INSIGHTS_STREAM, POST_IMAGE_STREAM
 from kaleido.settings import Settings
 
 from .cli_helpers import assert_no_traceback, kaleido, output
 from .streams_helpers import dlq_len
 
+pytestmark = pytest.mark.redis_kinds("single", "cluster")
+
 
 async def dead_letters(backends: Backends, n: int) -> list[str]:
-    key = backends.keys.stream(dlq_stream(INSIGHTS_STREAM))
+    key = backends.keys.dlq(INSIGHTS_STREAM)
     ids = []
     for i in range(n):
         entry_id = await backends.redis.execute(

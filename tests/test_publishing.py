@@ -19,6 +19,8 @@ from kaleido.settings import Settings
 
 from .conftest import reset, with_settings
 
+pytestmark = pytest.mark.redis_kinds("single", "cluster")
+
 MAXLEN = 10
 POST_FIELDS = {
     "postId",
@@ -231,6 +233,7 @@ async def test_a_failed_publish_is_a_503_that_says_the_post_is_stored(
     assert r.status_code == 503 and "profile-picture-processing" in r.json()["error"]
 
 
+@pytest.mark.redis_kinds("single")  # stops the single Redis of the test session
 async def test_publish_with_redis_down_is_a_503(
     running: Running, http: httpx.AsyncClient, stack: DevStack
 ) -> None:

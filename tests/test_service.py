@@ -14,6 +14,8 @@ from kaleido.settings import Settings
 from .conftest import reset
 from .views_helpers import create_posts, pg_view_counts
 
+pytestmark = pytest.mark.redis_kinds("single", "cluster")
+
 
 @pytest.fixture
 async def running(settings: Settings) -> AsyncIterator[Running]:

@@ -111,9 +111,9 @@ def test_a_cluster_url_names_its_seed_nodes_and_hides_its_password() -> None:
     assert "s3cret" not in repr(parsed)
 
 
-def test_the_service_refuses_a_cluster_until_its_consumers_are_ready() -> None:
+def test_the_demo_refuses_a_cluster() -> None:
     proc = subprocess.run(
-        [sys.executable, str(REPO / "run.py")],
+        [sys.executable, str(REPO / "run.py"), "--demo"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -125,9 +125,8 @@ def test_the_service_refuses_a_cluster_until_its_consumers_are_ready() -> None:
     )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
-        "kaleido: configuration error: KALEIDO_REDIS_URL: a Redis Cluster is not supported by "
-        "the service yet (view counting is cluster-ready, the stream consumers are not); use "
-        "redis:// or rediss://"
+        "kaleido: configuration error: --demo needs a single Redis, not a Redis Cluster "
+        "(KALEIDO_REDIS_URL)"
     ]
 
 

@@ -22,6 +22,8 @@ from .streams_helpers import (
     xadd,
 )
 
+pytestmark = pytest.mark.redis_kinds("single", "cluster")
+
 UID = "8d0f3a52-6c1e-4b7a-9f3e-2a1b0c9d8e7f"
 UID2 = "1b4e28ba-2fa1-11d2-883f-0016d3cca427"
 

@@ -19,7 +19,6 @@ from kaleido.messages import (
     Fields,
     IgnoredEntry,
     InsightResult,
-    dlq_stream,
 )
 from kaleido.streams import (
     InsightsHandler,
@@ -41,6 +40,8 @@ from .streams_helpers import (
     wait_until,
     xadd,
 )
+
+pytestmark = pytest.mark.redis_kinds("single", "cluster")
 
 
 def _insight(media_id: int, **extra: str) -> dict[bytes, bytes]:
@@ -134,7 +135,7 @@ async def test_poison_entries_go_to_the_dlq_and_the_rest_is_applied(
         assert letter.original_id
         assert set(letter.fields) == {k.decode() for k in fields}
     assert letters[-1].error_type == "PostgresQueryError"
-    raw = await backends.redis.execute("XRANGE", dlq_stream(INSIGHTS_STREAM), "-", "+")
+    raw = await backends.redis.execute("XRANGE", backends.keys.dlq(INSIGHTS_STREAM), "-", "+")
     assert raw[3][1][b"caption"] == b"x" * 2_000_000  # the original, byte for byte
     assert raw[4][1][b"mediaId"] == b"\xff\xfe5"
 

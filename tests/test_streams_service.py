@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import attrs
+import pytest
 import trio
 
 from kaleido.app import Running, serve
 from kaleido.gateways import Backends
-from kaleido.keys import KeyLayout
 from kaleido.messages import FACE_RECOGNITION_STREAM, INSIGHTS_STREAM
 from kaleido.settings import Settings
 from kaleido.streams import consumer_name
 
 from .conftest import reset
 from .streams_helpers import dlq_len, insight, running, wait_until, xadd
+from .views_helpers import all_keys
+
+pytestmark = pytest.mark.redis_kinds("single", "cluster")
 
 
 def test_consumer_names_follow_the_contract() -> None:
@@ -47,7 +50,7 @@ async def test_the_service_runs_the_three_consumers(settings: Settings) -> None:
 
 
 async def test_every_key_carries_the_deployment_prefix(backends: Backends) -> None:
-    prefixed = attrs.evolve(backends, keys=KeyLayout("tenant7:"))
+    prefixed = attrs.evolve(backends, keys=attrs.evolve(backends.keys, prefix="tenant7:"))
     async with running(prefixed, INSIGHTS_STREAM):
         await xadd(prefixed, INSIGHTS_STREAM, {"mediaId": "3", "postId": "4", "service": "tagging",
                                                "tags": '["y"]'})  # fmt: skip
@@ -60,5 +63,8 @@ async def test_every_key_carries_the_deployment_prefix(backends: Backends) -> No
             )
 
         await wait_until(done)
-    keys = sorted(k.decode() for k in await backends.redis.execute("KEYS", "*"))
-    assert keys == ["tenant7:ml-insights-results", "tenant7:ml-insights-results:dlq"]
+    keys = sorted(k.decode() for k in await all_keys(backends))
+    assert keys == sorted(
+        [prefixed.keys.stream(INSIGHTS_STREAM), prefixed.keys.dlq(INSIGHTS_STREAM)]
+    )
+    assert all(key.startswith("tenant7:") or key.startswith("{tenant7:") for key in keys)

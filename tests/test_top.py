@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 
+import pytest
 import trio
 from rich.console import Console
 
@@ -24,6 +25,8 @@ from .streams_helpers import xadd
 from .test_service import client
 from .test_service import running as running  # the fixture
 from .views_helpers import create_posts
+
+pytestmark = pytest.mark.redis_kinds("single", "cluster")
 
 TOKEN = {"Authorization": "Bearer test-admin-token-0123456789"}
 

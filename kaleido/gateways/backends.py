@@ -75,7 +75,11 @@ async def open_backends(settings: Settings) -> AsyncIterator[Backends]:
                 yield Backends(
                     redis,
                     postgres,
-                    KeyLayout(settings.key_prefix, settings.view_partitions),
+                    KeyLayout(
+                        settings.key_prefix,
+                        settings.view_partitions,
+                        cluster=redis.is_cluster,
+                    ),
                     settings,
                 )
             finally:

@@ -128,7 +128,16 @@ class RedisGateway:
     async def execute(self, *command: Any) -> Any:
         """Run one command and return its reply."""
         self.round_trips += 1
-        return await self._bridge.run(self._client.execute_command(*command))
+        return await self._bridge.run(self._client.execute_command(*self._routable(command)))
+
+    def _routable(self, command: Sequence[Any]) -> Sequence[Any]:
+        """The cluster client routes a keyless command by its full name ("CONFIG GET"), and
+        finds none when it comes as two arguments: join them."""
+        if isinstance(self._client, aiocluster.RedisCluster) and len(command) > 1:
+            name = f"{command[0]} {command[1]}".upper()
+            if name in self._client.command_flags:
+                return (name, *command[2:])
+        return command
 
     async def pipeline(
         self, commands: Sequence[Command], *, transaction: bool = False

@@ -24,7 +24,7 @@ from rich.text import Text
 from kaleido.errors import BackendError, RedisCommandError
 from kaleido.gateways import Backends, RedisGateway
 from kaleido.keys import KeyLayout
-from kaleido.messages import INBOUND_STREAMS, dlq_stream
+from kaleido.messages import INBOUND_STREAMS
 from kaleido.migrate import available_migrations, schema_version
 from kaleido.ops.limits import (
     IDLE_LIMIT,
@@ -123,8 +123,7 @@ def _must_not_expire(keys: KeyLayout, streams: set[str], name: str) -> bool:
 
 
 def _stream_keys(keys: KeyLayout) -> set[str]:
-    names = ALL_STREAMS + tuple(dlq_stream(s) for s in INBOUND_STREAMS)
-    return {keys.stream(s) for s in names}
+    return {keys.stream(s) for s in ALL_STREAMS} | {keys.dlq(s) for s in INBOUND_STREAMS}
 
 
 async def sample_keys(

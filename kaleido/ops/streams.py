@@ -14,7 +14,7 @@ import attrs
 
 from kaleido.gateways import RedisGateway
 from kaleido.keys import KeyLayout
-from kaleido.messages import INBOUND_STREAMS, OUTBOUND_STREAMS, dlq_stream
+from kaleido.messages import INBOUND_STREAMS, OUTBOUND_STREAMS
 from kaleido.streams.consumer import id_key
 
 ALL_STREAMS = INBOUND_STREAMS + OUTBOUND_STREAMS
@@ -85,7 +85,7 @@ class StreamStatus:
 
 async def dlq_sizes(redis: RedisGateway, keys: KeyLayout) -> dict[str, int]:
     """The DLQ length of every inbound stream, in one round trip."""
-    replies = await redis.pipeline([("XLEN", keys.stream(dlq_stream(s))) for s in INBOUND_STREAMS])
+    replies = await redis.pipeline([("XLEN", keys.dlq(s)) for s in INBOUND_STREAMS])
     return {s: int(n) for s, n in zip(INBOUND_STREAMS, replies, strict=True)}
 
 
@@ -99,7 +99,7 @@ async def read_streams(
     first: list[Any] = [("TIME",)]
     for s in streams:
         first += [("TYPE", keys.stream(s)), ("XLEN", keys.stream(s))]
-        first += [("XLEN", keys.stream(dlq_stream(s)))]
+        first += [("XLEN", keys.dlq(s))]
     replies = await redis.pipeline(first)
     seconds, micros = replies[0]
     now_ms = int(seconds) * 1000 + int(micros) // 1000

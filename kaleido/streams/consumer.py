@@ -61,7 +61,6 @@ from kaleido.messages import (
     CONSUMER_NAMES,
     DecodeError,
     IgnoredEntry,
-    dlq_stream,
     utc_timestamp,
 )
 from kaleido.metrics import Metrics
@@ -213,7 +212,7 @@ class StreamConsumer(Generic[M]):
 
     @property
     def dlq_key(self) -> str:
-        return self.keys.stream(dlq_stream(self.handler.stream))
+        return self.keys.dlq(self.handler.stream)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Consume until `stopping` is set, then return after finishing the batch in hand.

@@ -14,7 +14,7 @@ import attrs
 
 from kaleido.gateways import RedisGateway, Script
 from kaleido.keys import KeyLayout
-from kaleido.messages import decode_text_fields, dlq_stream
+from kaleido.messages import decode_text_fields
 
 DLQ_FIELDS = ("error", "errorType", "originalId", "deliveries", "failedAt")
 # Entries fetched per XRANGE while replaying a whole DLQ.
@@ -76,12 +76,12 @@ async def dlq_list(
     redis: RedisGateway, keys: KeyLayout, stream: str, count: int = 100
 ) -> list[DeadLetter]:
     """The oldest `count` dead letters of `stream` (a contract stream name)."""
-    reply = await redis.execute("XRANGE", keys.stream(dlq_stream(stream)), "-", "+", "COUNT", count)
+    reply = await redis.execute("XRANGE", keys.dlq(stream), "-", "+", "COUNT", count)
     return [DeadLetter.from_entry(entry_id, fields or {}) for entry_id, fields in reply or []]
 
 
 async def dlq_size(redis: RedisGateway, keys: KeyLayout, stream: str) -> int:
-    return int(await redis.execute("XLEN", keys.stream(dlq_stream(stream))))
+    return int(await redis.execute("XLEN", keys.dlq(stream)))
 
 
 async def dlq_replay(
@@ -91,7 +91,7 @@ async def dlq_replay(
 
     An id no longer in the DLQ is skipped. Entries are replayed in DLQ order.
     """
-    dlq_key, stream_key = keys.stream(dlq_stream(stream)), keys.stream(stream)
+    dlq_key, stream_key = keys.dlq(stream), keys.stream(stream)
     replayed: list[str] = []
 
     async def replay(dlq_id: str) -> None:
@@ -115,6 +115,6 @@ async def dlq_replay(
 
 async def dlq_purge(redis: RedisGateway, keys: KeyLayout, stream: str) -> int:
     """Delete the DLQ of `stream`; return how many dead letters it held."""
-    dlq_key = keys.stream(dlq_stream(stream))
+    dlq_key = keys.dlq(stream)
     size, _ = await redis.pipeline([("XLEN", dlq_key), ("DEL", dlq_key)], transaction=True)
     return int(size)

@@ -17,7 +17,7 @@ import redis as sync_redis
 import trio
 
 from kaleido.gateways import PostgresGateway, open_backends
-from kaleido.messages import CONSUMER_GROUP, INSIGHTS_STREAM, dlq_stream
+from kaleido.messages import CONSUMER_GROUP, INSIGHTS_STREAM
 from kaleido.settings import Settings
 
 from ..processes import free_port, kaleido_env, start_kaleido, wait_exit, wait_ready
@@ -206,7 +206,7 @@ async def stuck_entries(settings: Settings) -> int:
     async with open_backends(settings) as backends:
         stream = backends.keys.stream(INSIGHTS_STREAM)
         pending = await backends.redis.execute("XPENDING", stream, CONSUMER_GROUP)
-        dlq = backends.keys.stream(dlq_stream(INSIGHTS_STREAM))
+        dlq = backends.keys.dlq(INSIGHTS_STREAM)
         dead = await backends.redis.execute("XLEN", dlq)
     return int(pending["pending"] if isinstance(pending, dict) else pending[0]) + int(dead)
 
