@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import trio
 
 from kaleido.gateways import Backends
@@ -16,7 +17,7 @@ from kaleido.settings import Settings
 
 from .cli_helpers import assert_no_traceback, kaleido, output
 from .conftest import with_settings
-from .views_helpers import store_of
+from .views_helpers import all_keys, store_of
 from .waiting import wait_until
 
 FAST = ("--dlq-interval", "0.2")
@@ -99,7 +100,7 @@ async def test_an_old_dlq_is_a_warning(settings: Settings, backends: Backends) -
 
 
 async def bucket_count(backends: Backends) -> int:
-    return len(await backends.redis.execute("KEYS", backends.keys.seen_pattern()))
+    return len(await all_keys(backends, backends.keys.seen_pattern()))
 
 
 async def test_lost_ttls_are_problems_and_converted_buckets_a_warning(
@@ -230,3 +231,20 @@ async def test_doctor_needs_the_deployment_urls() -> None:
     assert_no_traceback(result)
     bad = await kaleido(None, "doctor", "--dlq-interval", "soon")
     assert bad.returncode == 2 and b"expected a number of seconds, got 'soon'" in bad.stderr
+
+
+@pytest.mark.redis_kinds("cluster")
+async def test_doctor_checks_every_master_of_a_cluster(
+    settings: Settings, backends: Backends
+) -> None:
+    await shipped_state(backends)
+    result = await kaleido(settings, "doctor", *FAST)
+    text = output(result)
+    assert result.returncode == 0, text + result.stderr.decode()
+    masters = await backends.redis.master_names()
+    assert len(masters) == 3
+    for node in masters:  # memory, policy and persistence, each named by its node
+        assert f"maxmemory: {node}: " in text and f"eviction policy: {node}: " in text, text
+    buckets = await bucket_count(backends)
+    assert f"OK       dedup memory: {buckets} sampled dedup buckets, all in listpack" in text
+    assert_no_traceback(result)

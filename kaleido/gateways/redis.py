@@ -204,21 +204,47 @@ class RedisGateway:
         return await self._bridge.run(run())
 
     async def on_masters(self, *command: Any) -> list[Any]:
-        """Run a command on every master (the one server of a single Redis): INFO, SCAN,
-        CONFIG GET, DBSIZE and the like, which answer for their own node."""
+        """Run a command on every master (the one server of a single Redis): INFO, KEYS,
+        SCRIPT LOAD and the like, which answer for their own node. Replies in node order."""
+        return list((await self.on_each_master(*command)).values())
+
+    async def on_each_master(self, *command: Any) -> dict[str, Any]:
+        """As `on_masters`, by node ("host:port"; "" for a single Redis)."""
         if not isinstance(self._client, aiocluster.RedisCluster):
-            return [await self.execute(*command)]
+            return {"": await self.execute(*command)}
         self.round_trips += 1
         client = self._client
 
-        async def run() -> list[Any]:
+        async def run() -> dict[str, Any]:
             await client.initialize()  # the node list, before any other command was sent
             # One call per node: redis-py would merge their replies by each command's policy.
-            calls = [
-                client.execute_command(*command, target_nodes=node)
-                for node in client.get_primaries()
-            ]
-            return list(await asyncio.gather(*calls))
+            nodes = client.get_primaries()
+            calls = [client.execute_command(*command, target_nodes=node) for node in nodes]
+            replies = await asyncio.gather(*calls)
+            return {node.name: reply for node, reply in zip(nodes, replies, strict=True)}
+
+        return await self._bridge.run(run())
+
+    async def master_names(self) -> list[str]:
+        """Every master's "host:port" ([""] for a single Redis)."""
+        return list(await self.on_each_master("PING"))
+
+    async def on_master(self, node: str, *command: Any) -> Any:
+        """Run a command on one master named by `master_names` (SCAN with its own cursor)."""
+        if not isinstance(self._client, aiocluster.RedisCluster):
+            return await self.execute(*command)
+        self.round_trips += 1
+        client = self._client
+
+        async def run() -> Any:
+            target = client.get_node(node_name=node)
+            if target is None:
+                raise rexc.ConnectionError(f"no cluster node {node} any more")
+            reply = await client.execute_command(*command, target_nodes=target)
+            if str(command[0]).upper() == "SCAN":  # redis-py answers ({node: cursor}, keys)
+                cursors, keys = reply
+                return cursors[target.name], keys
+            return reply
 
         return await self._bridge.run(run())
 

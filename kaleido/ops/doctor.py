@@ -34,7 +34,7 @@ from kaleido.ops.limits import (
     PENDING_AGE_LIMIT,
     STALE_SYNC_INTERVALS,
 )
-from kaleido.ops.redis_info import RedisFacts, read_facts
+from kaleido.ops.redis_info import RedisFacts, read_node_facts
 from kaleido.ops.streams import ALL_STREAMS, StreamStatus, dlq_sizes, read_streams
 
 # Keys sampled by SCAN for the TTL checks: enough to see a pattern, cheap on a big keyspace.
@@ -101,12 +101,18 @@ class KeySample:
 
 
 async def _scan(redis: RedisGateway, pattern: str, limit: int) -> list[bytes]:
-    cursor: Any = 0
+    """Up to `limit` keys matching `pattern`, from every master (each has its own cursor)."""
     found: list[bytes] = []
-    for _ in range(MAX_SCAN_CALLS):
-        cursor, batch = await redis.execute("SCAN", cursor, "MATCH", pattern, "COUNT", SCAN_COUNT)
-        found += batch
-        if int(cursor) == 0 or len(found) >= limit:
+    for node in await redis.master_names():
+        cursor: Any = 0
+        for _ in range(MAX_SCAN_CALLS):
+            cursor, batch = await redis.on_master(
+                node, "SCAN", cursor, "MATCH", pattern, "COUNT", SCAN_COUNT
+            )
+            found += batch
+            if int(cursor) == 0 or len(found) >= limit:
+                break
+        if len(found) >= limit:
             break
     return found[:limit]
 
@@ -509,6 +515,13 @@ def check_schema(applied: int | None, latest: int) -> list[Finding]:
 # ---------------------------------------------------------------------- gathering
 
 
+def on_node(finding: Finding, node: str) -> Finding:
+    """A finding about one master of a cluster names it."""
+    if not node:
+        return finding
+    return attrs.evolve(finding, message=f"{node}: {finding.message}")
+
+
 def _unreachable(what: str, exc: BackendError) -> Finding:
     return Finding(what, Level.PROBLEM, f"cannot reach {what}: {exc}", "is it running?")
 
@@ -521,10 +534,11 @@ async def diagnose(backends: Backends, dlq_interval: float = DLQ_INTERVAL) -> li
     first_dlq: dict[str, int] | None = None
     started = trio.current_time()
     try:
-        facts = await read_facts(redis)
-        findings += check_memory(facts)
-        findings += check_policy(facts)
-        findings += check_persistence(facts, await read_save_config(redis))
+        save = await read_save_config(redis)
+        for facts in await read_node_facts(redis):  # every master of a cluster
+            node_findings = check_memory(facts) + check_policy(facts)
+            node_findings += check_persistence(facts, save)
+            findings += [on_node(f, facts.node) for f in node_findings]
         statuses = await read_streams(redis, keys)
         first_dlq = {s.stream: s.dlq_size for s in statuses if s.inbound}
         findings += check_keys(await sample_keys(redis, keys, stale_after), stale_after)

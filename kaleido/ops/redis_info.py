@@ -1,5 +1,5 @@
 """Redis server facts that matter to Kaleido: memory against maxmemory, eviction policy,
-evictions, keyspace hits and misses, persistence."""
+evictions, keyspace hits and misses, persistence; per master of a cluster, and combined."""
 
 from __future__ import annotations
 
@@ -17,25 +17,57 @@ class RedisFacts:
     keyspace_hits: int
     keyspace_misses: int
     aof_enabled: bool
+    node: str = ""  # "host:port" of a cluster's master; "" for a single Redis
+    # Of several masters combined: the fullest one's used / maxmemory.
+    fullest: float | None = None
 
     @property
     def memory_ratio(self) -> float | None:
-        """used / maxmemory, or None when no maxmemory is set."""
+        """used / maxmemory (of the fullest master), or None when no maxmemory is set."""
+        if self.fullest is not None:
+            return self.fullest
         return self.used_memory / self.maxmemory if self.maxmemory else None
 
 
-async def read_facts(redis: RedisGateway) -> RedisFacts:
-    """INFO memory, stats and persistence in one round trip (INFO only: managed Redis services
-    often disable CONFIG)."""
-    memory, stats, persistence = await redis.pipeline(
-        [("INFO", "memory"), ("INFO", "stats"), ("INFO", "persistence")]
-    )
+async def read_node_facts(redis: RedisGateway) -> list[RedisFacts]:
+    """The facts of every master (the one server of a single Redis), from one INFO each (INFO
+    only: managed Redis services often disable CONFIG)."""
+    facts = []
+    for node, info in (await redis.on_each_master("INFO")).items():
+        facts.append(
+            RedisFacts(
+                used_memory=int(info.get("used_memory", 0)),
+                maxmemory=int(info.get("maxmemory", 0)),
+                policy=str(info.get("maxmemory_policy", "unknown")),
+                evicted_keys=int(info.get("evicted_keys", 0)),
+                keyspace_hits=int(info.get("keyspace_hits", 0)),
+                keyspace_misses=int(info.get("keyspace_misses", 0)),
+                aof_enabled=bool(int(info.get("aof_enabled", 0))),
+                node=node,
+            )
+        )
+    return facts
+
+
+def combine(facts: list[RedisFacts]) -> RedisFacts:
+    """One view of several masters: sums, the fullest master's ratio, and a policy or
+    persistence that only holds if every master has it."""
+    if len(facts) == 1:
+        return facts[0]
+    ratios = [f.memory_ratio for f in facts]
+    policies = sorted({f.policy for f in facts})
     return RedisFacts(
-        used_memory=int(memory.get("used_memory", 0)),
-        maxmemory=int(memory.get("maxmemory", 0)),
-        policy=str(memory.get("maxmemory_policy", "unknown")),
-        evicted_keys=int(stats.get("evicted_keys", 0)),
-        keyspace_hits=int(stats.get("keyspace_hits", 0)),
-        keyspace_misses=int(stats.get("keyspace_misses", 0)),
-        aof_enabled=bool(int(persistence.get("aof_enabled", 0))),
+        used_memory=sum(f.used_memory for f in facts),
+        maxmemory=sum(f.maxmemory for f in facts) if all(f.maxmemory for f in facts) else 0,
+        policy=policies[0] if len(policies) == 1 else "mixed: " + ", ".join(policies),
+        evicted_keys=sum(f.evicted_keys for f in facts),
+        keyspace_hits=sum(f.keyspace_hits for f in facts),
+        keyspace_misses=sum(f.keyspace_misses for f in facts),
+        aof_enabled=all(f.aof_enabled for f in facts),
+        fullest=max((r for r in ratios if r is not None), default=None),
     )
+
+
+async def read_facts(redis: RedisGateway) -> RedisFacts:
+    """Every master's facts, combined."""
+    return combine(await read_node_facts(redis))
