@@ -23,7 +23,7 @@ from collections.abc import Sequence
 import attrs
 import trio
 
-from . import bench_http, bench_streams, bench_sync, bench_views
+from . import bench_cluster, bench_http, bench_streams, bench_sync, bench_views
 from .common import (
     ROOT,
     Outcome,
@@ -44,6 +44,7 @@ SCENARIOS: dict[str, Scenario] = {
     "streams": bench_streams.streams,
     "http": bench_http.http,
     "memory": bench_views.memory,
+    "cluster": bench_cluster.cluster_ingest,
 }
 RESULTS_MD = ROOT / "benchmarks" / "RESULTS.md"
 
