@@ -25,11 +25,11 @@ TABLES = (
 )
 
 
-@pytest.fixture(scope="session")
-def stack() -> Iterator[DevStack]:
-    with tempfile.TemporaryDirectory(prefix="kaleido-test-") as tmp:
+def migrated_stack(prefix: str, *, cluster: bool = False) -> Iterator[DevStack]:
+    """Private servers for the test session, the schema migrated."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
         os.chmod(tmp, 0o755)  # the postgres user must reach its data folder
-        with dev_stack(Path(tmp), REPO / "redis.conf", fast=True) as running:
+        with dev_stack(Path(tmp), REPO / "redis.conf", fast=True, cluster=cluster) as running:
             settings = Settings(redis_url=running.redis_url, database_url=running.database_url)
 
             async def prepare() -> None:
@@ -38,22 +38,17 @@ def stack() -> Iterator[DevStack]:
 
             trio.run(prepare)
             yield running
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[DevStack]:
+    yield from migrated_stack("kaleido-test-")
 
 
 @pytest.fixture(scope="session")
 def cluster_stack() -> Iterator[DevStack]:
     """A private 3-master Redis Cluster (and PostgreSQL), for tests marked to run on both."""
-    with tempfile.TemporaryDirectory(prefix="kaleido-test-cluster-") as tmp:
-        os.chmod(tmp, 0o755)
-        with dev_stack(Path(tmp), REPO / "redis.conf", fast=True, cluster=True) as running:
-            settings = Settings(redis_url=running.redis_url, database_url=running.database_url)
-
-            async def prepare() -> None:
-                async with open_backends(settings) as backends:
-                    await migrate(backends.postgres)
-
-            trio.run(prepare)
-            yield running
+    yield from migrated_stack("kaleido-test-cluster-", cluster=True)
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -109,15 +109,7 @@ class RedisGateway:
         if is_cluster_url(url):
             return cls(_cluster_client(parse_cluster_url(url)), bridge, url)
         client = aioredis.Redis.from_url(
-            url,
-            decode_responses=False,
-            socket_timeout=SOCKET_TIMEOUT,
-            socket_connect_timeout=CONNECT_TIMEOUT,
-            socket_keepalive=True,
-            health_check_interval=HEALTH_CHECK_INTERVAL,
-            retry=Retry(ExponentialBackoff(cap=0.5, base=0.02), RETRIES),
-            retry_on_error=[rexc.ConnectionError, rexc.TimeoutError],
-            client_name="kaleido",
+            url, retry_on_error=[rexc.ConnectionError, rexc.TimeoutError], **_client_options()
         )
         pool = client.connection_pool
         pool.connection_class = _CONNECTION_CLASSES.get(
@@ -148,15 +140,7 @@ class RedisGateway:
         """
         if not commands:
             return []
-        self.round_trips += 1
-
-        async def run() -> list[Any]:
-            async with self._client.pipeline(transaction=transaction) as pipe:
-                for command in commands:
-                    pipe.execute_command(*command)
-                return list(await pipe.execute())
-
-        return await self._bridge.run(run())
+        return await self._pipeline_replies(commands, transaction=transaction, raise_on_error=True)
 
     async def run_script(self, script: Script, keys: Sequence[Any], args: Sequence[Any]) -> Any:
         """EVALSHA the script; on NOSCRIPT load it and run it once more."""
@@ -191,15 +175,22 @@ class RedisGateway:
                 raise mapped from reply
         return replies
 
-    async def _pipeline_replies(self, commands: Sequence[Command]) -> list[Any]:
-        """Replies in order, a failed command's error in its place."""
+    async def _pipeline_replies(
+        self,
+        commands: Sequence[Command],
+        *,
+        transaction: bool = False,
+        raise_on_error: bool = False,
+    ) -> list[Any]:
+        """Replies in order; with `raise_on_error` False, a failed command's error in its
+        place."""
         self.round_trips += 1
 
         async def run() -> list[Any]:
-            async with self._client.pipeline(transaction=False) as pipe:
+            async with self._client.pipeline(transaction=transaction) as pipe:
                 for command in commands:
                     pipe.execute_command(*command)
-                return list(await pipe.execute(raise_on_error=False))
+                return list(await pipe.execute(raise_on_error=raise_on_error))
 
         return await self._bridge.run(run())
 
@@ -267,11 +258,19 @@ def _cluster_client(url: ClusterURL) -> aiocluster.RedisCluster:
         username=url.username,
         password=url.password,
         ssl=url.tls,
-        decode_responses=False,
-        socket_timeout=SOCKET_TIMEOUT,
-        socket_connect_timeout=CONNECT_TIMEOUT,
-        socket_keepalive=True,
-        health_check_interval=HEALTH_CHECK_INTERVAL,
-        retry=Retry(ExponentialBackoff(cap=0.5, base=0.02), RETRIES),
-        client_name="kaleido",
+        **_client_options(),
     )
+
+
+def _client_options() -> dict[str, Any]:
+    """What the single and the cluster client share: timeouts, keep-alive, health checks, and
+    a few retries on a dropped connection (a fresh Retry each: it keeps no shared state)."""
+    return {
+        "decode_responses": False,
+        "socket_timeout": SOCKET_TIMEOUT,
+        "socket_connect_timeout": CONNECT_TIMEOUT,
+        "socket_keepalive": True,
+        "health_check_interval": HEALTH_CHECK_INTERVAL,
+        "retry": Retry(ExponentialBackoff(cap=0.5, base=0.02), RETRIES),
+        "client_name": "kaleido",
+    }

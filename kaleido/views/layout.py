@@ -92,19 +92,13 @@ async def v1_counters_drained(redis: RedisGateway, keys: KeyLayout) -> None:
 async def _holds_v1(redis: RedisGateway, legacy: LegacyKeys) -> bool:
     if await redis.execute("EXISTS", legacy.pending, legacy.batches):
         return True
-    patterns = (f"{legacy.prefix}user:view:*", f"{legacy.prefix}post:views:*")
+    v1_keys = (f"{legacy.prefix}user:view:".encode(), f"{legacy.prefix}post:views:".encode())
     cursor = 0
     while True:
         cursor, found = await redis.execute(
             "SCAN", cursor, "MATCH", f"{legacy.prefix}*", "COUNT", _SCAN_COUNT
         )
-        for key in found:
-            name = key.decode(errors="replace")
-            if any(_matches(name, p) for p in patterns):
-                return True
+        if any(key.startswith(v1_keys) for key in found):
+            return True
         if int(cursor) == 0:
             return False
-
-
-def _matches(name: str, pattern: str) -> bool:
-    return name.startswith(pattern.rstrip("*"))
