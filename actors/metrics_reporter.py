@@ -23,9 +23,9 @@ from kaleido.keys import KeyLayout
 from kaleido.metrics import Metrics
 from kaleido.ops.alerts import Alerts
 from kaleido.ops.limits import IDLE_LIMIT, LAG_LIMIT, MEMORY_WARNING, STALE_SYNC_INTERVALS
-from kaleido.ops.redis_info import read_facts
+from kaleido.ops.redis_info import RedisFacts, combine, read_node_facts
 from kaleido.ops.streams import StreamStatus, read_streams
-from kaleido.views.store import pending_posts
+from kaleido.views.store import last_synced, pending_posts
 
 # INFO and a few stream reads every 5 s: cheap for Redis, fresh enough for a 15 s scrape.
 INTERVAL = 5.0
@@ -52,6 +52,9 @@ class MetricsReporter:
     _last_rejected: int = attrs.field(default=0, init=False)
     _last_sync_failures: float = attrs.field(default=0.0, init=False)
     _last_good: float | None = attrs.field(default=None, init=False)
+    _nodes: set[str] = attrs.field(factory=set, init=False)
+    # The last good sync by any process (Redis), as of the last sample.
+    _shared_good: float | None = attrs.field(default=None, init=False)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Sample until `stopping` is set. Ready at once: Redis may be down at start-up."""
@@ -95,7 +98,9 @@ class MetricsReporter:
             m.views.labels("rejected").inc(max(0, rejected - self._last_rejected))
             self._last_rejected = rejected
         last_good = m.registry.get_sample_value("kaleido_last_sync_success_timestamp_seconds")
-        age = max(0.0, time.time() - (last_good or self._started))
+        # Another worker or machine may hold the lock at every tick: its syncs count too.
+        latest = max(last_good or 0.0, self._shared_good or 0.0)
+        age = max(0.0, time.time() - (latest or self._started))
         m.seconds_since_sync.set(age)
         self.alerts.update(
             "sync_stale",
@@ -115,9 +120,12 @@ class MetricsReporter:
 
     async def _sample_redis(self) -> None:
         m = self.metrics
-        facts = await read_facts(self.redis)
+        nodes = await read_node_facts(self.redis)
         streams = await read_streams(self.redis, self.keys)
         pending = await pending_posts(self.redis, self.keys)
+        self._shared_good = await last_synced(self.redis, self.keys)
+        self._record_nodes(nodes)
+        facts = combine(nodes)
         m.redis_memory_used.set(facts.used_memory)
         m.redis_memory_max.set(facts.maxmemory)
         ratio = facts.memory_ratio
@@ -135,6 +143,21 @@ class MetricsReporter:
         m.pending_views.set(pending)
         for status in streams:
             self._record_stream(status)
+
+    def _record_nodes(self, nodes: list[RedisFacts]) -> None:
+        """Per-master series; a master that left (failover, resharding) stops being exported."""
+        m = self.metrics
+        current = {f.node or "redis" for f in nodes}
+        for gone in self._nodes - current:
+            for gauge in (m.redis_node_memory_used, m.redis_node_memory_max,
+                          m.redis_node_evicted_keys):  # fmt: skip
+                gauge.remove(gone)
+        self._nodes = current
+        for f in nodes:
+            node = f.node or "redis"  # a single Redis
+            m.redis_node_memory_used.labels(node).set(f.used_memory)
+            m.redis_node_memory_max.labels(node).set(f.maxmemory)
+            m.redis_node_evicted_keys.labels(node).set(f.evicted_keys)
 
     def _record_stream(self, status: StreamStatus) -> None:
         m, s = self.metrics, status.stream

@@ -17,7 +17,7 @@ import trio
 from kaleido.demo import start_demo
 from kaleido.errors import ConfigError, TransientError
 from kaleido.gateways import Backends, open_backends
-from kaleido.http.app import create_app, serve_http
+from kaleido.http.app import bind_address, create_app, serve_http
 from kaleido.logs import get_logger
 from kaleido.metrics import Metrics
 from kaleido.migrate import migrate
@@ -69,11 +69,12 @@ async def check_view_layout(service: Service) -> None:
 
 
 async def _watch_signals(stop: trio.Event) -> None:
+    # Listens until the end: a second signal (Ctrl-C reaches a worker and then its supervisor's
+    # SIGTERM follows) must not fall back to the default action and kill the drain.
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for signum in signals:
             log.info("shutdown.signal", signal=signal.Signals(signum).name)
             stop.set()
-            return
 
 
 async def serve(
@@ -81,10 +82,12 @@ async def serve(
     *,
     handle_signals: bool = True,
     demo: bool = False,
+    listen_fd: int | None = None,
     task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run Kaleido until a signal (or `Running.stop`) asks it to stop; `demo` adds the stand-in
-    ML service and simulated traffic."""
+    ML service and simulated traffic; `listen_fd` serves HTTP on an inherited listening socket
+    (a worker of `kaleido run --workers N`) instead of binding `settings.http_bind`."""
     stop = trio.Event()
     if demo and settings.redis_url is not None and is_cluster_url(settings.redis_url):
         # The stand-in ML service reads its three streams in one XREADGROUP and answers in one
@@ -102,8 +105,12 @@ async def serve(
             if demo:
                 await start_demo(service)
             http_stop = trio.Event()
+            if listen_fd is None:
+                bind = bind_address(settings.http_host, settings.http_port)
+            else:
+                bind = f"fd://{listen_fd}"
             addresses: list[str] = await nursery.start(
-                serve_http, create_app(service), settings.http_host, settings.http_port, http_stop
+                serve_http, create_app(service), bind, http_stop
             )
             log.info("service.ready", http=addresses, settings=settings.public_dict())
             task_status.started(Running(service, addresses, stop))
@@ -125,6 +132,7 @@ async def _shutdown(service: Service, http_stop: trio.Event, deadline: float) ->
         log.warning("shutdown.deadline_passed", unfinished=unfinished)
 
 
-def run_forever(settings: Settings, **kwargs: Any) -> None:
-    """Blocking entry point: `trio.run(serve, settings)`."""
+def run_forever(settings: Settings, **kwargs: Any) -> int:
+    """Blocking entry point: `trio.run(serve, settings)`; 0 once it stopped."""
     trio.run(lambda: serve(settings, **kwargs))
+    return 0

@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -160,13 +160,11 @@ def run_ops_command(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def run_service(settings: Settings, *, demo: bool = False, cluster: bool = False) -> int:
-    """Run the service, with a private Redis and PostgreSQL when no URLs are configured
-    (``cluster``: a private Redis Cluster instead of one redis-server)."""
-    from kaleido.app import run_forever
-
+    """Run the service (in `settings.workers` processes), with a private Redis and PostgreSQL
+    when no URLs are configured (``cluster``: a private Redis Cluster instead of one
+    redis-server)."""
     if not settings.embedded:
-        run_forever(settings, demo=demo)
-        return 0
+        return _run(settings, demo)
     from kaleido.devstack import dev_stack
 
     state_dir = settings.state_dir.resolve()
@@ -177,8 +175,17 @@ def run_service(settings: Settings, *, demo: bool = False, cluster: bool = False
             redis_url=settings.redis_url or stack.redis_url,
             database_url=settings.database_url or stack.database_url,
         )
-        run_forever(settings, demo=demo)
-    return 0
+        return _run(settings, demo)
+
+
+def _run(settings: Settings, demo: bool) -> int:
+    if settings.workers > 1:
+        from kaleido.workers import run_workers
+
+        return run_workers(settings, demo=demo)
+    from kaleido.app import run_forever
+
+    return run_forever(settings, demo=demo)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -191,10 +198,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     configure_logging(settings.log_format)
     command = args.command or "run"
+    if command == "run":
+        return guarded(partial(run_service, settings, demo=args.demo, cluster=args.cluster))
+    return guarded(partial(run_ops_command, settings, args))
+
+
+def guarded(run: Callable[[], int]) -> int:
+    """Run a command; turn what it raises into an exit status and one line on stderr (a
+    configuration error: 2; another Kaleido error: 1; Ctrl-C: 0)."""
     try:
-        if command == "run":
-            return run_service(settings, demo=args.demo, cluster=args.cluster)
-        return run_ops_command(settings, args)
+        return run()
     except BaseException as raised:
         error = _unwrap(raised)
         if isinstance(error, KeyboardInterrupt):

@@ -40,6 +40,11 @@ class KeyLayout:
         return f"{self.prefix}view:layout"
 
     @property
+    def synced_at(self) -> str:
+        """Unix time of the last successful sync, by whichever process ran it."""
+        return f"{self.prefix}view:synced_at"
+
+    @property
     def lock(self) -> str:
         """The syncer's lock; the same name as v1's, so the two never sync at once."""
         return f"{self.prefix}view:batch:lock"

@@ -29,9 +29,14 @@ _DICT_TRACEBACKS = structlog.processors.ExceptionRenderer(
 
 
 def configure_logging(
-    fmt: str = "json", level: int = logging.INFO, stream: TextIO | None = None
+    fmt: str = "json",
+    level: int = logging.INFO,
+    stream: TextIO | None = None,
+    *,
+    worker: int | None = None,
 ) -> None:
-    """Configure structlog once for the process; `fmt` is "json" or "console".
+    """Configure structlog once for the process; `fmt` is "json" or "console"; `worker` (a
+    process of `kaleido run --workers N`) is added to every line.
 
     Lines go to `stream` (default: standard error). JSON lines are serialised by orjson and
     written as bytes where the stream has a binary buffer: a consumer logs one line per
@@ -50,9 +55,12 @@ def configure_logging(
     else:
         renderer = structlog.dev.ConsoleRenderer(colors=out.isatty())
         factory = structlog.PrintLoggerFactory(file=out)
+    processors: list[Any] = [structlog.contextvars.merge_contextvars]
+    if worker is not None:
+        processors.append(_add_fields(worker=worker))
     structlog.configure(
         processors=[
-            structlog.contextvars.merge_contextvars,
+            *processors,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             _DICT_TRACEBACKS if fmt == "json" else structlog.dev.set_exc_info,
@@ -62,6 +70,14 @@ def configure_logging(
         logger_factory=factory,
         cache_logger_on_first_use=False,
     )
+
+
+def _add_fields(**fields: Any) -> Any:
+    def add(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+        event.update(fields)
+        return event
+
+    return add
 
 
 def _json_bytes(event: Any, **_: Any) -> bytes:

@@ -1,10 +1,40 @@
-"""The process's own counters, as prometheus-client metrics in one private registry."""
+"""The process's own counters, as prometheus-client metrics in one private registry.
+
+Under `kaleido run --workers N` each worker writes its values into the folder named by
+`PROMETHEUS_MULTIPROC_DIR` (prometheus-client's multiprocess mode) and `exposition()` merges
+every worker's: counters add up; each gauge says how (`multiprocess_mode`): sampled facts of the
+shared Redis take the most recent sample, a worker's own state the live workers' maximum.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import os
+from pathlib import Path
+from typing import Final
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 from kaleido.messages import CONSUMER_NAMES
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# Gauges sampled from the shared Redis: every worker samples the same thing.
+SHARED: Final = "mostrecent"
+
+
+def exposition(metrics: Metrics) -> bytes:
+    """The text exposition: this process's registry, or every worker's values merged."""
+    folder = os.environ.get(MULTIPROC_ENV)
+    if not folder:
+        return generate_latest(metrics.registry)
+    merged = CollectorRegistry()
+    MultiProcessCollector(merged, folder)  # type: ignore[no-untyped-call]
+    return generate_latest(merged)
+
+
+def mark_worker_dead(folder: Path, pid: int) -> None:
+    """Drop a dead worker's live gauges (its counters stay: totals must not go down)."""
+    mark_process_dead(pid, str(folder))  # type: ignore[no-untyped-call]
 
 
 class Metrics:
@@ -34,6 +64,7 @@ class Metrics:
         self.last_sync_success = Gauge(
             "kaleido_last_sync_success_timestamp_seconds",
             "Unix time of the last successful sync",
+            multiprocess_mode="max",
             registry=r,
         )
         self.total_reads = Counter(
@@ -68,67 +99,100 @@ class Metrics:
     def _add_sampled(self, r: CollectorRegistry) -> None:
         """Gauges set by the metrics reporter (actors/metrics_reporter.py) every few seconds."""
         self.redis_memory_used = Gauge(
-            "kaleido_redis_memory_used_bytes", "Redis INFO used_memory", registry=r
+            "kaleido_redis_memory_used_bytes",
+            "Redis INFO used_memory",
+            multiprocess_mode=SHARED,
+            registry=r,
         )
         self.redis_memory_max = Gauge(
-            "kaleido_redis_memory_max_bytes", "Redis maxmemory (0: no limit)", registry=r
+            "kaleido_redis_memory_max_bytes",
+            "Redis maxmemory (0: no limit)",
+            multiprocess_mode=SHARED,
+            registry=r,
         )
         self.redis_memory_ratio = Gauge(
-            "kaleido_redis_memory_ratio", "used_memory / maxmemory (0 when unlimited)", registry=r
+            "kaleido_redis_memory_ratio",
+            "used_memory / maxmemory (0 when unlimited)",
+            multiprocess_mode=SHARED,
+            registry=r,
         )
         self.redis_evicted_keys = Gauge(
             "kaleido_redis_evicted_keys", "Redis INFO evicted_keys (since the server started)",
-            registry=r,
+            multiprocess_mode=SHARED, registry=r,
         )  # fmt: skip
         self.redis_keyspace = Gauge(
             "kaleido_redis_keyspace_lookups",
             "Redis INFO keyspace_hits / keyspace_misses (since the server started)",
             ["result"],
+            multiprocess_mode=SHARED,
             registry=r,
         )
+        self.redis_node_memory_used = Gauge(
+            "kaleido_redis_node_memory_used_bytes", "used_memory of each master (host:port)",
+            ["node"], multiprocess_mode=SHARED, registry=r,
+        )  # fmt: skip
+        self.redis_node_memory_max = Gauge(
+            "kaleido_redis_node_memory_max_bytes", "maxmemory of each master (0: no limit)",
+            ["node"], multiprocess_mode=SHARED, registry=r,
+        )  # fmt: skip
+        self.redis_node_evicted_keys = Gauge(
+            "kaleido_redis_node_evicted_keys", "evicted_keys of each master",
+            ["node"], multiprocess_mode=SHARED, registry=r,
+        )  # fmt: skip
         self.pending_views = Gauge(
             "kaleido_pending_views",
             "Posts with views not yet synced (HLEN of view:{q}:counts, summed over partitions)",
-            registry=r,
+            multiprocess_mode=SHARED, registry=r,
         )  # fmt: skip
         self.stream_length = Gauge(
-            "kaleido_stream_length", "Entries in the stream (XLEN)", ["stream"], registry=r
+            "kaleido_stream_length",
+            "Entries in the stream (XLEN)",
+            ["stream"],
+            multiprocess_mode=SHARED,
+            registry=r,
         )
         self.stream_lag = Gauge(
             "kaleido_stream_lag", "Entries not yet delivered to the group", ["stream", "group"],
-            registry=r,
+            multiprocess_mode=SHARED, registry=r,
         )  # fmt: skip
         self.stream_pending = Gauge(
             "kaleido_stream_pending", "Entries delivered, not acknowledged", ["stream", "group"],
-            registry=r,
+            multiprocess_mode=SHARED, registry=r,
         )  # fmt: skip
         self.stream_oldest_pending_age = Gauge(
             "kaleido_stream_oldest_pending_age_seconds",
             "Age of the oldest pending entry (from its id), 0 when none",
             ["stream", "group"],
+            multiprocess_mode=SHARED,
             registry=r,
         )
         self.stream_idle_consumers = Gauge(
             "kaleido_stream_idle_consumers",
             "Consumers of the group idle longer than the reporter's limit",
             ["stream", "group"],
+            multiprocess_mode=SHARED,
             registry=r,
         )
         self.dlq_size = Gauge(
-            "kaleido_dlq_size", "Entries in the stream's dead-letter queue", ["stream"], registry=r
+            "kaleido_dlq_size",
+            "Entries in the stream's dead-letter queue",
+            ["stream"],
+            multiprocess_mode=SHARED,
+            registry=r,
         )
         self.seconds_since_sync = Gauge(
             "kaleido_seconds_since_last_good_sync",
             "Seconds since the last successful sync (since start-up while there was none)",
+            multiprocess_mode="livemin",
             registry=r,
         )
         self.breaker_state = Gauge(
             "kaleido_breaker_state", "1 for the breaker's current state", ["breaker", "state"],
-            registry=r,
+            multiprocess_mode="livemax", registry=r,
         )  # fmt: skip
         self.breaker_failure_rate = Gauge(
             "kaleido_breaker_failure_rate", "Failure rate in the breaker's window (percent)",
-            ["breaker"], registry=r,
+            ["breaker"], multiprocess_mode="livemax", registry=r,
         )  # fmt: skip
         self.breaker_transitions = Counter(
             "kaleido_breaker_transitions", "Circuit breaker state changes, by the state entered",
@@ -136,7 +200,7 @@ class Metrics:
         )  # fmt: skip
         self.breaker_rejected = Gauge(
             "kaleido_breaker_rejected_calls", "Calls refused by the open breaker", ["breaker"],
-            registry=r,
+            multiprocess_mode="livesum", registry=r,
         )  # fmt: skip
         self.samples = Counter(
             "kaleido_metrics_samples", "Metrics reporter samples by result", ["result"], registry=r
@@ -144,6 +208,7 @@ class Metrics:
         self.last_sample = Gauge(
             "kaleido_metrics_last_sample_timestamp_seconds",
             "Unix time of the last successful sample",
+            multiprocess_mode="max",
             registry=r,
         )
 

@@ -20,6 +20,8 @@ from kaleido.errors import ConfigError
 from kaleido.redis_url import is_cluster_url, parse_cluster_url, redact_cluster_url
 
 ENV_PREFIX = "KALEIDO_"
+# More processes than this on one machine is a typo, not a deployment.
+MAX_WORKERS = 64
 # A stored key is `prefix + "post:views:..."`; keep prefixes to a safe, greppable alphabet.
 _PREFIX_RE = re.compile(r"^[A-Za-z0-9_.:{}-]{0,64}$")
 _INSTANCE_RE = re.compile(r"^[A-Za-z0-9_.-]{0,64}$")
@@ -61,6 +63,7 @@ class Settings:
     state_dir: Path = Path(".state")
     shutdown_deadline: float = 10.0
     metrics_interval: float = 5.0
+    workers: int = 1
 
     @property
     def http_bind(self) -> str:
@@ -154,6 +157,13 @@ def _partitions(text: str) -> int:
     return value
 
 
+def _workers(text: str) -> int:
+    value = _positive_int(text)
+    if value > MAX_WORKERS:
+        raise ValueError(f"expected from 1 to {MAX_WORKERS} workers, got {text!r}")
+    return value
+
+
 def _token(text: str) -> str:
     if len(text) < 16:
         raise ValueError("the admin token must be at least 16 characters long")
@@ -208,6 +218,7 @@ _OPTIONS: dict[str, tuple[Callable[[str], Any], str]] = {
     "state_dir": (Path, "folder for the private servers' data (default .state)"),
     "shutdown_deadline": (_positive_float, "seconds a graceful shutdown may take (default 10)"),
     "metrics_interval": (_positive_float, "seconds between metrics samples of Redis (default 5)"),
+    "workers": (_workers, "service processes sharing the HTTP port (default 1)"),
 }
 
 
@@ -245,6 +256,21 @@ def load_settings(environ: Mapping[str, str], args: argparse.Namespace | None = 
         else:
             values[name] = value
     return Settings(**values)
+
+
+def settings_to_env(settings: Settings) -> dict[str, str]:
+    """The `KALEIDO_*` variables that `load_settings` turns back into `settings` (how a worker
+    process receives the supervisor's configuration, flags included)."""
+    env: dict[str, str] = {}
+    for name in _OPTIONS:
+        if name == "http_bind":
+            host = f"[{settings.http_host}]" if ":" in settings.http_host else settings.http_host
+            value: Any = f"{host}:{settings.http_port}"
+        else:
+            value = getattr(settings, name)
+        if value is not None:
+            env[ENV_PREFIX + name.upper()] = str(value)
+    return env
 
 
 def settings_from_argv(argv: Sequence[str], environ: Mapping[str, str]) -> Settings:

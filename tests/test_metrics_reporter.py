@@ -18,6 +18,7 @@ from kaleido.messages import CONSUMER_GROUP, INSIGHTS_STREAM
 from kaleido.metrics import Metrics
 from kaleido.settings import Settings
 from kaleido.views.legacy import LegacyKeys
+from kaleido.views.store import mark_synced
 
 from .conftest import with_settings
 from .waiting import wait_until
@@ -77,6 +78,13 @@ async def test_one_sample_fills_the_gauges(backends: Backends) -> None:
     ratio = gauge(reporter, "kaleido_redis_memory_ratio")  # of the fullest master
     assert used and ratio
     assert used / limit - 1e-9 <= ratio <= used / (limit / masters) + 1e-9
+    nodes = await redis.master_names()  # one series per master ("redis" for a single one)
+    per_node = [gauge(reporter, "kaleido_redis_node_memory_used_bytes", node=n or "redis")
+                for n in nodes]  # fmt: skip
+    assert all(per_node) and sum(v for v in per_node if v) == pytest.approx(used, rel=0.05)
+    for n in nodes:
+        node_max = gauge(reporter, "kaleido_redis_node_memory_max_bytes", node=n or "redis")
+        assert node_max == 200 * 1024 * 1024
     assert gauge(reporter, "kaleido_breaker_state", breaker="redis", state="closed") == 1
     assert gauge(reporter, "kaleido_breaker_state", breaker="redis", state="open") == 0
     assert gauge(reporter, "kaleido_views_total", outcome="rejected") == 5
@@ -149,6 +157,23 @@ async def test_a_stale_sync_raises_an_alert_until_a_sync_succeeds(backends: Back
     reporter.metrics.last_sync_success.set(time.time())
     await reporter.sample_once()
     assert "sync_stale" not in reporter.alerts.active
+
+
+async def test_a_sync_by_another_process_is_not_stale(backends: Backends) -> None:
+    """With several workers (or machines) the lock holder syncs: the others see its syncs."""
+    reporter = reporter_of(backends, sync_interval=0.01)
+
+    async def stale() -> bool:
+        await reporter.sample_once()
+        return "sync_stale" in reporter.alerts.active
+
+    await wait_until(stale)
+    await mark_synced(backends.redis, backends.keys, time.time())  # as another worker's sync does
+    await reporter.sample_once()  # reads it
+    await reporter.sample_once()  # uses it
+    assert "sync_stale" not in reporter.alerts.active
+    age = gauge(reporter, "kaleido_seconds_since_last_good_sync")
+    assert age is not None and age < 5
 
 
 async def test_lag_over_the_limit_raises_an_alert_until_it_is_read(backends: Backends) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import trio
 from redis.crc import key_slot
@@ -10,6 +12,7 @@ from kaleido.gateways import Backends, open_backends
 from kaleido.settings import Settings
 from kaleido.views import ledger
 from kaleido.views.dedup import BUCKET_CAP
+from kaleido.views.store import last_synced
 from kaleido.views.totals import read_total
 
 from .conftest import with_settings
@@ -81,6 +84,8 @@ async def test_sync_writes_counts_and_clears_exactly_what_it_wrote(backends: Bac
     report = await sync_of(backends).run_once()
     assert (report.batches, report.posts, report.views) == (2, 2, 7)  # a batch per partition
     assert await pg_view_counts(backends) == {1: 5, 2: 2}
+    synced_at = await last_synced(backends.redis, backends.keys)  # for every process to see
+    assert synced_at is not None and abs(synced_at - time.time()) < 60
     assert await redis_leftovers(backends) == []
     # the dedup flags stay: the same users viewing again are still duplicates
     assert (await store.record([(1, 1)]))[0] == [False]

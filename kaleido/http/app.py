@@ -32,17 +32,23 @@ def create_app(service: Service) -> Starlette:
     return app
 
 
+def bind_address(host: str, port: int) -> str:
+    """hypercorn's form of HOST:PORT (IPv6 hosts in brackets)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 async def serve_http(
     app: Any,
-    host: str,
-    port: int,
+    bind: str,
     shutdown: trio.Event,
     *,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve until `shutdown` is set, then drain open requests (hypercorn's graceful timeout)."""
+    """Serve on `bind` (HOST:PORT, or `fd://N`: a listening socket inherited from the worker
+    supervisor) until `shutdown` is set, then drain open requests (hypercorn's graceful
+    timeout)."""
     config = Config()
-    config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    config.bind = [bind]
     config.accesslog = None
     config.errorlog = None
     config.graceful_timeout = 5.0

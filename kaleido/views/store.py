@@ -360,6 +360,23 @@ class ViewStore:
     async def pending_size(self) -> int:
         return await pending_posts(self.redis, self.keys)
 
+    async def mark_synced(self, at: float) -> None:
+        await mark_synced(self.redis, self.keys, at)
+
+
+async def mark_synced(redis: RedisGateway, keys: KeyLayout, at: float) -> None:
+    """Record a successful sync where every process (and machine) sees it."""
+    await redis.execute("SET", keys.synced_at, repr(at))
+
+
+async def last_synced(redis: RedisGateway, keys: KeyLayout) -> float | None:
+    """When some process last synced successfully; None if never (or unknown)."""
+    value = await redis.execute("GET", keys.synced_at)
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
 
 async def pending_posts(redis: RedisGateway, keys: KeyLayout) -> int:
     """Posts with views not yet moved into a sync batch: every partition's HLEN, plus v1's

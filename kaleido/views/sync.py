@@ -15,6 +15,7 @@ During a takeover of a v1 Redis, v1's counters and batches go through the same s
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
@@ -24,7 +25,7 @@ import trio
 
 from kaleido import failpoints
 from kaleido.concurrency import first_error
-from kaleido.errors import RedisOutOfMemory
+from kaleido.errors import BackendError, RedisOutOfMemory
 from kaleido.gateways import PostgresGateway
 from kaleido.logs import get_logger
 from kaleido.views import ledger
@@ -57,6 +58,10 @@ class ViewSync:
         report = await self._sync()
         if replayed is None:  # Redis was full: the sync freed memory, try once more
             replayed = await self._replay(replayer)
+        try:  # for every process's staleness alert; the sync itself is done either way
+            await self.store.mark_synced(time.time())
+        except BackendError as exc:
+            log.warning("sync.unmarked", error=str(exc))
         return attrs.evolve(report, journal_views=replayed.views if replayed else 0)
 
     async def _replay(self, replayer: JournalReplayer) -> ReplayReport | None:
