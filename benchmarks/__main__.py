@@ -23,7 +23,7 @@ from collections.abc import Sequence
 import attrs
 import trio
 
-from . import bench_cluster, bench_http, bench_streams, bench_sync, bench_views
+from . import bench_cluster, bench_http, bench_streams, bench_sync, bench_views, bench_workers
 from .common import (
     ROOT,
     Outcome,
@@ -45,6 +45,8 @@ SCENARIOS: dict[str, Scenario] = {
     "http": bench_http.http,
     "memory": bench_views.memory,
     "cluster": bench_cluster.cluster_ingest,
+    "workers": bench_workers.workers,
+    "ceiling": bench_workers.ceiling,
 }
 RESULTS_MD = ROOT / "benchmarks" / "RESULTS.md"
 

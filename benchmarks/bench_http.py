@@ -113,8 +113,11 @@ def combined(rounds: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 @contextmanager
-def service(settings: Settings, port: int, log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """`python run.py` on the bench's servers; stopped with SIGTERM (then SIGKILL)."""
+def service(
+    settings: Settings, port: int, log: Path, workers: int = 1
+) -> Iterator[subprocess.Popen[bytes]]:
+    """`python run.py` (in `workers` processes) on the bench's servers; stopped with SIGTERM
+    (then SIGKILL)."""
     env = {
         **os.environ,
         "KALEIDO_REDIS_URL": str(settings.redis_url),
@@ -122,6 +125,7 @@ def service(settings: Settings, port: int, log: Path) -> Iterator[subprocess.Pop
         "KALEIDO_HTTP_BIND": f"127.0.0.1:{port}",
         "KALEIDO_SYNC_INTERVAL": "3600",
         "KALEIDO_LOG_FORMAT": "json",
+        "KALEIDO_WORKERS": str(workers),
     }
     with log.open("wb") as out:
         process = subprocess.Popen(
@@ -150,13 +154,15 @@ def _ready(url: str) -> bool:
         return False
 
 
-async def wait_ready(process: subprocess.Popen[bytes], port: int, log: Path) -> None:
+async def wait_ready(
+    process: subprocess.Popen[bytes], port: int, log: Path, path: str = "/readyz"
+) -> None:
     deadline = time.monotonic() + READY_TIMEOUT
     while time.monotonic() < deadline:
         if process.poll() is not None:
             output = await trio.Path(log).read_text()
             raise RuntimeError(f"the service exited ({process.returncode}):\n{output}")
-        if await trio.to_thread.run_sync(_ready, f"http://127.0.0.1:{port}/readyz"):
+        if await trio.to_thread.run_sync(_ready, f"http://127.0.0.1:{port}{path}"):
             return
         await trio.sleep(0.2)
     output = await trio.Path(log).read_text()
