@@ -38,6 +38,21 @@ def pids_under(folder: Path) -> list[int]:
     return found
 
 
+def children(pid: int) -> list[int]:
+    """Live child processes of `pid`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z" and int(fields[1]) == pid:
+            found.append(int(entry.name))
+    return sorted(found)
+
+
 def kaleido_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("KALEIDO_")}
     env.update(extra)

@@ -20,7 +20,7 @@ from kaleido.ops.streams import read_streams
 from kaleido.settings import Settings, load_settings, settings_to_env
 from kaleido.workers import worker_instance
 
-from .processes import free_port, kaleido_env, start_kaleido, wait_exit, wait_ready
+from .processes import children, free_port, kaleido_env, start_kaleido, wait_exit, wait_ready
 from .waiting import wait_until
 
 ADMIN = "test-admin-token-0123456789"
@@ -58,21 +58,6 @@ def test_worker_instances_are_stable_and_distinct() -> None:
 
 
 # ---------------------------------------------------------------- the processes
-
-
-def children(pid: int) -> list[int]:
-    """Live child processes of `pid`."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if fields[0] != "Z" and int(fields[1]) == pid:
-            found.append(int(entry.name))
-    return sorted(found)
 
 
 def alive(pid: int) -> bool:

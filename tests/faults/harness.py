@@ -18,6 +18,7 @@ import trio
 
 from kaleido.gateways import PostgresGateway, open_backends
 from kaleido.messages import CONSUMER_GROUP, INSIGHTS_STREAM
+from kaleido.redis_url import is_cluster_url, parse_cluster_url
 from kaleido.settings import Settings
 
 from ..processes import free_port, kaleido_env, start_kaleido, wait_exit, wait_ready
@@ -38,6 +39,7 @@ class ServiceProcess:
     proc: subprocess.Popen[bytes] | None = None
     extra_env: dict[str, str] = attrs.Factory(dict)
     log_path: Path | None = None  # its stderr (JSON logs), appended across restarts
+    args: list[str] = attrs.Factory(list)  # e.g. ["--workers", "2"]
 
     @property
     def base_url(self) -> str:
@@ -54,10 +56,10 @@ class ServiceProcess:
             **self.extra_env,
         )
         if self.log_path is None:
-            self.proc = start_kaleido([], env)
+            self.proc = start_kaleido(self.args, env)
         else:
             with self.log_path.open("ab") as log:
-                self.proc = start_kaleido([], env, log)
+                self.proc = start_kaleido(self.args, env, log)
         return await wait_ready(self.port, self.proc, timeout)
 
     def kill(self) -> None:
@@ -211,6 +213,14 @@ async def stuck_entries(settings: Settings) -> int:
     return int(pending["pending"] if isinstance(pending, dict) else pending[0]) + int(dead)
 
 
+def sync_client(url: str) -> sync_redis.Redis | sync_redis.RedisCluster:
+    """A blocking client of a single Redis or (a `redis+cluster://` URL) a Redis Cluster."""
+    if not is_cluster_url(url):
+        return sync_redis.Redis.from_url(url, socket_timeout=2)
+    host, port = parse_cluster_url(url).nodes[0]
+    return sync_redis.RedisCluster(host=host, port=port, socket_timeout=2)
+
+
 @attrs.define
 class EntryWorkload:
     """Writes `ml-insights-results` entries as the ML service would (one media id each) and
@@ -221,7 +231,7 @@ class EntryWorkload:
     added: list[int] = attrs.Factory(list)
 
     async def run(self, stop: trio.Event, pause: float = 0.01) -> None:
-        client = sync_redis.Redis.from_url(self.redis_url, socket_timeout=2)
+        client = sync_client(self.redis_url)
         try:
             while not stop.is_set():
                 media = self.next_media
@@ -246,6 +256,8 @@ class EntryWorkload:
             client.close()
 
     async def applied(self, postgres: PostgresGateway) -> set[int]:
+        if not self.added:
+            return set()
         rows = await postgres.fetch(
             "SELECT media_id FROM media_ai_insights WHERE media_id = ANY($1::bigint[]) "
             "AND 'tagging' = ANY(services_completed)",

@@ -33,6 +33,7 @@ from kaleido.views.dedup import BUCKET_CAP
 
 from ..conftest import REPO
 from ..waiting import wait_until
+from .conftest import REPORT
 from .harness import (
     EntryWorkload,
     ServiceProcess,
@@ -46,12 +47,7 @@ from .harness import (
 
 pytestmark = pytest.mark.slow
 
-REPORT = Path(__file__).with_name("REPORT.md")
 ROWS_WITH_POSTS = 30  # posts 31-40 have no row: their views go to the backlog
-REPORT_HEADER = (
-    "| fault | views lost | views doubled | entries lost | entries stuck | recovery | note |\n"
-    "|---|---|---|---|---|---|---|\n"
-)
 
 
 @attrs.define
@@ -72,11 +68,6 @@ class Outcome:
     views: Tally
     entries_lost: int
     entries_stuck: int
-
-
-@pytest.fixture(scope="session", autouse=True)
-def report_file() -> None:
-    REPORT.write_text(REPORT_HEADER)
 
 
 @pytest.fixture

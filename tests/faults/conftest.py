@@ -1,0 +1,18 @@
+"""The fault suite's report: one table, a row per scenario, rewritten by each session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPORT = Path(__file__).with_name("REPORT.md")
+REPORT_HEADER = (
+    "| fault | views lost | views doubled | entries lost | entries stuck | recovery | note |\n"
+    "|---|---|---|---|---|---|---|\n"
+)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def report_file() -> None:
+    REPORT.write_text(REPORT_HEADER)
