@@ -1,8 +1,10 @@
 """`kaleido run --workers N`: one supervisor process binds the public port and keeps N service
 processes serving on it.
 
-- The supervisor listens once and every worker inherits that socket: they accept from one queue,
-  so the kernel hands a connection to whichever worker is waiting, and port 0 works too.
+- Every worker listens on the public port with SO_REUSEPORT, so the kernel spreads connections
+  evenly over the workers' own accept queues (one shared socket would let whichever worker
+  wakes first take most of a client's keep-alive connections). The supervisor binds the port
+  first without listening: it picks the port when 0 is asked and holds it across restarts.
 - Worker i runs every actor under the instance name `{instance}-w{i}` (`w{i}` with none set): its
   consumer names survive a restart, so a restarted worker finds its own pending entries (the
   others reclaim them meanwhile). The sync lock keeps one sync at a time across all of them.
@@ -38,7 +40,6 @@ log = get_logger("kaleido.workers")
 
 # Internal variables a worker process reads (beside the KALEIDO_* settings).
 WORKER_INDEX_ENV = "KALEIDO_WORKER_INDEX"
-WORKER_FD_ENV = "KALEIDO_WORKER_FD"
 WORKER_DEMO_ENV = "KALEIDO_WORKER_DEMO"
 WORKER_PARENT_ENV = "KALEIDO_WORKER_PARENT"
 
@@ -57,18 +58,20 @@ def worker_instance(instance: str, index: int) -> str:
     return f"{instance}-w{index}" if instance else f"w{index}"
 
 
-def listen(host: str, port: int) -> socket.socket:
-    """The public listening socket, inheritable by the workers."""
+def bind_shared(host: str, port: int, *, listen: bool) -> socket.socket:
+    """A socket on (host, port) that other SO_REUSEPORT sockets of this user may share. Only
+    listening ones receive connections: the supervisor's, bound only, just holds the port."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((host, port))
-        sock.listen(LISTEN_BACKLOG)
+        if listen:
+            sock.listen(LISTEN_BACKLOG)
     except OSError:
         sock.close()
         raise
-    sock.set_inheritable(True)
     return sock
 
 
@@ -85,10 +88,9 @@ def metrics_folder() -> Iterator[Path]:
 
 @attrs.define
 class WorkerPool:
-    """Keeps `settings.workers` processes running on the listening socket `fd`."""
+    """Keeps `settings.workers` processes serving on `settings.http_port`."""
 
     settings: Settings
-    fd: int
     metrics_dir: Path
     demo: bool = False
     stopping: trio.Event = attrs.Factory(trio.Event)
@@ -127,7 +129,6 @@ class WorkerPool:
         env = {k: v for k, v in os.environ.items() if not k.startswith("KALEIDO_")}
         env.update(settings_to_env(attrs.evolve(self.settings, workers=1)))
         env[WORKER_INDEX_ENV] = str(index)
-        env[WORKER_FD_ENV] = str(self.fd)
         env[WORKER_PARENT_ENV] = str(os.getpid())
         env[MULTIPROC_ENV] = str(self.metrics_dir)
         if self.demo and index == 0:  # one stand-in ML service and one set of simulated users
@@ -141,7 +142,6 @@ class WorkerPool:
             process = await trio.lowlevel.open_process(
                 [sys.executable, "-m", "kaleido.workers"],
                 env=self.environment(index),
-                pass_fds=(self.fd,),
             )
             self.processes[index] = process
             log.info("worker.started", worker=index, pid=process.pid)
@@ -179,9 +179,11 @@ class WorkerPool:
 
 def run_workers(settings: Settings, *, demo: bool = False) -> int:
     """The supervisor's blocking entry point; returns its exit status."""
-    with listen(settings.http_host, settings.http_port) as sock, metrics_folder() as folder:
-        pool = WorkerPool(settings, sock.fileno(), folder, demo=demo)
-        return trio.run(pool.run)
+    with bind_shared(settings.http_host, settings.http_port, listen=False) as held:
+        port = held.getsockname()[1]
+        with metrics_folder() as folder:
+            pool = WorkerPool(attrs.evolve(settings, http_port=port), folder, demo=demo)
+            return trio.run(pool.run)
 
 
 # ---------------------------------------------------------------------- the worker process
@@ -191,11 +193,14 @@ def run_workers(settings: Settings, *, demo: bool = False) -> int:
 PARENT_CHECK = 1.0
 
 
-async def _serve_worker(settings: Settings, demo: bool, fd: int, parent: int) -> None:
-    """`serve` on the inherited socket; stops it if the supervisor dies (no one else would).
+async def _serve_worker(settings: Settings, demo: bool, parent: int) -> None:
+    """`serve` on this worker's share of the port; stops it if the supervisor dies (no one else
+    would).
 
     Polling the parent rather than PR_SET_PDEATHSIG: that signal fires when the *thread* that
     spawned us ends, and trio spawns processes from short-lived worker threads."""
+    # hypercorn adopts the descriptor (and closes it): detached, so it is closed only once.
+    fd = bind_shared(settings.http_host, settings.http_port, listen=True).detach()
     async with trio.open_nursery() as nursery:
 
         async def run(task_status: trio.TaskStatus[Running]) -> None:
@@ -219,9 +224,8 @@ def worker_main() -> int:
     configure_logging(settings.log_format, worker=index)
     settings = attrs.evolve(settings, instance=worker_instance(settings.instance, index))
     demo = os.environ.get(WORKER_DEMO_ENV) == "1"
-    fd = int(os.environ[WORKER_FD_ENV])
     parent = int(os.environ[WORKER_PARENT_ENV])
-    return guarded(lambda: trio.run(_serve_worker, settings, demo, fd, parent) or 0)
+    return guarded(lambda: trio.run(_serve_worker, settings, demo, parent) or 0)
 
 
 if __name__ == "__main__":
