@@ -123,6 +123,7 @@ def service(
         "KALEIDO_REDIS_URL": str(settings.redis_url),
         "KALEIDO_DATABASE_URL": str(settings.database_url),
         "KALEIDO_HTTP_BIND": f"127.0.0.1:{port}",
+        "KALEIDO_OPS_BIND": f"127.0.0.1:{free_port()}",
         "KALEIDO_SYNC_INTERVAL": "3600",
         "KALEIDO_LOG_FORMAT": "json",
         "KALEIDO_WORKERS": str(workers),

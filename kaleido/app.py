@@ -17,7 +17,8 @@ import trio
 from kaleido.demo import start_demo
 from kaleido.errors import ConfigError, TransientError
 from kaleido.gateways import Backends, open_backends
-from kaleido.http.app import bind_address, create_app, serve_http
+from kaleido.http.app import bind_address, create_app, create_ops_app, serve_http
+from kaleido.http.auth import check_exposure
 from kaleido.logs import get_logger
 from kaleido.metrics import Metrics
 from kaleido.migrate import migrate
@@ -39,6 +40,7 @@ class Running:
     service: Service
     http_addresses: list[str]
     stop: trio.Event
+    ops_addresses: list[str] = attrs.Factory(list)
 
 
 async def prepare_schema(backends: Backends, wait: float = SCHEMA_WAIT) -> None:
@@ -82,12 +84,13 @@ async def serve(
     *,
     handle_signals: bool = True,
     demo: bool = False,
-    listen_fd: int | None = None,
+    listen_fds: tuple[int, int] | None = None,
     task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run Kaleido until a signal (or `Running.stop`) asks it to stop; `demo` adds the stand-in
-    ML service and simulated traffic; `listen_fd` serves HTTP on an inherited listening socket
-    (a worker of `kaleido run --workers N`) instead of binding `settings.http_bind`."""
+    ML service and simulated traffic; `listen_fds` (public, ops) serve HTTP on listening sockets
+    made by a worker of `kaleido run --workers N` instead of binding the two addresses."""
+    check_exposure(settings)
     stop = trio.Event()
     if demo and settings.redis_url is not None and is_cluster_url(settings.redis_url):
         # The stand-in ML service reads its three streams in one XREADGROUP and answers in one
@@ -105,15 +108,21 @@ async def serve(
             if demo:
                 await start_demo(service)
             http_stop = trio.Event()
-            if listen_fd is None:
-                bind = bind_address(settings.http_host, settings.http_port)
+            if listen_fds is None:
+                binds = (
+                    bind_address(settings.http_host, settings.http_port),
+                    bind_address(settings.ops_host, settings.ops_port),
+                )
             else:
-                bind = f"fd://{listen_fd}"
+                binds = (f"fd://{listen_fds[0]}", f"fd://{listen_fds[1]}")
             addresses: list[str] = await nursery.start(
-                serve_http, create_app(service), bind, http_stop
+                serve_http, create_app(service), binds[0], http_stop
             )
-            log.info("service.ready", http=addresses, settings=settings.public_dict())
-            task_status.started(Running(service, addresses, stop))
+            ops: list[str] = await nursery.start(
+                serve_http, create_ops_app(service), binds[1], http_stop
+            )
+            log.info("service.ready", http=addresses, ops=ops, settings=settings.public_dict())
+            task_status.started(Running(service, addresses, stop, ops))
             await stop.wait()
             await _shutdown(service, http_stop, settings.shutdown_deadline)
             nursery.cancel_scope.cancel()

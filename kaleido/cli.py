@@ -24,6 +24,7 @@ import attrs
 import trio
 
 from kaleido.errors import ConfigError, KaleidoError
+from kaleido.http.auth import ROLES, mint_token
 from kaleido.logs import configure_logging, get_logger
 from kaleido.messages import INBOUND_STREAMS
 from kaleido.ops.doctor import DLQ_INTERVAL
@@ -83,6 +84,12 @@ def _positive_count(text: str) -> int:
     return int(text)
 
 
+def _user_id(text: str) -> int:
+    if not text.isdigit() or not 0 < int(text) < 2**63:
+        raise argparse.ArgumentTypeError(f"expected a positive 64-bit user id, got {text!r}")
+    return int(text)
+
+
 def _entry_id(text: str) -> str:
     if not ENTRY_ID.match(text):
         raise argparse.ArgumentTypeError(
@@ -124,8 +131,15 @@ def _add_ops_commands(sub: Any) -> None:
         else:
             parser.add_argument("--yes", action="store_true", help="really delete them")
         add_arguments(parser)
+    token = sub.add_parser("token", help="print a signed test JWT (from KALEIDO_JWT_SECRET)")
+    token.add_argument("--user-id", type=_user_id, required=True, metavar="ID")
+    token.add_argument("--role", choices=ROLES, default=ROLES[0])
+    token.add_argument("--ttl", type=_positive_seconds, default=3600.0, metavar="SECONDS",
+                       help="seconds until it expires (default 3600)")  # fmt: skip
+    token.add_argument("--username", help="the sub claim (default user<ID>)")
+    add_arguments(token)
     top = sub.add_parser("top", help="live dashboard (Ctrl-C to quit)")
-    top.add_argument("--url", help="the running service, e.g. http://127.0.0.1:8080")
+    top.add_argument("--url", help="the running service's ops listener, e.g. http://127.0.0.1:9090")
     top.add_argument("--refresh", type=_positive_seconds, default=1.0, metavar="SECONDS")
     top.add_argument("--once", action="store_true", help="print one screen and exit")
     add_arguments(top)
@@ -136,6 +150,10 @@ def run_ops_command(settings: Settings, args: argparse.Namespace) -> int:
     from kaleido import commands
 
     match args.command:
+        case "token":
+            print(mint_token(settings, args.user_id, args.role, ttl=int(args.ttl),
+                             username=args.username))  # fmt: skip
+            return 0
         case "sync":
             return trio.run(commands.sync_now, settings)
         case "doctor":

@@ -8,7 +8,7 @@ item. Store-then-publish means a publish failure leaves the post stored and rais
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -245,10 +245,14 @@ async def insert_post(postgres: PostgresGateway, post: NewPost) -> None:
 
 
 async def replace_media(
-    postgres: PostgresGateway, post_id: int, media: Sequence[MediaItem]
+    postgres: PostgresGateway,
+    post_id: int,
+    media: Sequence[MediaItem],
+    may_edit: Callable[[int], None] | None = None,
 ) -> tuple[int, int]:
     """Make `media` the post's media list (PUT semantics): delete the items not in it, upsert
     the rest with their positions. Returns (the post's user id, how many items were removed).
+    `may_edit(owner)` raises to refuse the change (in the transaction, before anything changed).
 
     Raises PostNotFound, MediaTaken (nothing changed then) or the backend error.
     """
@@ -260,6 +264,8 @@ async def replace_media(
         )
         if user_id is None:
             raise PostNotFound(f"post {post_id} does not exist")
+        if may_edit is not None:
+            may_edit(int(user_id))
         removed = await tx.fetch(
             "DELETE FROM post_media WHERE post_id = $1 AND NOT media_id = ANY($2::bigint[]) "
             "RETURNING media_id",
@@ -358,13 +364,19 @@ class Posts:
         ids = await self._publish(POST_IMAGE_STREAM, post.post_id, post.user_id, post.media)
         return Published(post.post_id, len(post.media), ids)
 
-    async def replace_media(self, post_id: int, media: Sequence[MediaItem]) -> Published:
-        """Replace the post's media list, then publish `post-update-processing` per item.
+    async def replace_media(
+        self,
+        post_id: int,
+        media: Sequence[MediaItem],
+        may_edit: Callable[[int], None] | None = None,
+    ) -> Published:
+        """Replace the post's media list, then publish `post-update-processing` per item;
+        `may_edit(owner)` may refuse it by raising.
 
         Raises ValueError, PostNotFound, MediaTaken, the backend error, or PublishFailed.
         """
         check_media(media)
-        user_id, removed = await replace_media(self.postgres, post_id, media)
+        user_id, removed = await replace_media(self.postgres, post_id, media, may_edit)
         ids = await self._publish(POST_UPDATE_STREAM, post_id, user_id, media)
         return Published(post_id, len(media), ids, removed)
 

@@ -7,6 +7,8 @@ is one line naming the variable and what is wrong; the command line turns it int
 from __future__ import annotations
 
 import argparse
+import base64
+import binascii
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -51,7 +53,13 @@ class Settings:
     database_url: str | None = attrs.field(default=None, repr=redact_url)
     http_host: str = "127.0.0.1"
     http_port: int = 8080
+    ops_host: str = "127.0.0.1"
+    ops_port: int = 9090
     admin_token: str | None = attrs.field(default=None, repr=lambda v: "***" if v else "None")
+    # base64 text of the key, as the Kaleidoscope backend's JWT_SECRET
+    jwt_secret: str | None = attrs.field(default=None, repr=lambda v: "***" if v else "None")
+    service_token: str | None = attrs.field(default=None, repr=lambda v: "***" if v else "None")
+    auth: str = "on"  # "off": user routes without auth even on a non-loopback bind
     sync_interval: float = 300.0
     view_dedup_ttl: int = 86400
     view_partitions: int = 64
@@ -79,7 +87,8 @@ class Settings:
         out = attrs.asdict(self)
         out["redis_url"] = redact_url(self.redis_url)
         out["database_url"] = redact_url(self.database_url)
-        out["admin_token"] = "***" if self.admin_token else None
+        for secret in ("admin_token", "jwt_secret", "service_token"):
+            out[secret] = "***" if out[secret] else None
         out["state_dir"] = str(self.state_dir)
         return out
 
@@ -170,6 +179,29 @@ def _token(text: str) -> str:
     return text
 
 
+def _service_token(text: str) -> str:
+    if len(text) < 32:
+        raise ValueError("the service token must be at least 32 characters long")
+    return text
+
+
+def jwt_key(secret: str) -> bytes:
+    """The HS256 key: `secret` base64-decoded, as the Kaleidoscope backend does; ValueError if
+    it is not base64 or shorter than 256 bits (which that backend's JWT library refuses too)."""
+    try:
+        key = base64.b64decode(secret.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("expected the base64 text of the key (the backend's JWT_SECRET)") from None
+    if len(key) < 32:
+        raise ValueError(f"the key is {len(key) * 8} bits; HS256 needs at least 256")
+    return key
+
+
+def _jwt_secret(text: str) -> str:
+    jwt_key(text)
+    return text.strip()
+
+
 def _pattern(regex: re.Pattern[str], what: str) -> Callable[[str], str]:
     def parse(text: str) -> str:
         if not regex.fullmatch(text):
@@ -196,8 +228,19 @@ _OPTIONS: dict[str, tuple[Callable[[str], Any], str]] = {
         "Redis Cluster); default: a private redis-server",
     ),
     "database_url": (_database_url, "PostgreSQL URL; default: a private PostgreSQL"),
-    "http_bind": (_bind, "HOST:PORT the HTTP API listens on (default 127.0.0.1:8080)"),
+    "http_bind": (_bind, "HOST:PORT of the public listener, the /v1 user routes (127.0.0.1:8080)"),
+    "ops_bind": (_bind, "HOST:PORT of the ops listener: /metrics, admin routes (127.0.0.1:9090)"),
     "admin_token": (_token, "bearer token for the admin routes (disabled when unset)"),
+    "jwt_secret": (
+        _jwt_secret,
+        "base64 HS256 key of the Kaleidoscope backend's JWTs (its JWT_SECRET); user routes then "
+        "need a token",
+    ),
+    "service_token": (
+        _service_token,
+        "bearer token (32+ characters) of trusted backends, acting for any user",
+    ),
+    "auth": (_choice("on", "off"), "off: user routes without auth even on a non-loopback bind"),
     "sync_interval": (_positive_float, "seconds between view syncs (default 300)"),
     "view_dedup_ttl": (_positive_int, "seconds a (user, post) view is deduplicated (86400)"),
     "view_partitions": (
@@ -251,8 +294,9 @@ def load_settings(environ: Mapping[str, str], args: argparse.Namespace | None = 
             value = parse(raw)
         except ValueError as exc:
             raise ConfigError(f"{source}: {exc}") from None
-        if name == "http_bind":
-            values["http_host"], values["http_port"] = value
+        if name in ("http_bind", "ops_bind"):
+            side = name.removesuffix("_bind")
+            values[f"{side}_host"], values[f"{side}_port"] = value
         else:
             values[name] = value
     return Settings(**values)
@@ -263,9 +307,10 @@ def settings_to_env(settings: Settings) -> dict[str, str]:
     process receives the supervisor's configuration, flags included)."""
     env: dict[str, str] = {}
     for name in _OPTIONS:
-        if name == "http_bind":
-            host = f"[{settings.http_host}]" if ":" in settings.http_host else settings.http_host
-            value: Any = f"{host}:{settings.http_port}"
+        if name in ("http_bind", "ops_bind"):
+            side = name.removesuffix("_bind")
+            host, port = getattr(settings, f"{side}_host"), getattr(settings, f"{side}_port")
+            value: Any = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         else:
             value = getattr(settings, name)
         if value is not None:

@@ -1,10 +1,10 @@
 """`kaleido run --workers N`: one supervisor process binds the public port and keeps N service
 processes serving on it.
 
-- Every worker listens on the public port with SO_REUSEPORT, so the kernel spreads connections
-  evenly over the workers' own accept queues (one shared socket would let whichever worker
-  wakes first take most of a client's keep-alive connections). The supervisor binds the port
-  first without listening: it picks the port when 0 is asked and holds it across restarts.
+- Every worker listens on the public and the ops port with SO_REUSEPORT, so the kernel spreads
+  connections evenly over the workers' own accept queues (one shared socket would let whichever
+  worker wakes first take most of a client's keep-alive connections). The supervisor binds both
+  ports first without listening: it picks a port when 0 is asked and holds it across restarts.
 - Worker i runs every actor under the instance name `{instance}-w{i}` (`w{i}` with none set): its
   consumer names survive a restart, so a restarted worker finds its own pending entries (the
   others reclaim them meanwhile). The sync lock keeps one sync at a time across all of them.
@@ -32,6 +32,7 @@ import attrs
 import trio
 
 from kaleido.app import Running, serve
+from kaleido.http.auth import check_exposure
 from kaleido.logs import get_logger
 from kaleido.metrics import MULTIPROC_ENV, mark_worker_dead
 from kaleido.settings import Settings, settings_to_env
@@ -179,11 +180,15 @@ class WorkerPool:
 
 def run_workers(settings: Settings, *, demo: bool = False) -> int:
     """The supervisor's blocking entry point; returns its exit status."""
-    with bind_shared(settings.http_host, settings.http_port, listen=False) as held:
-        port = held.getsockname()[1]
-        with metrics_folder() as folder:
-            pool = WorkerPool(attrs.evolve(settings, http_port=port), folder, demo=demo)
-            return trio.run(pool.run)
+    check_exposure(settings)  # before any worker starts: one clear line, exit 2
+    with (
+        bind_shared(settings.http_host, settings.http_port, listen=False) as public,
+        bind_shared(settings.ops_host, settings.ops_port, listen=False) as ops,
+        metrics_folder() as folder,
+    ):
+        ports = {"http_port": public.getsockname()[1], "ops_port": ops.getsockname()[1]}
+        pool = WorkerPool(attrs.evolve(settings, **ports), folder, demo=demo)
+        return trio.run(pool.run)
 
 
 # ---------------------------------------------------------------------- the worker process
@@ -199,12 +204,13 @@ async def _serve_worker(settings: Settings, demo: bool, parent: int) -> None:
 
     Polling the parent rather than PR_SET_PDEATHSIG: that signal fires when the *thread* that
     spawned us ends, and trio spawns processes from short-lived worker threads."""
-    # hypercorn adopts the descriptor (and closes it): detached, so it is closed only once.
-    fd = bind_shared(settings.http_host, settings.http_port, listen=True).detach()
+    # hypercorn adopts the descriptors (and closes them): detached, so each closes only once.
+    public = bind_shared(settings.http_host, settings.http_port, listen=True).detach()
+    ops = bind_shared(settings.ops_host, settings.ops_port, listen=True).detach()
     async with trio.open_nursery() as nursery:
 
         async def run(task_status: trio.TaskStatus[Running]) -> None:
-            await serve(settings, demo=demo, listen_fd=fd, task_status=task_status)
+            await serve(settings, demo=demo, listen_fds=(public, ops), task_status=task_status)
             nursery.cancel_scope.cancel()
 
         running: Running = await nursery.start(run)

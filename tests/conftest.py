@@ -77,6 +77,7 @@ def settings(stack: DevStack, redis_kind: str, request: pytest.FixtureRequest) -
         redis_url=stack.redis_url,
         database_url=stack.database_url,
         http_port=0,
+        ops_port=0,
         sync_interval=300.0,
         admin_token="test-admin-token-0123456789",
         log_format="console",

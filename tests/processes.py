@@ -54,7 +54,10 @@ def children(pid: int) -> list[int]:
 
 
 def kaleido_env(**extra: str) -> dict[str, str]:
+    """The environment without KALEIDO_* of the caller's, plus `extra`; the ops listener on a
+    free port unless `extra` names one (its default, 9090, may be taken)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("KALEIDO_")}
+    env["KALEIDO_OPS_BIND"] = f"127.0.0.1:{free_port()}"
     env.update(extra)
     return env
 

@@ -15,7 +15,7 @@ from kaleido.messages import INSIGHTS_STREAM, POST_IMAGE_STREAM
 from kaleido.settings import Settings
 
 from .streams_helpers import dlq_len, insight, xadd
-from .test_service import client
+from .test_service import ops_client
 from .test_service import running as running  # the fixture
 from .waiting import wait_until
 
@@ -42,7 +42,7 @@ async def serving(settings: Settings) -> AsyncIterator[Running]:
 
 @pytest.mark.parametrize(("method", "path"), ROUTES)
 async def test_the_token_guards_every_admin_route(running: Running, method: str, path: str) -> None:
-    async with client(running) as http:
+    async with ops_client(running) as http:
         missing = await http.request(method, path)
         assert missing.status_code == 401, missing.text
         assert "Authorization: Bearer" in missing.json()["error"]
@@ -57,7 +57,7 @@ async def test_the_token_guards_every_admin_route(running: Running, method: str,
 async def test_no_configured_token_disables_the_admin_routes(settings: Settings) -> None:
     async with (
         serving(attrs.evolve(settings, admin_token=None)) as service,
-        client(service) as http,
+        ops_client(service) as http,
     ):
         for method, path in ROUTES:
             for headers in ({}, RIGHT):
@@ -75,7 +75,7 @@ async def test_streams_overview(running: Running) -> None:
 
     await wait_until(dead_lettered)
     await xadd(backends, POST_IMAGE_STREAM, {"postId": "1", "mediaId": "2"})
-    async with client(running) as http:
+    async with ops_client(running) as http:
         r = await http.get("/v1/admin/streams", headers=RIGHT)
     assert r.status_code == 200
     streams = {s["stream"]: s for s in r.json()["streams"]}
@@ -104,7 +104,7 @@ async def test_replay_puts_dead_letters_back_and_the_consumer_applies_them(
             "originalId", "1-1", "deliveries", "6", "failedAt", "2024-01-01T00:00:00Z",
         )  # fmt: skip
         ids.append(entry_id.decode())
-    async with client(running) as http:
+    async with ops_client(running) as http:
         one = await http.post(
             f"/v1/admin/dlq/{INSIGHTS_STREAM}/replay", json={"ids": [ids[0]]}, headers=RIGHT
         )
@@ -141,7 +141,7 @@ async def test_replay_puts_dead_letters_back_and_the_consumer_applies_them(
 async def test_bad_replay_requests_get_a_clear_4xx(
     running: Running, path: str, body: bytes | None, status: int, message: str
 ) -> None:
-    async with client(running) as http:
+    async with ops_client(running) as http:
         r = await http.post(path, content=body, headers=RIGHT)
     assert r.status_code == status, r.text
     assert message in r.json()["error"]
@@ -150,7 +150,7 @@ async def test_bad_replay_requests_get_a_clear_4xx(
 async def test_admin_sync_syncs(running: Running) -> None:
     backends = running.service.backends
     await backends.postgres.execute("INSERT INTO posts (post_id, user_id) VALUES (90, 1)")
-    async with client(running) as http:
+    async with ops_client(running) as http:
         assert (await http.post("/v1/views", json={"userId": 1, "postId": 90})).status_code == 202
         r = await http.post("/v1/admin/sync", headers=RIGHT)
     assert r.status_code == 200 and r.json()["synced"] is True and r.json()["views"] == 1

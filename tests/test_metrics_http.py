@@ -10,7 +10,7 @@ from kaleido.app import Running
 from kaleido.messages import CONSUMER_GROUP, INBOUND_STREAMS, INSIGHTS_STREAM
 
 from .streams_helpers import dlq_len, xadd
-from .test_service import client
+from .test_service import client, ops_client
 from .test_service import running as running  # the fixture
 from .views_helpers import create_posts
 from .waiting import wait_until
@@ -57,7 +57,7 @@ REQUIRED: dict[str, list[dict[str, str]]] = {
 
 async def scrape(running: Running) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
     """Every sample of /metrics, keyed by (sample name, labels)."""
-    async with client(running) as http:
+    async with ops_client(running) as http:
         r = await http.get("/metrics")
     assert r.status_code == 200
     assert r.headers["content-type"].startswith("text/plain; version=")
@@ -93,7 +93,8 @@ async def test_metrics_parse_and_carry_every_figure(running: Running) -> None:
         views = [{"userId": 1, "postId": 7}, {"userId": 1, "postId": 7}, {"userId": 2, "postId": 7}]
         assert (await http.post("/v1/views", json=views)).status_code == 202
         assert (await http.get("/v1/posts/7/views")).json()["views"] == 2  # buffered: a hit
-        assert (await http.post("/v1/admin/sync", headers=TOKEN)).status_code == 200
+        async with ops_client(running) as ops:
+            assert (await ops.post("/v1/admin/sync", headers=TOKEN)).status_code == 200
         assert (await http.get("/v1/posts/7/views")).json()["views"] == 2  # synced: a miss
 
     async def dead_lettered() -> bool:

@@ -29,7 +29,14 @@ async def running(settings: Settings) -> AsyncIterator[Running]:
 
 
 def client(running: Running) -> httpx.AsyncClient:
+    """A client of the public listener (the /v1 user routes)."""
     base = "http://" + running.http_addresses[0].split("://")[-1]
+    return httpx.AsyncClient(base_url=base, timeout=10)
+
+
+def ops_client(running: Running) -> httpx.AsyncClient:
+    """A client of the ops listener (/metrics, the admin routes)."""
+    base = "http://" + running.ops_addresses[0].split("://")[-1]
     return httpx.AsyncClient(base_url=base, timeout=10)
 
 
@@ -54,10 +61,12 @@ async def test_views_api_round_trip(running: Running) -> None:
         )
         assert r.json() == {"accepted": 2, "counted": 1, "duplicates": 1}
         assert (await http.get("/v1/posts/17/views")).json() == {"postId": 17, "views": 2}
-        sync = await http.post(
+    async with ops_client(running) as ops:
+        sync = await ops.post(
             "/v1/admin/sync", headers={"Authorization": "Bearer test-admin-token-0123456789"}
         )
         assert sync.status_code == 200 and sync.json()["views"] == 2
+    async with client(running) as http:
         assert (await http.get("/v1/posts/17/views")).json() == {"postId": 17, "views": 2}
     assert await pg_view_counts(running.service.backends) == {17: 2}
 
@@ -105,8 +114,21 @@ async def test_bad_paths_and_methods_are_4xx(running: Running) -> None:
         assert (await http.get("/v1/views")).status_code == 405
 
 
+async def test_the_two_listeners_serve_their_own_routes(running: Running) -> None:
+    token = {"Authorization": "Bearer test-admin-token-0123456789"}
+    async with client(running) as public, ops_client(running) as ops:
+        for http in (public, ops):  # load balancers probe the public port
+            assert (await http.get("/healthz")).status_code == 200
+            assert (await http.get("/readyz")).status_code == 200
+        assert (await public.get("/metrics")).status_code == 404
+        assert (await public.post("/v1/admin/sync", headers=token)).status_code == 404
+        assert (await public.get("/v1/admin/streams", headers=token)).status_code == 404
+        assert (await ops.get("/metrics")).status_code == 200
+        assert (await ops.post("/v1/views", json={"userId": 1, "postId": 1})).status_code == 404
+
+
 async def test_admin_sync_needs_the_token(running: Running) -> None:
-    async with client(running) as http:
+    async with ops_client(running) as http:
         assert (await http.post("/v1/admin/sync")).status_code == 401
         wrong = {"Authorization": "Bearer not-the-token-at-all"}
         assert (await http.post("/v1/admin/sync", headers=wrong)).status_code == 403

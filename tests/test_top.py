@@ -22,7 +22,7 @@ from .cli_helpers import assert_no_traceback, kaleido, output
 from .conftest import REPO
 from .processes import kaleido_env
 from .streams_helpers import xadd
-from .test_service import client
+from .test_service import client, ops_client
 from .test_service import running as running  # the fixture
 from .views_helpers import create_posts
 
@@ -49,12 +49,13 @@ def cells(line: str) -> list[str]:
 
 async def test_top_shows_live_figures_of_a_running_service(running: Running) -> None:
     backends = running.service.backends
-    base = "http://" + running.http_addresses[0].split("://")[-1]
+    base = "http://" + running.ops_addresses[0].split("://")[-1]
     collector = TopCollector(backends, base)
     await create_posts(backends, 5)
     async with client(running) as http:
         assert (await http.post("/v1/views", json={"userId": 1, "postId": 5})).status_code == 202
-        assert (await http.post("/v1/admin/sync", headers=TOKEN)).status_code == 200
+        async with ops_client(running) as ops:
+            assert (await ops.post("/v1/admin/sync", headers=TOKEN)).status_code == 200
         first = await collector.snapshot()
         assert first.ingest_rate is None  # a rate needs two samples
         assert "measuring" in screen(first)

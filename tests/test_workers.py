@@ -65,8 +65,8 @@ def alive(pid: int) -> bool:
 
 
 class Pool:
-    def __init__(self, proc: subprocess.Popen[bytes], port: int) -> None:
-        self.proc, self.port = proc, port
+    def __init__(self, proc: subprocess.Popen[bytes], port: int, ops_port: int) -> None:
+        self.proc, self.port, self.ops_port = proc, port, ops_port
 
     @property
     def url(self) -> str:
@@ -87,19 +87,21 @@ class Pool:
                 assert r.status_code == 202, r.text
 
     async def counted(self) -> float:
-        async with httpx.AsyncClient(base_url=self.url, timeout=10) as http:
+        ops = f"http://127.0.0.1:{self.ops_port}"
+        async with httpx.AsyncClient(base_url=ops, timeout=10) as http:
             text = (await http.get("/metrics")).text
         counted = 'kaleido_views_total{outcome="counted"}'
         line = next(ln for ln in text.splitlines() if ln.startswith(counted))
         return float(line.split()[-1])
 
 
-def pool_env(settings: Settings, port: int, **extra: str) -> dict[str, str]:
+def pool_env(settings: Settings, port: int, ops_port: int, **extra: str) -> dict[str, str]:
     assert settings.redis_url and settings.database_url
     return kaleido_env(
         KALEIDO_REDIS_URL=settings.redis_url,
         KALEIDO_DATABASE_URL=settings.database_url,
         KALEIDO_HTTP_BIND=f"127.0.0.1:{port}",
+        KALEIDO_OPS_BIND=f"127.0.0.1:{ops_port}",
         KALEIDO_ADMIN_TOKEN=ADMIN,
         KALEIDO_SHUTDOWN_DEADLINE="5",
         **extra,
@@ -108,12 +110,12 @@ def pool_env(settings: Settings, port: int, **extra: str) -> dict[str, str]:
 
 @pytest.fixture
 async def pool(settings: Settings, backends: Backends, tmp_path: Path) -> AsyncIterator[Pool]:
-    port = free_port()
+    port, ops_port = free_port(), free_port()
     with (tmp_path / "kaleido.log").open("wb") as log:  # a pipe nobody reads would fill up
-        proc = start_kaleido(["--workers", "2"], pool_env(settings, port), log)
+        proc = start_kaleido(["--workers", "2"], pool_env(settings, port, ops_port), log)
     try:
         await wait_ready(port, proc, timeout=30)
-        yield Pool(proc, port)
+        yield Pool(proc, port, ops_port)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -188,7 +190,7 @@ async def test_a_configuration_error_in_the_workers_stops_the_pool(
 ) -> None:
     await backends.redis.execute("HSET", backends.keys.layout, "version", "2", "partitions", "8")
     port = free_port()
-    proc = start_kaleido(["--workers", "2"], pool_env(settings, port))
+    proc = start_kaleido(["--workers", "2"], pool_env(settings, port, free_port()))
     try:
         assert await wait_exit(proc, timeout=30) == 2
         assert proc.stderr is not None

@@ -1,22 +1,20 @@
-"""Bearer-token guard of the admin routes: 403 while no token is configured (the admin routes
-are disabled: no header could help), else 401 without a token and 403 with a wrong one."""
+"""The guard of the admin routes: the admin token, or a Kaleidoscope JWT with ROLE_ADMIN
+(kaleido.http.auth). 403 while neither is configured (no header could help), else 401 without a
+token and 403 with a wrong one."""
 
 from __future__ import annotations
 
-import hmac
-
 from starlette.requests import Request
 
-from kaleido.http.errors import BadRequest
+from kaleido.http.auth import Authenticator, Caller
 
 
-def require_admin(request: Request) -> None:
-    configured = request.app.state.service.backends.settings.admin_token
-    header = request.headers.get("authorization", "")
-    scheme, _, given = header.partition(" ")
-    if not configured:
-        raise BadRequest("admin routes are disabled: KALEIDO_ADMIN_TOKEN is not set", 403)
-    if scheme.lower() != "bearer" or not given.strip():
-        raise BadRequest("admin route: missing 'Authorization: Bearer <token>' header", 401)
-    if not hmac.compare_digest(given.strip().encode(), configured.encode()):
-        raise BadRequest("admin route: wrong token", 403)
+def require_admin(request: Request) -> Caller:
+    auth: Authenticator = request.app.state.auth
+    return auth.admin_route(request.headers.get("authorization"))
+
+
+def user_caller(request: Request) -> Caller:
+    """The caller of a `/v1` user route (an open caller when no auth is configured)."""
+    auth: Authenticator = request.app.state.auth
+    return auth.user_route(request.headers.get("authorization"))

@@ -1,4 +1,6 @@
-"""The ASGI application and its hypercorn server."""
+"""The two ASGI applications and their hypercorn servers: the public one (the `/v1` user
+routes) and the ops one (`/metrics` and the admin routes); both answer `/healthz` and
+`/readyz`, which load balancers probe on the public port."""
 
 from __future__ import annotations
 
@@ -11,24 +13,31 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
 from kaleido.http import health, metrics, posts, streams_admin, views
+from kaleido.http.auth import Authenticator
 from kaleido.http.errors import EXCEPTION_HANDLERS
 from kaleido.http.middleware import CorrelationIdMiddleware
 from kaleido.service import Service
 
 
 def create_app(service: Service) -> Starlette:
+    """The public application: `/v1` user routes, `/healthz`, `/readyz`."""
+    return _app(service, [*health.routes, *views.routes, *posts.routes])
+
+
+def create_ops_app(service: Service) -> Starlette:
+    """The operators' application: `/metrics`, the admin routes, `/healthz`, `/readyz`."""
+    routes = [*health.routes, *metrics.routes, *views.admin_routes, *streams_admin.routes]
+    return _app(service, routes)
+
+
+def _app(service: Service, routes: list[Any]) -> Starlette:
     app = Starlette(
-        routes=[
-            *health.routes,
-            *metrics.routes,
-            *views.routes,
-            *posts.routes,
-            *streams_admin.routes,
-        ],
+        routes=routes,
         middleware=[Middleware(CorrelationIdMiddleware)],
         exception_handlers=EXCEPTION_HANDLERS,
     )
     app.state.service = service
+    app.state.auth = Authenticator.from_settings(service.backends.settings)
     return app
 
 

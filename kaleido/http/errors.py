@@ -12,18 +12,22 @@ from kaleido.errors import BackendError, TransientError
 class BadRequest(Exception):
     """Input the API refuses; the message says what is wrong and where."""
 
+    headers: dict[str, str] | None = None
+
     def __init__(self, message: str, status: int = 400) -> None:
         super().__init__(message)
         self.status = status
 
 
-def error_response(message: str, status: int) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
+def error_response(
+    message: str, status: int, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
 async def on_bad_request(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, BadRequest)
-    return error_response(str(exc), exc.status)
+    return error_response(str(exc), exc.status, exc.headers)
 
 
 async def on_http_exception(request: Request, exc: Exception) -> Response:

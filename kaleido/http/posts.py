@@ -8,11 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import attrs
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from kaleido.errors import BackendError
+from kaleido.http.admin import user_caller
+from kaleido.http.auth import Caller, Forbidden
 from kaleido.http.body import path_id, read_json
 from kaleido.http.errors import BadRequest, error_response
 from kaleido.messages import PROFILE_PICTURE_STREAM, ProfilePictureEvent, utc_timestamp
@@ -109,7 +112,12 @@ def _insights_json(insights: Insights | None) -> dict[str, Any] | None:
     }
 
 
-def _face_json(face: Face) -> dict[str, Any]:
+def _face_json(face: Face, suggestions: bool) -> dict[str, Any]:
+    """`suggestions`: whether the caller may see who the face was matched to."""
+    if not suggestions:
+        face = attrs.evolve(
+            face, suggested_user_id=None, suggestion_confidence=None, matched_username=None
+        )
     return {
         "faceId": face.face_id,
         "bbox": None if face.bbox is None else list(face.bbox),
@@ -122,17 +130,25 @@ def _face_json(face: Face) -> dict[str, Any]:
     }
 
 
-def _media_json(media: MediaRecord) -> dict[str, Any]:
+def _media_json(media: MediaRecord, caller: Caller, owner: int) -> dict[str, Any]:
     return {
         "mediaId": media.media_id,
         "mediaUrl": media.media_url,
         "position": media.position,
         "insights": _insights_json(media.insights),
-        "faces": [_face_json(face) for face in media.faces],
+        "faces": [_face_json(face, sees_suggestion(caller, owner, face)) for face in media.faces],
     }
 
 
-def post_json(post: PostRecord, views: int) -> dict[str, Any]:
+def sees_suggestion(caller: Caller, owner: int, face: Face) -> bool:
+    """Face suggestions name people: only the post's owner, the suggested user, moderators,
+    admins and trusted callers see them."""
+    if caller.moderates or caller.user_id == owner:
+        return True
+    return caller.user_id is not None and caller.user_id == face.suggested_user_id
+
+
+def post_json(post: PostRecord, views: int, caller: Caller) -> dict[str, Any]:
     return {
         "postId": post.post_id,
         "userId": post.user_id,
@@ -140,7 +156,7 @@ def post_json(post: PostRecord, views: int) -> dict[str, Any]:
         "views": views,
         "createdAt": utc_timestamp(post.created_at),
         "updatedAt": utc_timestamp(post.updated_at),
-        "media": [_media_json(media) for media in post.media],
+        "media": [_media_json(media, caller, post.user_id) for media in post.media],
     }
 
 
@@ -153,7 +169,9 @@ def _posts(request: Request) -> Posts:
 
 
 async def create_post(request: Request) -> Response:
+    caller = user_caller(request)
     post = parse_new_post(await read_json(request))
+    caller.require_user(post.user_id, "userId")
     try:
         done = await _posts(request).create(post)
     except (PostExists, MediaTaken) as exc:
@@ -165,10 +183,17 @@ async def create_post(request: Request) -> Response:
 
 
 async def replace_post_media(request: Request) -> Response:
+    caller = user_caller(request)
     post_id = path_id(request, "postId")
     media = parse_media(_object(await read_json(request), "body", "media"))
+
+    def may_edit(owner: int) -> None:
+        if not (caller.moderates or caller.user_id == owner):
+            raise Forbidden(f"post {post_id} belongs to another user; only its owner or a "
+                            "moderator may change its media")  # fmt: skip
+
     try:
-        done = await _posts(request).replace_media(post_id, media)
+        done = await _posts(request).replace_media(post_id, media, may_edit)
     except PostNotFound as exc:
         raise BadRequest(str(exc), 404) from None
     except MediaTaken as exc:
@@ -186,7 +211,9 @@ async def replace_post_media(request: Request) -> Response:
 
 
 async def change_profile_picture(request: Request) -> Response:
+    caller = user_caller(request)
     user_id = path_id(request, "userId")
+    caller.require_user(user_id, "profile picture")
     body = _object(await read_json(request), "body", "imageUrl")
     image_url = _url(body.get("imageUrl"), "imageUrl")
     service: Service = request.app.state.service
@@ -203,6 +230,7 @@ async def change_profile_picture(request: Request) -> Response:
 
 
 async def get_post(request: Request) -> Response:
+    caller = user_caller(request)
     post_id = path_id(request, "postId")
     service: Service = request.app.state.service
     try:
@@ -210,7 +238,7 @@ async def get_post(request: Request) -> Response:
     except PostNotFound as exc:
         raise BadRequest(str(exc), 404) from None
     total = await service.view_total(post_id)
-    return JSONResponse(post_json(post, total.views))
+    return JSONResponse(post_json(post, total.views, caller))
 
 
 routes = [

@@ -9,7 +9,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from kaleido.http.admin import require_admin
+from kaleido.http.admin import require_admin, user_caller
+from kaleido.http.auth import OPEN, Caller, Forbidden
 from kaleido.http.body import path_id, read_json
 from kaleido.http.errors import BadRequest
 from kaleido.service import Service
@@ -19,9 +20,10 @@ from kaleido.views.model import check_id
 MAX_VIEWS_PER_REQUEST = 10_000
 
 
-def parse_views(payload: Any) -> list[tuple[int, int]]:
+def parse_views(payload: Any, caller: Caller = OPEN) -> list[tuple[int, int]]:
     """`{"userId", "postId"}` or a list of them → (user, post) pairs; BadRequest names the
-    first bad item and field."""
+    first bad item and field. A user token's items may omit `userId` (the token's user); one
+    naming another user is a 403."""
     items = payload if isinstance(payload, list) else [payload]
     if not items:
         raise BadRequest("body: expected a view or a non-empty list of views")
@@ -32,18 +34,26 @@ def parse_views(payload: Any) -> list[tuple[int, int]]:
         where = f"[{index}]" if isinstance(payload, list) else ""
         if not isinstance(item, dict):
             raise BadRequest(f"body{where}: expected an object with userId and postId")
+        given = item.get("userId")
+        if given is None and caller.user_id is not None:
+            given = caller.user_id
         try:
-            user = check_id(item.get("userId"), f"body{where}.userId")
+            user = check_id(given, f"body{where}.userId")
             post = check_id(item.get("postId"), f"body{where}.postId")
         except ValueError as exc:
             raise BadRequest(str(exc)) from None
+        if not caller.acts_for(user):
+            raise Forbidden(
+                f"body{where}.userId: {user} is not the token's user ({caller.user_id})"
+            )
         views.append((user, post))
     return views
 
 
 async def post_views(request: Request) -> Response:
     service: Service = request.app.state.service
-    views = parse_views(await read_json(request))
+    caller = user_caller(request)
+    views = parse_views(await read_json(request), caller)
     result = await service.tracker.record_and_wait(views)
     return JSONResponse(
         {"accepted": result.accepted, "counted": result.counted, "duplicates": result.duplicates},
@@ -52,6 +62,7 @@ async def post_views(request: Request) -> Response:
 
 
 async def get_post_views(request: Request) -> Response:
+    user_caller(request)  # any authenticated caller
     service: Service = request.app.state.service
     total = await service.view_total(path_id(request, "postId"))
     body: dict[str, object] = {"postId": total.post_id, "views": total.views}
@@ -72,5 +83,5 @@ async def admin_sync(request: Request) -> Response:
 routes = [
     Route("/v1/views", post_views, methods=["POST"]),
     Route("/v1/posts/{postId}/views", get_post_views, methods=["GET"]),
-    Route("/v1/admin/sync", admin_sync, methods=["POST"]),
 ]
+admin_routes = [Route("/v1/admin/sync", admin_sync, methods=["POST"])]

@@ -36,6 +36,7 @@ class ServiceProcess:
     database_url: str
     sync_interval: float = 0.5
     port: int = attrs.Factory(free_port)
+    ops_port: int = attrs.Factory(free_port)
     proc: subprocess.Popen[bytes] | None = None
     extra_env: dict[str, str] = attrs.Factory(dict)
     log_path: Path | None = None  # its stderr (JSON logs), appended across restarts
@@ -45,11 +46,16 @@ class ServiceProcess:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def ops_url(self) -> str:
+        return f"http://127.0.0.1:{self.ops_port}"
+
     async def start(self, timeout: float = 30) -> float:
         env = kaleido_env(
             KALEIDO_REDIS_URL=self.redis_url,
             KALEIDO_DATABASE_URL=self.database_url,
             KALEIDO_HTTP_BIND=f"127.0.0.1:{self.port}",
+            KALEIDO_OPS_BIND=f"127.0.0.1:{self.ops_port}",
             KALEIDO_SYNC_INTERVAL=str(self.sync_interval),
             KALEIDO_ADMIN_TOKEN=ADMIN_TOKEN,
             KALEIDO_SHUTDOWN_DEADLINE="8",
@@ -168,8 +174,8 @@ class Tally:
         return self.lost == 0 and self.doubled == 0
 
 
-async def sync_now(base_url: str) -> None:
-    async with httpx.AsyncClient(base_url=base_url, timeout=30) as http:
+async def sync_now(ops_url: str) -> None:
+    async with httpx.AsyncClient(base_url=ops_url, timeout=30) as http:
         with trio.fail_after(60):
             while True:
                 r = await http.post(

@@ -132,7 +132,7 @@ async def load_during(
 
 async def finish(s: Scenario, expected: Counter[int] | None = None) -> Outcome:
     """Final sync, then the tally against `expected` (default: every acknowledged view)."""
-    await sync_now(s.service.base_url)
+    await sync_now(s.service.ops_url)
     actual = await synced_counts(s.settings)
     entries_lost = await s.entries.wait_all_applied(s.settings)
     return Outcome(
