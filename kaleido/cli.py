@@ -24,7 +24,7 @@ import attrs
 import trio
 
 from kaleido.errors import ConfigError, KaleidoError
-from kaleido.http.auth import ROLES, mint_token
+from kaleido.http.auth import ROLES, check_exposure, mint_token
 from kaleido.logs import configure_logging, get_logger
 from kaleido.messages import INBOUND_STREAMS
 from kaleido.ops.doctor import DLQ_INTERVAL
@@ -181,6 +181,7 @@ def run_service(settings: Settings, *, demo: bool = False, cluster: bool = False
     """Run the service (in `settings.workers` processes), with a private Redis and PostgreSQL
     when no URLs are configured (``cluster``: a private Redis Cluster instead of one
     redis-server)."""
+    check_exposure(settings)  # before any server starts
     if not settings.embedded:
         return _run(settings, demo)
     from kaleido.devstack import dev_stack

@@ -15,7 +15,7 @@ from kaleido.messages import INSIGHTS_STREAM, POST_IMAGE_STREAM
 from kaleido.settings import Settings
 
 from .streams_helpers import dlq_len, insight, xadd
-from .test_service import ops_client
+from .test_service import client, ops_client
 from .test_service import running as running  # the fixture
 from .waiting import wait_until
 
@@ -150,8 +150,9 @@ async def test_bad_replay_requests_get_a_clear_4xx(
 async def test_admin_sync_syncs(running: Running) -> None:
     backends = running.service.backends
     await backends.postgres.execute("INSERT INTO posts (post_id, user_id) VALUES (90, 1)")
-    async with ops_client(running) as http:
-        assert (await http.post("/v1/views", json={"userId": 1, "postId": 90})).status_code == 202
+    async with client(running) as public, ops_client(running) as http:
+        view = await public.post("/v1/views", json={"userId": 1, "postId": 90})
+        assert view.status_code == 202
         r = await http.post("/v1/admin/sync", headers=RIGHT)
     assert r.status_code == 200 and r.json()["synced"] is True and r.json()["views"] == 1
     count = await backends.postgres.fetchval("SELECT view_count FROM posts WHERE post_id = 90")

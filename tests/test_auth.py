@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
+import sys
 import time
 import warnings
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -32,6 +35,8 @@ from kaleido.http.auth import (
 )
 from kaleido.settings import Settings, settings_from_argv
 
+from .conftest import REPO
+from .processes import kaleido_env
 from .test_service import client, ops_client
 
 KEY = b"kaleidoscope-test-key-of-32-bytes!!"
@@ -196,6 +201,32 @@ def test_user_routes_are_never_open_to_the_network_by_accident(
 def test_bad_auth_settings_stop_start_up(variable: str, value: str, message: str) -> None:
     with pytest.raises(ConfigError, match=f"{variable}: .*{message}"):
         settings_from_argv([], {variable: value})
+
+
+def test_a_non_loopback_bind_without_auth_exits_2_before_starting_anything(
+    tmp_path: Path,
+) -> None:
+    env = kaleido_env(KALEIDO_HTTP_BIND="0.0.0.0:18089", KALEIDO_STATE_DIR=str(tmp_path))
+    done = subprocess.run(
+        [sys.executable, str(REPO / "run.py")], env=env, capture_output=True, timeout=60
+    )
+    assert done.returncode == 2
+    assert b"not loopback, and no auth is configured: set KALEIDO_JWT_SECRET" in done.stderr
+    assert not any(tmp_path.iterdir())  # no private server was started
+
+
+def test_the_token_command_signs_as_the_backend_does() -> None:
+    command = [sys.executable, str(REPO / "run.py"), "token", "--user-id", "42", "--role",
+               ROLE_MODERATOR, "--ttl", "60"]  # fmt: skip
+    done = subprocess.run(
+        command, env=kaleido_env(KALEIDO_JWT_SECRET=SECRET), capture_output=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    claims = jwt.decode(done.stdout.strip(), KEY, algorithms=["HS256"])
+    assert (claims["userId"], claims["role"], claims["sub"]) == (42, ROLE_MODERATOR, "user42")
+    assert claims["exp"] - claims["iat"] == 60
+    unset = subprocess.run(command, env=kaleido_env(), capture_output=True, timeout=60)
+    assert unset.returncode == 2 and b"set KALEIDO_JWT_SECRET" in unset.stderr
 
 
 def test_secrets_never_reach_the_public_settings() -> None:
