@@ -14,10 +14,10 @@ $(STAMP): pyproject.toml scripts/bootstrap.sh
 
 deps: $(STAMP)
 
-# `make run ARGS=--cluster`: a private Redis Cluster (3 masters, 3 replicas, needs redis-cli)
-# instead of one redis-server, when no KALEIDO_REDIS_URL is set.
+# `make run`: the service on private throwaway servers (`--dev`); `make run ARGS=--cluster`: a
+# private Redis Cluster (3 masters, 3 replicas, needs redis-cli) instead of one redis-server.
 run: $(STAMP)
-	$(VENV)/bin/python run.py $(ARGS)
+	$(VENV)/bin/python run.py --dev $(ARGS)
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)

@@ -51,6 +51,9 @@ class ViewIngester:
     on_journaled: Callable[[], None] | None = None
     max_batch: int = MAX_BATCH
     in_flight: int = IN_FLIGHT
+    # Views whose batch is done (applied, journaled or failed): with the tracker's count of
+    # views queued, it tells when everything queued has been dealt with.
+    settled: int = attrs.field(default=0, init=False)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run until the channel is closed and drained.
@@ -100,6 +103,7 @@ class ViewIngester:
                     item.finish(None, ViewRejected(f"view ingester stopped: {exc!r}"))
             raise
         finally:
+            self.settled += sum(_count(item) for item in batch)
             slots.release()
 
     async def _apply_until_done(self, batch: list[Item]) -> None:

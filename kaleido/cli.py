@@ -1,9 +1,9 @@
 """The `kaleido` command line (also behind `python run.py`).
 
-`kaleido run` (the default) starts the long-lived process. Without `KALEIDO_REDIS_URL` and
-`KALEIDO_DATABASE_URL` it starts a private redis-server (with the repo's redis.conf; with
-`--cluster`, a private Redis Cluster of 3 masters and 3 replicas) and a private PostgreSQL under
-the state folder, and stops them on exit.
+`kaleido run` (the default) starts the long-lived process on `KALEIDO_REDIS_URL` and
+`KALEIDO_DATABASE_URL`. Without them it refuses, unless `--dev` asks for a private redis-server
+(with the repo's redis.conf; with `--cluster`, a private Redis Cluster of 3 masters and 3
+replicas) and a private PostgreSQL under the state folder, stopped on exit: throwaway data.
 
 `sync`, `doctor`, `streams`, `dlq list|replay|purge` and `top` act on the deployment those two
 URLs name (kaleido.commands). Exit status: 0 done, 1 a problem found or a backend error (one
@@ -43,10 +43,11 @@ def default_redis_conf() -> Path | None:
 
 
 DEMO_HELP = "also run a stand-in ML service and simulated users (every stream and table fills)"
-CLUSTER_HELP = (
-    "with no KALEIDO_REDIS_URL: a private Redis Cluster (3 masters, 3 replicas) instead of one "
-    "redis-server"
+DEV_HELP = (
+    "with no KALEIDO_REDIS_URL / KALEIDO_DATABASE_URL: start private throwaway servers "
+    "(redis-server, PostgreSQL) under the state folder"
 )
+CLUSTER_HELP = "with --dev: a private Redis Cluster (3 masters, 3 replicas), not one redis-server"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,12 +59,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(run)
     # SUPPRESS on the subcommand: `kaleido --demo run` keeps the main parser's value.
     run.add_argument("--demo", action="store_true", default=argparse.SUPPRESS, help=DEMO_HELP)
+    run.add_argument("--dev", action="store_true", default=argparse.SUPPRESS, help=DEV_HELP)
     run.add_argument("--cluster", action="store_true", default=argparse.SUPPRESS, help=CLUSTER_HELP)
     sync = sub.add_parser("sync", help="sync buffered view counts to PostgreSQL now")
     add_arguments(sync)
     _add_ops_commands(sub)
     add_arguments(parser)
     parser.add_argument("--demo", action="store_true", help=DEMO_HELP)
+    parser.add_argument("--dev", action="store_true", help=DEV_HELP)
     parser.add_argument("--cluster", action="store_true", help=CLUSTER_HELP)
     return parser
 
@@ -177,17 +180,34 @@ def run_ops_command(settings: Settings, args: argparse.Namespace) -> int:
     return trio.run(run)
 
 
-def run_service(settings: Settings, *, demo: bool = False, cluster: bool = False) -> int:
-    """Run the service (in `settings.workers` processes), with a private Redis and PostgreSQL
-    when no URLs are configured (``cluster``: a private Redis Cluster instead of one
-    redis-server)."""
+def run_service(
+    settings: Settings, *, demo: bool = False, dev: bool = False, cluster: bool = False
+) -> int:
+    """Run the service (in `settings.workers` processes). With `dev` and no URLs, on private
+    throwaway servers (``cluster``: a private Redis Cluster instead of one redis-server)."""
     check_exposure(settings)  # before any server starts
     if not settings.embedded:
+        if cluster:
+            raise ConfigError("--cluster applies only with --dev and no KALEIDO_REDIS_URL")
         return _run(settings, demo)
+    if not dev:
+        urls = {"KALEIDO_REDIS_URL": settings.redis_url}
+        urls["KALEIDO_DATABASE_URL"] = settings.database_url
+        missing = [name for name, url in urls.items() if url is None]
+        raise ConfigError(
+            f"kaleido run: set {' and '.join(missing)}, or pass --dev to start private "
+            "throwaway servers (`make run` does)"
+        )
     from kaleido.devstack import dev_stack
 
     state_dir = settings.state_dir.resolve()
-    log.info("devstack.starting", state_dir=str(state_dir), cluster=cluster)
+    log.warning(
+        "devstack.throwaway",
+        detail="--dev: private servers under the state folder; their data is for development "
+        "only, never for production",
+        state_dir=str(state_dir),
+        cluster=cluster,
+    )
     with dev_stack(state_dir, default_redis_conf(), cluster=cluster) as stack:
         settings = attrs.evolve(
             settings,
@@ -218,7 +238,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(settings.log_format)
     command = args.command or "run"
     if command == "run":
-        return guarded(partial(run_service, settings, demo=args.demo, cluster=args.cluster))
+        run = partial(run_service, settings, demo=args.demo, dev=args.dev, cluster=args.cluster)
+        return guarded(run)
     return guarded(partial(run_ops_command, settings, args))
 
 

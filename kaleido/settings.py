@@ -73,6 +73,14 @@ class Settings:
     metrics_interval: float = 5.0
     workers: int = 1
 
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Settings from `KALEIDO_*` variables (default: the process environment); raises
+        ConfigError naming the variable that is wrong."""
+        import os
+
+        return load_settings(os.environ if environ is None else environ)
+
     @property
     def http_bind(self) -> str:
         return f"{self.http_host}:{self.http_port}"

@@ -19,7 +19,7 @@ async def test_embedded_run_is_ready_and_stops_cleanly(tmp_path: Path, signum: i
     env = kaleido_env(
         KALEIDO_STATE_DIR=str(tmp_path / "state"), KALEIDO_HTTP_BIND=f"127.0.0.1:{port}"
     )
-    proc = start_kaleido([], env)
+    proc = start_kaleido(["--dev"], env)
     try:
         took = await wait_ready(port, proc, timeout=30)
         assert took < 30
@@ -37,7 +37,7 @@ async def test_killed_service_leaves_no_server_behind(tmp_path: Path) -> None:
     env = kaleido_env(
         KALEIDO_STATE_DIR=str(tmp_path / "state"), KALEIDO_HTTP_BIND=f"127.0.0.1:{port}"
     )
-    proc = start_kaleido([], env)
+    proc = start_kaleido(["--dev"], env)
     try:
         await wait_ready(port, proc, timeout=30)
         assert pids_under(tmp_path)
@@ -51,6 +51,24 @@ async def test_killed_service_leaves_no_server_behind(tmp_path: Path) -> None:
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_no_urls_without_dev_is_a_clear_start_up_error(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from .conftest import REPO
+
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "run.py")],
+        env=kaleido_env(KALEIDO_STATE_DIR=str(tmp_path), KALEIDO_REDIS_URL="redis://h:6379/0"),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert proc.returncode == 2
+    assert "set KALEIDO_DATABASE_URL, or pass --dev" in proc.stderr
+    assert not any(tmp_path.iterdir())  # no throwaway server was started
 
 
 def test_bad_url_is_a_clear_start_up_error(tmp_path: Path) -> None:

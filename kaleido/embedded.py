@@ -1,0 +1,174 @@
+"""`open_kaleido(settings)`: Kaleido inside another trio program, without HTTP.
+
+    async with kaleido.open_kaleido(kaleido.Settings(redis_url=..., database_url=...)) as k:
+        k.views.record(user_id, post_id)                  # never waits; False when full
+        await k.views.record_and_wait([(user_id, post_id)])  # durable when it returns
+        n = await k.views.total(post_id)                  # exact
+        report = await k.sync_now()
+
+The block owns the backends, the schema, every actor (the stream consumers too) and the drain:
+on the way out, however the block ends (an exception, a cancellation of the caller's nursery),
+intake stops, the ingester writes what is queued to Redis, in-flight stream batches finish and a
+last sync runs, shielded and under `settings.shutdown_deadline`. What is unfinished then stays
+safely in Redis.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+
+import attrs
+import trio
+
+from kaleido.errors import ConfigError, KaleidoError, TransientError
+from kaleido.gateways import Backends, open_backends
+from kaleido.logs import get_logger
+from kaleido.metrics import Metrics
+from kaleido.migrate import migrate
+from kaleido.service import Service
+from kaleido.settings import Settings
+from kaleido.supervisor import Supervisor
+from kaleido.views.model import RecordResult, SyncReport
+
+log = get_logger("kaleido.embedded")
+
+# How long start-up waits for PostgreSQL to accept the schema before giving up.
+SCHEMA_WAIT = 30.0
+
+
+class SyncFailed(KaleidoError):
+    """`Kaleido.sync_now()` could not sync (the reason is the message)."""
+
+
+@attrs.frozen
+class Views:
+    """View counting: record views, read exact totals."""
+
+    _service: Service
+
+    def record(self, user_id: int, post_id: int) -> bool:
+        """Queue one view without waiting; False when the queue is full or closed. Raises
+        ValueError naming a bad id."""
+        return self._service.tracker.record(user_id, post_id)
+
+    async def record_and_wait(self, views: Iterable[tuple[int, int]]) -> RecordResult:
+        """Record views and return once they are durable (in Redis, or in PostgreSQL's journal
+        while Redis is down): counted and duplicates."""
+        return await self._service.tracker.record_and_wait(views)
+
+    async def total(self, post_id: int) -> int:
+        """The exact total of the post's views (PostgreSQL's part alone while Redis is down)."""
+        return (await self._service.view_total(post_id)).views
+
+
+@attrs.define
+class Kaleido:
+    """A running Kaleido, as `open_kaleido` yields it."""
+
+    service: Service
+    views: Views
+    # When the drain must be done by (trio time); set by whoever asked to stop first.
+    drain_deadline: float | None = None
+
+    async def sync_now(self) -> SyncReport:
+        """Sync buffered views to PostgreSQL now (under the shared lock; waits for a running
+        sync); raises SyncFailed with the reason."""
+        done = await self.service.syncer.request()
+        if done.report is None:
+            raise SyncFailed(done.error or "the sync did not run")
+        return done.report
+
+    async def wait_drained(self, poll: float = 0.005) -> None:
+        """Wait until every view queued so far has been dealt with by the ingester (in Redis, in
+        the journal, or refused with an error to its waiter)."""
+        tracker, ingester = self.service.tracker, self.service.ingester
+        while ingester.settled < tracker.stats.queued:  # noqa: ASYNC110 - counters, no event
+            await trio.sleep(poll)
+
+    def stop_intake(self, deadline: float) -> None:
+        """Refuse new views from now on; the drain is to finish `deadline` seconds from now."""
+        if self.drain_deadline is None:
+            self.drain_deadline = trio.current_time() + deadline
+        self.service.stop_intake()
+
+
+async def prepare_schema(backends: Backends, wait: float = SCHEMA_WAIT) -> None:
+    """Apply migrations, retrying while PostgreSQL is starting or briefly unreachable."""
+    delay = 0.1
+    with trio.fail_after(wait):
+        while True:
+            try:
+                applied = await migrate(backends.postgres)
+                if applied:
+                    log.info("schema.migrated", versions=applied)
+                return
+            except TransientError as exc:
+                log.warning("schema.waiting_for_postgres", error=str(exc))
+                await trio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+
+async def check_view_layout(service: Service) -> None:
+    """Create or check the view layout in Redis now, so that a mismatch (ConfigError) stops
+    start-up; with Redis unreachable the first view call does it instead."""
+    try:
+        state = await service.views.layout()
+    except TransientError as exc:
+        log.warning("views.layout_unchecked", error=str(exc))
+        return
+    log.info("views.layout", **attrs.asdict(state))
+
+
+@asynccontextmanager
+async def open_kaleido(settings: Settings, *, demo: bool = False) -> AsyncIterator[Kaleido]:
+    """Run Kaleido's backends and actors for the duration of the block (see the module
+    docstring); `demo` adds the stand-in ML service and simulated users."""
+    if settings.redis_url is None or settings.database_url is None:
+        raise ConfigError("open_kaleido needs Settings.redis_url and Settings.database_url")
+    stop = trio.Event()
+    async with trio.open_nursery() as nursery:
+        k: Kaleido = await nursery.start(_host, settings, demo, stop)
+        try:
+            yield k
+        finally:
+            stop.set()  # the host drains, shielded, before this nursery can exit
+
+
+async def _host(
+    settings: Settings, demo: bool, stop: trio.Event, *, task_status: trio.TaskStatus[Kaleido]
+) -> None:
+    """Owns the backends (their asyncio loop too) and the actors. Start-up can be cancelled;
+    once running, only `stop` ends it, so that a cancelled caller's views are still drained
+    (a cancellation would otherwise stop the loop and the actors before the drain)."""
+    with trio.CancelScope() as scope:
+        async with open_backends(settings) as backends:
+            await prepare_schema(backends)
+            async with trio.open_nursery() as actors:
+                supervisor = Supervisor(actors)
+                service = Service.build(backends, supervisor, Metrics())
+                await check_view_layout(service)
+                await service.start_actors()
+                if demo:
+                    from kaleido.demo import start_demo
+
+                    await start_demo(service)
+                k = Kaleido(service, Views(service))
+                scope.shield = True
+                task_status.started(k)
+                await stop.wait()
+                await _drain(k, settings.shutdown_deadline)
+                actors.cancel_scope.cancel()
+
+
+async def _drain(k: Kaleido, deadline: float) -> None:
+    k.stop_intake(deadline)  # before `stopping`: the ingester finishes once intake is closed
+    assert k.drain_deadline is not None
+    log.info("shutdown.begin", deadline=deadline)
+    supervisor = k.service.supervisor
+    with trio.move_on_at(k.drain_deadline) as scope:
+        supervisor.stopping.set()
+        await supervisor.wait_finished()
+    if scope.cancelled_caught:
+        unfinished = [n for n, a in supervisor.actors.items() if not a.finished]
+        log.warning("shutdown.deadline_passed", unfinished=unfinished)

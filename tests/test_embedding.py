@@ -1,0 +1,94 @@
+"""Kaleido embedded in a trio program through the public API only (`import kaleido`), as the
+README shows it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import attrs
+import httpx
+import pytest
+import trio
+
+import kaleido
+from kaleido.gateways import Backends
+
+from .views_helpers import create_posts, pg_view_counts
+
+
+def test_the_public_api_is_declared_and_light() -> None:
+    assert set(kaleido.__all__) >= {"open_kaleido", "serve", "Settings", "Kaleido", "SyncReport"}
+    # `import kaleido` leaves the HTTP stack unloaded until `kaleido.serve` is asked for.
+    code = (
+        "import sys, kaleido; assert 'starlette' not in sys.modules; "
+        "kaleido.serve; assert 'starlette' in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_settings_from_the_environment() -> None:
+    settings = kaleido.Settings.from_env({"KALEIDO_SYNC_INTERVAL": "60"})
+    assert settings.sync_interval == 60
+    with pytest.raises(kaleido.ConfigError, match="KALEIDO_SYNC_INTERVAL"):
+        kaleido.Settings.from_env({"KALEIDO_SYNC_INTERVAL": "soon"})
+
+
+async def test_record_read_and_sync_as_the_readme_shows(
+    settings: kaleido.Settings, backends: Backends
+) -> None:
+    await create_posts(backends, 17)
+    async with kaleido.open_kaleido(settings) as k:
+        assert k.views.record(42, 17) is True
+        result = await k.views.record_and_wait([(42, 17), (43, 17)])
+        assert (result.counted, result.duplicates) == (1, 1)  # 42 was queued first
+        assert await k.views.total(17) == 2
+        report = await k.sync_now()
+        assert report.views == 2
+        assert await k.views.total(17) == 2
+    assert await pg_view_counts(backends) == {17: 2}
+
+
+async def test_a_cancelled_caller_loses_no_view(
+    settings: kaleido.Settings, backends: Backends
+) -> None:
+    """The caller's nursery is cancelled right after queueing views without waiting: the drain
+    (shielded) writes them and syncs them on the way out."""
+    await create_posts(backends, 5)
+    queued = trio.Event()
+
+    async def app() -> None:
+        async with kaleido.open_kaleido(settings) as k:
+            for user in range(1, 1001):
+                assert k.views.record(user, 5)
+            queued.set()
+            await trio.sleep_forever()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(app)
+        await queued.wait()
+        nursery.cancel_scope.cancel()
+    assert await pg_view_counts(backends) == {5: 1000}
+
+
+async def test_serve_starts_in_the_callers_nursery(
+    settings: kaleido.Settings, backends: Backends
+) -> None:
+    async with trio.open_nursery() as nursery:
+        running = await nursery.start(
+            lambda task_status: kaleido.serve(
+                settings, handle_signals=False, task_status=task_status
+            )
+        )
+        base = "http://" + running.http_addresses[0].split("://")[-1]
+        async with httpx.AsyncClient(base_url=base, timeout=10) as http:
+            r = await http.post("/v1/views", json={"userId": 1, "postId": 3})
+            assert r.status_code == 202
+        running.stop.set()
+    assert await pg_view_counts(backends) == {3: 1}  # synced on the way out
+
+
+async def test_open_kaleido_needs_both_urls(settings: kaleido.Settings) -> None:
+    with pytest.raises(kaleido.ConfigError, match=r"needs Settings\.redis_url"):
+        async with kaleido.open_kaleido(attrs.evolve(settings, redis_url=None)):
+            pass
