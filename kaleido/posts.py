@@ -8,6 +8,8 @@ item. Store-then-publish means a publish failure leaves the post stored and rais
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
@@ -126,24 +128,54 @@ class PostRecord:
 # --------------------------------------------------------------------------- validation
 
 
-def check_media_url(value: object, name: str) -> str:
-    """Return `value` if it is an http(s) URL with a host, at most MAX_URL_CHARS long;
-    otherwise raise ValueError naming `name`."""
+def check_media_url(value: object, name: str, prefixes: Sequence[str] = ()) -> str:
+    """Return `value` if the ML service may fetch it; otherwise raise ValueError naming `name`
+    and the rule it breaks.
+
+    The ML service fetches these URLs from inside the network, so a URL must not be able to
+    point there (SSRF): https only, no user:password@, no IP literal, no `localhost` and no
+    single-label host (`http://redis/`), at most MAX_URL_CHARS, no whitespace or control
+    characters. With `prefixes` (KALEIDO_MEDIA_URL_PREFIXES, e.g. a CDN bucket) it must also
+    start with one of them.
+    """
     if not isinstance(value, str):
-        raise ValueError(f"{name}: expected an http(s) URL with a host, got {value!r:.80}")
+        raise ValueError(f"{name}: expected an https URL, got {value!r:.80}")
     if len(value) > MAX_URL_CHARS:
         raise ValueError(f"{name}: {len(value)} characters, limit {MAX_URL_CHARS}")
+    # Whitespace, control characters or lone surrogates would reach the fetch (or PostgreSQL).
+    if any(c.isspace() or ord(c) < 32 or ord(c) == 127 or 0xD800 <= ord(c) <= 0xDFFF
+           for c in value):  # fmt: skip
+        raise ValueError(f"{name}: whitespace or control characters in the URL")
     try:
         parts = urlsplit(value)
-        scheme, host = parts.scheme, parts.hostname
+        host = parts.hostname
         parts.port  # noqa: B018 - urllib validates the port lazily
     except ValueError:
-        scheme, host = "", None
-    # Whitespace or control characters would reach the ML service's fetch as is.
-    clean = not any(char.isspace() or ord(char) < 32 or ord(char) == 127 for char in value)
-    if scheme not in ("http", "https") or not host or not clean:
-        raise ValueError(f"{name}: expected an http(s) URL with a host, got {value!r:.80}")
+        raise ValueError(f"{name}: not a valid URL: {value!r:.80}") from None
+    if parts.scheme != "https":
+        raise ValueError(f"{name}: expected an https URL, got {value!r:.80}")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError(f"{name}: a URL with user:password@ is not accepted")
+    if not host:
+        raise ValueError(f"{name}: the URL has no host")
+    host = host.rstrip(".")
+    if _is_ip_literal(host):
+        raise ValueError(f"{name}: an IP address as host is not accepted ({host})")
+    if host == "localhost" or host.endswith(".localhost") or "." not in host:
+        raise ValueError(f"{name}: {host!r} is not a public host name")
+    if prefixes and not any(value.startswith(prefix) for prefix in prefixes):
+        raise ValueError(f"{name}: must start with one of {', '.join(prefixes)}")
     return value
+
+
+def _is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        # Forms browsers and fetchers also read as IPv4: 0x7f.1, 017700000001, 127.1.
+        labels = host.split(".")
+        return all(re.fullmatch(r"(0x[0-9a-f]+|[0-9]+)", label) for label in labels)
+    return True
 
 
 def check_media(media: Sequence[MediaItem]) -> None:

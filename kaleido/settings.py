@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import attrs
 
@@ -29,20 +29,32 @@ _PREFIX_RE = re.compile(r"^[A-Za-z0-9_.:{}-]{0,64}$")
 _INSTANCE_RE = re.compile(r"^[A-Za-z0-9_.-]{0,64}$")
 
 
+# Query parameters that carry a secret in Redis and PostgreSQL URLs (`?password=`, libpq's
+# `sslpassword`, ...).
+_SECRET_PARAMS = {"password", "pass", "pwd", "secret", "token", "sslpassword", "passfile"}
+
+
 def redact_url(url: str | None) -> str:
-    """Return the URL with any password replaced by `***`, safe to print or log."""
+    """Return the URL with any password (in user:password@ or in the query) replaced by
+    `***`, safe to print or log."""
     if not url:
         return ""
     if is_cluster_url(url):
         return redact_cluster_url(url)
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, f"{user}:***@{host}", parts.path, parts.query, ""))
+    netloc = parts.netloc
+    if parts.password is not None:
+        host = parts.hostname or ""
+        if parts.port is not None:
+            host = f"{host}:{parts.port}"
+        netloc = f"{parts.username or ''}:***@{host}"
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        if any(key.lower() in _SECRET_PARAMS for key, _ in pairs):
+            pairs = [(k, "***" if k.lower() in _SECRET_PARAMS else v) for k, v in pairs]
+            query = urlencode(pairs, safe="*")
+    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
 
 
 @attrs.frozen(kw_only=True)
@@ -60,6 +72,8 @@ class Settings:
     jwt_secret: str | None = attrs.field(default=None, repr=lambda v: "***" if v else "None")
     service_token: str | None = attrs.field(default=None, repr=lambda v: "***" if v else "None")
     auth: str = "on"  # "off": user routes without auth even on a non-loopback bind
+    # Media URLs must start with one of these (none: any public https URL).
+    media_url_prefixes: tuple[str, ...] = ()
     sync_interval: float = 300.0
     view_dedup_ttl: int = 86400
     view_partitions: int = 64
@@ -205,6 +219,17 @@ def jwt_key(secret: str) -> bytes:
     return key
 
 
+def _url_prefixes(text: str) -> tuple[str, ...]:
+    from kaleido.posts import check_media_url
+
+    prefixes = tuple(p.strip() for p in text.split(",") if p.strip())
+    for prefix in prefixes:
+        check_media_url(prefix, f"prefix {prefix!r}")
+        if prefix.count("/") < 3:  # https://cdn.example.com would admit cdn.example.com.evil.org
+            raise ValueError(f"prefix {prefix!r}: end the host with a path, e.g. {prefix}/")
+    return prefixes
+
+
 def _jwt_secret(text: str) -> str:
     jwt_key(text)
     return text.strip()
@@ -249,6 +274,10 @@ _OPTIONS: dict[str, tuple[Callable[[str], Any], str]] = {
         "bearer token (32+ characters) of trusted backends, acting for any user",
     ),
     "auth": (_choice("on", "off"), "off: user routes without auth even on a non-loopback bind"),
+    "media_url_prefixes": (
+        _url_prefixes,
+        "comma-separated https prefixes media URLs must start with (default: any public host)",
+    ),
     "sync_interval": (_positive_float, "seconds between view syncs (default 300)"),
     "view_dedup_ttl": (_positive_int, "seconds a (user, post) view is deduplicated (86400)"),
     "view_partitions": (
@@ -321,6 +350,8 @@ def settings_to_env(settings: Settings) -> dict[str, str]:
             value: Any = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         else:
             value = getattr(settings, name)
+        if isinstance(value, tuple):
+            value = ",".join(value)
         if value is not None:
             env[ENV_PREFIX + name.upper()] = str(value)
     return env

@@ -15,7 +15,7 @@ from kaleido.messages import INSIGHTS_STREAM, POST_IMAGE_STREAM
 from kaleido.settings import Settings
 
 from .streams_helpers import dlq_len, insight, xadd
-from .test_service import client, ops_client
+from .test_service import JSON, client, ops_client
 from .test_service import running as running  # the fixture
 from .waiting import wait_until
 
@@ -142,7 +142,7 @@ async def test_bad_replay_requests_get_a_clear_4xx(
     running: Running, path: str, body: bytes | None, status: int, message: str
 ) -> None:
     async with ops_client(running) as http:
-        r = await http.post(path, content=body, headers=RIGHT)
+        r = await http.post(path, content=body, headers={**RIGHT, **JSON})
     assert r.status_code == status, r.text
     assert message in r.json()["error"]
 

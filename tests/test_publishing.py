@@ -13,11 +13,15 @@ import trio
 
 from kaleido.app import Running, serve
 from kaleido.devstack import DevStack
+from kaleido.errors import ConfigError
 from kaleido.gateways import Backends
 from kaleido.messages import decode_post_media, decode_profile_picture
-from kaleido.settings import Settings
+from kaleido.posts import check_media_url
+from kaleido.settings import Settings, settings_from_argv
 
 from .conftest import reset, with_settings
+
+JSON = {"Content-Type": "application/json"}
 
 pytestmark = pytest.mark.redis_kinds("single", "cluster")
 
@@ -74,7 +78,7 @@ async def test_create_post_stores_then_publishes_the_contract_fields(
         "userId": "42",
         "media": [
             *media(101),
-            {"mediaId": "102", "mediaUrl": "http://cdn.example.com/a/b.png?x=1"},
+            {"mediaId": "102", "mediaUrl": "https://cdn.example.com/a/b.png?x=1"},
         ],
     }
     r = await http.post("/v1/posts", json=body, headers={"X-Correlation-ID": "req-abc.1"})
@@ -87,7 +91,7 @@ async def test_create_post_stores_then_publishes_the_contract_fields(
     assert first["postId"] == "17" and first["mediaId"] == "101" and first["uploaderId"] == "42"
     assert first["mediaUrl"] == first["imageUrl"] == "https://img.example.com/101.jpg"
     assert second["mediaId"] == "102"
-    assert second["imageUrl"] == second["mediaUrl"] == "http://cdn.example.com/a/b.png?x=1"
+    assert second["imageUrl"] == second["mediaUrl"] == "https://cdn.example.com/a/b.png?x=1"
     for entry in published:
         assert entry["correlationId"] == "req-abc.1"
         assert TIMESTAMP.match(entry["timestamp"]), entry["timestamp"]
@@ -280,37 +284,37 @@ BAD_POSTS: list[tuple[bytes | dict[str, Any] | list[Any], int, str]] = [
     (
         {"postId": 1, "userId": 1, "media": [*media(1), {"mediaId": 2}]},
         400,
-        "media[1].mediaUrl: expected an http(s) URL with a host, got None",
+        "media[1].mediaUrl: expected an https URL, got None",
     ),
     (
         {"postId": 1, "userId": 1, "media": [{"mediaId": 1, "mediaUrl": "ftp://a.b/c"}]},
         400,
-        "media[0].mediaUrl: expected an http(s) URL with a host",
+        "media[0].mediaUrl: expected an https URL",
     ),
     (
         {"postId": 1, "userId": 1, "media": [{"mediaId": 1, "mediaUrl": "https:///c"}]},
         400,
-        "media[0].mediaUrl: expected an http(s) URL with a host",
+        "media[0].mediaUrl: the URL has no host",
     ),
     (
         {"postId": 1, "userId": 1, "media": [{"mediaId": 1, "mediaUrl": "/relative.jpg"}]},
         400,
-        "media[0].mediaUrl: expected an http(s) URL with a host",
+        "media[0].mediaUrl: expected an https URL",
     ),
     (
         {"postId": 1, "userId": 1, "media": [{"mediaId": 1, "mediaUrl": "https://a b.c/x"}]},
         400,
-        "media[0].mediaUrl: expected an http(s) URL with a host",
+        "media[0].mediaUrl: whitespace or control characters",
     ),
     (
-        {"postId": 1, "userId": 1, "media": [{"mediaId": 1, "mediaUrl": "http://a.b:99999/"}]},
+        {"postId": 1, "userId": 1, "media": [{"mediaId": 1, "mediaUrl": "https://a.b:99999/"}]},
         400,
-        "media[0].mediaUrl: expected an http(s) URL with a host",
+        "media[0].mediaUrl: not a valid URL",
     ),
     (
         {"postId": 1, "userId": 1, "media": [{"mediaId": 1, "mediaUrl": 5}]},
         400,
-        "media[0].mediaUrl: expected an http(s) URL",
+        "media[0].mediaUrl: expected an https URL",
     ),
     (
         {"postId": 1, "userId": 1, "media": [{"mediaId": 1, "mediaUrl": _long_url()}]},
@@ -335,7 +339,7 @@ async def test_bad_posts_get_a_4xx_naming_the_field(
     message: str,
 ) -> None:
     if isinstance(body, bytes):
-        r = await http.post("/v1/posts", content=body)
+        r = await http.post("/v1/posts", content=body, headers=JSON)
     else:
         r = await http.post("/v1/posts", json=body)
     assert r.status_code == status, r.text
@@ -366,15 +370,21 @@ async def test_bad_put_profile_and_get_requests_are_4xx(
             400,
             "userId",
         ),
-        ("POST", "/v1/users/1/profile-picture", {"json": {}}, 400, "imageUrl: expected an http(s)"),
+        ("POST", "/v1/users/1/profile-picture", {"json": {}}, 400, "imageUrl: expected an https"),
         (
             "POST",
             "/v1/users/1/profile-picture",
             {"json": {"imageUrl": "javascript:alert(1)"}},
             400,
-            "imageUrl: expected an http(s) URL",
+            "imageUrl: expected an https URL",
         ),
-        ("POST", "/v1/users/1/profile-picture", {"content": b"[1"}, 400, "body: invalid JSON"),
+        (
+            "POST",
+            "/v1/users/1/profile-picture",
+            {"content": b"[1", "headers": JSON},
+            400,
+            "body: invalid JSON",
+        ),
         ("GET", "/v1/posts/x", {}, 400, "postId"),
         ("GET", "/v1/posts/99", {}, 404, "post 99 does not exist"),
         ("DELETE", "/v1/posts/99", {}, 405, ""),
@@ -436,3 +446,64 @@ async def test_get_post_shows_status_exact_views_insights_and_faces(
     assert face["faceId"] == "8d0f1c2e-0000-4000-8000-000000000001"
     assert face["bbox"] == [1, 2, 3, 4] and face["status"] == "SUGGESTED"
     assert face["suggestedUserId"] == 7 and "embedding" not in face
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("http://cdn.example.com/a.jpg", "expected an https URL"),
+        ("https://169.254.169.254/latest/meta-data/", "an IP address as host"),
+        ("https://127.0.0.1:6379/", "an IP address as host"),
+        ("https://[::1]/x.jpg", "an IP address as host"),
+        ("https://2130706433/x.jpg", "an IP address as host"),
+        ("https://0x7f.1/x.jpg", "an IP address as host"),
+        ("https://user:pw@internal.example.com/x.jpg", "user:password@"),
+        ("https://localhost/x.jpg", "not a public host name"),
+        ("https://api.localhost/x.jpg", "not a public host name"),
+        ("https://redis/x.jpg", "not a public host name"),
+        ("https://cdn.example.com/\ud800.jpg", "whitespace or control characters"),
+    ],
+)
+def test_media_urls_cannot_point_inside_the_network(url: str, reason: str) -> None:
+    with pytest.raises(ValueError, match=reason):
+        check_media_url(url, "mediaUrl")
+
+
+def test_media_url_prefixes_narrow_what_is_accepted() -> None:
+    prefixes = ("https://cdn.example.com/media/",)
+    assert check_media_url("https://cdn.example.com/media/1.jpg", "u", prefixes)
+    with pytest.raises(
+        ValueError, match=re.escape("must start with one of https://cdn.example.com/media/")
+    ):
+        check_media_url("https://cdn.example.com.evil.org/media/1.jpg", "u", prefixes)
+    settings = settings_from_argv(
+        [], {"KALEIDO_MEDIA_URL_PREFIXES": "https://cdn.example.com/media/, https://b.example/"}
+    )
+    assert settings.media_url_prefixes == ("https://cdn.example.com/media/", "https://b.example/")
+    for bad in ("https://cdn.example.com", "http://cdn.example.com/", "https://10.0.0.1/"):
+        with pytest.raises(ConfigError, match="KALEIDO_MEDIA_URL_PREFIXES"):
+            settings_from_argv([], {"KALEIDO_MEDIA_URL_PREFIXES": bad})
+
+
+async def test_a_post_with_a_url_outside_the_prefixes_is_refused(
+    running_with_prefixes: Running,
+) -> None:
+    base = "http://" + running_with_prefixes.http_addresses[0].split("://")[-1]
+    post = {"postId": 1, "userId": 1, "media": [
+        {"mediaId": 1, "mediaUrl": "https://elsewhere.example.com/1.jpg"}]}  # fmt: skip
+    async with httpx.AsyncClient(base_url=base, timeout=10) as http:
+        r = await http.post("/v1/posts", json=post)
+        assert r.status_code == 400 and "must start with one of" in r.json()["error"]
+        post["media"][0]["mediaUrl"] = "https://cdn.example.com/media/1.jpg"  # type: ignore[index]
+        assert (await http.post("/v1/posts", json=post)).status_code == 201
+
+
+@pytest.fixture
+async def running_with_prefixes(settings: Settings, backends: Backends) -> AsyncIterator[Running]:
+    settings = with_settings(settings, media_url_prefixes=("https://cdn.example.com/media/",))
+    async with trio.open_nursery() as nursery:
+        running: Running = await nursery.start(
+            lambda task_status: serve(settings, handle_signals=False, task_status=task_status)
+        )
+        yield running
+        running.stop.set()

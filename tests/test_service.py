@@ -7,12 +7,15 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 import trio
+from structlog.testing import capture_logs
 
 from kaleido.app import Running, serve
+from kaleido.service import Service
 from kaleido.settings import Settings
 
 from .conftest import reset
 from .views_helpers import create_posts, pg_view_counts
+from .waiting import wait_until
 
 pytestmark = pytest.mark.redis_kinds("single", "cluster")
 
@@ -26,6 +29,9 @@ async def running(settings: Settings) -> AsyncIterator[Running]:
         await reset(service.service.backends)
         yield service
         service.stop.set()
+
+
+JSON = {"Content-Type": "application/json"}
 
 
 def client(running: Running) -> httpx.AsyncClient:
@@ -92,9 +98,97 @@ async def test_bad_views_get_a_clear_4xx(
     running: Running, body: bytes, status: int, message: str
 ) -> None:
     async with client(running) as http:
-        r = await http.post("/v1/views", content=body)
+        r = await http.post("/v1/views", content=body, headers=JSON)
     assert r.status_code == status
     assert message in r.json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "status", "message"),
+    [
+        (b"[" * 100_000, JSON, 400, "invalid JSON (depth limit exceeded"),
+        (b'{"userId": ' + b"9" * 5000 + b', "postId": 1}', JSON, 400, "invalid JSON (number"),
+        (b'{"userId": "' + b"9" * 5000 + b'", "postId": 1}', JSON, 400, "body.userId"),
+        (b'{"userId": "\\ud800", "postId": 1}', JSON, 400, "invalid JSON"),
+        (b'{"userId": 1, "postId": 1}', {"Content-Type": "text/plain"}, 415, "application/json"),
+        (b'{"userId": 1, "postId": 1}', {}, 415, "got none"),
+        (b"\xff\xfe", JSON, 400, "invalid JSON"),
+    ],
+)
+async def test_hostile_bodies_get_a_clear_4xx_not_a_500(
+    running: Running, body: bytes, headers: dict[str, str], status: int, message: str
+) -> None:
+    async with client(running) as http:
+        r = await http.post("/v1/views", content=body, headers=headers)
+    assert r.status_code == status, r.text
+    assert message in r.json()["error"] and len(r.text) < 1000  # nothing echoed whole
+
+
+async def test_a_bug_is_a_json_500_with_the_correlation_id(
+    running: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(self: Service, post_id: int) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(Service, "view_total", broken)
+    with capture_logs() as logs:
+        async with client(running) as http:
+            r = await http.get("/v1/posts/1/views", headers={"X-Correlation-ID": "bug-42"})
+    assert r.status_code == 500
+    assert r.json() == {
+        "error": "internal error; the logs have its traceback",
+        "correlationId": "bug-42",
+    }
+    [line] = [e for e in logs if e["event"] == "http.unhandled"]
+    assert line["exc_info"].args == ("a bug",)  # the correlation id joins it in the real logs
+
+
+async def _open(running: Running) -> trio.SocketStream:
+    host, port = running.http_addresses[0].split("://")[-1].rsplit(":", 1)
+    return await trio.open_tcp_stream(host, int(port))
+
+
+async def _response(stream: trio.SocketStream) -> bytes:
+    reply = b""
+    while b"\r\n\r\n" not in reply:
+        chunk = await stream.receive_some(4096)
+        if not chunk:
+            break
+        reply += chunk
+    return reply
+
+
+TRICKLE = (
+    b"POST /v1/views HTTP/1.1\r\nHost: k\r\nContent-Type: application/json\r\n"
+    b"Content-Length: 100\r\n\r\n{"
+)
+
+
+async def test_a_trickled_body_gets_a_408_at_the_deadline(
+    running: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("kaleido.http.body.BODY_DEADLINE", 0.3)
+    stream = await _open(running)
+    async with stream:
+        await stream.send_all(TRICKLE)  # and never the other 99 bytes
+        with trio.fail_after(10):
+            reply = await _response(stream)
+    assert reply.startswith(b"HTTP/1.1 408"), reply
+
+
+async def test_requests_beyond_the_in_flight_cap_get_a_quick_503(
+    running: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("kaleido.http.middleware.MAX_IN_FLIGHT", 1)
+    stream = await _open(running)
+    async with stream, client(running) as http:
+        await stream.send_all(TRICKLE)  # holds the one slot while its body does not come
+
+        async def refused() -> bool:
+            r = await http.post("/v1/views", json={"userId": 1, "postId": 1})
+            return r.status_code == 503 and r.headers["retry-after"] == "1"
+
+        await wait_until(refused)
 
 
 async def test_more_views_than_a_request_may_carry_is_a_400(running: Running) -> None:

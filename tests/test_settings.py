@@ -101,6 +101,24 @@ def test_passwords_never_appear_in_errors_or_repr() -> None:
     assert redact_url("postgresql://u:pw@db:5/k") == "postgresql://u:***@db:5/k"
 
 
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://h/0?password=hunter2", "redis://h/0?password=***"),
+        ("redis://h/0?db=1&Password=hunter2", "redis://h/0?db=1&Password=***"),
+        (
+            "postgresql://db/k?sslmode=require&sslpassword=hunter2",
+            "postgresql://db/k?sslmode=require&sslpassword=***",
+        ),
+        ("postgresql://db/k?sslmode=verify-full", "postgresql://db/k?sslmode=verify-full"),
+    ],
+)
+def test_passwords_in_the_query_are_redacted_too(url: str, shown: str) -> None:
+    assert redact_url(url) == shown
+    settings = Settings(redis_url=url, database_url=url.replace("redis://", "postgresql://"))
+    assert "hunter2" not in repr(settings) + str(settings.public_dict())
+
+
 def test_a_cluster_url_names_its_seed_nodes_and_hides_its_password() -> None:
     url = "rediss+cluster://app:s3cret@10.0.0.1:7000,[::1]:7001/"
     assert load_settings({"KALEIDO_REDIS_URL": url}).redis_url == url

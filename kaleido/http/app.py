@@ -15,8 +15,11 @@ from starlette.middleware import Middleware
 from kaleido.http import health, metrics, posts, streams_admin, views
 from kaleido.http.auth import Authenticator
 from kaleido.http.errors import EXCEPTION_HANDLERS
-from kaleido.http.middleware import CorrelationIdMiddleware
+from kaleido.http.middleware import CorrelationIdMiddleware, InFlightLimit
 from kaleido.service import Service
+
+# Seconds a connection may stay silent mid-request (headers or body) before it is closed.
+READ_TIMEOUT = 10
 
 
 def create_app(service: Service) -> Starlette:
@@ -33,7 +36,7 @@ def create_ops_app(service: Service) -> Starlette:
 def _app(service: Service, routes: list[Any]) -> Starlette:
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(CorrelationIdMiddleware)],
+        middleware=[Middleware(InFlightLimit), Middleware(CorrelationIdMiddleware)],
         exception_handlers=EXCEPTION_HANDLERS,
     )
     app.state.service = service
@@ -62,4 +65,5 @@ async def serve_http(
     config.errorlog = None
     config.graceful_timeout = 5.0
     config.keep_alive_timeout = 30.0
+    config.read_timeout = READ_TIMEOUT  # a connection that sends nothing for this long is closed
     await serve(app, config, shutdown_trigger=shutdown.wait, task_status=task_status)

@@ -7,6 +7,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from kaleido.errors import BackendError, TransientError
+from kaleido.logs import get_logger
+
+log = get_logger("kaleido.http")
 
 
 class BadRequest(Exception):
@@ -41,7 +44,18 @@ async def on_backend_error(request: Request, exc: Exception) -> Response:
     return error_response(str(exc), status)
 
 
+async def on_unexpected(request: Request, exc: Exception) -> Response:
+    """A bug: a JSON 500 naming the correlation id (to find the traceback in the logs)."""
+    cid = request.scope.get("state", {}).get("correlation_id")
+    log.error("http.unhandled", path=request.url.path, method=request.method, exc_info=exc)
+    return JSONResponse(
+        {"error": "internal error; the logs have its traceback", "correlationId": cid},
+        status_code=500,
+    )
+
+
 EXCEPTION_HANDLERS = {
+    Exception: on_unexpected,
     BadRequest: on_bad_request,
     HTTPException: on_http_exception,
     BackendError: on_backend_error,

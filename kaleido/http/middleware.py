@@ -1,4 +1,5 @@
-"""ASGI middleware: a correlation id for every request (`X-Correlation-ID`, or a new one)."""
+"""ASGI middleware: a correlation id for every request (`X-Correlation-ID`, or a new one), and
+a cap on the requests in flight."""
 
 from __future__ import annotations
 
@@ -33,3 +34,30 @@ class CorrelationIdMiddleware:
                 await send(message)
 
             await self.app(scope, receive, send_with_id)
+
+
+# Requests one listener of one process handles at once; beyond, a quick 503 is better than a
+# queue that grows until memory or every client's timeout runs out.
+MAX_IN_FLIGHT = 1000
+_BUSY = b'{"error": "too many requests in flight; retry shortly"}'
+
+
+class InFlightLimit:
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.in_flight = 0
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if self.in_flight >= MAX_IN_FLIGHT:
+            headers = [(b"content-type", b"application/json"), (b"retry-after", b"1")]
+            await send({"type": "http.response.start", "status": 503, "headers": headers})
+            await send({"type": "http.response.body", "body": _BUSY})
+            return
+        self.in_flight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight -= 1

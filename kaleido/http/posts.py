@@ -6,6 +6,7 @@ never a 2xx. Every bad input is a 4xx naming the field (`media[1].mediaUrl: ...`
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import attrs
@@ -55,15 +56,16 @@ def _id(value: object, name: str) -> int:
         raise BadRequest(str(exc)) from None
 
 
-def _url(value: object, name: str) -> str:
+def _url(value: object, name: str, prefixes: Sequence[str]) -> str:
     try:
-        return check_media_url(value, name)
+        return check_media_url(value, name, prefixes)
     except ValueError as exc:
         raise BadRequest(str(exc)) from None
 
 
-def parse_media(payload: dict[str, Any]) -> tuple[MediaItem, ...]:
-    """The body's `media` list; BadRequest names the first bad item and field."""
+def parse_media(payload: dict[str, Any], prefixes: Sequence[str] = ()) -> tuple[MediaItem, ...]:
+    """The body's `media` list; BadRequest names the first bad item and field. `prefixes`:
+    the URL prefixes allowed (KALEIDO_MEDIA_URL_PREFIXES; none: any public https URL)."""
     items = payload.get("media")
     if not isinstance(items, list):
         raise BadRequest("media: expected a list of {mediaId, mediaUrl} objects")
@@ -75,7 +77,7 @@ def parse_media(payload: dict[str, Any]) -> tuple[MediaItem, ...]:
         media.append(
             MediaItem(
                 _id(item.get("mediaId"), f"media[{index}].mediaId"),
-                _url(item.get("mediaUrl"), f"media[{index}].mediaUrl"),
+                _url(item.get("mediaUrl"), f"media[{index}].mediaUrl", prefixes),
             )
         )
     try:
@@ -85,11 +87,18 @@ def parse_media(payload: dict[str, Any]) -> tuple[MediaItem, ...]:
     return tuple(media)
 
 
-def parse_new_post(payload: Any) -> NewPost:
+def parse_new_post(payload: Any, prefixes: Sequence[str] = ()) -> NewPost:
     body = _object(payload, "body", "postId, userId and media")
     return NewPost(
-        _id(body.get("postId"), "postId"), _id(body.get("userId"), "userId"), parse_media(body)
+        _id(body.get("postId"), "postId"),
+        _id(body.get("userId"), "userId"),
+        parse_media(body, prefixes),
     )
+
+
+def _prefixes(request: Request) -> tuple[str, ...]:
+    service: Service = request.app.state.service
+    return service.backends.settings.media_url_prefixes
 
 
 # --------------------------------------------------------------------------- rendering
@@ -170,7 +179,7 @@ def _posts(request: Request) -> Posts:
 
 async def create_post(request: Request) -> Response:
     caller = user_caller(request)
-    post = parse_new_post(await read_json(request))
+    post = parse_new_post(await read_json(request), _prefixes(request))
     caller.require_user(post.user_id, "userId")
     try:
         done = await _posts(request).create(post)
@@ -185,7 +194,7 @@ async def create_post(request: Request) -> Response:
 async def replace_post_media(request: Request) -> Response:
     caller = user_caller(request)
     post_id = path_id(request, "postId")
-    media = parse_media(_object(await read_json(request), "body", "media"))
+    media = parse_media(_object(await read_json(request), "body", "media"), _prefixes(request))
 
     def may_edit(owner: int) -> None:
         if not (caller.moderates or caller.user_id == owner):
@@ -215,7 +224,7 @@ async def change_profile_picture(request: Request) -> Response:
     user_id = path_id(request, "userId")
     caller.require_user(user_id, "profile picture")
     body = _object(await read_json(request), "body", "imageUrl")
-    image_url = _url(body.get("imageUrl"), "imageUrl")
+    image_url = _url(body.get("imageUrl"), "imageUrl", _prefixes(request))
     service: Service = request.app.state.service
     event = ProfilePictureEvent(user_id, image_url, outbound_correlation_id())
     try:

@@ -13,15 +13,15 @@ def check_id(value: object, name: str) -> int:
     Accepts ints and strings of decimal digits; bools, floats and anything else are refused.
     """
     if isinstance(value, bool):
-        raise ValueError(f"{name}: expected a positive 64-bit integer, got {value!r}")
+        raise ValueError(f"{name}: expected a positive 64-bit integer, got {value!r:.80}")
     if isinstance(value, int):
         number = value
     elif isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 19:
         number = int(value)
     else:
-        raise ValueError(f"{name}: expected a positive 64-bit integer, got {value!r}")
+        raise ValueError(f"{name}: expected a positive 64-bit integer, got {value!r:.80}")
     if not 0 < number <= MAX_ID:
-        raise ValueError(f"{name}: expected a positive 64-bit integer, got {value!r}")
+        raise ValueError(f"{name}: expected a positive 64-bit integer, got {value!r:.80}")
     return number
 
 
