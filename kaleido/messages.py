@@ -32,10 +32,13 @@ from kaleido.errors import KaleidoError
 __all__ = [
     "CONSUMER_GROUP",
     "CONSUMER_NAMES",
+    "EMBEDDING_DIM",
     "FACE_DETECTION_STREAM",
     "FACE_RECOGNITION_STREAM",
     "INSIGHTS_STREAM",
     "INSIGHT_SERVICES",
+    "MAX_ENTRY_BYTES",
+    "MAX_FACES",
     "MAX_FIELD_BYTES",
     "POST_IMAGE_STREAM",
     "POST_UPDATE_STREAM",
@@ -105,6 +108,17 @@ def dlq_stream(stream: str) -> str:
 
 # The largest real field, a 1408-float embedding, is ~30 KB of JSON: 1 MiB is ample headroom.
 MAX_FIELD_BYTES: Final = 1024 * 1024
+# Caps on what one inbound entry may carry (README "What an inbound entry may be"): with them a
+# batch's memory is bounded whatever the ML service (or whoever can write to its streams) sends.
+MAX_ENTRY_BYTES: Final = 2 * 1024 * 1024  # all fields together
+EMBEDDING_DIM: Final = 1408  # an image embedding has exactly this many floats (configurable)
+MAX_FACES: Final = 32  # faces in one face-detection entry; a face embedding at most EMBEDDING_DIM
+MAX_TAGS: Final = 256  # tags or scenes in one entry
+MAX_TAG_CHARS: Final = 256
+MAX_CAPTION_CHARS: Final = 4096
+MAX_USERNAME_CHARS: Final = 255
+# A correlation id follows the HTTP header's rule; any other value is dropped (not logged).
+_CORRELATION_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 INT64_MAX: Final = 2**63 - 1
 # bbox goes to PostgreSQL int[] (int4).
 _INT32_MIN: Final = -(2**31)
@@ -621,6 +635,8 @@ def _faces(text: str) -> tuple[DetectedFace, ...]:
     items = _json(text)
     if not isinstance(items, list):
         raise _Invalid(f"expected a JSON list of face objects, got {_quote(items)}")
+    if len(items) > MAX_FACES:
+        raise _Invalid(f"{len(items)} faces, over the limit of {MAX_FACES}")
     faces = tuple(_face(index, item) for index, item in enumerate(items))
     seen: set[str] = set()
     for face in faces:
@@ -636,7 +652,15 @@ _Entry: TypeAlias = dict[str, object]
 
 
 def _index(fields: Fields) -> _Entry:
-    """Field name → raw value; a key that is not UTF-8 cannot be a known field and is dropped."""
+    """Field name → raw value; a key that is not UTF-8 cannot be a known field and is dropped.
+    The whole entry (every field, known or not) is at most MAX_ENTRY_BYTES."""
+    size = sum(_size(key) + _size(value) for key, value in fields.items())
+    if size > MAX_ENTRY_BYTES:
+        key, value = max(fields.items(), key=lambda item: _size(item[1]))
+        if _size(value) > MAX_FIELD_BYTES:  # one field is the reason: name it
+            name = _lenient_text(key)[:_QUOTE_CHARS]
+            raise DecodeError(name, f"{_size(value)} bytes, over the {MAX_FIELD_BYTES}-byte limit")
+        raise DecodeError("entry", f"{size} bytes in all, over the {MAX_ENTRY_BYTES}-byte limit")
     entry: _Entry = {}
     for key, value in fields.items():
         if isinstance(key, bytes):
@@ -647,6 +671,10 @@ def _index(fields: Fields) -> _Entry:
         if isinstance(key, str):
             entry[key] = value
     return entry
+
+
+def _size(raw: object) -> int:
+    return len(raw) if isinstance(raw, bytes | str) else 0
 
 
 def _text(name: str, raw: object) -> str:
@@ -697,7 +725,28 @@ def _service(text: str) -> str:
 
 
 def _correlation_id(entry: _Entry) -> str:
-    return _optional(entry, "correlationId", _as_is, "")
+    value = _optional(entry, "correlationId", _as_is, "")
+    return value if _CORRELATION_ID.fullmatch(value) else ""
+
+
+def _capped(limit: int, what: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if len(text) > limit:
+            raise _Invalid(f"{len(text)} characters, over the {limit}-character limit of {what}")
+        return text
+
+    return parse
+
+
+def _labels(text: str) -> tuple[str, ...]:
+    """Tags or scenes: at most MAX_TAGS, each at most MAX_TAG_CHARS."""
+    labels = _string_list(text)
+    if len(labels) > MAX_TAGS:
+        raise _Invalid(f"{len(labels)} items, over the limit of {MAX_TAGS}")
+    for index, label in enumerate(labels):
+        if len(label) > MAX_TAG_CHARS:
+            raise _Invalid(f"item {index}: {len(label)} characters, over {MAX_TAG_CHARS}")
+    return labels
 
 
 def _received_at(entry: _Entry) -> datetime | None:
@@ -719,19 +768,26 @@ def _decode_moderation(entry: _Entry) -> Moderation:
 
 
 def _decode_tagging(entry: _Entry) -> Tagging:
-    return Tagging(tags=_required(entry, "tags", _string_list))
+    return Tagging(tags=_required(entry, "tags", _labels))
 
 
 def _decode_scenes(entry: _Entry) -> SceneRecognition:
-    return SceneRecognition(scenes=_required(entry, "scenes", _string_list))
+    return SceneRecognition(scenes=_required(entry, "scenes", _labels))
 
 
 def _decode_caption(entry: _Entry) -> ImageCaptioning:
-    return ImageCaptioning(caption=_required(entry, "caption", _as_is))
+    caption = _capped(MAX_CAPTION_CHARS, "a caption")
+    return ImageCaptioning(caption=_required(entry, "caption", caption))
 
 
-def _decode_image_embedding(entry: _Entry) -> ImageEmbedding:
-    return ImageEmbedding(embedding=_required(entry, "imageEmbedding", _number_list))
+def _decode_image_embedding(entry: _Entry, dim: int = EMBEDDING_DIM) -> ImageEmbedding:
+    def exact(text: str) -> tuple[float, ...]:
+        values = _number_list(text)
+        if len(values) != dim:
+            raise _Invalid(f"{len(values)} floats, expected exactly {dim}")
+        return values
+
+    return ImageEmbedding(embedding=_required(entry, "imageEmbedding", exact))
 
 
 _PAYLOAD_DECODERS: Final[Mapping[str, Callable[[_Entry], InsightPayload]]] = MappingProxyType(
@@ -745,35 +801,55 @@ _PAYLOAD_DECODERS: Final[Mapping[str, Callable[[_Entry], InsightPayload]]] = Map
 )
 
 
-def decode_insight(fields: Fields) -> InsightResult | IgnoredEntry:
-    """Decode an ``ml-insights-results`` entry.
+def decode_insight(
+    fields: Fields, *, embedding_dim: int = EMBEDDING_DIM
+) -> InsightResult | IgnoredEntry:
+    """Decode an ``ml-insights-results`` entry (an image embedding has exactly
+    `embedding_dim` floats).
 
     An unknown ``service`` gives an :class:`IgnoredEntry` (its other fields are not checked);
-    anything missing or malformed raises :class:`DecodeError`.
+    anything missing, malformed or over a cap raises :class:`DecodeError`.
     """
     entry = _index(fields)
     service = _required(entry, "service", _service)
     decode_payload = _PAYLOAD_DECODERS.get(service)
     if decode_payload is None:
         return IgnoredEntry(reason=f"unknown service {_quote(service)}", service=service)
+    if service == ImageEmbedding.SERVICE:
+        payload: InsightPayload = _decode_image_embedding(entry, embedding_dim)
+    else:
+        payload = decode_payload(entry)
     return InsightResult(
         media_id=_required(entry, "mediaId", _id),
         post_id=_required(entry, "postId", _id),
-        payload=decode_payload(entry),
+        payload=payload,
         correlation_id=_correlation_id(entry),
         timestamp=_received_at(entry),
         version=_version(entry),
     )
 
 
-def decode_face_detection(fields: Fields) -> FaceDetectionResult:
-    """Decode a ``face-detection-results`` entry; raises :class:`DecodeError`."""
+def decode_face_detection(
+    fields: Fields, *, embedding_dim: int = EMBEDDING_DIM
+) -> FaceDetectionResult:
+    """Decode a ``face-detection-results`` entry (at most MAX_FACES faces, each embedding at
+    most `embedding_dim` floats); raises :class:`DecodeError`."""
     entry = _index(fields)
+
+    def faces(text: str) -> tuple[DetectedFace, ...]:
+        found = _faces(text)
+        for index, face in enumerate(found):
+            if len(face.embedding) > embedding_dim:
+                raise _Invalid(
+                    f"face {index} embedding: {len(face.embedding)} floats, over {embedding_dim}"
+                )
+        return found
+
     return FaceDetectionResult(
         media_id=_required(entry, "mediaId", _id),
         post_id=_required(entry, "postId", _id),
         faces_detected=_required(entry, "facesDetected", _count),
-        faces=_required(entry, "faces", _faces),
+        faces=_required(entry, "faces", faces),
         correlation_id=_correlation_id(entry),
         timestamp=_received_at(entry),
         version=_version(entry),
@@ -788,8 +864,10 @@ def decode_face_recognition(fields: Fields) -> FaceRecognitionResult:
         post_id=_required(entry, "postId", _id),
         face_id=_required(entry, "faceId", _face_uid),
         suggested_user_id=_required(entry, "suggestedUserId", _id),
-        confidence=_required(entry, "confidenceScore", _number_text),
-        matched_username=_optional(entry, "matchedUsername", _as_is, None),
+        confidence=_required(entry, "confidenceScore", _probability),
+        matched_username=_optional(
+            entry, "matchedUsername", _capped(MAX_USERNAME_CHARS, "a username"), None
+        ),
         correlation_id=_correlation_id(entry),
         timestamp=_received_at(entry),
         version=_version(entry),

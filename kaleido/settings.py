@@ -74,6 +74,7 @@ class Settings:
     auth: str = "on"  # "off": user routes without auth even on a non-loopback bind
     # Media URLs must start with one of these (none: any public https URL).
     media_url_prefixes: tuple[str, ...] = ()
+    embedding_dim: int = 1408  # floats in an image embedding from the ML service
     sync_interval: float = 300.0
     view_dedup_ttl: int = 86400
     view_partitions: int = 64
@@ -219,6 +220,13 @@ def jwt_key(secret: str) -> bytes:
     return key
 
 
+def _embedding_dim(text: str) -> int:
+    value = _positive_int(text)
+    if value > 65536:
+        raise ValueError(f"expected at most 65536 floats, got {text!r}")
+    return value
+
+
 def _url_prefixes(text: str) -> tuple[str, ...]:
     from kaleido.posts import check_media_url
 
@@ -274,6 +282,7 @@ _OPTIONS: dict[str, tuple[Callable[[str], Any], str]] = {
         "bearer token (32+ characters) of trusted backends, acting for any user",
     ),
     "auth": (_choice("on", "off"), "off: user routes without auth even on a non-loopback bind"),
+    "embedding_dim": (_embedding_dim, "floats in an ML image embedding (1408)"),
     "media_url_prefixes": (
         _url_prefixes,
         "comma-separated https prefixes media URLs must start with (default: any public host)",

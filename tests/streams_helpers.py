@@ -115,10 +115,19 @@ async def face(backends: Backends, media_id: int, face_uid: str) -> dict[str, An
     return None if row is None else dict(row)
 
 
-async def create_post(backends: Backends, post_id: int, status: str = "PUBLISHED") -> None:
+async def create_post(
+    backends: Backends, post_id: int, status: str = "PUBLISHED", media: tuple[int, ...] = ()
+) -> None:
+    """A post row, and a post_media row for each of `media`."""
     await backends.postgres.execute(
         "INSERT INTO posts (post_id, user_id, status) VALUES ($1, 1, $2)", post_id, status
     )
+    for position, media_id in enumerate(media):
+        await backends.postgres.execute(
+            "INSERT INTO post_media (media_id, post_id, media_url, position) "
+            "VALUES ($1, $2, $3, $4)",
+            media_id, post_id, f"https://cdn.example.com/{media_id}.jpg", position,
+        )  # fmt: skip
 
 
 async def post_status(backends: Backends, post_id: int) -> str | None:

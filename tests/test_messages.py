@@ -6,6 +6,7 @@ import contextlib
 import json
 import math
 import re
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -19,11 +20,16 @@ from kaleido.errors import KaleidoError
 from kaleido.messages import (
     CONSUMER_GROUP,
     CONSUMER_NAMES,
+    EMBEDDING_DIM,
     FACE_DETECTION_STREAM,
     FACE_RECOGNITION_STREAM,
     INSIGHT_SERVICES,
     INSIGHTS_STREAM,
+    MAX_CAPTION_CHARS,
     MAX_FIELD_BYTES,
+    MAX_TAG_CHARS,
+    MAX_TAGS,
+    MAX_USERNAME_CHARS,
     POST_IMAGE_STREAM,
     POST_UPDATE_STREAM,
     PROFILE_PICTURE_STREAM,
@@ -260,7 +266,8 @@ def test_decode_inbound_dispatches_on_stream() -> None:
     ],
 )
 def test_each_service_decodes_only_its_field(entry: Raw, payload: Any) -> None:
-    result = decode_insight(entry)
+    dim = len(payload.embedding) if isinstance(payload, ImageEmbedding) else EMBEDDING_DIM
+    result = decode_insight(entry, embedding_dim=dim)
     assert isinstance(result, InsightResult)
     assert result.payload == payload
     assert result.service == payload.SERVICE
@@ -306,7 +313,7 @@ def test_unknown_extra_fields_are_ignored_whatever_they_hold() -> None:
         **MODERATION_ENTRY,
         b"newField": b"\xff\xfe not utf-8",
         b"\xff\xfe": b"key not utf-8",
-        b"bigBlob": b"x" * (2 * MAX_FIELD_BYTES),
+        b"bigBlob": b"x" * MAX_FIELD_BYTES,  # unknown, so not decoded; within the entry cap
         b"tags": b"[not even json",  # belongs to another service
     }
     assert decode_insight(noisy) == decode_insight(MODERATION_ENTRY)
@@ -736,12 +743,15 @@ stamps = st.none() | st.datetimes(timezones=st.just(UTC))
 aware_stamps = st.datetimes(timezones=st.just(UTC))
 texts = st.text()
 non_empty = st.text(min_size=1)
+# Within the caps of an inbound entry (kaleido.messages).
+labels = st.lists(st.text(max_size=MAX_TAG_CHARS), max_size=MAX_TAGS).map(tuple)
+correlation_ids = st.just("") | st.from_regex(r"[A-Za-z0-9._:-]{1,128}", fullmatch=True)
 
 payloads = st.one_of(
     st.builds(Moderation, is_safe=st.booleans(), confidence=st.none() | probabilities),
-    st.builds(Tagging, tags=st.lists(texts).map(tuple)),
-    st.builds(SceneRecognition, scenes=st.lists(texts).map(tuple)),
-    st.builds(ImageCaptioning, caption=texts),
+    st.builds(Tagging, tags=labels),
+    st.builds(SceneRecognition, scenes=labels),
+    st.builds(ImageCaptioning, caption=st.text(max_size=MAX_CAPTION_CHARS)),
     st.builds(ImageEmbedding, embedding=st.lists(floats32, min_size=1, max_size=64).map(tuple)),
 )
 insights = st.builds(
@@ -749,7 +759,7 @@ insights = st.builds(
     media_id=ids,
     post_id=ids,
     payload=payloads,
-    correlation_id=texts,
+    correlation_id=correlation_ids,
     timestamp=stamps,
     version=st.none() | texts,
 )
@@ -766,7 +776,7 @@ detections = st.builds(
     post_id=ids,
     faces_detected=st.integers(min_value=0, max_value=2**63 - 1),
     faces=st.lists(detected_faces, max_size=4, unique_by=lambda f: f.face_id).map(tuple),
-    correlation_id=texts,
+    correlation_id=correlation_ids,
     timestamp=stamps,
     version=st.none() | texts,
 )
@@ -776,9 +786,9 @@ recognitions = st.builds(
     post_id=ids,
     face_id=st.uuids().map(str),
     suggested_user_id=ids,
-    confidence=floats32,
-    matched_username=st.none() | texts,
-    correlation_id=texts,
+    confidence=probabilities,
+    matched_username=st.none() | st.text(max_size=MAX_USERNAME_CHARS),
+    correlation_id=correlation_ids,
     timestamp=stamps,
     version=st.none() | texts,
 )
@@ -788,8 +798,9 @@ recognitions = st.builds(
 def test_insight_round_trip(result: InsightResult) -> None:
     fields = encode_insight(result)
     assert all(isinstance(v, str) for v in fields.values())
-    assert decode_insight(as_redis(fields)) == result
-    assert decode_insight(fields) == result
+    dim = len(result.payload.embedding) if isinstance(result.payload, ImageEmbedding) else 1408
+    assert decode_insight(as_redis(fields), embedding_dim=dim) == result
+    assert decode_insight(fields, embedding_dim=dim) == result
 
 
 @given(detections)
@@ -896,3 +907,58 @@ def test_face_list_fuzz(faces: list[Any]) -> None:
 def test_payload_classes_are_frozen(payload: Moderation) -> None:
     with pytest.raises(attrs.exceptions.FrozenInstanceError):
         payload.is_safe = not payload.is_safe  # type: ignore[misc]
+
+
+# --------------------------------------------------------------------------- caps
+
+
+def _vector(n: int) -> bytes:
+    return json.dumps([0.25] * n).encode()
+
+
+@pytest.mark.parametrize(
+    ("entry", "field", "reason"),
+    [
+        (insight_entry(b"image_embedding", imageEmbedding=_vector(1407)), "imageEmbedding",
+         "1407 floats, expected exactly 1408"),
+        (insight_entry(b"image_embedding", imageEmbedding=_vector(3)), "imageEmbedding",
+         "3 floats, expected exactly 1408"),
+        (insight_entry(b"tagging", tags=json.dumps(["t"] * 300).encode()), "tags",
+         "300 items, over the limit of 256"),
+        (insight_entry(b"tagging", tags=json.dumps(["x" * 300]).encode()), "tags",
+         "item 0: 300 characters"),
+        (insight_entry(b"image_captioning", caption=b"c" * 5000), "caption",
+         "5000 characters, over the 4096-character limit"),
+        ({**insight_entry(b"tagging", tags=b"[]"), b"junk": b"j" * 1_000_000,
+          b"more": b"m" * 1_000_000, b"again": b"a" * 200_000}, "entry",
+         "over the 2097152-byte limit"),
+    ],
+)  # fmt: skip
+def test_insight_caps(entry: Raw, field: str, reason: str) -> None:
+    with pytest.raises(DecodeError) as caught:
+        decode_insight(entry)
+    assert caught.value.field == field and reason in str(caught.value)
+
+
+def test_face_caps() -> None:
+    many = [face(faceId=str(uuid.UUID(int=i))) for i in range(33)]
+    with pytest.raises(DecodeError, match="33 faces, over the limit of 32"):
+        decode_face_detection(faces_entry(many))
+    with pytest.raises(DecodeError, match="face 0 embedding: 1409 floats, over 1408"):
+        decode_face_detection(faces_entry([face(embedding=[0.5] * 1409)]))
+    recognition = {b"mediaId": b"1", b"postId": b"2", b"faceId": str(uuid.UUID(int=1)).encode(),
+                   b"suggestedUserId": b"3"}  # fmt: skip
+    for confidence in (b"-1e30", b"1.5"):
+        with pytest.raises(DecodeError, match="confidenceScore: expected a number between 0"):
+            decode_face_recognition({**recognition, b"confidenceScore": confidence})
+    long_name = {**recognition, b"confidenceScore": b"0.5", b"matchedUsername": b"u" * 500_000}
+    with pytest.raises(DecodeError, match="matchedUsername: 500000 characters"):
+        decode_face_recognition(long_name)
+
+
+def test_a_correlation_id_outside_the_header_rule_is_dropped() -> None:
+    entry = {**insight_entry(b"tagging", tags=b"[]"), b"correlationId": b"x" * 900_000}
+    result = decode_insight(entry)
+    assert isinstance(result, InsightResult) and result.correlation_id == ""
+    ok = {**insight_entry(b"tagging", tags=b"[]"), b"correlationId": b"c-1"}
+    assert decode_insight(ok).correlation_id == "c-1"  # type: ignore[union-attr]

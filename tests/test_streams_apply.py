@@ -9,9 +9,11 @@ import pytest
 
 from kaleido.gateways import Backends
 from kaleido.messages import FACE_DETECTION_STREAM, FACE_RECOGNITION_STREAM, INSIGHTS_STREAM
+from kaleido.posts import MediaItem, replace_media
 
 from .streams_helpers import (
     create_post,
+    dlq_len,
     face,
     insight,
     pending_count,
@@ -87,7 +89,7 @@ async def _drained(backends: Backends, stream: str, entries: int) -> None:
 
 
 async def test_contract_examples_are_applied(backends: Backends) -> None:
-    await create_post(backends, 17)
+    await create_post(backends, 17, media=(42,))
     async with running(backends) as consumers:
         await xadd(backends, INSIGHTS_STREAM, MODERATION)
         await xadd(backends, FACE_DETECTION_STREAM, DETECTION)
@@ -173,7 +175,7 @@ async def test_each_entry_alone_merges_the_same_way(backends: Backends) -> None:
 async def test_unsafe_is_sticky_and_a_post_is_never_unflagged(
     backends: Backends, batch_size: int
 ) -> None:
-    await create_post(backends, 70)
+    await create_post(backends, 70, media=(7,))
     verdicts = [("true", "0.1"), ("false", "0.9"), ("true", "0.2")]
     async with running(backends, INSIGHTS_STREAM, batch_size=batch_size):
         for safe, confidence in verdicts:
@@ -281,3 +283,47 @@ async def test_detection_again_keeps_the_suggestion_and_many_faces(backends: Bac
     )
     assert first["embedding"] == [0.0] * 8
     assert (second["status"], second["embedding"]) == ("UNIDENTIFIED", [])
+
+
+async def test_a_result_naming_another_post_is_dead_lettered_and_touches_nothing(
+    backends: Backends,
+) -> None:
+    """An entry's postId is not trusted: post_media says which post owns the media."""
+    await create_post(backends, 1, media=(99999,))
+    await create_post(backends, 6000)  # someone else's post
+    forged = {"mediaId": "99999", "postId": "6000", "service": "moderation", "isSafe": "false"}
+    faces = {**{k.decode(): v.decode() for k, v in DETECTION.items()}, "postId": "6000",
+             "mediaId": "99999"}  # fmt: skip
+    good = {"mediaId": "99999", "postId": "1", "service": "tagging", "tags": '["cat"]'}
+    async with running(backends):
+        await xadd(backends, INSIGHTS_STREAM, _b(forged))
+        await xadd(backends, FACE_DETECTION_STREAM, _b(faces))
+        await xadd(backends, INSIGHTS_STREAM, _b(good))
+
+        async def dealt_with() -> bool:
+            letters = [await dlq_len(backends, s) for s in (INSIGHTS_STREAM, FACE_DETECTION_STREAM)]
+            return letters == [1, 1] and not await pending_count(backends, INSIGHTS_STREAM)
+
+        await wait_until(dealt_with)
+    for stream in (INSIGHTS_STREAM, FACE_DETECTION_STREAM):
+        [(_, letter)] = await backends.redis.execute("XRANGE", backends.keys.dlq(stream), "-", "+")
+        assert b"media 99999 belongs to post 1, not to post 6000" in letter[b"error"]
+    assert await post_status(backends, 6000) == "PUBLISHED"
+    assert await post_status(backends, 1) == "PUBLISHED"
+    row = await insight(backends, 99999)
+    assert row is not None and row["post_id"] == 1 and row["tags"] == ["cat"]
+    assert row["is_safe"] is None  # the forged verdict left no trace
+
+
+async def test_an_unsafe_media_with_no_post_yet_flags_its_post_once_attached(
+    backends: Backends,
+) -> None:
+    await create_post(backends, 6000)
+    verdict = {"mediaId": "555", "postId": "6000", "service": "moderation", "isSafe": "false"}
+    async with running(backends, INSIGHTS_STREAM):
+        await xadd(backends, INSIGHTS_STREAM, _b(verdict))
+        await _drained(backends, INSIGHTS_STREAM, 1)
+    assert (await insight(backends, 555) or {}).get("status") == "UNSAFE"  # still recorded
+    assert await post_status(backends, 6000) == "PUBLISHED"  # no owner proven: nothing flagged
+    await replace_media(backends.postgres, 6000, [MediaItem(555, "https://cdn.example.com/5")])
+    assert await post_status(backends, 6000) == "FLAGGED"

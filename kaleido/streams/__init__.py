@@ -46,8 +46,8 @@ def build_consumers(
     """One consumer per inbound stream, configured from `backends.settings`."""
     settings = backends.settings
     handlers: list[Handler[Any]] = [
-        InsightsHandler(),
-        FaceDetectionHandler(),
+        InsightsHandler(embedding_dim=settings.embedding_dim),
+        FaceDetectionHandler(embedding_dim=settings.embedding_dim),
         FaceRecognitionHandler(),
     ]
     return [

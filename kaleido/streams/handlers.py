@@ -28,6 +28,7 @@ import attrs
 
 from kaleido.gateways import Transaction
 from kaleido.messages import (
+    EMBEDDING_DIM,
     FACE_DETECTION_STREAM,
     FACE_RECOGNITION_STREAM,
     INSIGHTS_STREAM,
@@ -200,6 +201,7 @@ FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::boolean[], $5::float8[],
             $7::text[], $8::text[], $9::integer[], $10::integer[], $11::integer[], $12::text[])
      AS t(media_id, post_id, services, is_safe, confidence, caption, tags, scenes,
           embedding_first, embedding_last, embedding_length, correlation_id)
+WHERE kaleido_media_of_post(t.media_id, t.post_id)
 ON CONFLICT (media_id) DO UPDATE SET
     post_id = EXCLUDED.post_id,
     is_safe = CASE WHEN 'moderation' = ANY(EXCLUDED.services_completed) AND m.is_safe IS NOT FALSE
@@ -227,10 +229,13 @@ ON CONFLICT (media_id) DO UPDATE SET
     embedding=_unpacked("$13", "t.embedding_first", "t.embedding_last", "t.embedding_length")
 )
 
-# Never unflags: a post is only ever moved to FLAGGED here.
+# Never unflags: a post is only ever moved to FLAGGED here. The post flagged is the one that
+# owns the media in post_media, never one an entry names: a media with no post yet flags its
+# post when it is attached (kaleido.posts).
 _FLAG_POSTS = """
 UPDATE posts SET status = 'FLAGGED', updated_at = now()
-WHERE post_id = ANY($1::bigint[]) AND status <> 'FLAGGED'
+WHERE post_id IN (SELECT post_id FROM post_media WHERE media_id = ANY($1::bigint[]))
+  AND status <> 'FLAGGED'
 """
 
 
@@ -239,23 +244,24 @@ class InsightsHandler:
     """`ml-insights-results` → `media_ai_insights` (and `posts.status` for unsafe media)."""
 
     stream: str = INSIGHTS_STREAM
+    embedding_dim: int = EMBEDDING_DIM
 
     def decode(self, fields: Fields) -> InsightResult | IgnoredEntry:
-        return decode_insight(fields)
+        return decode_insight(fields, embedding_dim=self.embedding_dim)
 
     async def apply(self, tx: Transaction, messages: Sequence[tuple[str, InsightResult]]) -> None:
         await _execute(tx, self.statements(messages))
 
     def statements(self, messages: Sequence[tuple[str, InsightResult]]) -> list[Statement]:
         rows: dict[int, _Insight] = {}
-        unsafe_posts: set[int] = set()
+        unsafe_media: set[int] = set()
         for _, result in messages:
             row = rows.get(result.media_id)
             if row is None:
                 row = rows[result.media_id] = _Insight(result.media_id, result.post_id)
             row.merge(result)
             if isinstance(result.payload, Moderation) and not result.payload.is_safe:
-                unsafe_posts.add(result.post_id)
+                unsafe_media.add(result.media_id)
         items = list(rows.values())
         embeddings = _Packed.of([r.embedding for r in items])
         args = (
@@ -274,8 +280,8 @@ class InsightsHandler:
             embeddings.rows,
         )
         statements: list[Statement] = [(_UPSERT_INSIGHTS, args)]
-        if unsafe_posts:
-            statements.append((_FLAG_POSTS, (sorted(unsafe_posts),)))
+        if unsafe_media:
+            statements.append((_FLAG_POSTS, (sorted(unsafe_media),)))
         return statements
 
 
@@ -292,6 +298,7 @@ FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::text[], $5::float8[], $6
             $7::integer[], $8::integer[], $9::text[])
      AS t(media_id, face_uid, post_id, bbox, confidence, embedding_first, embedding_last,
           embedding_length, correlation_id)
+WHERE kaleido_media_of_post(t.media_id, t.post_id)
 ON CONFLICT (media_id, face_uid) DO UPDATE SET
     post_id = EXCLUDED.post_id,
     bbox = EXCLUDED.bbox,
@@ -313,6 +320,7 @@ SELECT t.media_id, t.face_uid, t.post_id, t.user_id, t.confidence, t.username,
 FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bigint[], $5::float8[], $6::text[],
             $7::text[])
      AS t(media_id, face_uid, post_id, user_id, confidence, username, correlation_id)
+WHERE kaleido_media_of_post(t.media_id, t.post_id)
 ON CONFLICT (media_id, face_uid) DO UPDATE SET
     suggested_user_id = EXCLUDED.suggested_user_id,
     suggestion_confidence = EXCLUDED.suggestion_confidence,
@@ -327,9 +335,10 @@ class FaceDetectionHandler:
     """`face-detection-results` → one `media_detected_faces` row per face."""
 
     stream: str = FACE_DETECTION_STREAM
+    embedding_dim: int = EMBEDDING_DIM
 
     def decode(self, fields: Fields) -> FaceDetectionResult:
-        return decode_face_detection(fields)
+        return decode_face_detection(fields, embedding_dim=self.embedding_dim)
 
     async def apply(
         self, tx: Transaction, messages: Sequence[tuple[str, FaceDetectionResult]]
