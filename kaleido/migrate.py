@@ -14,6 +14,8 @@ import attrs
 from kaleido.errors import ConfigError
 from kaleido.gateways import PostgresGateway
 
+# Longest wait for a lock while migrating (PostgreSQL's lock_timeout).
+LOCK_TIMEOUT = 10.0
 # An arbitrary constant that names "Kaleido's schema" among advisory locks.
 MIGRATION_LOCK_ID = 0x4B414C45
 _NAME_RE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
@@ -42,10 +44,15 @@ def available_migrations() -> list[Migration]:
     return [found[v] for v in sorted(found)]
 
 
-async def migrate(postgres: PostgresGateway) -> list[int]:
-    """Apply every migration not yet recorded; return the versions applied now."""
+async def migrate(postgres: PostgresGateway, lock_timeout: float = LOCK_TIMEOUT) -> list[int]:
+    """Apply every migration not yet recorded; return the versions applied now.
+
+    Under `lock_timeout`: a migration that waits that long for a lock (another process's
+    migration, or a long transaction holding a table) fails with PostgreSQL's reason instead of
+    holding start-up, and every query queued behind its lock, indefinitely."""
     applied_now: list[int] = []
     async with postgres.transaction() as tx:
+        await tx.execute(f"SET LOCAL lock_timeout = {int(lock_timeout * 1000)}")
         await tx.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK_ID)
         await tx.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations ("

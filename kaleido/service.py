@@ -107,9 +107,9 @@ class Service:
     async def view_total(self, post_id: int) -> ViewTotal:
         """The exact total; while Redis is unreachable, PostgreSQL's part (`degraded`)."""
         try:
-            total = await read_total(self.views, self.backends.postgres, post_id)
+            total = await read_total(self.views, self.backends.postgres_for_routes, post_id)
         except (RedisUnavailable, CircuitOpen):
-            synced, _ = await ledger.read_synced(self.backends.postgres, post_id, [])
+            synced, _ = await ledger.read_synced(self.backends.postgres_for_routes, post_id, [])
             self.metrics.total_reads.labels("degraded").inc()
             return ViewTotal(post_id, synced, 0, degraded=True)
         self.metrics.total_reads.labels("hit" if total.buffered else "miss").inc()

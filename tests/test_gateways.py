@@ -9,7 +9,7 @@ import trio
 from kaleido import errors
 from kaleido.gateways import Backends, Script, open_backends
 from kaleido.gateways._bridge import map_postgres_error
-from kaleido.migrate import available_migrations, migrate, schema_version
+from kaleido.migrate import MIGRATION_LOCK_ID, available_migrations, migrate, schema_version
 from kaleido.settings import Settings
 
 
@@ -115,3 +115,32 @@ async def test_two_processes_migrating_together_are_safe(stack: object, settings
         assert sorted(results, key=len) == [[], versions]
         rows = await a.postgres.fetch("SELECT version FROM schema_migrations ORDER BY version")
         assert [r["version"] for r in rows] == versions
+
+
+async def test_routes_have_a_pool_of_their_own_with_a_statement_timeout(
+    backends: Backends,
+) -> None:
+    routes = backends.postgres_for_routes
+    assert routes is not backends.postgres
+    assert routes.breaker is None  # waiting for one of its connections is no backend failure
+    assert backends.postgres.breaker is not None
+    assert await routes.fetchval("SHOW statement_timeout") == "5s"
+    assert await backends.postgres.fetchval("SHOW statement_timeout") == "0"
+
+
+async def test_a_migration_waits_for_a_lock_only_so_long(backends: Backends) -> None:
+    held, release = trio.Event(), trio.Event()
+
+    async def hold_the_migration_lock() -> None:
+        async with backends.postgres.transaction() as tx:
+            await tx.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK_ID)
+            held.set()
+            await release.wait()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(hold_the_migration_lock)
+        await held.wait()
+        with trio.fail_after(10), pytest.raises(errors.PostgresQueryError, match="lock timeout"):
+            await migrate(backends.postgres, lock_timeout=0.2)
+        release.set()
+    assert await migrate(backends.postgres) == []  # free again: nothing left to apply

@@ -10,7 +10,11 @@ import trio_asyncio
 
 from kaleido.breaker import BreakerConfig, BreakerState, CircuitBreaker
 from kaleido.errors import ConfigError, PostgresUnavailable, RedisUnavailable, TransientError
-from kaleido.gateways.postgres import PostgresGateway
+from kaleido.gateways.postgres import (
+    ROUTES_POOL_MAX_SIZE,
+    ROUTES_STATEMENT_TIMEOUT,
+    PostgresGateway,
+)
 from kaleido.gateways.redis import RedisGateway
 from kaleido.keys import KeyLayout
 from kaleido.logs import get_logger
@@ -22,9 +26,16 @@ class Backends:
     """What an actor needs to reach the outside world."""
 
     redis: RedisGateway
-    postgres: PostgresGateway
+    postgres: PostgresGateway  # the actors' pool, behind the circuit breaker
     keys: KeyLayout
     settings: Settings
+    # The HTTP routes' own pool (statement timeout, no breaker: a route waiting for one of its
+    # connections is not a PostgreSQL failure); None: they share `postgres`.
+    routes_postgres: PostgresGateway | None = None
+
+    @property
+    def postgres_for_routes(self) -> PostgresGateway:
+        return self.routes_postgres or self.postgres
 
 
 # Blocking stream reads last up to a second: only calls far slower than that count as slow.
@@ -72,16 +83,26 @@ async def open_backends(settings: Settings) -> AsyncIterator[Backends]:
                 loop, settings.database_url, make_breaker("postgres")
             )
             try:
-                yield Backends(
-                    redis,
-                    postgres,
-                    KeyLayout(
-                        settings.key_prefix,
-                        settings.view_partitions,
-                        cluster=redis.is_cluster,
-                    ),
-                    settings,
+                routes = await PostgresGateway.connect(
+                    loop,
+                    settings.database_url,
+                    max_size=ROUTES_POOL_MAX_SIZE,
+                    statement_timeout=ROUTES_STATEMENT_TIMEOUT,
                 )
+                try:
+                    yield Backends(
+                        redis,
+                        postgres,
+                        KeyLayout(
+                            settings.key_prefix,
+                            settings.view_partitions,
+                            cluster=redis.is_cluster,
+                        ),
+                        settings,
+                        routes,
+                    )
+                finally:
+                    await routes.aclose()
             finally:
                 await postgres.aclose()
         finally:

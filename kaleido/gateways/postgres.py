@@ -21,6 +21,10 @@ from kaleido.gateways._bridge import AsyncioBridge, map_postgres_error
 COMMAND_TIMEOUT = 30.0
 CONNECT_TIMEOUT = 5.0
 POOL_MAX_SIZE = 8
+# HTTP routes get a pool of their own (flooding them cannot starve the syncer or the
+# consumers) whose statements PostgreSQL cancels after this long.
+ROUTES_POOL_MAX_SIZE = 8
+ROUTES_STATEMENT_TIMEOUT = 5.0
 CLOSE_TIMEOUT = 3.0
 
 
@@ -66,18 +70,29 @@ class PostgresGateway(_Queries):
 
     @classmethod
     async def connect(
-        cls, loop: Any, url: str, breaker: CircuitBreaker | None = None
+        cls,
+        loop: Any,
+        url: str,
+        breaker: CircuitBreaker | None = None,
+        *,
+        max_size: int = POOL_MAX_SIZE,
+        statement_timeout: float | None = None,
     ) -> PostgresGateway:
-        """Create the pool; with min_size=0 it connects lazily, so a down server is not fatal."""
+        """Create the pool; with min_size=0 it connects lazily, so a down server is not fatal.
+        `statement_timeout` (seconds) is set on every connection of the pool."""
         bridge = AsyncioBridge(loop, map_postgres_error, breaker)
+        settings = {}
+        if statement_timeout is not None:
+            settings["statement_timeout"] = str(int(statement_timeout * 1000))
         pool = await bridge.run(
             asyncpg.create_pool(
                 url,
                 min_size=0,
-                max_size=POOL_MAX_SIZE,
+                max_size=max_size,
                 command_timeout=COMMAND_TIMEOUT,
                 timeout=CONNECT_TIMEOUT,
                 max_inactive_connection_lifetime=120.0,
+                server_settings=settings,
             )
         )
         return cls(pool, bridge, url)
