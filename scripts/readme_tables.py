@@ -1,6 +1,7 @@
-"""Copy the latest benchmark table (benchmarks/RESULTS.md, written by `make bench`) and fault
-table (tests/faults/REPORT.md, written by the fault suite) into README.md between their
-markers. Run from the repository root: `python scripts/readme_tables.py`."""
+"""Copy the latest benchmark table (benchmarks/RESULTS.md, written by `make bench`), fault table
+(tests/faults/REPORT.md, written by the fault suite) and fuzz counts (tests/FUZZ.md, written by
+tests/test_fuzz.py) into README.md between their markers. Run from the repository root:
+`python scripts/readme_tables.py`."""
 
 from __future__ import annotations
 
@@ -30,6 +31,8 @@ def main() -> None:
     readme = put(readme, "bench", bench_block((ROOT / "benchmarks/RESULTS.md").read_text()))
     faults = (ROOT / "tests/faults/REPORT.md").read_text().strip() + "\n"
     readme = put(readme, "faults", faults)
+    fuzz = (ROOT / "tests/FUZZ.md").read_text().strip() + "\n"
+    readme = put(readme, "fuzz", fuzz)
     (ROOT / "README.md").write_text(readme)
 
 
