@@ -121,6 +121,9 @@ class ViewSyncer:
                 self.metrics.sync_runs.labels("success").inc()
                 self.metrics.sync_duration.observe(elapsed)
                 self.metrics.synced_views.inc(report.views)
+                self.metrics.views.labels("dropped_unknown_post").inc(report.backlog_dropped_views)
+                if report.backlog_posts >= 0:
+                    self.metrics.unknown_post_backlog.set(report.backlog_posts)
                 self.metrics.last_sync_success.set(time.time())
                 log.info("sync.done", seconds=round(elapsed, 4), **attrs.asdict(report))
         for req in waiting:

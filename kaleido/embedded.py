@@ -167,6 +167,11 @@ async def _drain(k: Kaleido, deadline: float) -> None:
     log.info("shutdown.begin", deadline=deadline)
     supervisor = k.service.supervisor
     with trio.move_on_at(k.drain_deadline) as scope:
+        # The ingester first: it ends once the closed queue is written to Redis, so that the
+        # syncer's last run (on `stopping`) takes those views to PostgreSQL too.
+        ingester = supervisor.actors.get("view-ingester")
+        if ingester is not None:
+            await ingester.done.wait()
         supervisor.stopping.set()
         await supervisor.wait_finished()
     if scope.cancelled_caught:

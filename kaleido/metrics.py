@@ -55,6 +55,12 @@ class Metrics:
             registry=r,
         )
         self.sync_runs = Counter("kaleido_sync_runs", "Sync runs by result", ["result"], registry=r)
+        self.unknown_post_backlog = Gauge(
+            "kaleido_unknown_post_backlog",
+            "Posts without a row whose synced views wait in post_view_backlog (after a sync)",
+            multiprocess_mode=SHARED,
+            registry=r,
+        )
         self.sync_duration = Histogram(
             "kaleido_sync_duration_seconds", "Duration of successful syncs", registry=r
         )
@@ -214,7 +220,7 @@ class Metrics:
 
     def _initialise_labels(self) -> None:
         """Export known label values at 0 from the start, so dashboards and alerts see them."""
-        for outcome in ("counted", "duplicate", "rejected", "journaled"):
+        for outcome in ("counted", "duplicate", "rejected", "journaled", "dropped_unknown_post"):
             self.views.labels(outcome)
         for result in ("success", "failure", "busy"):
             self.sync_runs.labels(result)

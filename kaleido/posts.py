@@ -200,11 +200,6 @@ INSERT INTO posts (post_id, user_id) VALUES ($1, $2)
 ON CONFLICT (post_id) DO NOTHING RETURNING post_id
 """
 
-# Views synced before the post row existed wait in the backlog: fold them in, same transaction.
-_FOLD_BACKLOG = """
-WITH folded AS (DELETE FROM post_view_backlog WHERE post_id = $1 RETURNING views)
-UPDATE posts SET view_count = view_count + folded.views FROM folded WHERE post_id = $1
-"""
 
 # Positions follow the list order, from 0. A media id owned by another post is not touched
 # (the WHERE of DO UPDATE) and so missing from RETURNING: the caller reports it.
@@ -264,14 +259,14 @@ async def _upsert_media(tx: Transaction, post_id: int, media: Sequence[MediaItem
 
 
 async def insert_post(postgres: PostgresGateway, post: NewPost) -> None:
-    """Store the post and its media in one transaction, folding in its view backlog.
+    """Store the post and its media in one transaction (a trigger folds in its view backlog:
+    migration 0005).
 
     Raises PostExists, MediaTaken (nothing stored then) or the backend error.
     """
     async with postgres.transaction() as tx:
         if await tx.fetchval(_INSERT_POST, post.post_id, post.user_id) is None:
             raise PostExists(f"postId: post {post.post_id} already exists")
-        await tx.execute(_FOLD_BACKLOG, post.post_id)
         await _upsert_media(tx, post.post_id, post.media)
         await tx.execute(_FLAG_IF_UNSAFE, post.post_id, [m.media_id for m in post.media])
 

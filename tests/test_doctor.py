@@ -11,7 +11,7 @@ import trio
 from kaleido.gateways import Backends
 from kaleido.messages import CONSUMER_GROUP, INBOUND_STREAMS
 from kaleido.migrate import available_migrations
-from kaleido.ops.doctor import Level, check_streams
+from kaleido.ops.doctor import BacklogFacts, Level, check_backlog, check_streams
 from kaleido.ops.streams import ConsumerStatus, GroupStatus, StreamStatus
 from kaleido.settings import Settings
 
@@ -248,3 +248,14 @@ async def test_doctor_checks_every_master_of_a_cluster(
     buckets = await bucket_count(backends)
     assert f"OK       dedup memory: {buckets} sampled dedup buckets, all in listpack" in text
     assert_no_traceback(result)
+
+
+def test_views_waiting_for_posts_are_reported_and_warned_before_they_go() -> None:
+    [none] = check_backlog(BacklogFacts(0, 0, None))
+    assert none.level is Level.OK
+    [some] = check_backlog(BacklogFacts(12, 40, 0.5))
+    assert some.level is Level.OK and "12 posts without a row hold 40 synced views" in some.message
+    [old] = check_backlog(BacklogFacts(12, 40, 6.5))  # dropped at 7 days
+    [many] = check_backlog(BacklogFacts(90_000, 400_000, 0.1))  # beyond 100 000 posts
+    assert old.level is Level.WARNING and many.level is Level.WARNING
+    assert "post ids" in old.hint

@@ -250,3 +250,42 @@ async def test_on_a_cluster_every_script_call_touches_one_slot(
     await sync_of(backends).run_once()
     assert await pg_view_counts(backends) == {p: 59 for p in range(1, 40)}
     assert len(slots) > 39 and all(len(s) == 1 for s in slots)
+
+
+async def test_a_post_created_by_anyone_folds_in_its_backlog_alone(backends: Backends) -> None:
+    """The fold is a trigger on posts: a row inserted by the Kaleidoscope backend itself counts
+    its waiting views too, and nothing else in the backlog is touched."""
+    store = store_of(backends)
+    await store.record([(1, 71), (2, 71), (1, 72)])
+    await sync_of(backends).run_once()
+    await backends.postgres.execute("INSERT INTO posts (post_id, user_id) VALUES (71, 5)")
+    assert await pg_view_counts(backends) == {71: 2, 72: 1}  # 72 still waits in the backlog
+    backlog = await backends.postgres.fetch("SELECT post_id FROM post_view_backlog")
+    assert [r["post_id"] for r in backlog] == [72]
+    # A sync that raced a creation left views behind: they are folded for those posts only.
+    await backends.postgres.execute("INSERT INTO post_view_backlog (post_id, views) VALUES (71, 4)")
+    await backends.postgres.execute("INSERT INTO posts (post_id, user_id) VALUES (73, 5)")
+    await backends.postgres.execute("INSERT INTO post_view_backlog (post_id, views) VALUES (73, 9)")
+    await ledger.fold_backlog(backends.postgres, [71])
+    assert await pg_view_counts(backends) == {71: 6, 72: 1, 73: 9}
+    left = await backends.postgres.fetch("SELECT post_id FROM post_view_backlog ORDER BY post_id")
+    assert [r["post_id"] for r in left] == [72, 73]
+
+
+async def test_views_of_posts_that_never_exist_are_bounded(backends: Backends) -> None:
+    pg = backends.postgres
+    await pg.execute(
+        "INSERT INTO post_view_backlog (post_id, views, updated_at) "
+        "SELECT g, 2, now() - g * interval '1 hour' FROM generate_series(1, 10) g"
+    )
+    await pg.execute(
+        "INSERT INTO post_view_backlog (post_id, views, updated_at) VALUES (99, 5, now() - "
+        "interval '8 days')"
+    )
+    pruned = await ledger.prune_backlog(pg, max_age_days=7, max_posts=6)
+    # Post 99 is too old; of the other ten the four oldest go beyond the cap of six.
+    assert (pruned.posts, pruned.views, pruned.left) == (5, 13, 6)
+    left = await pg.fetch("SELECT post_id FROM post_view_backlog ORDER BY post_id")
+    assert [r["post_id"] for r in left] == [1, 2, 3, 4, 5, 6]
+    report = await sync_of(backends).run_once()  # the syncer applies the same bounds
+    assert (report.backlog_dropped_views, report.backlog_posts) == (0, 6)

@@ -5,10 +5,13 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 
+import attrs
+
 from kaleido.gateways import PostgresGateway
 
 # One statement applies the whole batch: posts that have a row get their view_count raised;
-# the others go to post_view_backlog, folded into view_count when the post is created.
+# the others go to post_view_backlog (their ids are returned), folded into view_count when the
+# post is created.
 _APPLY_DELTAS = """
 WITH delta AS (
     SELECT * FROM unnest($1::bigint[], $2::bigint[]) AS d(post_id, views)
@@ -21,16 +24,38 @@ INSERT INTO post_view_backlog AS b (post_id, views)
 SELECT delta.post_id, delta.views FROM delta
 WHERE delta.post_id NOT IN (SELECT post_id FROM updated)
 ON CONFLICT (post_id) DO UPDATE SET views = b.views + excluded.views, updated_at = now()
+RETURNING b.post_id
 """
 
-# Backlog rows whose post now exists (a post created while its views were being synced).
+# The backlog rows of these posts whose post now exists: a post created while its views were
+# being synced, whose own fold (the trigger of migration 0005) ran before those views reached
+# the backlog.
 _FOLD_BACKLOG = """
 WITH folded AS (
-    DELETE FROM post_view_backlog b USING posts p WHERE b.post_id = p.post_id
+    DELETE FROM post_view_backlog b USING posts p
+    WHERE b.post_id = ANY($1::bigint[]) AND b.post_id = p.post_id
     RETURNING b.post_id, b.views
 )
 UPDATE posts p SET view_count = p.view_count + folded.views, updated_at = now()
 FROM folded WHERE p.post_id = folded.post_id
+"""
+
+# Views of posts that never got a row are kept for a while, not forever: rows older than $1
+# days go, and beyond $2 rows the oldest go. Returns what was dropped and what is left.
+_PRUNE_BACKLOG = """
+WITH ranked AS (
+    SELECT post_id, updated_at,
+           row_number() OVER (ORDER BY updated_at DESC, post_id) AS newest
+    FROM post_view_backlog
+), dropped AS (
+    DELETE FROM post_view_backlog b USING ranked r
+    WHERE b.post_id = r.post_id
+      AND (r.updated_at < now() - $1 * interval '1 day' OR r.newest > $2)
+    RETURNING b.views
+)
+SELECT (SELECT count(*) FROM dropped) AS posts,
+       (SELECT coalesce(sum(views), 0) FROM dropped) AS views,
+       (SELECT count(*) FROM post_view_backlog) - (SELECT count(*) FROM dropped) AS left_posts
 """
 
 # A post's views in PostgreSQL and which of the given sync batches are applied, in one
@@ -64,12 +89,31 @@ async def apply_batch(postgres: PostgresGateway, batch_id: str, deltas: Mapping[
         )
         if not inserted:
             return False
-        await tx.execute(_APPLY_DELTAS, posts, views)
+        backlogged = [row["post_id"] for row in await tx.fetch(_APPLY_DELTAS, posts, views)]
+    if backlogged:
+        await fold_backlog(postgres, backlogged)
     return True
 
 
-async def fold_backlog(postgres: PostgresGateway) -> None:
-    await postgres.execute(_FOLD_BACKLOG)
+async def fold_backlog(postgres: PostgresGateway, post_ids: list[int]) -> None:
+    """Fold the backlog of these posts into their view_count where their row exists now."""
+    await postgres.execute(_FOLD_BACKLOG, post_ids)
+
+
+@attrs.frozen
+class BacklogPruned:
+    posts: int  # rows dropped
+    views: int  # their views
+    left: int  # rows kept
+
+
+async def prune_backlog(
+    postgres: PostgresGateway, max_age_days: float, max_posts: int
+) -> BacklogPruned:
+    """Drop the backlog of posts that have had no row for `max_age_days`, and the oldest rows
+    beyond `max_posts` (views of posts that do not exist cannot grow without bound)."""
+    row = await postgres.fetchrow(_PRUNE_BACKLOG, max_age_days, max_posts)
+    return BacklogPruned(int(row["posts"]), int(row["views"]), int(row["left_posts"]))
 
 
 async def read_synced(

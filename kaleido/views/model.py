@@ -47,3 +47,5 @@ class SyncReport:
     recovered_batches: int = 0
     skipped_batches: int = 0  # batches found already applied (a crash after COMMIT)
     journal_views: int = 0  # views replayed from the journal (taken while Redis was down)
+    backlog_dropped_views: int = 0  # views of posts that never got a row, dropped (bounds)
+    backlog_posts: int = -1  # posts without a row holding views after the sync (-1: unknown)

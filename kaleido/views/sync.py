@@ -42,6 +42,10 @@ log = get_logger("kaleido.views.sync")
 CHUNK_SIZE = 5000
 # Batches applied at once (each in its own transaction and connection), while the next moves.
 APPLY_CONCURRENCY = 2
+# Views of posts with no row wait in post_view_backlog for their post; not longer than this,
+# and only this many posts' worth (README "Views of posts that do not exist").
+BACKLOG_MAX_AGE_DAYS = 7.0
+BACKLOG_MAX_POSTS = 100_000
 
 
 @attrs.define
@@ -104,9 +108,11 @@ class ViewSync:
             raise exc from exc.__cause__  # its own cause, not the group
         for applied, posts, views in finished:
             report = self._add(report, applied, posts, views, recovered=False)
-        await ledger.fold_backlog(self.postgres)
+        pruned = await ledger.prune_backlog(self.postgres, BACKLOG_MAX_AGE_DAYS, BACKLOG_MAX_POSTS)
+        if pruned.posts:
+            log.warning("sync.backlog_pruned", posts=pruned.posts, views=pruned.views)
         await self._end_takeover()
-        return report
+        return attrs.evolve(report, backlog_dropped_views=pruned.views, backlog_posts=pruned.left)
 
     async def _end_takeover(self) -> None:
         """Once v1's counters and batches are all synced, stop reading v1 keys."""
