@@ -101,6 +101,7 @@ class ViewSyncer:
         started = time.monotonic()
         report: SyncReport | None = None
         error: str | None = None
+        busy = False  # another process holds the lock: not a failure
         with correlation(None):
             try:
                 async with self.lock.hold():
@@ -108,6 +109,7 @@ class ViewSyncer:
             except LockBusy:
                 self.metrics.sync_runs.labels("busy").inc()
                 error = "another syncer holds the lock"
+                busy = True
             except (TransientError, LockLost) as exc:
                 error = str(exc)
                 self.metrics.sync_runs.labels("failure").inc()
@@ -129,7 +131,7 @@ class ViewSyncer:
         for req in waiting:
             req.report, req.error = report, error
             req.done.set()
-        return report is not None or error == "another syncer holds the lock"
+        return report is not None or busy
 
 
 async def _set_on(source: trio.Event, target: trio.Event) -> None:

@@ -252,14 +252,17 @@ class CircuitBreaker:
             assert self.opened_at is not None
             self.rejected_calls += 1
             wait = max(0.0, self.opened_at + self.config.open_wait - now)
-            raise CircuitOpen(f"{self.name}: circuit open, half-opens in {wait:.1f} s")
+            raise CircuitOpen(
+                f"{self.name}: circuit open, half-opens in {wait:.1f} s", backend=self.name
+            )
         if self._state is BreakerState.HALF_OPEN:
             taken = self._probes_in_flight + len(self._probes)
             if taken >= self.config.half_open_probes:
                 self.rejected_calls += 1
                 raise CircuitOpen(
                     f"{self.name}: circuit half-open, all {self.config.half_open_probes}"
-                    " probe calls taken"
+                    " probe calls taken",
+                    backend=self.name,
                 )
             self._probes_in_flight += 1
         return self._epoch

@@ -32,7 +32,12 @@ class PostgresUnavailable(TransientError):
 
 
 class CircuitOpen(TransientError):
-    """A circuit breaker is open: the call was not attempted."""
+    """A circuit breaker is open: the call was not attempted. `backend` names the breaker's
+    backend ("redis", "postgres")."""
+
+    def __init__(self, message: str, *, backend: str = "") -> None:
+        super().__init__(message)
+        self.backend = backend
 
 
 class RedisOutOfMemory(BackendError):
@@ -44,8 +49,18 @@ class NoGroup(BackendError):
 
 
 class RedisCommandError(BackendError):
-    """Redis answered a command with an error that is not transient."""
+    """Redis answered a command with an error that is not transient. `code` is the reply's
+    error code ("BUSYGROUP", "UNBLOCKED", "NOPERM", ...; "" for a client-side error)."""
+
+    def __init__(self, message: str, *, code: str = "") -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class PostgresQueryError(BackendError):
-    """PostgreSQL rejected a statement for a reason that retrying will not fix."""
+    """PostgreSQL rejected a statement for a reason that retrying will not fix. `sqlstate` is
+    its SQLSTATE ("23505": unique violation; "" for a client-side error)."""
+
+    def __init__(self, message: str, *, sqlstate: str = "") -> None:
+        super().__init__(message)
+        self.sqlstate = sqlstate

@@ -108,7 +108,9 @@ class Service:
         """The exact total; while Redis is unreachable, PostgreSQL's part (`degraded`)."""
         try:
             total = await read_total(self.views, self.backends.postgres_for_routes, post_id)
-        except (RedisUnavailable, CircuitOpen):
+        except (RedisUnavailable, CircuitOpen) as exc:
+            if isinstance(exc, CircuitOpen) and exc.backend != "redis":
+                raise  # PostgreSQL's breaker: no degraded answer to give
             synced, _ = await ledger.read_synced(self.backends.postgres_for_routes, post_id, [])
             self.metrics.total_reads.labels("degraded").inc()
             return ViewTotal(post_id, synced, 0, degraded=True)

@@ -144,3 +144,15 @@ async def test_a_migration_waits_for_a_lock_only_so_long(backends: Backends) -> 
             await migrate(backends.postgres, lock_timeout=0.2)
         release.set()
     assert await migrate(backends.postgres) == []  # free again: nothing left to apply
+
+
+async def test_errors_carry_their_codes(backends: Backends) -> None:
+    """Callers branch on codes, never on message text."""
+    await backends.redis.execute("XGROUP", "CREATE", "coded", "g", "0", "MKSTREAM")
+    with pytest.raises(errors.RedisCommandError) as redis_error:
+        await backends.redis.execute("XGROUP", "CREATE", "coded", "g", "0", "MKSTREAM")
+    assert redis_error.value.code == "BUSYGROUP"
+    await backends.postgres.execute("INSERT INTO posts (post_id, user_id) VALUES (1, 1)")
+    with pytest.raises(errors.PostgresQueryError) as pg_error:
+        await backends.postgres.execute("INSERT INTO posts (post_id, user_id) VALUES (1, 1)")
+    assert pg_error.value.sqlstate == "23505"

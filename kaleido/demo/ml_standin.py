@@ -215,7 +215,7 @@ class MlStandin:
                 batch = await self._read("0" if pending else ">")
             except (NoGroup, RedisCommandError) as exc:
                 # A flushed Redis: NOGROUP, or UNBLOCKED for a read blocked on a deleted stream.
-                if not isinstance(exc, NoGroup) and "UNBLOCKED" not in str(exc):
+                if isinstance(exc, RedisCommandError) and exc.code != "UNBLOCKED":
                     raise
                 log.warning("ml_standin.group_recreated", error=str(exc))
                 await self._create_groups()
@@ -234,7 +234,7 @@ class MlStandin:
             try:
                 await self.redis.execute(*command)
             except RedisCommandError as exc:
-                if "BUSYGROUP" not in str(exc):  # the group exists already: what we want
+                if exc.code != "BUSYGROUP":  # the group exists already: what we want
                     raise
 
     async def _read(self, start: str) -> list[tuple[str, list[Any]]]:

@@ -34,7 +34,7 @@ def map_redis_error(exc: BaseException) -> BaseException:
             return errors.NoGroup(f"redis: {text}")
         if text.startswith(("LOADING", "BUSY ", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN")):
             return errors.RedisUnavailable(f"redis: {text}")
-        return errors.RedisCommandError(f"redis: {text}")
+        return errors.RedisCommandError(f"redis: {text}", code=text.split(" ", 1)[0])
     if isinstance(exc, rexc.AuthenticationError | rexc.AuthorizationError):
         return errors.RedisCommandError(f"redis: {type(exc).__name__}: {exc}")
     if isinstance(
@@ -74,7 +74,7 @@ def map_postgres_error(exc: BaseException) -> BaseException:
         message = f"postgres: {type(exc).__name__} [{sqlstate}]: {exc}"
         if sqlstate.startswith(_TRANSIENT_SQLSTATE_PREFIXES):
             return errors.PostgresUnavailable(message)
-        return errors.PostgresQueryError(message)
+        return errors.PostgresQueryError(message, sqlstate=sqlstate)
     if isinstance(
         exc,
         asyncpg.InterfaceError

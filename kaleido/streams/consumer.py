@@ -285,7 +285,7 @@ class StreamConsumer(Generic[M]):
         try:
             reply = await self.redis.execute(*command)
         except RedisCommandError as exc:
-            if "UNBLOCKED" in str(exc):  # the stream was deleted while we were blocked
+            if exc.code == "UNBLOCKED":  # the stream was deleted while we were blocked
                 raise NoGroup(str(exc)) from exc
             raise
         if not reply:
@@ -548,7 +548,7 @@ class StreamConsumer(Generic[M]):
                 sql, self.stream_key, ids, *(arg for _, args in statements for arg in args)
             )
         except PostgresQueryError as exc:
-            if _UNIQUE_VIOLATION not in str(exc):
+            if exc.sqlstate != _UNIQUE_VIOLATION:
                 raise
             return None
         return list(batch)
@@ -718,7 +718,7 @@ def _correlation_id(message: object) -> str | None:
 
 
 # The SQLSTATE of a unique violation, as the gateway's error message carries it.
-_UNIQUE_VIOLATION = "[23505]"
+_UNIQUE_VIOLATION = "23505"
 _PLACEHOLDER = re.compile(r"\$(\d+)")
 
 

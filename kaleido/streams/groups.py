@@ -15,7 +15,7 @@ async def ensure_group(redis: RedisGateway, stream_key: str, group: str = CONSUM
     try:
         await redis.execute("XGROUP", "CREATE", stream_key, group, "0", "MKSTREAM")
     except RedisCommandError as exc:
-        if "BUSYGROUP" in str(exc):
+        if exc.code == "BUSYGROUP":
             return False
         raise
     return True
