@@ -128,13 +128,18 @@ def service(
         "KALEIDO_LOG_FORMAT": "json",
         "KALEIDO_WORKERS": str(workers),
     }
+    with python_process([str(ROOT / "run.py"), "run"], env, log) as process:
+        yield process
+
+
+@contextmanager
+def python_process(
+    args: list[str], env: dict[str, str], log: Path
+) -> Iterator[subprocess.Popen[bytes]]:
+    """`python ARGS` in the repository, its output to `log`; SIGTERM (then SIGKILL) on exit."""
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, str(ROOT / "run.py"), "run"],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
+            [sys.executable, *args], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
         )
         try:
             yield process

@@ -37,11 +37,12 @@ from .bench_http import (
     WARMUP_SECONDS,
     combined,
     pending_views,
+    python_process,
     service,
     wait_ready,
     wrk,
 )
-from .common import ROOT, Context, Outcome, Row, free_port, rate, run_alone
+from .common import Context, Outcome, Row, free_port, rate, run_alone
 
 SECONDS = {False: 6, True: 3}  # per round
 # Alternating rounds (a fresh service each): the two cores are shared with wrk and Redis, so a
@@ -144,20 +145,8 @@ def reference_server(kind: str, port: int, log: Path) -> Iterator[subprocess.Pop
     else:
         command = ["-m", "hypercorn", "--worker-class", "trio", "--bind", f"127.0.0.1:{port}",
                    app]  # fmt: skip
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, *command], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
-            env={**os.environ},
-        )  # fmt: skip
-        try:
-            yield process
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+    with python_process(command, {**os.environ}, log) as process:
+        yield process
 
 
 async def measure_reference(kind: str, seconds: int, script: Path) -> dict[str, Any]:

@@ -6,7 +6,7 @@ import os
 import socket
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO
 
@@ -22,25 +22,8 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def pids_under(folder: Path) -> list[int]:
-    """Live processes whose working directory is inside `folder` (the private servers)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cwd = os.readlink(entry / "cwd")
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if state != "Z" and cwd.startswith(str(folder)):
-            found.append(int(entry.name))
-    return found
-
-
-def children(pid: int) -> list[int]:
-    """Live child processes of `pid`."""
-    found = []
+def _live_processes() -> Iterator[tuple[Path, list[str]]]:
+    """(/proc entry, the fields of its stat after the command name) of every live process."""
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -48,9 +31,26 @@ def children(pid: int) -> list[int]:
             fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if fields[0] != "Z" and int(fields[1]) == pid:
+        if fields[0] != "Z":
+            yield entry, fields
+
+
+def pids_under(folder: Path) -> list[int]:
+    """Live processes whose working directory is inside `folder` (the private servers)."""
+    found = []
+    for entry, _ in _live_processes():
+        try:
+            cwd = os.readlink(entry / "cwd")
+        except OSError:
+            continue
+        if cwd.startswith(str(folder)):
             found.append(int(entry.name))
-    return sorted(found)
+    return found
+
+
+def children(pid: int) -> list[int]:
+    """Live child processes of `pid`."""
+    return sorted(int(entry.name) for entry, fields in _live_processes() if int(fields[1]) == pid)
 
 
 def kaleido_env(**extra: str) -> dict[str, str]:

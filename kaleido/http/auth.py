@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+import time
 from typing import Any, Literal
 
 import attrs
@@ -212,8 +213,6 @@ def mint_token(
     """A token as the Kaleidoscope backend signs it (for `kaleido token`, tests, development)."""
     if not settings.jwt_secret:
         raise ConfigError("kaleido token: set KALEIDO_JWT_SECRET (the backend's JWT_SECRET)")
-    import time
-
     issued = int(time.time()) if now is None else now
     claims = {
         "sub": username or f"user{user_id}",
