@@ -176,23 +176,6 @@ async def test_a_trickled_body_gets_a_408_at_the_deadline(
     assert reply.startswith(b"HTTP/1.1 408"), reply
 
 
-async def test_a_connection_silent_mid_request_is_closed(
-    settings: Settings, backends: object, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr("kaleido.http.app.READ_TIMEOUT", 0.3)
-    async with trio.open_nursery() as nursery:
-        service: Running = await nursery.start(
-            lambda task_status: serve(settings, handle_signals=False, task_status=task_status)
-        )
-        stream = await _open(service)
-        async with stream:
-            await stream.send_all(b"POST /v1/views HTTP/1.1\r\nHost: k\r\n")  # and no more
-            with trio.fail_after(10):
-                while await stream.receive_some(4096):  # until the server closes it
-                    pass
-        service.stop.set()
-
-
 async def test_requests_beyond_the_in_flight_cap_get_a_quick_503(
     running: Running, monkeypatch: pytest.MonkeyPatch
 ) -> None:
