@@ -18,7 +18,7 @@ import attrs
 import trio
 
 from kaleido.concurrency import first_error
-from kaleido.errors import RedisOutOfMemory, TransientError
+from kaleido.errors import RedisOutOfMemory, RedisPermissionDenied, TransientError
 from kaleido.gateways import PostgresGateway
 from kaleido.logs import get_logger
 from kaleido.metrics import Metrics
@@ -113,7 +113,8 @@ class ViewIngester:
         while True:
             try:
                 flags, pending = await self.store.record(flat)
-            except (TransientError, RedisOutOfMemory) as exc:
+            # Refusals (maxmemory, an ACL changed under us) journal too: nothing is lost.
+            except (TransientError, RedisOutOfMemory, RedisPermissionDenied) as exc:
                 if self.journal is not None:
                     log.warning("ingest.using_journal", views=len(flat), error=str(exc))
                     flags = await self._write_journal(self.journal, flat)

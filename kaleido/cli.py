@@ -6,8 +6,9 @@
 replicas) and a private PostgreSQL under the state folder, stopped on exit: throwaway data.
 
 `sync`, `doctor`, `streams`, `dlq list|replay|purge` and `top` act on the deployment those two
-URLs name (kaleido.commands). Exit status: 0 done, 1 a problem found or a backend error (one
-line on stderr), 2 bad configuration or arguments.
+URLs name (kaleido.commands); `redis-acl` prints the Redis ACL rule Kaleido's user needs.
+Exit status: 0 done, 1 a problem found or a backend error (one line on stderr), 2 bad
+configuration or arguments.
 """
 
 from __future__ import annotations
@@ -25,10 +26,13 @@ import trio
 
 from kaleido.errors import ConfigError, KaleidoError
 from kaleido.http.auth import ROLES, check_exposure, mint_token
+from kaleido.keys import KeyLayout
 from kaleido.logs import configure_logging, get_logger
 from kaleido.messages import INBOUND_STREAMS
 from kaleido.ops.doctor import DLQ_INTERVAL
 from kaleido.ops.streams import ENTRY_ID
+from kaleido.redis_acl import acl_rule
+from kaleido.redis_url import is_cluster_url, redis_credentials
 from kaleido.settings import Settings, add_arguments, load_settings
 
 log = get_logger("kaleido.cli")
@@ -141,6 +145,19 @@ def _add_ops_commands(sub: Any) -> None:
                        help="seconds until it expires (default 3600)")  # fmt: skip
     token.add_argument("--username", help="the sub claim (default user<ID>)")
     add_arguments(token)
+    acl = sub.add_parser(
+        "redis-acl",
+        help="print the least-privilege Redis ACL rule for the user in KALEIDO_REDIS_URL",
+    )
+    acl.add_argument(
+        "--redis-version", choices=("7.0", "7.2"), default="7.0",
+        help="the Redis the rule is for: 7.2 and later also allow CLIENT SETINFO",
+    )  # fmt: skip
+    acl.add_argument(
+        "--setuser", action="store_true",
+        help="print an ACL SETUSER command for redis-cli instead of an aclfile line",
+    )  # fmt: skip
+    add_arguments(acl)
     top = sub.add_parser("top", help="live dashboard (Ctrl-C to quit)")
     top.add_argument("--url", help="the running service's ops listener, e.g. http://127.0.0.1:9090")
     top.add_argument("--refresh", type=_positive_seconds, default=1.0, metavar="SECONDS")
@@ -156,6 +173,9 @@ def run_ops_command(settings: Settings, args: argparse.Namespace) -> int:
         case "token":
             print(mint_token(settings, args.user_id, args.role, ttl=int(args.ttl),
                              username=args.username))  # fmt: skip
+            return 0
+        case "redis-acl":
+            print(redis_acl_rule(settings, args.redis_version, setuser=args.setuser))
             return 0
         case "sync":
             return trio.run(commands.sync_now, settings)
@@ -178,6 +198,23 @@ def run_ops_command(settings: Settings, args: argparse.Namespace) -> int:
         as_json=getattr(args, "json", False),
     )
     return trio.run(run)
+
+
+def redis_acl_rule(settings: Settings, version: str, *, setuser: bool = False) -> str:
+    """The ACL rule for the Redis user and password in KALEIDO_REDIS_URL, for its key prefix."""
+    url = settings.redis_url
+    if url is None:
+        raise ConfigError("kaleido redis-acl: set KALEIDO_REDIS_URL (redis://USER:PASSWORD@host/)")
+    user, password = redis_credentials(url)
+    if user == "default" or not password:
+        raise ConfigError(
+            "kaleido redis-acl: KALEIDO_REDIS_URL must name Kaleido's own user and its password "
+            "(redis://USER:PASSWORD@host/); the default user keeps its own rights"
+        )
+    keys = KeyLayout(settings.key_prefix, cluster=is_cluster_url(url))
+    major, minor = (int(part) for part in version.split("."))
+    rule = acl_rule(user, password, keys, (major, minor))
+    return "ACL SETUSER " + rule.removeprefix("user ") if setuser else rule
 
 
 def run_service(

@@ -21,11 +21,13 @@ from contextlib import asynccontextmanager
 import attrs
 import trio
 
-from kaleido.errors import ConfigError, KaleidoError, TransientError
+from kaleido.errors import ConfigError, KaleidoError, RedisPermissionDenied, TransientError
 from kaleido.gateways import Backends, open_backends
 from kaleido.logs import get_logger
 from kaleido.metrics import Metrics
 from kaleido.migrate import migrate
+from kaleido.redis_preflight import check_redis_rights
+from kaleido.redis_url import redis_credentials
 from kaleido.service import Service
 from kaleido.settings import Settings
 from kaleido.supervisor import Supervisor
@@ -120,6 +122,20 @@ async def check_view_layout(service: Service) -> None:
     log.info("views.layout", **attrs.asdict(state))
 
 
+async def check_redis_user(backends: Backends) -> None:
+    """Stop start-up with a ConfigError when Redis's ACL refuses Kaleido a right it needs;
+    with Redis unreachable, the actors report it instead."""
+    try:
+        await check_redis_rights(backends.redis, backends.keys)
+    except RedisPermissionDenied as exc:
+        user, _ = redis_credentials(backends.settings.redis_url or "")
+        raise ConfigError(
+            f"KALEIDO_REDIS_URL: the Redis user {user!r} lacks a right: {exc}"
+        ) from None
+    except TransientError as exc:
+        log.warning("redis.rights_unchecked", error=str(exc))
+
+
 @asynccontextmanager
 async def open_kaleido(settings: Settings, *, demo: bool = False) -> AsyncIterator[Kaleido]:
     """Run Kaleido's backends and actors for the duration of the block (see the module
@@ -144,6 +160,7 @@ async def _host(
     with trio.CancelScope() as scope:
         async with open_backends(settings) as backends:
             await prepare_schema(backends)
+            await check_redis_user(backends)
             async with trio.open_nursery() as actors:
                 supervisor = Supervisor(actors)
                 service = Service.build(backends, supervisor, Metrics())

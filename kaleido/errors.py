@@ -57,6 +57,14 @@ class RedisCommandError(BackendError):
         self.code = code
 
 
+class RedisPermissionDenied(RedisCommandError):
+    """Redis's ACL refused a command or a key (NOPERM): the Redis user lacks a right that
+    `kaleido redis-acl` grants. Not transient, but an operator can fix it while Kaleido runs."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, code="NOPERM")
+
+
 class PostgresQueryError(BackendError):
     """PostgreSQL rejected a statement for a reason that retrying will not fix. `sqlstate` is
     its SQLSTATE ("23505": unique violation; "" for a client-side error)."""

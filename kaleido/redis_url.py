@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 
 import attrs
 
@@ -57,3 +57,13 @@ def redact_cluster_url(url: str) -> str:
         return url
     user = userinfo.split(":", 1)[0]
     return f"{scheme}{sep}{user}:***@{hosts}{slash}{path}"
+
+
+def redis_credentials(url: str) -> tuple[str, str | None]:
+    """The user (Redis's `default` when the URL names none) and password a URL carries."""
+    if is_cluster_url(url):
+        parsed = parse_cluster_url(url)
+        return parsed.username or "default", parsed.password
+    parts = urlsplit(url)
+    user = unquote(parts.username) if parts.username else "default"
+    return user, unquote(parts.password) if parts.password is not None else None

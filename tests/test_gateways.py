@@ -37,6 +37,21 @@ async def test_redis_errors_are_mapped(backends: Backends) -> None:
         await redis.execute("LPUSH", "str", "y")
     with pytest.raises(errors.NoGroup):
         await redis.execute("XREADGROUP", "GROUP", "g", "c", "STREAMS", "nostream", ">")
+    with pytest.raises(errors.RedisCommandError) as caught:
+        await redis.execute("XGROUP", "CREATE", "nostream", "g", "$")
+    assert caught.value.code == "ERR" and str(caught.value).startswith("redis: ERR ")
+
+
+async def test_a_full_redis_is_out_of_memory(backends: Backends) -> None:
+    # redis-py moves a known code (OOM) out of the message; the mapping must still see it.
+    redis = backends.redis
+    before = await redis.execute("CONFIG", "GET", "maxmemory")
+    await redis.execute("CONFIG", "SET", "maxmemory", "1")
+    try:
+        with pytest.raises(errors.RedisOutOfMemory, match="OOM command not allowed"):
+            await redis.execute("SET", "k", "v")
+    finally:
+        await redis.execute("CONFIG", "SET", "maxmemory", before[b"maxmemory"])
 
 
 async def test_redis_down_is_unavailable(settings: Settings) -> None:

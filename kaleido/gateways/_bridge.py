@@ -22,12 +22,27 @@ from kaleido.breaker import CircuitBreaker
 T = TypeVar("T")
 
 
+ACL_HINT = "`kaleido redis-acl` prints the rule Kaleido's Redis user needs"
+
+
+def _reply_text(exc: BaseException) -> str:
+    """The whole error reply: redis-py moves a known code ("OOM", "NOPERM", "TRYAGAIN", ...)
+    from the message into `status_code`."""
+    text = str(exc)
+    code = getattr(exc, "status_code", None)
+    if code and not text.startswith(code):
+        return f"{code} {text}"
+    return text
+
+
 def map_redis_error(exc: BaseException) -> BaseException:
     """Translate a redis-py (or socket) exception into the project's own."""
     if isinstance(exc, rexc.NoScriptError):
         return exc  # handled by the script runner, which reloads the script
     if isinstance(exc, rexc.ResponseError):
-        text = str(exc)
+        text = _reply_text(exc)
+        if text.startswith("NOPERM"):
+            return errors.RedisPermissionDenied(f"redis: {text} ({ACL_HINT})")
         if text.startswith("OOM"):
             return errors.RedisOutOfMemory(f"redis: {text}")
         if text.startswith("NOGROUP"):

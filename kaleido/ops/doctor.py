@@ -21,7 +21,7 @@ import trio
 from rich.console import Console
 from rich.text import Text
 
-from kaleido.errors import BackendError, RedisCommandError
+from kaleido.errors import BackendError, RedisCommandError, RedisPermissionDenied
 from kaleido.gateways import Backends, PostgresGateway, RedisGateway
 from kaleido.keys import KeyLayout
 from kaleido.messages import INBOUND_STREAMS
@@ -36,6 +36,8 @@ from kaleido.ops.limits import (
 )
 from kaleido.ops.redis_info import RedisFacts, read_node_facts
 from kaleido.ops.streams import ALL_STREAMS, StreamStatus, dlq_sizes, read_streams
+from kaleido.redis_preflight import check_redis_rights
+from kaleido.redis_url import redis_credentials
 from kaleido.views.sync import BACKLOG_MAX_AGE_DAYS, BACKLOG_MAX_POSTS
 
 # Keys sampled by SCAN for the TTL checks: enough to see a pattern, cheap on a big keyspace.
@@ -560,14 +562,24 @@ def _unreachable(what: str, exc: BackendError) -> Finding:
     return Finding(what, Level.PROBLEM, f"cannot reach {what}: {exc}", "is it running?")
 
 
+def _no_right(url: str, exc: RedisPermissionDenied) -> Finding:
+    user, _ = redis_credentials(url)
+    return Finding(
+        "Redis", Level.PROBLEM, f"the Redis user {user!r} lacks a right: {exc}",
+        "grant the rule `kaleido redis-acl` prints (ACL SETUSER or the aclfile)",
+    )  # fmt: skip
+
+
 async def diagnose(backends: Backends, dlq_interval: float = DLQ_INTERVAL) -> list[Finding]:
-    """Gather the facts and run every check; read-only."""
+    """Gather the facts and run every check; read-only but for the rights check's throwaway
+    probe keys."""
     redis, keys = backends.redis, backends.keys
     stale_after = STALE_SYNC_INTERVALS * backends.settings.sync_interval
     findings: list[Finding] = []
     first_dlq: dict[str, int] | None = None
     started = trio.current_time()
     try:
+        await check_redis_rights(redis, keys)
         save = await read_save_config(redis)
         for facts in await read_node_facts(redis):  # every master of a cluster
             node_findings = check_memory(facts) + check_policy(facts)
@@ -577,6 +589,8 @@ async def diagnose(backends: Backends, dlq_interval: float = DLQ_INTERVAL) -> li
         first_dlq = {s.stream: s.dlq_size for s in statuses if s.inbound}
         findings += check_keys(await sample_keys(redis, keys, stale_after), stale_after)
         findings += check_streams(statuses)
+    except RedisPermissionDenied as exc:
+        findings.append(_no_right(backends.settings.redis_url or "", exc))
     except BackendError as exc:
         findings.append(_unreachable("Redis", exc))
     try:

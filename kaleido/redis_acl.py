@@ -1,0 +1,91 @@
+"""The least-privilege Redis ACL rule Kaleido needs, built from its key layout.
+
+Kaleido runs well as a Redis user that may run only the commands below on only its own keys:
+the view keys under `{prefix}view:` (and the seed's v1 keys, read once on takeover), the six
+streams and their dead-letter streams. Lua scripts run with the caller's rights, so the
+commands the scripts call are listed too. `kaleido redis-acl` prints the rule for a
+deployment; `tests/test_redis_acl.py` runs the view and stream paths as a user with exactly
+this rule and checks that Redis denied nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from kaleido.keys import KeyLayout
+from kaleido.messages import INBOUND_STREAMS, OUTBOUND_STREAMS
+
+# Grouped by what needs them; `a|b` is subcommand b of a.
+COMMANDS: tuple[str, ...] = (
+    # connections, health, the metrics reporter and `kaleido doctor`
+    "ping", "client|setname", "select", "info", "config|get", "time",
+    "scan", "type", "ttl", "object|encoding", "object|idletime", "exists",
+    # Redis Cluster clients learn the slot map and the commands' key positions
+    "cluster|slots", "command",
+    # pipelines sent as transactions
+    "multi", "exec", "discard",
+    # view counting: scripts, and the commands they call
+    "evalsha", "script|load", "get", "set", "del", "mget", "incr", "pexpire", "pexpireat",
+    "hget", "hgetall", "hset", "hsetnx", "hdel", "hlen", "hincrby", "hrandfield",
+    "sadd", "srem", "smembers", "spop", "scard", "zadd", "zrange", "zscore", "zremrangebyscore",
+    # streams: publishing, consuming, dead-lettering, housekeeping, the ops views
+    "xadd", "xack", "xdel", "xlen", "xrange", "xtrim", "xreadgroup", "xautoclaim", "xclaim",
+    "xpending", "xgroup|create", "xgroup|createconsumer", "xgroup|delconsumer",
+    "xinfo|stream", "xinfo|groups", "xinfo|consumers",
+)  # fmt: skip
+
+# redis-py names itself with CLIENT SETINFO (Redis 7.2 and later) and ignores a refusal, which
+# Redis would still write to its ACL log on every connection.
+_SINCE_7_2 = ("client|setinfo",)
+
+# The seed's (v1) keys that a takeover reads and deletes, besides those under `view:`.
+_LEGACY_PATTERNS = ("user:view:*", "post:views:*", "pending:views")
+
+
+def key_patterns(keys: KeyLayout) -> list[str]:
+    """Every key pattern Kaleido reads or writes under `keys.prefix`."""
+    prefix = keys.prefix
+    patterns = [f"{prefix}view:*", *(f"{prefix}{p}" for p in _LEGACY_PATTERNS)]
+    for stream in (*INBOUND_STREAMS, *OUTBOUND_STREAMS):
+        # Only inbound streams dead-letter; the stream snapshot reads every stream's DLQ size.
+        patterns += [_escape(keys.stream(stream)), _escape(keys.dlq(stream))]
+    return patterns
+
+
+def commands_for(redis_version: tuple[int, int]) -> tuple[str, ...]:
+    """The commands to allow on a Redis of that version (ACL rules reject unknown commands)."""
+    return COMMANDS + (_SINCE_7_2 if redis_version >= (7, 2) else ())
+
+
+def acl_rule(
+    user: str, password: str, keys: KeyLayout, redis_version: tuple[int, int] = (7, 0)
+) -> str:
+    """One line of a Redis ACL file (`aclfile`) for `user`; the password is stored hashed.
+
+    Starts from nothing (`reset`), so applying it to an existing user drops any other right."""
+    if not user or any(c.isspace() for c in user):
+        raise ValueError(f"user {user!r}: expected a name without spaces")
+    if not password:
+        raise ValueError("password: expected a non-empty password")
+    digest = hashlib.sha256(password.encode()).hexdigest()
+    return " ".join(["user", user, *acl_setuser_args(keys, f"#{digest}", redis_version)])
+
+
+def acl_setuser_args(
+    keys: KeyLayout, password_rule: str, redis_version: tuple[int, int] = (7, 0)
+) -> list[str]:
+    """The rules after `ACL SETUSER <user>`: `password_rule` is `>password` or `#sha256`."""
+    return [
+        "reset",
+        "on",
+        password_rule,
+        *(f"~{pattern}" for pattern in key_patterns(keys)),
+        "resetchannels",
+        "-@all",
+        *(f"+{command}" for command in commands_for(redis_version)),
+    ]
+
+
+def _escape(key: str) -> str:
+    """An exact key as an ACL glob pattern (Redis globs treat `*?[]\\` as special)."""
+    return "".join(f"\\{c}" if c in "*?[]\\" else c for c in key)
