@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import attrs
 
@@ -17,6 +17,8 @@ class ClusterURL:
     username: str | None = None
     password: str | None = attrs.field(default=None, repr=False)
     tls: bool = False
+    # `?ssl_ca_certs=/path/ca.pem`: the CA file that signs the nodes' certificates
+    ca_certs: str | None = None
 
 
 def is_cluster_url(url: str) -> bool:
@@ -30,6 +32,10 @@ def parse_cluster_url(url: str) -> ClusterURL:
     if not sep or scheme not in CLUSTER_SCHEMES:
         raise ValueError(f"expected {' or '.join(s + '://' for s in CLUSTER_SCHEMES)}")
     netloc = rest.split("/", 1)[0].split("?", 1)[0]
+    query = parse_qs(rest.partition("?")[2])
+    unknown = sorted(set(query) - {"ssl_ca_certs"})
+    if unknown:
+        raise ValueError(f"unknown query parameter {unknown[0]!r}; only ssl_ca_certs is read")
     userinfo, at, hosts = netloc.rpartition("@")
     username = password = None
     if at:
@@ -45,7 +51,10 @@ def parse_cluster_url(url: str) -> ClusterURL:
         if not port.isdigit() or not 0 < int(port) <= 65535:
             raise ValueError(f"expected a port from 1 to 65535, got {port!r} in {node!r}")
         nodes.append((host, int(port)))
-    return ClusterURL(tuple(nodes), username, password, tls=scheme == "rediss+cluster")
+    ca_certs = query.get("ssl_ca_certs", [None])[-1]
+    return ClusterURL(
+        tuple(nodes), username, password, tls=scheme == "rediss+cluster", ca_certs=ca_certs
+    )
 
 
 def redact_cluster_url(url: str) -> str:

@@ -127,6 +127,10 @@ def test_a_cluster_url_names_its_seed_nodes_and_hides_its_password() -> None:
     assert (parsed.username, parsed.password, parsed.tls) == ("app", "s3cret", True)
     assert redact_url(url) == "rediss+cluster://app:***@10.0.0.1:7000,[::1]:7001/"
     assert "s3cret" not in repr(parsed)
+    with_ca = parse_cluster_url("rediss+cluster://h:7000/?ssl_ca_certs=/etc/ca.pem")
+    assert with_ca.ca_certs == "/etc/ca.pem"
+    with pytest.raises(ConfigError, match="unknown query parameter 'ssl_certreqs'"):
+        load_settings({"KALEIDO_REDIS_URL": "redis+cluster://h:7000/?ssl_certreqs=none"})
 
 
 def test_the_demo_refuses_a_cluster() -> None:

@@ -25,11 +25,19 @@ T = TypeVar("T")
 ACL_HINT = "`kaleido redis-acl` prints the rule Kaleido's Redis user needs"
 
 
+# Codes by class, for redis-py releases whose errors have no `status_code`.
+_CODES: dict[type[BaseException], str] = {
+    rexc.OutOfMemoryError: "OOM",
+    rexc.NoPermissionError: "NOPERM",
+    rexc.ReadOnlyError: "READONLY",
+}
+
+
 def _reply_text(exc: BaseException) -> str:
     """The whole error reply: redis-py moves a known code ("OOM", "NOPERM", "TRYAGAIN", ...)
     from the message into `status_code`."""
     text = str(exc)
-    code = getattr(exc, "status_code", None)
+    code = getattr(exc, "status_code", None) or _CODES.get(type(exc))
     if code and not text.startswith(code):
         return f"{code} {text}"
     return text

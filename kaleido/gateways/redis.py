@@ -258,6 +258,7 @@ def _cluster_client(url: ClusterURL) -> aiocluster.RedisCluster:
         username=url.username,
         password=url.password,
         ssl=url.tls,
+        ssl_ca_certs=url.ca_certs,
         **_client_options(),
     )
 
