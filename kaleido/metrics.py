@@ -4,6 +4,8 @@ Under `kaleido run --workers N` each worker writes its values into the folder na
 `PROMETHEUS_MULTIPROC_DIR` (prometheus-client's multiprocess mode) and `exposition()` merges
 every worker's: counters add up; each gauge says how (`multiprocess_mode`): sampled facts of the
 shared Redis take the most recent sample, a worker's own state the live workers' maximum.
+A single process also exports prometheus-client's `process_*` metrics (resident memory, CPU,
+open files); merged workers do not: whichever worker answered the scrape would speak for all.
 """
 
 from __future__ import annotations
@@ -12,7 +14,14 @@ import os
 from pathlib import Path
 from typing import Final
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 from kaleido.messages import CONSUMER_NAMES
@@ -42,6 +51,7 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = r = CollectorRegistry(auto_describe=True)
+        ProcessCollector(registry=r)  # process_resident_memory_bytes and the like (Linux /proc)
         self.views = Counter(
             "kaleido_views", "Views by outcome", ["outcome"], registry=r
         )  # counted, duplicate, rejected, fallback

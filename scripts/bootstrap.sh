@@ -10,16 +10,41 @@ have_postgres() {
     command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1
 }
 
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+updated=""
+apt_install() {
+    [ -n "$updated" ] || $sudo apt-get update -qq
+    updated=1
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null
+}
+
 need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 have_postgres || need+=(postgresql)
 "$python" -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
     echo "bootstrap: installing ${need[*]}"
-    sudo=""
-    [ "$(id -u)" -eq 0 ] || sudo="sudo"
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
+    apt_install "${need[@]}"
+fi
+
+# promtool (in Debian's prometheus package) checks and unit-tests deploy/prometheus/. The
+# package's own server must not run: it listens on :9090, the ops listener's default port. A
+# policy-rc.d that refuses every start keeps the install from starting it (Docker images ship
+# one already); afterwards it is disabled at boot too. No recommends: no node exporter.
+if ! command -v promtool >/dev/null 2>&1; then
+    echo "bootstrap: installing prometheus (for promtool; its server stays off)"
+    policy=/usr/sbin/policy-rc.d
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null
+        $sudo chmod 755 "$policy"
+        trap '$sudo rm -f "$policy"' EXIT
+    fi
+    apt_install --no-install-recommends prometheus
+    $sudo update-rc.d prometheus disable >/dev/null 2>&1 || true
+    if [ -d /run/systemd/system ]; then
+        $sudo systemctl disable --now prometheus.service >/dev/null 2>&1 || true
+    fi
 fi
 
 if [ ! -x "$venv/bin/python" ]; then
