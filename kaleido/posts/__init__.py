@@ -1,8 +1,8 @@
 """Posts and their media: stored in PostgreSQL first, then announced to the ML service.
 
-The SQL functions (``sql``) own the `posts` / `post_media` rows (CONTRACT.md section 3); `Posts` is
-the facade the HTTP routes and the demo traffic share: store, then publish one event per media
-item. Store-then-publish means a publish failure leaves the post stored and raises
+The SQL functions (``sql``) own the `posts` / `post_media` rows (docs/CONTRACT.md section 3);
+`Posts` is the facade the HTTP routes and the demo traffic share: store, then publish one event
+per media item. Store-then-publish means a publish failure leaves the post stored and raises
 `PublishFailed`, which says so; it is never reported as a success.
 
 Modules: ``model`` (values, errors, validation), ``sql`` (the rows), ``facade`` (`Posts`).

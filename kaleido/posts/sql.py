@@ -1,4 +1,4 @@
-"""The SQL that owns the `posts` / `post_media` rows (CONTRACT.md section 3): insert a post,
+"""The SQL that owns the `posts` / `post_media` rows (docs/CONTRACT.md section 3): insert a post,
 replace its media list, read it back with its insights and faces."""
 
 from __future__ import annotations
