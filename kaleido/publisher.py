@@ -1,4 +1,4 @@
-"""`Publisher`: the outbound streams to the ML service (CONTRACT.md section 2).
+"""`Publisher`: the outbound streams to the ML service (docs/CONTRACT.md section 2).
 
 Every publish is one round trip (`XADD key MAXLEN ~ maxlen * field value ...` per event, in one
 pipeline). A failed publish raises a `kaleido.errors.BackendError`; it is never swallowed, so the

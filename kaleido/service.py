@@ -18,6 +18,7 @@ from kaleido.gateways import Backends
 from kaleido.gateways.backends import log_transition
 from kaleido.lock import RedisLock
 from kaleido.metrics import Metrics
+from kaleido.posts import Posts
 from kaleido.publisher import Publisher
 from kaleido.streams import StreamConsumer, build_consumers
 from kaleido.supervisor import Supervisor
@@ -41,6 +42,8 @@ class Service:
     ingester: ViewIngester
     syncer: ViewSyncer
     publisher: Publisher = attrs.field(kw_only=True)
+    # What the post routes call; built once here, not per request.
+    posts: Posts = attrs.field(kw_only=True)
     consumers: list[StreamConsumer[Any]] = attrs.field(kw_only=True, factory=list)
     reporter: MetricsReporter | None = attrs.field(kw_only=True, default=None)
 
@@ -89,6 +92,7 @@ class Service:
             ingester,
             syncer,
             publisher=publisher,
+            posts=Posts(backends.postgres_for_routes, publisher),
             consumers=build_consumers(backends, metrics, supervisor.stopping),
             reporter=reporter,
         )

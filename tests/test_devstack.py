@@ -22,7 +22,6 @@ import pytest
 import redis
 import redis.cluster
 
-from kaleido import devstack
 from kaleido.devstack import (
     ClusterNodeView,
     DevStack,
@@ -33,7 +32,13 @@ from kaleido.devstack import (
     dev_stack,
     parse_cluster_nodes,
     pid_alive,
+    process,
+    topology,
 )
+from kaleido.devstack import cluster as dev_cluster
+from kaleido.devstack import postgres as dev_postgres
+from kaleido.devstack import redis as dev_redis
+from kaleido.devstack import server as dev_server
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -170,8 +175,8 @@ def test_redis_moves_to_another_port_when_the_picked_one_is_taken(
         squatter.listen()
         taken = squatter.getsockname()[1]
         ports = iter([taken])
-        real_free_port = devstack._free_port
-        monkeypatch.setattr(devstack, "_free_port", lambda: next(ports, None) or real_free_port())
+        real_free_port = process._free_port
+        monkeypatch.setattr(dev_server, "_free_port", lambda: next(ports, None) or real_free_port())
         server = RedisServer(tmp_path)
         server.start()
         try:
@@ -322,15 +327,15 @@ def test_postgres_retries_when_its_path_became_unreachable(
     # Another pytest session resetting its basetemp to 0700 right after our chmod looks like this.
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o700)
-    real = devstack._make_reachable
+    real = dev_postgres._make_reachable
     calls: list[Path] = []
 
-    def skip_first(path: Path, account: devstack._RunAs) -> None:
+    def skip_first(path: Path, account: process._RunAs) -> None:
         calls.append(path)
         if len(calls) > 1:
             real(path, account)
 
-    monkeypatch.setattr(devstack, "_make_reachable", skip_first)
+    monkeypatch.setattr(dev_postgres, "_make_reachable", skip_first)
     server = PostgresServer(locked / "pg", fast=True)
     try:
         server.start()
@@ -373,11 +378,11 @@ def test_judge_cluster() -> None:
     up = {"role": "slave", "master_link_status": "up"}
     view = parse_cluster_nodes(NODES_REPLY)
 
-    def report(port: int, **changes: Any) -> devstack._NodeReport:
-        base = devstack._NodeReport(port, healthy_info, view, master)
+    def report(port: int, **changes: Any) -> topology._NodeReport:
+        base = topology._NodeReport(port, healthy_info, view, master)
         return attrs.evolve(base, **changes)
 
-    judge = devstack._judge_cluster
+    judge = topology._judge_cluster
     healthy = judge([report(30001), report(30004, replication=up)], 5)
     assert healthy.problem is None and healthy.view == view
     assert judge([], 5).problem == "no node runs"
@@ -399,7 +404,7 @@ def test_judge_cluster() -> None:
 
 
 def test_cluster_ports_leave_room_for_the_bus(monkeypatch: pytest.MonkeyPatch) -> None:
-    good = devstack._cluster_port(())
+    good = dev_redis._cluster_port(())
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", 0))
         squatter.listen()
@@ -407,8 +412,8 @@ def test_cluster_ports_leave_room_for_the_bus(monkeypatch: pytest.MonkeyPatch) -
         assert bus_taken > 1024
         # bus port above 65535, a port to avoid, one whose bus port is taken, then a good one
         offers = iter([60000, 40000, bus_taken, good])
-        monkeypatch.setattr(devstack, "_free_port", lambda: next(offers))
-        assert devstack._cluster_port({40000}) == good
+        monkeypatch.setattr(dev_redis, "_free_port", lambda: next(offers))
+        assert dev_redis._cluster_port({40000}) == good
 
 
 def test_cluster_rejects_managed_overrides(tmp_path: Path) -> None:
@@ -438,7 +443,7 @@ def test_a_new_cluster_clears_what_the_previous_one_left(tmp_path: Path) -> None
     (node / "appendonlydir").mkdir(parents=True)
     for name in ("nodes-7000.conf", "dump.rdb", "appendonlydir/a.aof", "redis.log", "keep.txt"):
         (node / name).write_text("x")
-    devstack._clear_node_files(node)
+    dev_cluster._clear_node_files(node)
     assert sorted(p.name for p in node.iterdir()) == ["keep.txt", "redis.log"]
 
 
@@ -466,8 +471,8 @@ def assert_cluster_gone(cluster: RedisCluster, pids: list[int]) -> None:
     for pid in pids:
         assert_gone(pid)
     for node in cluster.nodes:
-        assert devstack._cwd_pids(node.dir) == []  # no redis-server (nor a fork of one) left
-        assert devstack._port_bindable(node.port) and devstack._port_bindable(node.bus_port)
+        assert process._cwd_pids(node.dir) == []  # no redis-server (nor a fork of one) left
+        assert process._port_bindable(node.port) and process._port_bindable(node.bus_port)
 
 
 def test_dev_stack_cluster_serves_keys_and_stops_every_node(tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
-"""The inbound streams' effects (CONTRACT.md sections 2 and 3), with real Redis and PostgreSQL."""
+"""The inbound streams' effects (docs/CONTRACT.md sections 2 and 3), with real Redis and
+PostgreSQL."""
 
 from __future__ import annotations
 

@@ -1,1 +1,1 @@
-"""The HTTP API (CONTRACT.md section 4): a Starlette app served by hypercorn's trio worker."""
+"""The HTTP API (docs/CONTRACT.md section 4): a Starlette app served by hypercorn's trio worker."""

@@ -174,7 +174,7 @@ def post_json(post: PostRecord, views: int, caller: Caller) -> dict[str, Any]:
 
 def _posts(request: Request) -> Posts:
     service: Service = request.app.state.service
-    return Posts(service.backends.postgres_for_routes, service.publisher)
+    return service.posts
 
 
 async def create_post(request: Request) -> Response:

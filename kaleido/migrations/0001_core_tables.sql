@@ -1,4 +1,4 @@
--- The tables peers rely on (CONTRACT.md section 3) and the bookkeeping of the exactly-once
+-- The tables peers rely on (docs/CONTRACT.md section 3) and the bookkeeping of the exactly-once
 -- protocols. Results for a media or post that has no row are still recorded, so the result
 -- tables carry no foreign key to posts or post_media.
 

@@ -1,0 +1,1 @@
+"""The schema migrations, `NNNN_name.sql`, applied in order by `kaleido.migrate`."""

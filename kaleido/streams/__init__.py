@@ -1,6 +1,6 @@
 """The inbound half of the ML pipeline: consumers of the ML service's result streams.
 
-`build_consumers` makes one `StreamConsumer` per inbound stream (CONTRACT.md section 2), with
+`build_consumers` makes one `StreamConsumer` per inbound stream (docs/CONTRACT.md section 2), with
 the contract's consumer names; each one's `run` is a supervisor actor.
 """
 

@@ -1,6 +1,6 @@
 """The exactly-once sync of buffered view counters from Redis to PostgreSQL.
 
-Under `view:batch:lock` (DESIGN.md "View counting"):
+Under `view:batch:lock` (docs/DESIGN.md "View counting"):
   1. finish every in-flight batch a crashed or stalled syncer left behind;
   2. one Lua script moves a chunk of one partition's counters into a new batch (a hash keyed
      by a UUID, in that partition);

@@ -1,0 +1,72 @@
+"""`kaleido doctor`: the troubleshooting guide of the original backend, as checks.
+
+Each check turns facts read from Redis and PostgreSQL into findings: ok, a warning (worth
+knowing, nothing is being lost) or a problem (data can be lost, or work has stopped). The
+command exits 1 when there is a problem. Checks are pure functions of the facts, so each rule
+is easy to read and to test; `diagnose` gathers the facts.
+
+How errors behave: a server that cannot be reached is itself a problem finding; the checks that
+need it are skipped. Nothing here writes to Redis or PostgreSQL.
+
+Modules: ``findings`` (Finding, Level, the exit code), ``redis_checks`` and ``work_checks`` (the
+pure judges), ``gather`` (reading the facts: the only I/O), ``report`` (the terminal report).
+"""
+
+from kaleido.ops.doctor.findings import Finding, Level, exit_code, on_node
+from kaleido.ops.doctor.gather import (
+    DLQ_INTERVAL,
+    MAX_SCAN_CALLS,
+    SAMPLE_SIZE,
+    SCAN_COUNT,
+    diagnose,
+    read_backlog,
+    read_config,
+    read_save_config,
+    sample_keys,
+)
+from kaleido.ops.doctor.redis_checks import (
+    LISTPACK_SETTING,
+    KeySample,
+    check_dedup_memory,
+    check_keys,
+    check_memory,
+    check_persistence,
+    check_policy,
+)
+from kaleido.ops.doctor.report import print_report
+from kaleido.ops.doctor.work_checks import (
+    BacklogFacts,
+    check_backlog,
+    check_dlq,
+    check_schema,
+    check_streams,
+)
+
+__all__ = [
+    "DLQ_INTERVAL",
+    "LISTPACK_SETTING",
+    "MAX_SCAN_CALLS",
+    "SAMPLE_SIZE",
+    "SCAN_COUNT",
+    "BacklogFacts",
+    "Finding",
+    "KeySample",
+    "Level",
+    "check_backlog",
+    "check_dedup_memory",
+    "check_dlq",
+    "check_keys",
+    "check_memory",
+    "check_persistence",
+    "check_policy",
+    "check_schema",
+    "check_streams",
+    "diagnose",
+    "exit_code",
+    "on_node",
+    "print_report",
+    "read_backlog",
+    "read_config",
+    "read_save_config",
+    "sample_keys",
+]

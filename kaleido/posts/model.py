@@ -1,0 +1,184 @@
+"""What a post is: its values (:class:`NewPost`, :class:`PostRecord`, ...), the errors storing one
+raises, and the checks of its media list and URLs (pure, no I/O)."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Sequence
+from datetime import datetime
+from urllib.parse import urlsplit
+
+import attrs
+
+from kaleido.errors import BackendError, KaleidoError
+
+# A post carries a handful of images; 50 bounds one request's fan-out to the ML service.
+MAX_MEDIA = 50
+# Longer URLs are refused by common browsers and CDNs; the ML service must fetch this one.
+MAX_URL_CHARS = 2048
+
+
+class PostExists(KaleidoError):
+    """A post with this id is already stored."""
+
+
+class PostNotFound(KaleidoError):
+    """No post with this id is stored."""
+
+
+class MediaTaken(KaleidoError):
+    """A mediaId already belongs to another post."""
+
+
+class PublishFailed(BackendError):
+    """The post is stored but its events could not be published; the message says both."""
+
+
+# --------------------------------------------------------------------------- values
+
+
+@attrs.frozen
+class MediaItem:
+    media_id: int
+    media_url: str
+
+
+@attrs.frozen
+class NewPost:
+    post_id: int
+    user_id: int
+    media: tuple[MediaItem, ...]
+
+
+@attrs.frozen
+class Published:
+    """The outcome of a store-then-publish call."""
+
+    post_id: int
+    media: int
+    entry_ids: tuple[str, ...]
+    removed: int = 0
+
+    @property
+    def published(self) -> int:
+        return len(self.entry_ids)
+
+
+@attrs.frozen
+class Insights:
+    """A media's `media_ai_insights` row; the embedding is summarised by its length."""
+
+    status: str
+    is_safe: bool | None
+    moderation_confidence: float | None
+    caption: str | None
+    tags: tuple[str, ...] | None
+    scenes: tuple[str, ...] | None
+    embedding_length: int | None
+    services_completed: tuple[str, ...]
+    correlation_id: str | None
+    updated_at: datetime
+
+
+@attrs.frozen
+class Face:
+    """A `media_detected_faces` row without its embedding."""
+
+    face_id: str
+    bbox: tuple[int, ...] | None
+    confidence: float | None
+    status: str
+    suggested_user_id: int | None
+    suggestion_confidence: float | None
+    matched_username: str | None
+    updated_at: datetime
+
+
+@attrs.frozen
+class MediaRecord:
+    media_id: int
+    media_url: str
+    position: int
+    insights: Insights | None
+    faces: tuple[Face, ...]
+
+
+@attrs.frozen
+class PostRecord:
+    """A stored post as `GET /v1/posts/{id}` shows it (without views: they are not all here)."""
+
+    post_id: int
+    user_id: int
+    status: str
+    created_at: datetime
+    updated_at: datetime
+    media: tuple[MediaRecord, ...]
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def check_media_url(value: object, name: str, prefixes: Sequence[str] = ()) -> str:
+    """Return `value` if the ML service may fetch it; otherwise raise ValueError naming `name`
+    and the rule it breaks.
+
+    The ML service fetches these URLs from inside the network, so a URL must not be able to
+    point there (SSRF): https only, no user:password@, no IP literal, no `localhost` and no
+    single-label host (`http://redis/`), at most MAX_URL_CHARS, no whitespace or control
+    characters. With `prefixes` (KALEIDO_MEDIA_URL_PREFIXES, e.g. a CDN bucket) it must also
+    start with one of them.
+    """
+    if not isinstance(value, str):
+        raise ValueError(f"{name}: expected an https URL, got {value!r:.80}")
+    if len(value) > MAX_URL_CHARS:
+        raise ValueError(f"{name}: {len(value)} characters, limit {MAX_URL_CHARS}")
+    # Whitespace, control characters or lone surrogates would reach the fetch (or PostgreSQL).
+    if any(c.isspace() or ord(c) < 32 or ord(c) == 127 or 0xD800 <= ord(c) <= 0xDFFF
+           for c in value):  # fmt: skip
+        raise ValueError(f"{name}: whitespace or control characters in the URL")
+    try:
+        parts = urlsplit(value)
+        host = parts.hostname
+        parts.port  # noqa: B018 - urllib validates the port lazily
+    except ValueError:
+        raise ValueError(f"{name}: not a valid URL: {value!r:.80}") from None
+    if parts.scheme != "https":
+        raise ValueError(f"{name}: expected an https URL, got {value!r:.80}")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError(f"{name}: a URL with user:password@ is not accepted")
+    if not host:
+        raise ValueError(f"{name}: the URL has no host")
+    host = host.rstrip(".")
+    if _is_ip_literal(host):
+        raise ValueError(f"{name}: an IP address as host is not accepted ({host})")
+    if host == "localhost" or host.endswith(".localhost") or "." not in host:
+        raise ValueError(f"{name}: {host!r} is not a public host name")
+    if prefixes and not any(value.startswith(prefix) for prefix in prefixes):
+        raise ValueError(f"{name}: must start with one of {', '.join(prefixes)}")
+    return value
+
+
+def _is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        # Forms browsers and fetchers also read as IPv4: 0x7f.1, 017700000001, 127.1.
+        labels = host.split(".")
+        return all(re.fullmatch(r"(0x[0-9a-f]+|[0-9]+)", label) for label in labels)
+    return True
+
+
+def check_media(media: Sequence[MediaItem]) -> None:
+    """A media list a post may hold: at most MAX_MEDIA items, unique ids, valid URLs.
+    Raises ValueError naming the bad item (`media[1].mediaId: ...`)."""
+    if len(media) > MAX_MEDIA:
+        raise ValueError(f"media: {len(media)} items, limit {MAX_MEDIA}")
+    seen: dict[int, int] = {}
+    for index, item in enumerate(media):
+        if item.media_id in seen:
+            raise ValueError(
+                f"media[{index}].mediaId: {item.media_id} repeats media[{seen[item.media_id]}]"
+            )
+        seen[item.media_id] = index
+        check_media_url(item.media_url, f"media[{index}].mediaUrl")

@@ -1,0 +1,194 @@
+"""The SQL that owns the `posts` / `post_media` rows (docs/CONTRACT.md section 3): insert a post,
+replace its media list, read it back with its insights and faces."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from kaleido.gateways import PostgresGateway, Transaction
+from kaleido.posts.model import (
+    Face,
+    Insights,
+    MediaItem,
+    MediaRecord,
+    MediaTaken,
+    NewPost,
+    PostExists,
+    PostNotFound,
+    PostRecord,
+)
+
+_INSERT_POST = """
+INSERT INTO posts (post_id, user_id) VALUES ($1, $2)
+ON CONFLICT (post_id) DO NOTHING RETURNING post_id
+"""
+
+
+# Positions follow the list order, from 0. A media id owned by another post is not touched
+# (the WHERE of DO UPDATE) and so missing from RETURNING: the caller reports it.
+_UPSERT_MEDIA = """
+INSERT INTO post_media (media_id, post_id, media_url, position)
+SELECT m.media_id, $1, m.url, (m.pos - 1)::int
+FROM unnest($2::bigint[], $3::text[]) WITH ORDINALITY AS m(media_id, url, pos)
+ON CONFLICT (media_id) DO UPDATE
+    SET media_url = excluded.media_url, position = excluded.position, updated_at = now()
+    WHERE post_media.post_id = excluded.post_id
+RETURNING media_id
+"""
+
+_OWNERS = "SELECT media_id, post_id FROM post_media WHERE media_id = ANY($1::bigint[])"
+
+# An unsafe result that arrived before the post (or the media) was stored still flags it.
+_FLAG_IF_UNSAFE = """
+UPDATE posts SET status = 'FLAGGED', updated_at = now()
+WHERE post_id = $1 AND status <> 'FLAGGED' AND EXISTS (
+    SELECT 1 FROM media_ai_insights WHERE media_id = ANY($2::bigint[]) AND is_safe = false
+)
+"""
+
+_SELECT_POST = """
+SELECT post_id, user_id, status, created_at, updated_at FROM posts WHERE post_id = $1
+"""
+
+_SELECT_MEDIA = """
+SELECT m.media_id, m.media_url, m.position, i.media_id IS NOT NULL AS has_insights,
+       i.status, i.is_safe, i.moderation_confidence, i.caption, i.tags, i.scenes,
+       cardinality(i.image_embedding) AS embedding_length, i.services_completed,
+       i.correlation_id, i.updated_at
+FROM post_media m LEFT JOIN media_ai_insights i ON i.media_id = m.media_id
+WHERE m.post_id = $1 ORDER BY m.position, m.media_id
+"""
+
+_SELECT_FACES = """
+SELECT media_id, face_uid, bbox, confidence_score, status, suggested_user_id,
+       suggestion_confidence, matched_username, updated_at
+FROM media_detected_faces WHERE media_id = ANY($1::bigint[]) ORDER BY media_id, id
+"""
+
+
+async def _upsert_media(tx: Transaction, post_id: int, media: Sequence[MediaItem]) -> None:
+    ids = [item.media_id for item in media]
+    written = {
+        row["media_id"]
+        for row in await tx.fetch(_UPSERT_MEDIA, post_id, ids, [m.media_url for m in media])
+    }
+    if len(written) == len(ids):
+        return
+    owners = {row["media_id"]: row["post_id"] for row in await tx.fetch(_OWNERS, ids)}
+    index, media_id = next((i, m) for i, m in enumerate(ids) if m not in written)
+    raise MediaTaken(
+        f"media[{index}].mediaId: {media_id} already belongs to post {owners.get(media_id, '?')}"
+    )
+
+
+async def insert_post(postgres: PostgresGateway, post: NewPost) -> None:
+    """Store the post and its media in one transaction (a trigger folds in its view backlog:
+    migration 0005).
+
+    Raises PostExists, MediaTaken (nothing stored then) or the backend error.
+    """
+    async with postgres.transaction() as tx:
+        if await tx.fetchval(_INSERT_POST, post.post_id, post.user_id) is None:
+            raise PostExists(f"postId: post {post.post_id} already exists")
+        await _upsert_media(tx, post.post_id, post.media)
+        await tx.execute(_FLAG_IF_UNSAFE, post.post_id, [m.media_id for m in post.media])
+
+
+async def replace_media(
+    postgres: PostgresGateway,
+    post_id: int,
+    media: Sequence[MediaItem],
+    may_edit: Callable[[int], None] | None = None,
+) -> tuple[int, int]:
+    """Make `media` the post's media list (PUT semantics): delete the items not in it, upsert
+    the rest with their positions. Returns (the post's user id, how many items were removed).
+    `may_edit(owner)` raises to refuse the change (in the transaction, before anything changed).
+
+    Raises PostNotFound, MediaTaken (nothing changed then) or the backend error.
+    """
+    ids = [m.media_id for m in media]
+    async with postgres.transaction() as tx:
+        # FOR UPDATE serialises concurrent replacements of one post.
+        user_id = await tx.fetchval(
+            "SELECT user_id FROM posts WHERE post_id = $1 FOR UPDATE", post_id
+        )
+        if user_id is None:
+            raise PostNotFound(f"post {post_id} does not exist")
+        if may_edit is not None:
+            may_edit(int(user_id))
+        removed = await tx.fetch(
+            "DELETE FROM post_media WHERE post_id = $1 AND NOT media_id = ANY($2::bigint[]) "
+            "RETURNING media_id",
+            post_id,
+            ids,
+        )
+        await _upsert_media(tx, post_id, media)
+        await tx.execute("UPDATE posts SET updated_at = now() WHERE post_id = $1", post_id)
+        await tx.execute(_FLAG_IF_UNSAFE, post_id, ids)
+    return int(user_id), len(removed)
+
+
+def _tuple(value: Any) -> tuple[Any, ...] | None:
+    return None if value is None else tuple(value)
+
+
+def _insights(row: Any) -> Insights | None:
+    if not row["has_insights"]:
+        return None
+    return Insights(
+        status=row["status"],
+        is_safe=row["is_safe"],
+        moderation_confidence=row["moderation_confidence"],
+        caption=row["caption"],
+        tags=_tuple(row["tags"]),
+        scenes=_tuple(row["scenes"]),
+        embedding_length=row["embedding_length"],
+        services_completed=tuple(row["services_completed"] or ()),
+        correlation_id=row["correlation_id"],
+        updated_at=row["updated_at"],
+    )
+
+
+def _face(row: Any) -> Face:
+    return Face(
+        face_id=row["face_uid"],
+        bbox=_tuple(row["bbox"]),
+        confidence=row["confidence_score"],
+        status=row["status"],
+        suggested_user_id=row["suggested_user_id"],
+        suggestion_confidence=row["suggestion_confidence"],
+        matched_username=row["matched_username"],
+        updated_at=row["updated_at"],
+    )
+
+
+async def read_post(postgres: PostgresGateway, post_id: int) -> PostRecord | None:
+    """The post with its media, insights and faces (one snapshot), or None."""
+    async with postgres.transaction(isolation="repeatable_read") as tx:
+        post = await tx.fetchrow(_SELECT_POST, post_id)
+        if post is None:
+            return None
+        media_rows = await tx.fetch(_SELECT_MEDIA, post_id)
+        face_rows = await tx.fetch(_SELECT_FACES, [row["media_id"] for row in media_rows])
+    faces: dict[int, list[Face]] = {}
+    for row in face_rows:
+        faces.setdefault(row["media_id"], []).append(_face(row))
+    media = tuple(
+        MediaRecord(
+            media_id=row["media_id"],
+            media_url=row["media_url"],
+            position=row["position"],
+            insights=_insights(row),
+            faces=tuple(faces.get(row["media_id"], ())),
+        )
+        for row in media_rows
+    )
+    return PostRecord(
+        post_id=post["post_id"],
+        user_id=post["user_id"],
+        status=post["status"],
+        created_at=post["created_at"],
+        updated_at=post["updated_at"],
+        media=media,
+    )
