@@ -4,6 +4,8 @@ clear start-up error, not a crash loop."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -11,7 +13,7 @@ import attrs
 import pytest
 import trio
 
-from kaleido import cli, open_kaleido
+from kaleido import open_kaleido
 from kaleido.devstack import DevStack
 from kaleido.errors import ConfigError, RedisPermissionDenied
 from kaleido.gateways import RedisGateway, open_backends
@@ -30,6 +32,8 @@ from kaleido.settings import Settings
 from kaleido.streams import dlq_list, dlq_purge, dlq_replay
 from kaleido.testing import KaleidoDriver
 
+from .conftest import REPO
+from .processes import kaleido_env
 from .waiting import wait_until
 
 USER, PASSWORD = "kaleido-acl", "acl-test-password-0123456789"
@@ -236,20 +240,27 @@ async def test_a_right_revoked_while_running_loses_no_view(
 
 
 async def test_the_command_line_prints_a_rule_redis_accepts(
-    admin: RedisGateway,
-    kaleido_settings: Settings,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
+    admin: RedisGateway, kaleido_settings: Settings
 ) -> None:
     restricted = as_user(kaleido_settings)
-    monkeypatch.setenv("KALEIDO_REDIS_URL", str(restricted.redis_url))
-    monkeypatch.setenv("KALEIDO_KEY_PREFIX", kaleido_settings.key_prefix)
-    assert cli.main(["redis-acl", "--setuser"]) == 0
-    printed = capsys.readouterr().out.split()
+    env = {"KALEIDO_REDIS_URL": str(restricted.redis_url)}
+    env["KALEIDO_KEY_PREFIX"] = kaleido_settings.key_prefix
+    printed = (await run_kaleido(env, "redis-acl", "--setuser")).stdout.decode().split()
     assert printed[:3] == ["ACL", "SETUSER", USER] and PASSWORD not in printed
     await admin.execute(*printed)
     async with open_backends(restricted) as backends:
         await check_redis_rights(backends.redis, backends.keys)
-    monkeypatch.setenv("KALEIDO_REDIS_URL", "redis://127.0.0.1:6379/0")  # no user of its own
-    assert cli.main(["redis-acl"]) == 2
-    assert "must name Kaleido's own user" in capsys.readouterr().err
+    env["KALEIDO_REDIS_URL"] = "redis://127.0.0.1:6379/0"  # no user of its own
+    refused = await run_kaleido(env, "redis-acl")
+    assert refused.returncode == 2 and b"must name Kaleido's own user" in refused.stderr
+
+
+async def run_kaleido(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[bytes]:
+    with trio.fail_after(60):
+        return await trio.run_process(
+            [sys.executable, str(REPO / "run.py"), *args],
+            env=kaleido_env(**env),
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )
