@@ -77,11 +77,12 @@ async def serve(
             outer.start_soon(_watch_signals, stop)
         http_stop = trio.Event()
         async with trio.open_nursery() as listeners:
+            cap = settings.max_connections
             public: list[str] = await listeners.start(
-                serve_http, create_app(k.service), binds[0], http_stop
+                serve_http, create_app(k.service), binds[0], http_stop, cap
             )
             ops: list[str] = await listeners.start(
-                serve_http, create_ops_app(k.service), binds[1], http_stop
+                serve_http, create_ops_app(k.service), binds[1], http_stop, cap
             )
             log.info("service.ready", http=public, ops=ops, settings=settings.public_dict())
             task_status.started(Running(k.service, public, stop, ops, k))

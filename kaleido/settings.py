@@ -87,6 +87,7 @@ class Settings:
     shutdown_deadline: float = 10.0
     metrics_interval: float = 5.0
     workers: int = 1
+    max_connections: int = 1000
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -308,6 +309,10 @@ _OPTIONS: dict[str, tuple[Callable[[str], Any], str]] = {
     "shutdown_deadline": (_positive_float, "seconds a graceful shutdown may take (default 10)"),
     "metrics_interval": (_positive_float, "seconds between metrics samples of Redis (default 5)"),
     "workers": (_workers, "service processes sharing the HTTP port (default 1)"),
+    "max_connections": (
+        _positive_int,
+        "open connections per listener and process; past it new ones get a 503 (default 1000)",
+    ),
 }
 
 

@@ -4,6 +4,7 @@ routes) and the ops one (`/metrics` and the admin routes); both answer `/healthz
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import trio
@@ -14,6 +15,7 @@ from starlette.middleware import Middleware
 
 from kaleido.http import health, metrics, posts, streams_admin, views
 from kaleido.http.auth import Authenticator
+from kaleido.http.connections import serving_with_cap
 from kaleido.http.errors import EXCEPTION_HANDLERS
 from kaleido.http.middleware import CorrelationIdMiddleware, InFlightLimit
 from kaleido.service import Service
@@ -53,12 +55,13 @@ async def serve_http(
     app: Any,
     bind: str,
     shutdown: trio.Event,
+    max_connections: int | None = None,
     *,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve on `bind` (HOST:PORT, or `fd://N`: a listening socket inherited from the worker
     supervisor) until `shutdown` is set, then drain open requests (hypercorn's graceful
-    timeout)."""
+    timeout). Past `max_connections` open connections, new ones are answered 503."""
     config = Config()
     config.bind = [bind]
     config.accesslog = None
@@ -66,4 +69,7 @@ async def serve_http(
     config.graceful_timeout = 5.0
     config.keep_alive_timeout = 30.0
     config.read_timeout = READ_TIMEOUT  # a connection that sends nothing for this long is closed
-    await serve(app, config, shutdown_trigger=shutdown.wait, task_status=task_status)
+    with contextlib.ExitStack() as stack:
+        if max_connections is not None:
+            stack.enter_context(serving_with_cap(max_connections))
+        await serve(app, config, shutdown_trigger=shutdown.wait, task_status=task_status)
