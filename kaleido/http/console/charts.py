@@ -55,6 +55,19 @@ def nice_max(value: float) -> float:
     return 10.0 * power
 
 
+def _before(seconds: float) -> str:
+    return f"−{seconds:.0f} s" if seconds < 120 else f"−{seconds / 60:.0f} min"
+
+
+def chart_span(
+    oldest: float | None, now: float, *, least: float = 60.0, most: float = 3600.0
+) -> float:
+    """The x axis: the history there is (a young process has little), within [least, most]."""
+    if oldest is None:
+        return most
+    return min(most, max(least, now - oldest))
+
+
 def _x(at: float, now: float, span: float) -> float:
     share = min(1.0, max(0.0, 1 - (now - at) / span))
     return LEFT + share * (WIDTH - RIGHT - LEFT)
@@ -91,11 +104,13 @@ def line_chart(
     span: float = 3600.0,
     fmt: Callable[[float], str] = lambda v: f"{v:g}",
     dashed: Sequence[str] = (),
+    unit: float = 1.0,
 ) -> Chart:
     """A chart of `series` (name, tone, points) over the `span` seconds before `now`; the
-    series named in `dashed` (a limit, e.g. maxmemory) are drawn dashed."""
+    series named in `dashed` (a limit, e.g. maxmemory) are drawn dashed; the y axis ends on a
+    round number of `unit`s (e.g. 1024² for bytes shown in MB)."""
     values = [v for _, _, pts in series for at, v in pts if v is not None and now - at <= span]
-    y_max = nice_max(max(values, default=0.0))
+    y_max = nice_max(max(values, default=0.0) / unit) * unit
     lines = []
     for name, tone, points in series:
         last = next((v for _, v in reversed(points) if v is not None), None)
@@ -103,10 +118,9 @@ def line_chart(
         label = "" if last is None else fmt(last)
         lines.append(Line(name, tone, segments, last, label, dashed=name in dashed))
     grid = tuple((_y(y_max * f, y_max), fmt(y_max * f)) for f in (0.0, 0.5, 1.0))
-    minutes = round(span / 60)
     x_labels = (
-        (float(LEFT), f"−{minutes} min"),
-        ((LEFT + WIDTH - RIGHT) / 2, f"−{minutes // 2} min"),
+        (float(LEFT), _before(span)),
+        ((LEFT + WIDTH - RIGHT) / 2, _before(span / 2)),
         (float(WIDTH - RIGHT), "now"),
     )
     return Chart(title, tuple(lines), y_max, grid, x_labels, empty=not values)

@@ -14,7 +14,7 @@ import attrs
 from starlette.requests import Request
 from starlette.responses import Response
 
-from kaleido.http.console.charts import Chart, Point, line_chart
+from kaleido.http.console.charts import Chart, Point, chart_span, line_chart
 from kaleido.http.console.guard import Access, Form
 from kaleido.http.console.render import ago, number, page, size
 from kaleido.ops.history import History, Sample
@@ -92,8 +92,14 @@ def tiles(history: History, now: float, sync_interval: float) -> list[Tile]:
     return out
 
 
+def _count(value: float) -> str:
+    """A grid label for a count: `0.5` when small and fractional, else `12 000`."""
+    return number(value) if value >= 10 or value == int(value) else f"{value:.1f}"
+
+
 def charts(history: History, now: float) -> list[Chart]:
     samples, rates = history.samples(), history.rates()
+    span = chart_span(samples[0].at if samples else None, now)
 
     def of(field: str) -> list[Point]:
         return [(s.at, getattr(s, field)) for s in samples]
@@ -109,17 +115,31 @@ def charts(history: History, now: float) -> list[Chart]:
                 ("duplicate", "tone-2", [(r.at, r.duplicate) for r in rates]),
             ],
             now=now,
+            span=span,
             fmt=lambda v: f"{v:.3g}/s",
         ),
         line_chart(
-            "Pending posts", [("pending", "tone-1", of("pending_posts"))], now=now, fmt=number
+            "Pending posts",
+            [("pending", "tone-1", of("pending_posts"))],
+            now=now,
+            span=span,
+            fmt=_count,
         ),
-        line_chart("Redis memory", memory, now=now, fmt=size, dashed=("maxmemory",)),
+        line_chart(
+            "Redis memory",
+            memory,
+            now=now,
+            span=span,
+            fmt=size,
+            dashed=("maxmemory",),
+            unit=1024**2,
+        ),
         line_chart(
             "Stream lag and dead letters",
             [("lag", "tone-1", of("lag")), ("dead letters", "tone-3", of("dlq"))],
             now=now,
-            fmt=number,
+            span=span,
+            fmt=_count,
         ),
     ]
 
