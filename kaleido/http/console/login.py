@@ -71,7 +71,7 @@ async def login(request: Request) -> Response:
     _, cookie = keys.issue(caller.kind, expires)
     response = RedirectResponse(next_path, 303)
     response.set_cookie(
-        COOKIE, cookie, max_age=max(1, int(expires - now)),
+        COOKIE, cookie, max_age=max(1, expires - int(now)),
         path=HOME, secure=request.url.scheme == "https", httponly=True, samesite="strict",
     )  # fmt: skip
     return secure(response)
