@@ -1,7 +1,8 @@
 """The metrics reporter: every `interval` seconds, samples Redis (memory, evictions, keyspace
 hits, streams, DLQs, pending views) and the process's own state (breakers, sync age) into the
 Prometheus gauges of `kaleido.metrics`, and logs a warning when a threshold is crossed (once
-per crossing: kaleido.ops.alerts).
+per crossing: kaleido.ops.alerts). Each tick also adds a `Sample` to the console's history
+ring (kaleido.ops.history), when it has one.
 
 How errors behave: a failed sample (Redis down, breaker open) is counted
 (`kaleido_metrics_samples_total{result="failure"}`), leaves the Redis gauges at their last
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import attrs
 import trio
@@ -20,8 +22,9 @@ from kaleido.breaker import BreakerState, CircuitBreaker
 from kaleido.errors import BackendError
 from kaleido.gateways import RedisGateway
 from kaleido.keys import KeyLayout
-from kaleido.metrics import Metrics
+from kaleido.metrics import Metrics, views_by_outcome
 from kaleido.ops.alerts import Alerts
+from kaleido.ops.history import History, Sample
 from kaleido.ops.limits import IDLE_LIMIT, LAG_LIMIT, MEMORY_WARNING, STALE_SYNC_INTERVALS
 from kaleido.ops.redis_info import RedisFacts, combine, read_node_facts
 from kaleido.ops.streams import StreamStatus, read_streams
@@ -46,6 +49,7 @@ class MetricsReporter:
     # The view tracker's count of rejected views, mirrored into kaleido_views{outcome=rejected}.
     rejected_views: Callable[[], int] | None = None
     alerts: Alerts = attrs.Factory(Alerts)
+    history: History | None = None
     failures: int = 0
     _started: float = attrs.field(factory=time.time, init=False)
     _last_dlq: dict[str, int] = attrs.Factory(dict)
@@ -69,8 +73,9 @@ class MetricsReporter:
         """One sample; False if Redis could not be sampled (counted, logged once)."""
         self._sample_process()
         try:
-            await self._sample_redis()
+            redis_figures = await self._sample_redis()
         except BackendError as exc:
+            self._remember({})
             self.failures += 1
             self.metrics.samples.labels("failure").inc()
             self.alerts.update(
@@ -78,10 +83,29 @@ class MetricsReporter:
                 error=str(exc),
             )  # fmt: skip
             return False
+        self._remember(redis_figures)
         self.alerts.update("redis_unsampled", False)
         self.metrics.samples.labels("ok").inc()
         self.metrics.last_sample.set(time.time())
         return True
+
+    def _remember(self, redis_figures: dict[str, Any]) -> None:
+        """Add this tick to the history ring (Redis figures left out when Redis failed)."""
+        if self.history is None:
+            return
+        views = views_by_outcome(self.metrics)
+        snapshots = [b.snapshot() for b in self.breakers]
+        breakers = {snap.name: snap.state.value for snap in snapshots}
+        self.history.add(
+            Sample(
+                at=time.time(),
+                views_counted=views.get("counted", 0.0),
+                views_duplicate=views.get("duplicate", 0.0),
+                breakers=breakers,
+                last_good_sync=self._shared_good,
+                **redis_figures,
+            )
+        )
 
     # ------------------------------------------------------------------ the process
 
@@ -118,7 +142,8 @@ class MetricsReporter:
 
     # ------------------------------------------------------------------ Redis
 
-    async def _sample_redis(self) -> None:
+    async def _sample_redis(self) -> dict[str, Any]:
+        """Set the Redis gauges; return the figures the history keeps."""
         m = self.metrics
         nodes = await read_node_facts(self.redis)
         streams = await read_streams(self.redis, self.keys)
@@ -143,6 +168,14 @@ class MetricsReporter:
         m.pending_views.set(pending)
         for status in streams:
             self._record_stream(status)
+        return {
+            "pending_posts": pending,
+            "memory_used": facts.used_memory,
+            "memory_max": facts.maxmemory,
+            "evicted_keys": facts.evicted_keys,
+            "lag": sum(status.lag for status in streams),
+            "dlq": sum(status.dlq_size for status in streams if status.inbound),
+        }
 
     def _record_nodes(self, nodes: list[RedisFacts]) -> None:
         """Per-master series; a master that left (failover, resharding) stops being exported."""

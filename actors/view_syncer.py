@@ -3,6 +3,7 @@
 
 Failures (PostgreSQL or Redis down) are retried with backoff; nothing is lost meanwhile: the
 counters stay in Redis. On shutdown it runs one last sync, bounded by the shutdown deadline.
+Each run is listed in `runs` (kaleido.ops.history.SyncLog) for the ops console.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from kaleido.errors import KaleidoError, TransientError
 from kaleido.lock import LockBusy, LockLost
 from kaleido.logs import correlation, get_logger
 from kaleido.metrics import Metrics
+from kaleido.ops.history import SyncLog, SyncRun
 from kaleido.views.model import SyncReport
 
 log = get_logger("actors.view_syncer")
@@ -53,6 +55,7 @@ class ViewSyncer:
     stopping: trio.Event
     interval: float = 300.0
     early_threshold: int = EARLY_THRESHOLD
+    runs: SyncLog = attrs.Factory(SyncLog)
     _wake: trio.Event = attrs.Factory(trio.Event)
     _waiting: list[SyncRequest] = attrs.Factory(list)
 
@@ -128,6 +131,16 @@ class ViewSyncer:
                     self.metrics.unknown_post_backlog.set(report.backlog_posts)
                 self.metrics.last_sync_success.set(time.time())
                 log.info("sync.done", seconds=round(elapsed, 4), **attrs.asdict(report))
+        self.runs.record(
+            SyncRun(
+                at=time.time(),
+                result="success" if report is not None else "busy" if busy else "failure",
+                seconds=time.monotonic() - started,
+                views=report.views if report is not None else 0,
+                posts=report.posts if report is not None else 0,
+                error=error,
+            )
+        )
         for req in waiting:
             req.report, req.error = report, error
             req.done.set()

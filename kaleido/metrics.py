@@ -11,6 +11,7 @@ open files); merged workers do not: whichever worker answered the scrape would s
 from __future__ import annotations
 
 import os
+from glob import glob
 from pathlib import Path
 from typing import Final
 
@@ -39,6 +40,24 @@ def exposition(metrics: Metrics) -> bytes:
     merged = CollectorRegistry()
     MultiProcessCollector(merged, folder)  # type: ignore[no-untyped-call]
     return generate_latest(merged)
+
+
+def views_by_outcome(metrics: Metrics) -> dict[str, float]:
+    """`kaleido_views_total` by outcome: this process's, or every worker's summed (reading only
+    the counters' files: this runs at every reporter tick)."""
+    folder = os.environ.get(MULTIPROC_ENV)
+    if folder:
+        files = glob(os.path.join(folder, "counter_*.db"))
+        families = MultiProcessCollector.merge(files)  # type: ignore[no-untyped-call]
+    else:
+        families = metrics.views.collect()
+    totals: dict[str, float] = {}
+    for family in families:
+        for sample in family.samples:
+            if sample.name == "kaleido_views_total":
+                outcome = sample.labels["outcome"]
+                totals[outcome] = totals.get(outcome, 0.0) + sample.value
+    return totals
 
 
 def mark_worker_dead(folder: Path, pid: int) -> None:

@@ -18,6 +18,7 @@ from kaleido.gateways import Backends
 from kaleido.gateways.backends import log_transition
 from kaleido.lock import RedisLock
 from kaleido.metrics import Metrics
+from kaleido.ops.history import History
 from kaleido.posts import Posts
 from kaleido.publisher import Publisher
 from kaleido.streams import StreamConsumer, build_consumers
@@ -82,6 +83,7 @@ class Service:
             interval=settings.metrics_interval,
             sync_interval=settings.sync_interval,
             rejected_views=lambda: tracker.stats.rejected,
+            history=History(settings.metrics_interval),
         )
         return cls(
             backends,

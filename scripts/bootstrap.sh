@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up a fresh Debian machine for Kaleido: redis-server and PostgreSQL binaries (only the
-# binaries are used: Kaleido starts private instances itself), then a virtualenv with the
-# project and its test extra. Safe to run again.
+# binaries are used: Kaleido starts private instances itself), headless Chromium and its driver
+# (the ops console's browser test), then a virtualenv with the project and its test extra.
+# Safe to run again.
 set -euo pipefail
 python=${1:-python3.11}
 venv=${2:-.venv}
@@ -22,6 +23,8 @@ apt_install() {
 need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 have_postgres || need+=(postgresql)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 "$python" -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
     echo "bootstrap: installing ${need[*]}"

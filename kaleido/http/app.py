@@ -1,6 +1,6 @@
 """The two ASGI applications and their hypercorn servers: the public one (the `/v1` user
-routes) and the ops one (`/metrics` and the admin routes); both answer `/healthz` and
-`/readyz`, which load balancers probe on the public port."""
+routes) and the ops one (`/metrics`, the admin routes and the `/ops` console); both answer
+`/healthz` and `/readyz`, which load balancers probe on the public port."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from hypercorn.trio import serve
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
-from kaleido.http import health, metrics, posts, streams_admin, views
+from kaleido.http import console, health, metrics, posts, streams_admin, views
 from kaleido.http.auth import Authenticator
 from kaleido.http.connections import serving_with_cap
 from kaleido.http.errors import EXCEPTION_HANDLERS
@@ -30,9 +30,12 @@ def create_app(service: Service) -> Starlette:
 
 
 def create_ops_app(service: Service) -> Starlette:
-    """The operators' application: `/metrics`, the admin routes, `/healthz`, `/readyz`."""
+    """The operators' application: `/metrics`, the admin routes, the `/ops` console,
+    `/healthz`, `/readyz`."""
     routes = [*health.routes, *metrics.routes, *views.admin_routes, *streams_admin.routes]
-    return _app(service, routes)
+    app = _app(service, [*routes, *console.routes])
+    app.state.console_keys = console.console_keys(app.state.auth)
+    return app
 
 
 def _app(service: Service, routes: list[Any]) -> Starlette:

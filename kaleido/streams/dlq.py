@@ -1,5 +1,8 @@
 """Dead-letter streams (`{stream}:dlq`): list, replay onto the stream, purge.
 
+`dlq_page` reads one page (optionally of one error type) for the ops console, and
+`dlq_purge_through` deletes only the entries an operator was shown, not those that failed since.
+
 Each dead letter is the original entry plus `error`, `errorType`, `originalId`, `deliveries`
 and `failedAt` (written by the consumer). Replaying an entry XADDs its original fields back onto
 the stream (a new id, so a fresh delivery count) and XDELs it from the DLQ in one Lua script:
@@ -19,6 +22,8 @@ from kaleido.messages import decode_text_fields
 DLQ_FIELDS = ("error", "errorType", "originalId", "deliveries", "failedAt")
 # Entries fetched per XRANGE while replaying a whole DLQ.
 REPLAY_PAGE = 200
+# Entries fetched per XRANGE while looking for one page of dead letters.
+SCAN_FETCH = 100
 
 # KEYS: dlq, stream; ARGV: dlq entry id, then the DLQ's own field names. Returns the new id,
 # or false when the entry is no longer in the DLQ (replayed or purged meanwhile).
@@ -62,7 +67,7 @@ class DeadLetter:
         text = decode_text_fields(raw)
         deliveries = text.get("deliveries", "0")
         return cls(
-            dlq_id=dlq_id.decode() if isinstance(dlq_id, bytes) else dlq_id,
+            dlq_id=_entry_id(dlq_id),
             original_id=text.get("originalId", ""),
             error_type=text.get("errorType", ""),
             error=text.get("error", ""),
@@ -118,3 +123,56 @@ async def dlq_purge(redis: RedisGateway, keys: KeyLayout, stream: str) -> int:
     dlq_key = keys.dlq(stream)
     size, _ = await redis.pipeline([("XLEN", dlq_key), ("DEL", dlq_key)], transaction=True)
     return int(size)
+
+
+@attrs.frozen
+class DlqPage:
+    letters: list[DeadLetter]
+    next_after: str | None  # the id to continue after, None when the DLQ ends here
+    scanned: int  # entries read (more than shown when filtering)
+
+
+async def dlq_page(
+    redis: RedisGateway, keys: KeyLayout, stream: str, *, after: str | None = None,
+    error_type: str | None = None, limit: int = 50, budget: int = 1000,
+) -> DlqPage:  # fmt: skip
+    """Up to `limit` dead letters of `stream` after the id `after` (oldest first), only those of
+    `error_type` if given. Reads at most `budget` entries: a filter that matches little returns
+    a short page with `next_after` set, and the caller continues from there."""
+    key = keys.dlq(stream)
+    start = "-" if after is None else "(" + after
+    letters: list[DeadLetter] = []
+    scanned = 0
+    while True:
+        batch = await redis.execute("XRANGE", key, start, "+", "COUNT", SCAN_FETCH) or []
+        for index, (entry_id, fields) in enumerate(batch):
+            scanned += 1
+            letter = DeadLetter.from_entry(entry_id, fields or {})
+            if error_type is None or letter.error_type == error_type:
+                letters.append(letter)
+            if len(letters) >= limit or scanned >= budget:
+                more = index + 1 < len(batch) or len(batch) == SCAN_FETCH
+                return DlqPage(letters, letter.dlq_id if more else None, scanned)
+        if len(batch) < SCAN_FETCH:
+            return DlqPage(letters, None, scanned)
+        start = "(" + _entry_id(batch[-1][0])
+
+
+async def dlq_last_id(redis: RedisGateway, keys: KeyLayout, stream: str) -> str | None:
+    """The id of the newest dead letter of `stream`, None when its DLQ is empty."""
+    reply = await redis.execute("XREVRANGE", keys.dlq(stream), "+", "-", "COUNT", 1)
+    if not reply:
+        return None
+    return _entry_id(reply[0][0])
+
+
+def _entry_id(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+async def dlq_purge_through(redis: RedisGateway, keys: KeyLayout, stream: str, last_id: str) -> int:
+    """Delete the dead letters of `stream` up to and including `last_id` (an `ms-seq` id);
+    later ones stay. Return how many were deleted."""
+    ms, _, seq = last_id.partition("-")
+    following = f"{ms}-{int(seq) + 1}"
+    return int(await redis.execute("XTRIM", keys.dlq(stream), "MINID", following))

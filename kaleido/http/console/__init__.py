@@ -1,0 +1,53 @@
+"""The operators' web console under `/ops` on the ops listener: server-rendered pages (no
+script) over the reporter's history, the streams and the dead-letter queues, behind the admin
+credential (kaleido.http.console.guard).
+
+`routes` are added to the ops application; `console_keys` makes the session keys it keeps in
+`app.state.console_keys` (None: no admin secret, the console refuses every page).
+"""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from kaleido.http.auth import Authenticator
+from kaleido.http.console import dlq_pages, login, pages
+from kaleido.http.console.guard import console_route
+from kaleido.http.console.render import secure, stylesheet
+from kaleido.http.console.session import SessionKeys
+
+_CSS = stylesheet()
+
+
+def console_keys(auth: Authenticator) -> SessionKeys | None:
+    return SessionKeys.derive(auth.admin_token, auth.key)
+
+
+async def _stylesheet(request: Request) -> Response:
+    response = secure(Response(_CSS, media_type="text/css"))
+    response.headers["Cache-Control"] = "max-age=3600"
+    return response
+
+
+routes = [
+    Route("/ops", console_route(pages.overview), methods=["GET"]),
+    Route("/ops/streams", console_route(pages.streams), methods=["GET"]),
+    Route("/ops/dlq", console_route(dlq_pages.dlq_index), methods=["GET"]),
+    Route("/ops/dlq/{stream}", console_route(dlq_pages.dlq_list), methods=["GET"]),
+    Route("/ops/dlq/{stream}/replay", console_route(dlq_pages.replay_selected), methods=["POST"]),
+    Route(
+        "/ops/dlq/{stream}/replay/{entry_id}",
+        console_route(dlq_pages.replay_one),
+        methods=["POST"],
+    ),
+    Route("/ops/dlq/{stream}/purge", console_route(dlq_pages.purge_confirm), methods=["GET"]),
+    Route("/ops/dlq/{stream}/purge", console_route(dlq_pages.purge), methods=["POST"]),
+    Route("/ops/login", login.login_form, methods=["GET"]),
+    Route("/ops/login", login.login, methods=["POST"]),
+    Route("/ops/logout", console_route(login.logout), methods=["POST"]),
+    Route("/ops/static/console.css", _stylesheet, methods=["GET"]),
+]
+
+__all__ = ["console_keys", "routes"]
