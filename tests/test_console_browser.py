@@ -1,10 +1,11 @@
 """The ops console in a real browser (headless Chromium through selenium) against the service
 run as a process with demo traffic: sign in through the form, load the three pages, replay a
 dead letter by its button and see it applied in PostgreSQL; screenshots of the pages go to
-docs/screenshots/ for the README."""
+a temporary folder, or to $KALEIDO_SCREENSHOTS (docs/screenshots for the README)."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,7 +29,9 @@ from .waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
-SHOTS = REPO / "docs" / "screenshots"
+# `KALEIDO_SCREENSHOTS=docs/screenshots make test` refreshes the README's pictures; by default
+# they go to the test's temporary folder, so a run leaves the tree clean.
+SHOTS_ENV = "KALEIDO_SCREENSHOTS"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")
 WAIT = 10.0  # seconds any one page condition may take
@@ -62,12 +65,18 @@ def reload_until(driver: WebDriver, url: str, text: str) -> None:
     WebDriverWait(driver, WAIT, poll_frequency=0.3).until(shown, f"{url}: no {text!r}")
 
 
-def screenshot(driver: WebDriver, name: str) -> Path:
-    """The whole page (the window stretched to the page's height) as docs/screenshots/NAME."""
+@pytest.fixture
+def shots(tmp_path: Path) -> Path:
+    chosen = os.environ.get(SHOTS_ENV)
+    return (REPO / chosen) if chosen else tmp_path
+
+
+def screenshot(driver: WebDriver, folder: Path, name: str) -> Path:
+    """The whole page (the window stretched to the page's height) as FOLDER/NAME."""
     height = driver.find_element(By.TAG_NAME, "body").size["height"]
     driver.set_window_size(1280, min(2400, max(900, height + 100)))
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    path = SHOTS / name
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
     assert driver.save_screenshot(str(path)), name
     driver.set_window_size(1280, 900)
     return path
@@ -93,7 +102,7 @@ async def add_dead_letter(backends: Backends, media_id: int, **fields: str) -> s
 
 
 async def test_the_console_in_a_browser(
-    browser: WebDriver, backends: Backends, stack: DevStack, tmp_path: Path
+    browser: WebDriver, backends: Backends, stack: DevStack, tmp_path: Path, shots: Path
 ) -> None:
     hostile = await add_dead_letter(
         backends, 702, caption="<script>alert(1)</script>", note='"><img src=x onerror=alert(2)>'
@@ -128,11 +137,11 @@ async def test_the_console_in_a_browser(
         WebDriverWait(browser, 15, poll_frequency=1).until(charted, "no views on the chart")
         assert browser.find_elements(By.CSS_SELECTOR, "svg polyline.series")
         assert "Breaker · redis" in browser.page_source
-        screenshot(browser, "ops-overview.png")
+        screenshot(browser, shots, "ops-overview.png")
 
         browser.get(f"{ops}/ops/streams")
         assert "backend-group" in browser.page_source and "media-ai-consumer" in browser.page_source
-        screenshot(browser, "ops-streams.png")
+        screenshot(browser, shots, "ops-streams.png")
 
         # Dead letters: hostile fields are shown as text, never run or parsed as markup.
         reload_until(browser, f"{ops}/ops/dlq/{INSIGHTS_STREAM}", "DecodeError")
@@ -141,7 +150,7 @@ async def test_the_console_in_a_browser(
         assert '"><img src=x onerror=alert(2)>' in cells
         assert browser.find_elements(By.CSS_SELECTOR, "main img, main script") == []
         assert hostile in browser.page_source
-        screenshot(browser, "ops-dlq.png")
+        screenshot(browser, shots, "ops-dlq.png")
 
         # Replay one entry through its button: it leaves the DLQ and reaches PostgreSQL.
         button = f"button[formaction='/ops/dlq/{INSIGHTS_STREAM}/replay/{target}']"
