@@ -70,3 +70,22 @@ async def test_a_connection_past_the_cap_gets_a_503_and_a_freed_slot_serves_agai
     finally:
         for stream in idle:
             await stream.aclose()
+
+
+async def test_a_connection_silent_mid_request_is_closed(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("kaleido.http.app.READ_TIMEOUT", 0.5)
+    async with trio.open_nursery() as nursery:
+        running: Running = await nursery.start(
+            lambda task_status: serve(settings, handle_signals=False, task_status=task_status)
+        )
+        stream = await connect(running.http_addresses[0])
+        async with stream:
+            await stream.send_all(b"GET /healthz HTTP/1.1\r\nHost: k\r\nX-Slow")  # never ends
+            with trio.fail_after(10):
+                reply = b""
+                while chunk := await stream.receive_some(4096):
+                    reply += chunk
+        assert not reply.startswith(b"HTTP/1.1 200")  # closed (hypercorn answers nothing)
+        running.stop.set()

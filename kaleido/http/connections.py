@@ -1,4 +1,4 @@
-"""A cap on the open connections of each HTTP listener.
+"""A cap on the open connections of each HTTP listener, and a read timeout that disconnects.
 
 hypercorn has no such limit: every accepted connection gets a task and buffers until its read
 timeout, so enough idle or trickling clients exhaust file descriptors and memory. Past the cap,
@@ -14,12 +14,14 @@ when the client has gone.
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator
 from contextvars import ContextVar
 
 import hypercorn.trio.run
 import trio
-from hypercorn.trio.tcp_server import TCPServer
+from hypercorn.events import Closed, RawData
+from hypercorn.trio.tcp_server import MAX_RECV, TCPServer
 
 _slots: ContextVar[trio.Semaphore | None] = ContextVar("kaleido_connection_slots", default=None)
 
@@ -55,10 +57,24 @@ class CappedTCPServer(TCPServer):
             self._free_slot()
 
     async def _read_data(self) -> None:
-        # The slot is free once the client is gone: hypercorn's task for a closed idle
-        # connection lives on until its keep-alive timer ends.
+        """hypercorn's read loop, but a client silent for `read_timeout` is disconnected at
+        once (hypercorn kept its socket open until the keep-alive timer ended), and the slot
+        is free as soon as the client is gone."""
         try:
-            await super()._read_data()
+            while True:
+                try:
+                    with trio.fail_after(self.config.read_timeout or math.inf):
+                        data = await self.stream.receive_some(MAX_RECV)
+                except trio.TooSlowError:
+                    await self.protocol.handle(Closed())
+                    await trio.aclose_forcefully(self.stream)
+                    return
+                except (trio.ClosedResourceError, trio.BrokenResourceError):
+                    break
+                await self.protocol.handle(RawData(bytes(data)))
+                if data == b"":
+                    break
+            await self.protocol.handle(Closed())
         finally:
             self._free_slot()
 
