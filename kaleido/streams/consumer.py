@@ -43,6 +43,7 @@ import attrs
 import trio
 
 from kaleido import failpoints
+from kaleido.backoff import Backoff
 from kaleido.concurrency import gather
 from kaleido.errors import (
     BackendError,
@@ -228,11 +229,11 @@ class StreamConsumer(Generic[M]):
         self._next_prune = now
         task_status.started()
         log.info("consumer.started", stream=self.stream, consumer=self.consumer_name)
-        delay = RETRY_BASE
+        backoff = Backoff(RETRY_BASE, RETRY_CAP)
         while not self.stopping.is_set():
             try:
                 await self._step()
-                delay = RETRY_BASE
+                backoff.reset()
                 continue
             except NoGroup as exc:
                 self._error("nogroup", exc)
@@ -248,8 +249,7 @@ class StreamConsumer(Generic[M]):
                 self._error("backend_error", exc)
             # Whatever happened, entries may be left pending: re-read them first.
             self._cursor = "0"
-            await self._pause(delay)
-            delay = min(delay * 2, RETRY_CAP)
+            await self._pause(backoff.next())
         log.info("consumer.stopped", stream=self.stream, consumer=self.consumer_name)
 
     # ------------------------------------------------------------------ the loop
@@ -308,13 +308,12 @@ class StreamConsumer(Generic[M]):
     async def _wait_for_postgres(self) -> None:
         """Probe PostgreSQL until it answers (or shutdown); nothing is read meanwhile."""
         self.stats.postgres_outages += 1
-        delay = RETRY_BASE
+        backoff = Backoff(RETRY_BASE, PG_PROBE_CAP)
         while not self.stopping.is_set():
-            await self._pause(delay)
+            await self._pause(backoff.next())
             try:
                 await self._probe_postgres()
             except PostgresUnavailable:
-                delay = min(delay * 2, PG_PROBE_CAP)
                 continue
             log.info("consumer.postgres_back", stream=self.stream)
             return
