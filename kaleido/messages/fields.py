@@ -20,6 +20,7 @@ from kaleido.messages.limits import (
 )
 from kaleido.messages.model import DecodeError, Fields, Invalid
 from kaleido.messages.values import iso_timestamp, string_list
+from kaleido.replies import as_text
 
 _T = TypeVar("_T")
 _D = TypeVar("_D")
@@ -139,6 +140,4 @@ def decode_text_fields(fields: Fields) -> dict[str, str]:
 
 
 def lenient_text(value: object) -> str:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "backslashreplace")
-    return value if isinstance(value, str) else str(value)
+    return as_text(value, "backslashreplace")

@@ -36,6 +36,7 @@ from kaleido.ops.limits import (
 )
 from kaleido.ops.redis_info import RedisFacts, read_node_facts
 from kaleido.ops.streams import ALL_STREAMS, StreamStatus, dlq_sizes, read_streams
+from kaleido.replies import as_text
 from kaleido.views.sync import BACKLOG_MAX_AGE_DAYS, BACKLOG_MAX_POSTS
 
 # Keys sampled by SCAN for the TTL checks: enough to see a pattern, cheap on a big keyspace.
@@ -195,7 +196,7 @@ async def read_config(redis: RedisGateway, name: str) -> str | None:
         value = reply[1]
     if value is None:
         return None
-    return value.decode() if isinstance(value, bytes) else str(value)
+    return as_text(value)
 
 
 async def read_save_config(redis: RedisGateway) -> str | None:

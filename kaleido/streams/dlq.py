@@ -1,22 +1,23 @@
 """Dead-letter streams (`{stream}:dlq`): list, replay onto the stream, purge.
 
 Each dead letter is the original entry plus `error`, `errorType`, `originalId`, `deliveries`
-and `failedAt` (written by the consumer). Replaying an entry XADDs its original fields back onto
+and `failedAt`, written by the consumer and read here with the one codec of
+`kaleido.messages.dlq`. Replaying an entry XADDs its original fields back onto
 the stream (a new id, so a fresh delivery count) and XDELs it from the DLQ in one Lua script:
 an entry is replayed once even when two replays race.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-
-import attrs
+from collections.abc import Iterable
 
 from kaleido.gateways import RedisGateway, Script
 from kaleido.keys import KeyLayout
-from kaleido.messages import decode_text_fields
+from kaleido.messages.dlq import DLQ_FIELDS, DeadLetter, decode_dead_letter
+from kaleido.replies import as_text
+from kaleido.streams.inbound import length, read_range
 
-DLQ_FIELDS = ("error", "errorType", "originalId", "deliveries", "failedAt")
+__all__ = ["DLQ_FIELDS", "DeadLetter", "dlq_list", "dlq_purge", "dlq_replay", "dlq_size"]
 # Entries fetched per XRANGE while replaying a whole DLQ.
 REPLAY_PAGE = 200
 
@@ -45,43 +46,16 @@ return new_id
 )
 
 
-@attrs.frozen
-class DeadLetter:
-    """One DLQ entry, as text (bad UTF-8 escaped)."""
-
-    dlq_id: str
-    original_id: str
-    error_type: str
-    error: str
-    deliveries: int
-    failed_at: str
-    fields: Mapping[str, str]  # the original entry's fields
-
-    @classmethod
-    def from_entry(cls, dlq_id: bytes | str, raw: Mapping[bytes, bytes]) -> DeadLetter:
-        text = decode_text_fields(raw)
-        deliveries = text.get("deliveries", "0")
-        return cls(
-            dlq_id=dlq_id.decode() if isinstance(dlq_id, bytes) else dlq_id,
-            original_id=text.get("originalId", ""),
-            error_type=text.get("errorType", ""),
-            error=text.get("error", ""),
-            deliveries=int(deliveries) if deliveries.isdigit() else 0,
-            failed_at=text.get("failedAt", ""),
-            fields={k: v for k, v in text.items() if k not in DLQ_FIELDS},
-        )
-
-
 async def dlq_list(
     redis: RedisGateway, keys: KeyLayout, stream: str, count: int = 100
 ) -> list[DeadLetter]:
     """The oldest `count` dead letters of `stream` (a contract stream name)."""
-    reply = await redis.execute("XRANGE", keys.dlq(stream), "-", "+", "COUNT", count)
-    return [DeadLetter.from_entry(entry_id, fields or {}) for entry_id, fields in reply or []]
+    entries = await read_range(redis, keys.dlq(stream), "-", count)
+    return [decode_dead_letter(entry.id, entry.fields) for entry in entries]
 
 
 async def dlq_size(redis: RedisGateway, keys: KeyLayout, stream: str) -> int:
-    return int(await redis.execute("XLEN", keys.dlq(stream)))
+    return await length(redis, keys.dlq(stream))
 
 
 async def dlq_replay(
@@ -97,7 +71,7 @@ async def dlq_replay(
     async def replay(dlq_id: str) -> None:
         new_id = await redis.run_script(_REPLAY, [dlq_key, stream_key], [dlq_id, *DLQ_FIELDS])
         if new_id:
-            replayed.append(new_id.decode() if isinstance(new_id, bytes) else str(new_id))
+            replayed.append(as_text(new_id))
 
     if ids is not None:
         for dlq_id in ids:
@@ -105,12 +79,12 @@ async def dlq_replay(
         return replayed
     start = "-"
     while True:
-        page = await redis.execute("XRANGE", dlq_key, start, "+", "COUNT", REPLAY_PAGE)
+        page = await read_range(redis, dlq_key, start, REPLAY_PAGE)
         if not page:
             return replayed
-        for entry_id, _ in page:
-            await replay(entry_id.decode())
-        start = "(" + page[-1][0].decode()
+        for entry in page:
+            await replay(entry.id)
+        start = "(" + page[-1].id
 
 
 async def dlq_purge(redis: RedisGateway, keys: KeyLayout, stream: str) -> int:
