@@ -39,13 +39,14 @@ class RedisOutbound:
     redis: RedisGateway
 
     async def append(self, entries: Sequence[OutboundEntry]) -> list[str]:
-        commands = [_xadd(entry) for entry in entries]
+        commands = [xadd_command(entry) for entry in entries]
         if len(commands) == 1:
             return [as_text(await self.redis.execute(*commands[0]))]
         return [as_text(reply) for reply in await self.redis.pipeline(commands)]
 
 
-def _xadd(entry: OutboundEntry) -> list[Any]:
+def xadd_command(entry: OutboundEntry) -> list[Any]:
+    """XADD key MAXLEN ~ maxlen * name value ..., the fields in their order."""
     command: list[Any] = ["XADD", entry.key, "MAXLEN", "~", str(entry.maxlen), "*"]
     for name, value in entry.fields.items():
         command += (name, value)
