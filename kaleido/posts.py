@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 import attrs
 
 from kaleido.errors import BackendError, KaleidoError
+from kaleido.flagging import flag_posts_of_unsafe_media
 from kaleido.gateways import PostgresGateway, Transaction
 from kaleido.messages import POST_IMAGE_STREAM, POST_UPDATE_STREAM, PostMediaEvent
 from kaleido.publisher import Publisher, outbound_correlation_id
@@ -215,14 +216,6 @@ RETURNING media_id
 
 _OWNERS = "SELECT media_id, post_id FROM post_media WHERE media_id = ANY($1::bigint[])"
 
-# An unsafe result that arrived before the post (or the media) was stored still flags it.
-_FLAG_IF_UNSAFE = """
-UPDATE posts SET status = 'FLAGGED', updated_at = now()
-WHERE post_id = $1 AND status <> 'FLAGGED' AND EXISTS (
-    SELECT 1 FROM media_ai_insights WHERE media_id = ANY($2::bigint[]) AND is_safe = false
-)
-"""
-
 _SELECT_POST = """
 SELECT post_id, user_id, status, created_at, updated_at FROM posts WHERE post_id = $1
 """
@@ -268,7 +261,8 @@ async def insert_post(postgres: PostgresGateway, post: NewPost) -> None:
         if await tx.fetchval(_INSERT_POST, post.post_id, post.user_id) is None:
             raise PostExists(f"postId: post {post.post_id} already exists")
         await _upsert_media(tx, post.post_id, post.media)
-        await tx.execute(_FLAG_IF_UNSAFE, post.post_id, [m.media_id for m in post.media])
+        # An unsafe result that arrived before the post (or the media) was stored flags it.
+        await flag_posts_of_unsafe_media(tx, [m.media_id for m in post.media])
 
 
 async def replace_media(
@@ -301,7 +295,7 @@ async def replace_media(
         )
         await _upsert_media(tx, post_id, media)
         await tx.execute("UPDATE posts SET updated_at = now() WHERE post_id = $1", post_id)
-        await tx.execute(_FLAG_IF_UNSAFE, post_id, ids)
+        await flag_posts_of_unsafe_media(tx, ids)
     return int(user_id), len(removed)
 
 
