@@ -17,6 +17,7 @@ from collections.abc import Callable
 import attrs
 import trio
 
+from kaleido.backoff import Backoff
 from kaleido.concurrency import first_error
 from kaleido.errors import RedisOutOfMemory, RedisPermissionDenied, TransientError
 from kaleido.gateways import PostgresGateway
@@ -109,7 +110,7 @@ class ViewIngester:
     async def _apply_until_done(self, batch: list[Item]) -> None:
         """Apply to Redis; on failure use the fallback, or retry in place without one."""
         flat = _flatten(batch)
-        delay = RETRY_BASE
+        backoff = Backoff(RETRY_BASE, RETRY_CAP)
         while True:
             try:
                 flags, pending = await self.store.record(flat)
@@ -122,9 +123,9 @@ class ViewIngester:
                     if self.on_journaled is not None:
                         self.on_journaled()
                     break
+                delay = backoff.next()
                 log.warning("ingest.retry", views=len(flat), error=str(exc), delay=delay)
                 await trio.sleep(delay)
-                delay = min(delay * 2, RETRY_CAP)
             else:
                 if self.on_pending is not None:
                     self.on_pending(pending)
@@ -134,14 +135,14 @@ class ViewIngester:
     async def _write_journal(
         self, journal: PostgresGateway, flat: list[tuple[int, int]]
     ) -> list[bool]:
-        delay = RETRY_BASE
+        backoff = Backoff(RETRY_BASE, RETRY_CAP)
         while True:
             try:
                 return await journal_views(journal, flat)
             except TransientError as exc:
+                delay = backoff.next()
                 log.warning("ingest.postgres_retry", views=len(flat), error=str(exc), delay=delay)
                 await trio.sleep(delay)
-                delay = min(delay * 2, RETRY_CAP)
 
     def _finish(self, batch: list[Item], flat: list[tuple[int, int]], flags: list[bool]) -> None:
         counted = sum(flags)

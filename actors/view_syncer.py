@@ -15,6 +15,7 @@ from typing import Protocol
 import attrs
 import trio
 
+from kaleido.backoff import Backoff
 from kaleido.errors import KaleidoError, TransientError
 from kaleido.lock import LockBusy, LockLost
 from kaleido.logs import correlation, get_logger
@@ -78,7 +79,7 @@ class ViewSyncer:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
-        delay = RETRY_BASE
+        backoff = Backoff(RETRY_BASE, RETRY_CAP)
         next_due = trio.current_time() + self.interval
         while not self.stopping.is_set():
             with trio.move_on_at(next_due):
@@ -91,11 +92,10 @@ class ViewSyncer:
                 break
             ok = await self.run_once()
             if ok:
-                delay = RETRY_BASE
+                backoff.reset()
                 next_due = trio.current_time() + self.interval
             else:
-                next_due = trio.current_time() + delay
-                delay = min(delay * 2, RETRY_CAP)
+                next_due = trio.current_time() + backoff.next()
         await self.run_once()  # the last sync on the way out
 
     async def run_once(self) -> bool:

@@ -160,7 +160,7 @@ async def run_consumers(backends: Backends, streams: Sequence[str], total: int) 
     """Seconds for kaleido's consumers to apply `total` pre-filled entries."""
     stopping = trio.Event()
     consumers = [
-        StreamConsumer(
+        StreamConsumer.over(
             backends.redis,
             backends.postgres,
             backends.keys,

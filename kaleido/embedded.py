@@ -21,6 +21,7 @@ from contextlib import asynccontextmanager
 import attrs
 import trio
 
+from kaleido.backoff import Backoff
 from kaleido.errors import ConfigError, KaleidoError, RedisPermissionDenied, TransientError
 from kaleido.gateways import Backends, open_backends
 from kaleido.logs import get_logger
@@ -97,7 +98,7 @@ class Kaleido:
 
 async def prepare_schema(backends: Backends, wait: float = SCHEMA_WAIT) -> None:
     """Apply migrations, retrying while PostgreSQL is starting or briefly unreachable."""
-    delay = 0.1
+    backoff = Backoff(0.1, 2.0)
     with trio.fail_after(wait):
         while True:
             try:
@@ -107,8 +108,7 @@ async def prepare_schema(backends: Backends, wait: float = SCHEMA_WAIT) -> None:
                 return
             except TransientError as exc:
                 log.warning("schema.waiting_for_postgres", error=str(exc))
-                await trio.sleep(delay)
-                delay = min(delay * 2, 2.0)
+                await trio.sleep(backoff.next())
 
 
 async def check_view_layout(service: Service) -> None:

@@ -29,8 +29,8 @@ COMMANDS: tuple[str, ...] = (
     "hget", "hgetall", "hset", "hsetnx", "hdel", "hlen", "hincrby", "hrandfield",
     "sadd", "srem", "smembers", "spop", "scard", "zadd", "zrange", "zscore", "zremrangebyscore",
     # streams: publishing, consuming, dead-lettering, housekeeping, the ops views
-    "xadd", "xack", "xdel", "xlen", "xrange", "xtrim", "xreadgroup", "xautoclaim", "xclaim",
-    "xpending", "xgroup|create", "xgroup|createconsumer", "xgroup|delconsumer",
+    "xadd", "xack", "xdel", "xlen", "xrange", "xrevrange", "xtrim", "xreadgroup", "xautoclaim",
+    "xclaim", "xpending", "xgroup|create", "xgroup|createconsumer", "xgroup|delconsumer",
     "xinfo|stream", "xinfo|groups", "xinfo|consumers",
 )  # fmt: skip
 

@@ -48,7 +48,8 @@ def _probes(keys: KeyLayout, tag: str) -> tuple[list[list[str]], list[str]]:
         ["XPENDING", log, "g"],
         ["XAUTOCLAIM", log, "g", "c", "0", "0-0", "COUNT", "1"],
         ["XCLAIM", log, "g", "c", "0", "0-1"], ["XACK", log, "g", "0-1"],
-        ["XRANGE", log, "-", "+", "COUNT", "1"], ["XLEN", log], ["XDEL", log, "0-1"],
+        ["XRANGE", log, "-", "+", "COUNT", "1"], ["XREVRANGE", log, "+", "-", "COUNT", "1"],
+        ["XLEN", log], ["XDEL", log, "0-1"],
         ["XTRIM", log, "MAXLEN", "1000"], ["XINFO", "STREAM", log], ["XINFO", "GROUPS", log],
         ["XINFO", "CONSUMERS", log, "g"], ["XGROUP", "DELCONSUMER", log, "g", "c"],
     ]  # fmt: skip

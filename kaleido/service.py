@@ -22,6 +22,7 @@ from kaleido.ops.history import History
 from kaleido.posts import Posts
 from kaleido.publisher import Publisher
 from kaleido.streams import StreamConsumer, build_consumers
+from kaleido.streams.outbound import RedisOutbound
 from kaleido.supervisor import Supervisor
 from kaleido.views import ledger
 from kaleido.views.store import ViewStore
@@ -72,7 +73,7 @@ class Service:
         breakers = [b for b in (backends.redis.breaker, backends.postgres.breaker) if b]
         for breaker in breakers:
             breaker.on_transition = partial(_count_transition, metrics)
-        publisher = Publisher(backends.redis, backends.keys, settings.stream_maxlen)
+        publisher = Publisher(RedisOutbound(backends.redis), backends.keys, settings.stream_maxlen)
         tracker = ViewTracker(send)
         reporter = MetricsReporter(
             backends.redis,

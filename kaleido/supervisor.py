@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import random
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
@@ -21,6 +20,7 @@ from typing import Any, Protocol
 import attrs
 import trio
 
+from kaleido.backoff import Backoff
 from kaleido.errors import KaleidoError, TransientError
 from kaleido.logs import get_logger
 
@@ -100,13 +100,13 @@ class Supervisor:
     ) -> None:
         state = self.actors[name]
         reported = False
-        attempt = 0
+        backoff = Backoff(self.backoff_base, self.backoff_cap, jitter=0.5)
         while True:
             try:
                 async with trio.open_nursery() as inner:
                     await inner.start(run)
                     state.running = True
-                    attempt = 0
+                    backoff.reset()
                     if not reported:
                         reported = True
                         task_status.started()
@@ -122,9 +122,7 @@ class Supervisor:
             if not reported:
                 reported = True
                 task_status.started()
-            attempt += 1
-            delay = min(self.backoff_cap, self.backoff_base * 2 ** (attempt - 1))
-            with trio.move_on_after(delay * random.uniform(0.5, 1.0)):
+            with trio.move_on_after(backoff.next()):
                 await self.stopping.wait()
             if self.stopping.is_set():
                 state.done.set()

@@ -31,6 +31,7 @@ from kaleido.embedded import Kaleido, Views, open_kaleido
 from kaleido.gateways import open_backends
 from kaleido.messages import CONSUMER_GROUP, INBOUND_STREAMS
 from kaleido.migrate import migrate
+from kaleido.replies import as_text, id_key, text_keys
 from kaleido.settings import Settings
 from kaleido.streams import dlq_list
 from kaleido.views.model import SyncReport
@@ -100,7 +101,7 @@ class KaleidoDriver:
         redis, key = service.backends.redis, service.backends.keys.stream(stream)
         flat = [part for pair in fields.items() for part in pair]
         raw = await redis.execute("XADD", key, "*", *flat)
-        entry_id = raw.decode() if isinstance(raw, bytes) else str(raw)
+        entry_id = as_text(raw)
         while not await self._settled(key, entry_id):  # noqa: ASYNC110 - state is in Redis
             await trio.sleep(0.01)
         letters = await dlq_list(redis, service.backends.keys, stream, DLQ_SCAN)
@@ -119,21 +120,12 @@ class KaleidoDriver:
         it (entries are fed one at a time)."""
         redis = self.kaleido.service.backends.redis
         for group in await redis.execute("XINFO", "GROUPS", key):
-            info = {_text(k): v for k, v in group.items()}
-            if _text(info["name"]) != CONSUMER_GROUP:
+            info = text_keys(group)
+            if as_text(info["name"]) != CONSUMER_GROUP:
                 continue
-            last = _id_key(_text(info["last-delivered-id"]))
-            return last >= _id_key(entry_id) and int(info["pending"]) == 0
+            last = id_key(info["last-delivered-id"])
+            return last >= id_key(entry_id) and int(info["pending"]) == 0
         return False
-
-
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _id_key(entry_id: str) -> tuple[int, int]:
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)
 
 
 @pytest.fixture(scope="session")

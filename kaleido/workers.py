@@ -32,6 +32,7 @@ import attrs
 import trio
 
 from kaleido.app import Running, serve
+from kaleido.backoff import Backoff
 from kaleido.http.auth import check_exposure
 from kaleido.logs import get_logger
 from kaleido.metrics import MULTIPROC_ENV, mark_worker_dead
@@ -137,7 +138,7 @@ class WorkerPool:
         return env
 
     async def _keep(self, index: int) -> None:
-        delay = RESTART_BASE
+        backoff = Backoff(RESTART_BASE, RESTART_CAP)
         while not self.stopping.is_set():
             started = trio.current_time()
             process = await trio.lowlevel.open_process(
@@ -158,12 +159,12 @@ class WorkerPool:
                 self.stopping.set()
                 return
             if trio.current_time() - started > STABLE_RUN:
-                delay = RESTART_BASE
+                backoff.reset()
+            delay = backoff.next()
             log.error("worker.died", worker=index, pid=process.pid, status=status, restart_in=delay)
             self.restarts += 1
             with trio.move_on_after(delay):
                 await self.stopping.wait()
-            delay = min(delay * 2, RESTART_CAP)
 
     async def _kill_after(self, seconds: float) -> None:
         await trio.sleep(seconds)

@@ -35,7 +35,7 @@ def make_consumer(
 ) -> StreamConsumer[Any]:
     options.setdefault("block_ms", 100)  # prompt shutdown in tests
     name = options.pop("name", consumer_name(stream))
-    return StreamConsumer(
+    return StreamConsumer.over(
         backends.redis,
         backends.postgres,
         backends.keys,

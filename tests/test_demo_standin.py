@@ -31,6 +31,7 @@ from kaleido.messages import (
 from kaleido.posts import Posts
 from kaleido.publisher import Publisher
 from kaleido.settings import Settings
+from kaleido.streams.outbound import RedisOutbound
 
 from .waiting import wait_until
 
@@ -40,7 +41,7 @@ Decoded = InsightResult | FaceDetectionResult | FaceRecognitionResult
 
 
 def publisher_of(backends: Backends) -> Publisher:
-    return Publisher(backends.redis, backends.keys, 1000)
+    return Publisher(RedisOutbound(backends.redis), backends.keys, 1000)
 
 
 @pytest.fixture

@@ -30,6 +30,7 @@ from kaleido.redis_acl import COMMANDS, acl_rule, acl_setuser_args, key_patterns
 from kaleido.redis_preflight import check_redis_rights
 from kaleido.settings import Settings
 from kaleido.streams import dlq_list, dlq_purge, dlq_replay
+from kaleido.streams.dlq import dlq_last_id, dlq_page, dlq_purge_through
 from kaleido.testing import KaleidoDriver
 
 from .conftest import REPO
@@ -165,7 +166,12 @@ async def exercise(settings: Settings, *, post_id: int, media_id: int) -> None:
             return bool(await dlq_list(backends.redis, keys, INBOUND_STREAMS[0]))
 
         await wait_until(back_in_the_dlq)
-        assert await dlq_purge(backends.redis, keys, INBOUND_STREAMS[0]) == 1
+        page = await dlq_page(backends.redis, keys, INBOUND_STREAMS[0], error_type="DecodeError")
+        assert len(page.letters) == 1  # the ops console's reads and its bounded purge
+        last = await dlq_last_id(backends.redis, keys, INBOUND_STREAMS[0])
+        assert last is not None
+        assert await dlq_purge_through(backends.redis, keys, INBOUND_STREAMS[0], last) == 1
+        assert await dlq_purge(backends.redis, keys, INBOUND_STREAMS[0]) == 0
         # Operations: the reporter, housekeeping, the stream snapshot and the doctor.
         assert k.service.reporter is not None and await k.service.reporter.sample_once()
         for consumer in k.service.consumers:

@@ -20,6 +20,7 @@ from kaleido.messages import (
     IgnoredEntry,
     InsightResult,
 )
+from kaleido.messages.dlq import Rejection
 from kaleido.streams import (
     InsightsHandler,
     StreamConsumer,
@@ -29,6 +30,8 @@ from kaleido.streams import (
     dlq_replay,
     ensure_group,
 )
+from kaleido.streams.inbound import RedisInboundStream
+from kaleido.streams.ledger import PostgresLedger
 
 from .streams_helpers import (
     dlq_len,
@@ -54,19 +57,21 @@ class Crash(Exception):
     """Stands for the process dying between COMMIT and XACK."""
 
 
-class CrashBeforeAck(StreamConsumer[Any]):
-    async def _settle(self, dead: Sequence[Any], done: Sequence[str]) -> None:
+@attrs.frozen
+class CrashBeforeAck(RedisInboundStream):
+    async def dead_letter_and_ack(self, rejected: Sequence[Rejection], done: Sequence[str]) -> None:
         raise Crash
 
 
 async def test_an_entry_delivered_twice_has_one_effect(backends: Backends) -> None:
     ids = [await xadd(backends, INSIGHTS_STREAM, _insight(m)) for m in (1, 2, 3)]
-    crashing = CrashBeforeAck(
-        backends.redis,
-        backends.postgres,
-        backends.keys,
+    name, key = consumer_name(INSIGHTS_STREAM), backends.keys.stream(INSIGHTS_STREAM)
+    crashing: StreamConsumer[Any] = StreamConsumer(
+        CrashBeforeAck(backends.redis, key, backends.keys.dlq(INSIGHTS_STREAM), name),
+        PostgresLedger(backends.postgres),
         InsightsHandler(),
-        consumer_name(INSIGHTS_STREAM),
+        name,
+        key,
         trio.Event(),
         block_ms=100,
     )
@@ -301,7 +306,7 @@ class FailingHandler:
 
 async def _run_with(backends: Backends, handler: FailingHandler, **options: Any) -> Any:
     stopping = trio.Event()
-    consumer = StreamConsumer(
+    consumer = StreamConsumer.over(
         backends.redis,
         backends.postgres,
         backends.keys,

@@ -18,12 +18,6 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("kaleido", "actors")
 MAX_LINES = 400
 
-# Modules still over MAX_LINES, each being split along its own seams; remove an entry once its
-# split lands (test_pending_splits_are_still_pending fails as a reminder when one is done).
-PENDING_SPLIT = {
-    "kaleido/streams/consumer.py",  # one consumer loop doing claim, read, apply, ack, DLQ
-    "kaleido/messages.py",  # the codecs of every stream
-}
 
 # The composition root: the one module that wires the actors to the rest.
 COMPOSITION_ROOT = "kaleido.service"
@@ -216,23 +210,12 @@ def test_modules_are_small_and_say_what_they_do() -> None:
     undocumented = []
     for m in MODULES.values():
         lines = len(m.path.read_text().splitlines())
-        if lines >= MAX_LINES and m.relpath not in PENDING_SPLIT:
+        if lines >= MAX_LINES:
             too_long.append(f"{m.relpath}: {lines} lines")
         if not ast.get_docstring(m.tree):
             undocumented.append(m.relpath)
     assert too_long == []
     assert undocumented == []
-
-
-def test_pending_splits_are_still_pending() -> None:
-    """Reports the modules waiting for their split; fails once one is done, to drop it here."""
-    sizes = {
-        path: len((ROOT / path).read_text().splitlines()) if (ROOT / path).exists() else 0
-        for path in sorted(PENDING_SPLIT)
-    }
-    done = [path for path, lines in sizes.items() if lines < MAX_LINES]
-    assert done == [], f"split done: remove {done} from PENDING_SPLIT"
-    print(f"modules over {MAX_LINES} lines, pending a split: {sizes}")
 
 
 def _cycle(graph: dict[str, set[str]]) -> list[str] | None:

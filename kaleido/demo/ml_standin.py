@@ -47,6 +47,7 @@ from kaleido.messages import (
     encode_face_recognition,
     encode_insight,
 )
+from kaleido.replies import as_text
 
 log = get_logger("kaleido.demo.ml_standin")
 
@@ -179,10 +180,6 @@ class StandinStats:
     undecodable: int = 0
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 def _stream_batches(reply: Any) -> Iterable[tuple[Any, list[Any]]]:
     """XREADGROUP's reply as (stream, entries), whichever shape redis-py returned."""
     if not reply:
@@ -245,7 +242,7 @@ class MlStandin:
             "STREAMS", *keys, *([start] * len(keys)),
         )  # fmt: skip
         names = {self.keys.stream(s): s for s in OUTBOUND_STREAMS}
-        return [(names[_text(key)], list(entries)) for key, entries in _stream_batches(reply)]
+        return [(names[as_text(key)], list(entries)) for key, entries in _stream_batches(reply)]
 
     async def _answer(self, batch: list[tuple[str, list[Any]]]) -> None:
         """Write every answer and acknowledge the batch in one MULTI/EXEC, so a crash never

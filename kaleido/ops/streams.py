@@ -15,7 +15,7 @@ import attrs
 from kaleido.gateways import RedisGateway
 from kaleido.keys import KeyLayout
 from kaleido.messages import INBOUND_STREAMS, OUTBOUND_STREAMS
-from kaleido.streams.consumer import id_key
+from kaleido.replies import as_text, id_key, text_keys
 
 ALL_STREAMS = INBOUND_STREAMS + OUTBOUND_STREAMS
 # A stream entry id as an operator may type it (`1700000000000-0`).
@@ -23,7 +23,7 @@ ENTRY_ID = re.compile(r"^[0-9]{1,20}-[0-9]{1,20}$")
 
 
 def _text(value: Any) -> str:
-    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+    return as_text(value, "replace")
 
 
 @attrs.frozen
@@ -107,7 +107,7 @@ async def read_streams(
         s for i, s in enumerate(streams) if _text(replies[1 + 3 * i]) == "stream"
     ]  # XINFO on a missing key is an error, so ask only about streams that exist
     infos = await redis.pipeline([("XINFO", "GROUPS", keys.stream(s)) for s in existing])
-    groups_of = {s: [{_text(k): v for k, v in g.items()} for g in info or []]
+    groups_of = {s: [text_keys(g) for g in info or []]
                  for s, info in zip(existing, infos, strict=True)}  # fmt: skip
     detail: list[Any] = []
     for s in existing:
@@ -149,7 +149,7 @@ async def read_streams(
 
 
 def _consumer(raw: dict[Any, Any]) -> ConsumerStatus:
-    info = {_text(k): v for k, v in raw.items()}
+    info = text_keys(raw)
     return ConsumerStatus(
         name=_text(info["name"]),
         pending=int(info.get("pending") or 0),

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from kaleido.flagging import flag_posts_of_unsafe_media
 from kaleido.gateways import PostgresGateway, Transaction
 from kaleido.posts.model import (
     Face,
@@ -38,14 +39,6 @@ RETURNING media_id
 """
 
 _OWNERS = "SELECT media_id, post_id FROM post_media WHERE media_id = ANY($1::bigint[])"
-
-# An unsafe result that arrived before the post (or the media) was stored still flags it.
-_FLAG_IF_UNSAFE = """
-UPDATE posts SET status = 'FLAGGED', updated_at = now()
-WHERE post_id = $1 AND status <> 'FLAGGED' AND EXISTS (
-    SELECT 1 FROM media_ai_insights WHERE media_id = ANY($2::bigint[]) AND is_safe = false
-)
-"""
 
 _SELECT_POST = """
 SELECT post_id, user_id, status, created_at, updated_at FROM posts WHERE post_id = $1
@@ -92,7 +85,8 @@ async def insert_post(postgres: PostgresGateway, post: NewPost) -> None:
         if await tx.fetchval(_INSERT_POST, post.post_id, post.user_id) is None:
             raise PostExists(f"postId: post {post.post_id} already exists")
         await _upsert_media(tx, post.post_id, post.media)
-        await tx.execute(_FLAG_IF_UNSAFE, post.post_id, [m.media_id for m in post.media])
+        # An unsafe result that arrived before the post (or the media) was stored flags it.
+        await flag_posts_of_unsafe_media(tx, [m.media_id for m in post.media])
 
 
 async def replace_media(
@@ -125,7 +119,7 @@ async def replace_media(
         )
         await _upsert_media(tx, post_id, media)
         await tx.execute("UPDATE posts SET updated_at = now() WHERE post_id = $1", post_id)
-        await tx.execute(_FLAG_IF_UNSAFE, post_id, ids)
+        await flag_posts_of_unsafe_media(tx, ids)
     return int(user_id), len(removed)
 
 

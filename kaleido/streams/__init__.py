@@ -51,7 +51,7 @@ def build_consumers(
         FaceRecognitionHandler(),
     ]
     return [
-        StreamConsumer(
+        StreamConsumer.over(
             backends.redis,
             backends.postgres,
             backends.keys,

@@ -4,22 +4,28 @@
 `dlq_purge_through` deletes only the entries an operator was shown, not those that failed since.
 
 Each dead letter is the original entry plus `error`, `errorType`, `originalId`, `deliveries`
-and `failedAt` (written by the consumer). Replaying an entry XADDs its original fields back onto
+and `failedAt`, written by the consumer and read here with the one codec of
+`kaleido.messages.dlq`. Replaying an entry XADDs its original fields back onto
 the stream (a new id, so a fresh delivery count) and XDELs it from the DLQ in one Lua script:
 an entry is replayed once even when two replays race.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 
 import attrs
 
 from kaleido.gateways import RedisGateway, Script
 from kaleido.keys import KeyLayout
-from kaleido.messages import decode_text_fields
+from kaleido.messages.dlq import DLQ_FIELDS, DeadLetter, decode_dead_letter
+from kaleido.replies import as_text
+from kaleido.streams.inbound import length, read_range
 
-DLQ_FIELDS = ("error", "errorType", "originalId", "deliveries", "failedAt")
+__all__ = [
+    "DLQ_FIELDS", "DeadLetter", "DlqPage", "dlq_last_id", "dlq_list", "dlq_page", "dlq_purge",
+    "dlq_purge_through", "dlq_replay", "dlq_size",
+]  # fmt: skip
 # Entries fetched per XRANGE while replaying a whole DLQ.
 REPLAY_PAGE = 200
 # Entries fetched per XRANGE while looking for one page of dead letters.
@@ -50,43 +56,16 @@ return new_id
 )
 
 
-@attrs.frozen
-class DeadLetter:
-    """One DLQ entry, as text (bad UTF-8 escaped)."""
-
-    dlq_id: str
-    original_id: str
-    error_type: str
-    error: str
-    deliveries: int
-    failed_at: str
-    fields: Mapping[str, str]  # the original entry's fields
-
-    @classmethod
-    def from_entry(cls, dlq_id: bytes | str, raw: Mapping[bytes, bytes]) -> DeadLetter:
-        text = decode_text_fields(raw)
-        deliveries = text.get("deliveries", "0")
-        return cls(
-            dlq_id=_entry_id(dlq_id),
-            original_id=text.get("originalId", ""),
-            error_type=text.get("errorType", ""),
-            error=text.get("error", ""),
-            deliveries=int(deliveries) if deliveries.isdigit() else 0,
-            failed_at=text.get("failedAt", ""),
-            fields={k: v for k, v in text.items() if k not in DLQ_FIELDS},
-        )
-
-
 async def dlq_list(
     redis: RedisGateway, keys: KeyLayout, stream: str, count: int = 100
 ) -> list[DeadLetter]:
     """The oldest `count` dead letters of `stream` (a contract stream name)."""
-    reply = await redis.execute("XRANGE", keys.dlq(stream), "-", "+", "COUNT", count)
-    return [DeadLetter.from_entry(entry_id, fields or {}) for entry_id, fields in reply or []]
+    entries = await read_range(redis, keys.dlq(stream), "-", count)
+    return [decode_dead_letter(entry.id, entry.fields) for entry in entries]
 
 
 async def dlq_size(redis: RedisGateway, keys: KeyLayout, stream: str) -> int:
-    return int(await redis.execute("XLEN", keys.dlq(stream)))
+    return await length(redis, keys.dlq(stream))
 
 
 async def dlq_replay(
@@ -102,7 +81,7 @@ async def dlq_replay(
     async def replay(dlq_id: str) -> None:
         new_id = await redis.run_script(_REPLAY, [dlq_key, stream_key], [dlq_id, *DLQ_FIELDS])
         if new_id:
-            replayed.append(new_id.decode() if isinstance(new_id, bytes) else str(new_id))
+            replayed.append(as_text(new_id))
 
     if ids is not None:
         for dlq_id in ids:
@@ -110,12 +89,12 @@ async def dlq_replay(
         return replayed
     start = "-"
     while True:
-        page = await redis.execute("XRANGE", dlq_key, start, "+", "COUNT", REPLAY_PAGE)
+        page = await read_range(redis, dlq_key, start, REPLAY_PAGE)
         if not page:
             return replayed
-        for entry_id, _ in page:
-            await replay(entry_id.decode())
-        start = "(" + page[-1][0].decode()
+        for entry in page:
+            await replay(entry.id)
+        start = "(" + page[-1].id
 
 
 async def dlq_purge(redis: RedisGateway, keys: KeyLayout, stream: str) -> int:
@@ -144,10 +123,10 @@ async def dlq_page(
     letters: list[DeadLetter] = []
     scanned = 0
     while True:
-        batch = await redis.execute("XRANGE", key, start, "+", "COUNT", SCAN_FETCH) or []
-        for index, (entry_id, fields) in enumerate(batch):
+        batch = await read_range(redis, key, start, SCAN_FETCH)
+        for index, entry in enumerate(batch):
             scanned += 1
-            letter = DeadLetter.from_entry(entry_id, fields or {})
+            letter = decode_dead_letter(entry.id, entry.fields)
             if error_type is None or letter.error_type == error_type:
                 letters.append(letter)
             if len(letters) >= limit or scanned >= budget:
@@ -155,7 +134,7 @@ async def dlq_page(
                 return DlqPage(letters, letter.dlq_id if more else None, scanned)
         if len(batch) < SCAN_FETCH:
             return DlqPage(letters, None, scanned)
-        start = "(" + _entry_id(batch[-1][0])
+        start = "(" + batch[-1].id
 
 
 async def dlq_last_id(redis: RedisGateway, keys: KeyLayout, stream: str) -> str | None:
@@ -163,11 +142,7 @@ async def dlq_last_id(redis: RedisGateway, keys: KeyLayout, stream: str) -> str 
     reply = await redis.execute("XREVRANGE", keys.dlq(stream), "+", "-", "COUNT", 1)
     if not reply:
         return None
-    return _entry_id(reply[0][0])
-
-
-def _entry_id(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+    return as_text(reply[0][0])
 
 
 async def dlq_purge_through(redis: RedisGateway, keys: KeyLayout, stream: str, last_id: str) -> int:

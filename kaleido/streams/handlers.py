@@ -26,6 +26,7 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import attrs
 
+from kaleido.flagging import FLAG_POSTS_OF_MEDIA
 from kaleido.gateways import Transaction
 from kaleido.messages import (
     EMBEDDING_DIM,
@@ -229,15 +230,6 @@ ON CONFLICT (media_id) DO UPDATE SET
     embedding=_unpacked("$13", "t.embedding_first", "t.embedding_last", "t.embedding_length")
 )
 
-# Never unflags: a post is only ever moved to FLAGGED here. The post flagged is the one that
-# owns the media in post_media, never one an entry names: a media with no post yet flags its
-# post when it is attached (kaleido.posts).
-_FLAG_POSTS = """
-UPDATE posts SET status = 'FLAGGED', updated_at = now()
-WHERE post_id IN (SELECT post_id FROM post_media WHERE media_id = ANY($1::bigint[]))
-  AND status <> 'FLAGGED'
-"""
-
 
 @attrs.frozen
 class InsightsHandler:
@@ -281,7 +273,7 @@ class InsightsHandler:
         )
         statements: list[Statement] = [(_UPSERT_INSIGHTS, args)]
         if unsafe_media:
-            statements.append((_FLAG_POSTS, (sorted(unsafe_media),)))
+            statements.append((FLAG_POSTS_OF_MEDIA, (sorted(unsafe_media),)))
         return statements
 
 

@@ -36,6 +36,7 @@ from kaleido.ops.redis_info import read_node_facts
 from kaleido.ops.streams import ALL_STREAMS, dlq_sizes, read_streams
 from kaleido.redis_preflight import check_redis_rights
 from kaleido.redis_url import redis_credentials
+from kaleido.replies import as_text
 
 # Keys sampled by SCAN for the TTL checks: enough to see a pattern, cheap on a big keyspace.
 SAMPLE_SIZE = 2000
@@ -140,7 +141,7 @@ async def read_config(redis: RedisGateway, name: str) -> str | None:
         value = reply[1]
     if value is None:
         return None
-    return value.decode() if isinstance(value, bytes) else str(value)
+    return as_text(value)
 
 
 async def read_save_config(redis: RedisGateway) -> str | None:
