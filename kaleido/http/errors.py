@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from kaleido.errors import BackendError, TransientError
@@ -44,6 +44,13 @@ async def on_backend_error(request: Request, exc: Exception) -> Response:
     return error_response(str(exc), status)
 
 
+async def on_client_gone(request: Request, exc: Exception) -> Response:
+    """The client closed its connection before its body arrived: nobody reads an answer, and
+    it is no bug (no traceback); the request's slot is freed at once."""
+    log.info("http.client_disconnected", path=request.url.path, method=request.method)
+    return Response(status_code=400)
+
+
 async def on_unexpected(request: Request, exc: Exception) -> Response:
     """A bug: a JSON 500 naming the correlation id (to find the traceback in the logs)."""
     cid = request.scope.get("state", {}).get("correlation_id")
@@ -56,6 +63,7 @@ async def on_unexpected(request: Request, exc: Exception) -> Response:
 
 EXCEPTION_HANDLERS = {
     Exception: on_unexpected,
+    ClientDisconnect: on_client_gone,
     BadRequest: on_bad_request,
     HTTPException: on_http_exception,
     BackendError: on_backend_error,
