@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import sys
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -251,7 +252,23 @@ def run_service(
             redis_url=settings.redis_url or stack.redis_url,
             database_url=settings.database_url or stack.database_url,
         )
-        return _run(settings, demo)
+        return _run(with_dev_admin_token(settings, state_dir), demo)
+
+
+def with_dev_admin_token(settings: Settings, state_dir: Path) -> Settings:
+    """With no admin credential set, a dev start makes a random admin token, so that the ops
+    console and the admin routes work locally; it is written to `state_dir/admin-token` (mode
+    0600), never to the logs."""
+    if settings.admin_token is not None or settings.jwt_secret is not None:
+        return settings
+    state_dir.mkdir(parents=True, exist_ok=True)
+    path = state_dir / "admin-token"
+    token = secrets.token_urlsafe(24)
+    path.touch(mode=0o600)
+    path.chmod(0o600)
+    path.write_text(token + "\n")
+    log.warning("devstack.admin_token", detail="the ops console's sign-in token", file=str(path))
+    return attrs.evolve(settings, admin_token=token)
 
 
 def _run(settings: Settings, demo: bool) -> int:

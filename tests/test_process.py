@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
+import httpx
 import pytest
 
 from .processes import free_port, kaleido_env, pids_under, start_kaleido, wait_exit, wait_ready
@@ -24,6 +25,12 @@ async def test_embedded_run_is_ready_and_stops_cleanly(tmp_path: Path, signum: i
         took = await wait_ready(port, proc, timeout=30)
         assert took < 30
         assert len(pids_under(tmp_path)) >= 2  # redis-server and the postmaster (and backends)
+        # A dev start makes an admin token for the ops console, in a file only its owner reads.
+        token_file = tmp_path / "state" / "admin-token"
+        assert token_file.stat().st_mode & 0o077 == 0
+        bearer = {"Authorization": f"Bearer {token_file.read_text().strip()}"}
+        async with httpx.AsyncClient(base_url=f"http://{env['KALEIDO_OPS_BIND']}") as ops:
+            assert (await ops.get("/ops/streams", headers=bearer)).status_code == 200
         proc.send_signal(signum)
         assert await wait_exit(proc, timeout=10) == 0
         assert pids_under(tmp_path) == []
