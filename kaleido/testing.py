@@ -11,6 +11,9 @@ Installed with Kaleido (the `pytest11` entry point), it adds fixtures, all opt-i
   `KaleidoDriver` that drives the actors deterministically: `sync()`, `drained()` and
   `feed(stream, fields)`.
 
+`migrated_servers()` starts the same servers for a fixture of your own (another scope, your own
+redis.conf, a Redis Cluster).
+
 Async fixtures and tests run under trio: use pytest-trio (`trio_mode = true`).
 """
 
@@ -19,6 +22,7 @@ from __future__ import annotations
 import itertools
 import tempfile
 from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 import attrs
@@ -128,24 +132,36 @@ class KaleidoDriver:
         return False
 
 
-@pytest.fixture(scope="session")
-def kaleido_servers() -> Iterator[KaleidoServers]:
-    """Private Redis and PostgreSQL for the session, with a migrated template database."""
+@contextmanager
+def migrated_servers(
+    redis_conf: Path | None = None, *, cluster: bool = False, database: str | None = None
+) -> Iterator[DevStack]:
+    """Private redis-server (or a 3-master cluster) and PostgreSQL on free ports, with the schema
+    migrated into `database` (created first) or, without one, the stack's own database; both
+    servers stop when the block exits. Call it from the main thread, outside `trio.run`."""
     with tempfile.TemporaryDirectory(prefix="kaleido-testing-") as tmp:
         Path(tmp).chmod(0o755)  # the postgres user must reach its data folder
-        with dev_stack(Path(tmp), default_redis_conf(), fast=True) as stack:
-            stack.postgres.psql(f"CREATE DATABASE {TEMPLATE_DATABASE}")
-            servers = KaleidoServers(stack)
-            settings = Settings(
-                redis_url=stack.redis_url, database_url=servers.database_url(TEMPLATE_DATABASE)
-            )
+        conf = redis_conf or default_redis_conf()
+        with dev_stack(Path(tmp), conf, fast=True, cluster=cluster) as stack:
+            url = stack.database_url
+            if database is not None:
+                stack.postgres.psql(f"CREATE DATABASE {database}")
+                url = url.rsplit("/", 1)[0] + "/" + database
+            settings = Settings(redis_url=stack.redis_url, database_url=url)
 
             async def prepare() -> None:
                 async with open_backends(settings) as backends:
                     await migrate(backends.postgres)
 
             trio.run(prepare)
-            yield servers
+            yield stack
+
+
+@pytest.fixture(scope="session")
+def kaleido_servers() -> Iterator[KaleidoServers]:
+    """Private Redis and PostgreSQL for the session, with a migrated template database."""
+    with migrated_servers(database=TEMPLATE_DATABASE) as stack:
+        yield KaleidoServers(stack)
 
 
 @pytest.fixture

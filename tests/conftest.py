@@ -3,19 +3,16 @@ ports, started by kaleido.devstack), reset before each test that uses them."""
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import attrs
 import pytest
-import trio
 
-from kaleido.devstack import DevStack, dev_stack
+from kaleido.devstack import DevStack
 from kaleido.gateways import Backends, open_backends
-from kaleido.migrate import migrate
 from kaleido.settings import Settings
+from kaleido.testing import migrated_servers
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -25,30 +22,22 @@ TABLES = (
 )
 
 
-def migrated_stack(prefix: str, *, cluster: bool = False) -> Iterator[DevStack]:
-    """Private servers for the test session, the schema migrated."""
-    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
-        os.chmod(tmp, 0o755)  # the postgres user must reach its data folder
-        with dev_stack(Path(tmp), REPO / "redis.conf", fast=True, cluster=cluster) as running:
-            settings = Settings(redis_url=running.redis_url, database_url=running.database_url)
-
-            async def prepare() -> None:
-                async with open_backends(settings) as backends:
-                    await migrate(backends.postgres)
-
-            trio.run(prepare)
-            yield running
+def migrated_stack(*, cluster: bool = False) -> Iterator[DevStack]:
+    """Private servers for the test session, the schema migrated (as `kaleido.testing` starts
+    them for users' suites, with this project's redis.conf)."""
+    with migrated_servers(REPO / "redis.conf", cluster=cluster) as running:
+        yield running
 
 
 @pytest.fixture(scope="session")
 def stack() -> Iterator[DevStack]:
-    yield from migrated_stack("kaleido-test-")
+    yield from migrated_stack()
 
 
 @pytest.fixture(scope="session")
 def cluster_stack() -> Iterator[DevStack]:
     """A private 3-master Redis Cluster (and PostgreSQL), for tests marked to run on both."""
-    yield from migrated_stack("kaleido-test-cluster-", cluster=True)
+    yield from migrated_stack(cluster=True)
 
 
 def pytest_configure(config: pytest.Config) -> None:
