@@ -16,11 +16,9 @@ import attrs
 import trio
 
 from kaleido.embedded import Kaleido, open_kaleido
-from kaleido.errors import ConfigError
 from kaleido.http.app import bind_address, create_app, create_ops_app, serve_http
 from kaleido.http.auth import check_exposure
 from kaleido.logs import get_logger
-from kaleido.redis_url import is_cluster_url
 from kaleido.service import Service
 from kaleido.settings import Settings
 
@@ -60,10 +58,6 @@ async def serve(
     HTTP on listening sockets made by a worker of `kaleido run --workers N` instead of binding
     the two addresses. Also `await nursery.start(kaleido.serve, settings)`."""
     check_exposure(settings)
-    if demo and settings.redis_url is not None and is_cluster_url(settings.redis_url):
-        # The stand-in ML service reads its three streams in one XREADGROUP and answers in one
-        # MULTI: keys of several slots.
-        raise ConfigError("--demo needs a single Redis, not a Redis Cluster (KALEIDO_REDIS_URL)")
     if listen_fds is None:
         binds = (
             bind_address(settings.http_host, settings.http_port),

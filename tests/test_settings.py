@@ -133,25 +133,6 @@ def test_a_cluster_url_names_its_seed_nodes_and_hides_its_password() -> None:
         load_settings({"KALEIDO_REDIS_URL": "redis+cluster://h:7000/?ssl_certreqs=none"})
 
 
-def test_the_demo_refuses_a_cluster() -> None:
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "run.py"), "--demo"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={
-            "PATH": "/usr/bin:/bin",
-            "KALEIDO_REDIS_URL": "redis+cluster://127.0.0.1:1",
-            "KALEIDO_DATABASE_URL": "postgresql://u:pw@127.0.0.1:1/y",
-        },
-    )
-    assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == [
-        "kaleido: configuration error: --demo needs a single Redis, not a Redis Cluster "
-        "(KALEIDO_REDIS_URL)"
-    ]
-
-
 def test_bad_value_exits_2_with_one_line() -> None:
     proc = subprocess.run(
         [sys.executable, str(REPO / "run.py"), "--max-deliveries", "0"],

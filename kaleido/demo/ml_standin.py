@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import random
 import uuid
-from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -47,7 +46,7 @@ from kaleido.messages import (
     encode_face_recognition,
     encode_insight,
 )
-from kaleido.replies import as_text
+from kaleido.streams.groups import ensure_group
 
 log = get_logger("kaleido.demo.ml_standin")
 
@@ -180,19 +179,26 @@ class StandinStats:
     undecodable: int = 0
 
 
-def _stream_batches(reply: Any) -> Iterable[tuple[Any, list[Any]]]:
-    """XREADGROUP's reply as (stream, entries), whichever shape redis-py returned."""
+def _entries(reply: Any) -> list[Any]:
+    """The entries of a one-stream XREADGROUP reply, whichever shape redis-py returned."""
     if not reply:
         return []
     if isinstance(reply, dict):
-        return [(key, value[0] if value and isinstance(value[0], list) else value)
-                for key, value in reply.items()]  # fmt: skip
-    return [(item[0], item[1]) for item in reply]
+        (value,) = reply.values()
+        return list(value[0] if value and isinstance(value[0], list) else value)
+    return list(reply[0][1])
 
 
 @attrs.define
 class MlStandin:
-    """Answers outbound events like the ML service; stops when `stopping` is set."""
+    """Answers outbound events like the ML service; stops when `stopping` is set.
+
+    One reader per outbound stream, so that each read names one key (one slot on a Redis
+    Cluster). On a single Redis the answers and the XACK are one MULTI/EXEC, so a crash never
+    answers an entry twice; on a cluster they live in other slots, so the answers are written
+    first and the XACK follows: a crash between them answers again, which the consumers absorb
+    (every effect is an upsert keyed by media and face).
+    """
 
     redis: RedisGateway
     keys: KeyLayout
@@ -204,58 +210,51 @@ class MlStandin:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Create the groups, then read and answer until stopping. Redis errors propagate
         (the supervisor restarts the actor); a vanished group is recreated."""
-        await self._create_groups()
-        task_status.started()
+        for stream in OUTBOUND_STREAMS:
+            await ensure_group(self.redis, self.keys.stream(stream), GROUP)
+        async with trio.open_nursery() as nursery:
+            for stream in OUTBOUND_STREAMS:
+                nursery.start_soon(self._serve, stream)
+            task_status.started()
+
+    async def _serve(self, stream: str) -> None:
+        key = self.keys.stream(stream)
         pending = True  # after a restart, first our own unacknowledged entries
         while not self.stopping.is_set():
             try:
-                batch = await self._read("0" if pending else ">")
+                entries = await self._read(key, "0" if pending else ">")
             except (NoGroup, RedisCommandError) as exc:
                 # A flushed Redis: NOGROUP, or UNBLOCKED for a read blocked on a deleted stream.
                 if isinstance(exc, RedisCommandError) and exc.code != "UNBLOCKED":
                     raise
-                log.warning("ml_standin.group_recreated", error=str(exc))
-                await self._create_groups()
+                log.warning("ml_standin.group_recreated", stream=stream, error=str(exc))
+                await ensure_group(self.redis, key, GROUP)
                 continue
-            if pending and not any(entries for _, entries in batch):
+            if pending and not entries:
                 pending = False
                 continue
-            await self._answer(batch)
+            if entries:
+                await self._answer(stream, entries)
 
-    async def _create_groups(self) -> None:
-        commands = [
-            ["XGROUP", "CREATE", self.keys.stream(s), GROUP, "0", "MKSTREAM"]
-            for s in OUTBOUND_STREAMS
-        ]
-        for command in commands:
-            try:
-                await self.redis.execute(*command)
-            except RedisCommandError as exc:
-                if exc.code != "BUSYGROUP":  # the group exists already: what we want
-                    raise
-
-    async def _read(self, start: str) -> list[tuple[str, list[Any]]]:
-        keys = [self.keys.stream(s) for s in OUTBOUND_STREAMS]
+    async def _read(self, key: str, start: str) -> list[Any]:
         block = ["BLOCK", str(BLOCK_MS)] if start == ">" else []
         reply = await self.redis.execute(
             "XREADGROUP", "GROUP", GROUP, self.consumer, "COUNT", str(READ_COUNT), *block,
-            "STREAMS", *keys, *([start] * len(keys)),
+            "STREAMS", key, start,
         )  # fmt: skip
-        names = {self.keys.stream(s): s for s in OUTBOUND_STREAMS}
-        return [(names[as_text(key)], list(entries)) for key, entries in _stream_batches(reply)]
+        return _entries(reply)
 
-    async def _answer(self, batch: list[tuple[str, list[Any]]]) -> None:
-        """Write every answer and acknowledge the batch in one MULTI/EXEC, so a crash never
-        answers an entry twice."""
+    async def _answer(self, stream: str, entries: list[Any]) -> None:
         commands: list[list[Any]] = []
-        for stream, entries in batch:
-            if not entries:
-                continue
-            for _, fields in entries:
-                commands += self._answers_to(stream, fields or {})
-            ids = [entry_id for entry_id, _ in entries]
-            commands.append(["XACK", self.keys.stream(stream), GROUP, *ids])
-        await self.redis.pipeline(commands, transaction=True)
+        for _, fields in entries:
+            commands += self._answers_to(stream, fields or {})
+        ack = ["XACK", self.keys.stream(stream), GROUP, *(entry_id for entry_id, _ in entries)]
+        if self.redis.is_cluster:
+            if commands:
+                await self.redis.pipeline(commands, transaction=False)
+            await self.redis.execute(*ack)
+        else:
+            await self.redis.pipeline([*commands, ack], transaction=True)
 
     def _answers_to(self, stream: str, fields: Any) -> list[list[Any]]:
         try:
