@@ -52,6 +52,7 @@ class FakeInboundStream:
     down: bool = False  # Redis unreachable: every call raises RedisUnavailable
     calls: dict[str, list[float]] = attrs.Factory(dict)  # method -> times it was called
     failed_at: list[float] = attrs.Factory(list)  # times of the calls that raised
+    read_counts: list[int] = attrs.Factory(list)  # the count each read of new entries asked for
     _errors: dict[str, list[BaseException]] = attrs.Factory(dict)
     _next_ms: int = 1
     _added: trio.Event = attrs.Factory(trio.Event)
@@ -111,6 +112,7 @@ class FakeInboundStream:
 
     async def read_new(self, count: int, block_ms: int) -> list[Entry]:
         self._enter("read_new")
+        self.read_counts.append(count)
         if not self._undelivered():
             with trio.move_on_after(block_ms / 1000):
                 await self._added.wait()

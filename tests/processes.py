@@ -3,17 +3,60 @@
 from __future__ import annotations
 
 import os
+import resource
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
+import attrs
 import httpx
 import trio
 
 from .conftest import REPO
+
+
+@attrs.define
+class RssPeak:
+    """Resident memory of this process: at the start, and the highest sample since."""
+
+    start: int
+    peak: int
+
+    @property
+    def growth(self) -> int:
+        return self.peak - self.start
+
+
+def _rss_bytes() -> int:
+    pages = int(Path("/proc/self/statm").read_text().split()[1])
+    return pages * resource.getpagesize()
+
+
+@contextmanager
+def rss_sampler(interval: float = 0.002) -> Iterator[RssPeak]:
+    """Sample this process's resident memory from a thread (so a busy event loop cannot hide a
+    peak) every `interval` seconds while the block runs. ru_maxrss would not do: it is the whole
+    test session's high-water mark."""
+    peak = RssPeak(_rss_bytes(), _rss_bytes())
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(interval):
+            peak.peak = max(peak.peak, _rss_bytes())
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        yield peak
+    finally:
+        done.set()
+        thread.join()
+        peak.peak = max(peak.peak, _rss_bytes())
 
 
 def free_port() -> int:

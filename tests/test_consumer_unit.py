@@ -30,7 +30,9 @@ from kaleido.messages import (
 from kaleido.metrics import Metrics
 from kaleido.streams import FaceDetectionHandler, FaceRecognitionHandler, InsightsHandler
 from kaleido.streams.consumer import PG_PROBE_CAP, RETRY_BASE, RETRY_CAP, StreamConsumer
+from kaleido.streams.inbound import Entry
 from kaleido.streams.ledger import one_statement
+from kaleido.streams.read_size import FIRST_READ, READ_BUDGET, ReadSize
 
 from .fakes import FakeInboundStream, FakeLedger, RecordingHandler, insight, until
 
@@ -300,6 +302,43 @@ async def test_prune_forgets_only_old_records(autojump_clock: trio.abc.Clock) ->
     actor = consumer(inbound, ledger, handler, trio.Event(), retention=50)
     assert await actor.prune() == 1
     assert set(ledger.recorded) == {(KEY, "2-0"), ("other", "1-0")}
+
+
+def test_read_size_starts_small_grows_and_shrinks_to_the_budget() -> None:
+    size = ReadSize(512, budget=1000)
+    assert size.count == FIRST_READ
+    small = [Entry(f"{i}-0", {b"k": b"x" * 8}) for i in range(4)]  # 9 bytes each
+    size.saw(small)
+    assert size.count == 2 * FIRST_READ  # at most twofold per read
+    for _ in range(10):
+        size.saw(small)
+    assert size.count == 111  # 1000 // 9: the budget, not the ceiling of 512
+    size.saw([Entry("9-0", {b"k": b"x" * 499})])
+    assert size.count == 2  # at once
+    size.saw([Entry("10-0", {b"k": b"x" * 5000})])
+    assert size.count == 1  # never below one
+    size.saw([])
+    assert size.count == 1  # an empty read says nothing about sizes
+    assert size.at_most(256) == 1 and ReadSize(512).at_most(4) == 4
+
+
+async def test_reads_of_large_entries_stay_within_the_byte_budget(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """Entries near the 2 MiB cap: every read after the first asks for what the budget holds,
+    while ordinary entries are read up to two batches at a time."""
+    inbound, ledger, handler = FakeInboundStream(), FakeLedger(), RecordingHandler()
+    large = 2 * 1024 * 1024 - 1024
+    ids = [inbound.add({**insight(m), "pad": "x" * large}) for m in range(1, 41)]
+    async with running(inbound, ledger, handler):
+        await until(lambda: len(inbound.acked) == len(ids))
+        large_reads = len(inbound.read_counts)
+        small = [inbound.add(insight(m)) for m in range(100, 2100)]
+        await until(lambda: len(inbound.acked) == len(ids) + len(small))
+    first, *rest = inbound.read_counts[:large_reads]
+    assert first == FIRST_READ
+    assert all(count * large <= READ_BUDGET for count in rest)
+    assert max(inbound.read_counts[large_reads:]) == 2 * 256  # back to two batches
 
 
 async def test_shutdown_is_prompt_while_blocked(autojump_clock: trio.abc.Clock) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import random
-import resource
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,16 +23,24 @@ from hypothesis import strategies as st
 
 from kaleido.devstack import DevStack
 from kaleido.gateways import Backends
-from kaleido.messages import INSIGHTS_STREAM, MAX_FIELD_BYTES
+from kaleido.messages import (
+    EMBEDDING_DIM,
+    FACE_DETECTION_STREAM,
+    INSIGHTS_STREAM,
+    MAX_ENTRY_BYTES,
+    MAX_FACES,
+    MAX_FIELD_BYTES,
+)
 
-from .processes import free_port, kaleido_env, start_kaleido, wait_ready
-from .streams_helpers import dlq_len, pending_count, running, wait_until, xadd
+from .processes import free_port, kaleido_env, rss_sampler, start_kaleido, wait_ready
+from .streams_helpers import create_post, dlq_len, pending_count, running, wait_until, xadd
 
 REPORT = Path(__file__).with_name("FUZZ.md")
 HTTP_EXAMPLES = 400
 ENTRY_EXAMPLES = 300
-# RSS growth allowed while consumers take maximum-size entries (a batch is 256 of them).
-RSS_BOUND_MB = 600
+# Resident memory growth allowed while two consumers take maximum-size entries (a read holds
+# about READ_BUDGET, 32 MiB, of entries).
+RSS_BOUND_MB = 300
 
 http_outcomes: Counter[str] = Counter()
 entry_outcomes: Counter[str] = Counter()
@@ -200,31 +208,79 @@ async def test_generated_entries_never_crash_a_consumer(backends: Backends) -> N
     assert all(fields.get(b"error") for _, fields in letters)  # each with its reason
 
 
+def _float_list(rng: random.Random, count: int) -> list[float]:
+    return [rng.uniform(-1, 1) for _ in range(count)]  # 17 digits each: the longest JSON floats
+
+
+def _padded(fields: dict[bytes, bytes]) -> dict[bytes, bytes]:
+    """`fields` plus unknown fields that bring the entry just under MAX_ENTRY_BYTES."""
+    room = MAX_ENTRY_BYTES - sum(len(k) + len(v) for k, v in fields.items()) - 64
+    first = min(room, MAX_FIELD_BYTES)
+    return {**fields, b"padA": b"x" * first, b"padB": b"y" * (room - first)}
+
+
+def maximum_size_entries(rng: random.Random, media: int, post: int) -> list[tuple[str, Any]]:
+    """Entries at the caps for `media` of `post`: an image embedding of the exact dimension, a
+    detection of MAX_FACES faces whose embeddings have that many floats (both applied, each
+    padded to just under the entry cap with unknown fields), and a 1 MiB embedding of the wrong
+    dimension (refused)."""
+    ids = {b"mediaId": str(media).encode(), b"postId": str(post).encode()}
+    embedding = json.dumps(_float_list(rng, EMBEDDING_DIM)).encode()
+    faces = [
+        {"faceId": str(uuid.UUID(int=rng.getrandbits(128))), "bbox": [1, 2, 30, 40],
+         "embedding": _float_list(rng, EMBEDDING_DIM), "confidence": 0.9}
+        for _ in range(MAX_FACES)
+    ]  # fmt: skip
+    faces_field = json.dumps(faces, separators=(",", ":")).encode()
+    assert len(faces_field) <= MAX_FIELD_BYTES
+    wrong = b"[" + b"0.5," * (MAX_FIELD_BYTES // 4 - 2) + b"0.5]"
+    return [
+        (INSIGHTS_STREAM, _padded({**ids, b"service": b"image_embedding",
+                                   b"imageEmbedding": embedding})),
+        (FACE_DETECTION_STREAM, _padded({**ids, b"facesDetected": str(MAX_FACES).encode(),
+                                         b"faces": faces_field})),
+        (INSIGHTS_STREAM, {**ids, b"service": b"image_embedding", b"imageEmbedding": wrong}),
+    ]  # fmt: skip
+
+
 async def test_maximum_size_entries_keep_memory_bounded(backends: Backends) -> None:
-    """Entries at the caps (a 1 MiB field that is not a known one, beside a field at its own
-    limit): the consumer's memory grows by less than RSS_BOUND_MB."""
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    huge = b"[" + b"0.5," * (MAX_FIELD_BYTES // 4 - 2) + b"0.5]"
-    count = 64
-    async with running(backends, INSIGHTS_STREAM) as consumers:
-        for index in range(count):
-            await xadd(backends, INSIGHTS_STREAM, {
-                b"mediaId": str(index + 1).encode(), b"postId": b"1",
-                b"service": b"image_embedding", b"imageEmbedding": huge,
-            })  # fmt: skip
+    """Entries at the caps, all waiting when the consumers start (so that the first reads take
+    as many as a read may): the valid ones are applied, the wrong one refused, and the process's
+    resident memory, sampled every few milliseconds, grows by less than RSS_BOUND_MB. Padding a
+    batch to its largest entry (the bug this guards against) took 800 MB for one 1 MB entry."""
+    rng = random.Random(5)
+    count = 16
+    expected = {INSIGHTS_STREAM: 0, FACE_DETECTION_STREAM: 0}
+    for index in range(count):
+        media, post = 1000 + index, 500 + index
+        await create_post(backends, post, media=(media,))
+        for stream, fields in maximum_size_entries(rng, media, post):
+            await xadd(backends, stream, fields)
+            expected[stream] += 1
+    streams = tuple(expected)
+    with rss_sampler() as peak:
+        async with running(backends, *streams) as consumers:
 
-        stats = consumers[INSIGHTS_STREAM].stats
+            async def settled() -> bool:
+                for stream in streams:
+                    stats = consumers[stream].stats
+                    done = stats.applied + stats.ignored + stats.dead_lettered
+                    if done < expected[stream] or await pending_count(backends, stream):
+                        return False
+                return True
 
-        async def settled() -> bool:
-            done = stats.applied + stats.ignored + stats.dead_lettered
-            return done >= count and not await pending_count(backends, INSIGHTS_STREAM)
-
-        await wait_until(settled, seconds=120)
-    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
-    entry_outcomes["max-size tried"] += count
+            await wait_until(settled, seconds=120)
+    grown_mb = peak.growth / 2**20
+    entry_outcomes["max-size tried"] += sum(expected.values())
+    entry_outcomes["max-size applied"] += sum(consumers[s].stats.applied for s in streams)
     entry_outcomes["max-size dead-lettered"] += await dlq_len(backends, INSIGHTS_STREAM)
     entry_outcomes["max-size RSS growth MB"] = round(grown_mb)
-    assert await dlq_len(backends, INSIGHTS_STREAM) == count  # wrong dimension: each refused
+    assert consumers[INSIGHTS_STREAM].stats.applied == count
+    assert consumers[FACE_DETECTION_STREAM].stats.applied == count
+    assert await dlq_len(backends, INSIGHTS_STREAM) == count  # the wrong dimension, each
+    assert await dlq_len(backends, FACE_DETECTION_STREAM) == 0
+    faces = await backends.postgres.fetchval("SELECT count(*) FROM media_detected_faces")
+    assert faces == count * MAX_FACES
     assert grown_mb < RSS_BOUND_MB
 
 

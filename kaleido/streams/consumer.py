@@ -46,6 +46,7 @@ from kaleido.streams.housekeeping import (
 )
 from kaleido.streams.inbound import Entry, InboundStream, RedisInboundStream
 from kaleido.streams.ledger import EffectLedger, PostgresLedger
+from kaleido.streams.read_size import ReadSize
 
 __all__ = ["ConsumerStats", "StreamConsumer", "consumer_name"]
 
@@ -100,8 +101,10 @@ class StreamConsumer(Generic[M]):
     # Where the re-read of our own pending entries stands; None once they are all handled.
     _cursor: str | None = attrs.field(default="0", init=False)
     _group_ready: bool = attrs.field(default=False, init=False)
+    _read_size: ReadSize = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
+        self._read_size = ReadSize(self.batch_size * READ_BATCHES)
         self.counters = ConsumerCounters(self.handler.stream, self.metrics)
         self.pipeline = BatchPipeline(
             self.inbound,
@@ -201,11 +204,15 @@ class StreamConsumer(Generic[M]):
             await self.housekeeping.run_due(self.reclaim)
             if self.stopping.is_set():
                 return
-            entries = await self.inbound.read_new(self.batch_size * READ_BATCHES, self.block_ms)
+            entries = await self.inbound.read_new(self._read_size.count, self.block_ms)
+            self._read_size.saw(entries)
             if entries:
                 await self.pipeline.handle(entries, {})
             return
-        entries = await self.inbound.read_pending(self._cursor, self.batch_size)
+        entries = await self.inbound.read_pending(
+            self._cursor, self._read_size.at_most(self.batch_size)
+        )
+        self._read_size.saw(entries)
         if not entries:
             self._cursor = None  # our own backlog is done: on to new entries
             return
@@ -234,7 +241,9 @@ class StreamConsumer(Generic[M]):
         cursor = "0-0"
         total = 0
         while not self.stopping.is_set():
-            claimed = await self.inbound.claim_stale(self.min_idle, cursor, self.batch_size)
+            count = self._read_size.at_most(self.batch_size)
+            claimed = await self.inbound.claim_stale(self.min_idle, cursor, count)
+            self._read_size.saw(claimed.entries)
             cursor = claimed.cursor
             if claimed.entries:
                 await self._handle_reclaimed(claimed.entries)
