@@ -35,9 +35,10 @@ from kaleido.embedded import Kaleido, Views, open_kaleido
 from kaleido.gateways import open_backends
 from kaleido.messages import CONSUMER_GROUP, INBOUND_STREAMS
 from kaleido.migrate import migrate
-from kaleido.replies import as_text, id_key, text_keys
+from kaleido.replies import as_text, id_key
 from kaleido.settings import Settings
 from kaleido.streams import dlq_list
+from kaleido.streams.inbound import RedisInboundStream
 from kaleido.views.model import SyncReport
 
 TEMPLATE_DATABASE = "kaleido_template"
@@ -123,12 +124,10 @@ class KaleidoDriver:
         """Delivered to the group, and nothing of the group pending: the consumer acknowledged
         it (entries are fed one at a time)."""
         redis = self.kaleido.service.backends.redis
-        for group in await redis.execute("XINFO", "GROUPS", key):
-            info = text_keys(group)
-            if as_text(info["name"]) != CONSUMER_GROUP:
-                continue
-            last = id_key(info["last-delivered-id"])
-            return last >= id_key(entry_id) and int(info["pending"]) == 0
+        stream = RedisInboundStream(redis, key, dlq_key="", consumer="kaleido-testing")
+        for group in await stream.group_positions():
+            if group.name == CONSUMER_GROUP:
+                return id_key(group.last_delivered) >= id_key(entry_id) and group.pending == 0
         return False
 
 
