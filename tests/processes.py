@@ -118,13 +118,27 @@ def start_kaleido(
     )
 
 
-async def wait_ready(port: int, proc: subprocess.Popen[bytes], timeout: float) -> float:
-    """Poll /readyz until 200; return the seconds it took. Fails if the process exits."""
+def _exit_report(proc: subprocess.Popen[bytes], log: Path | None) -> str:
+    """Why a process that should be serving is gone: its status and the end of its logs."""
+    if proc.stderr is not None:
+        text = proc.stderr.read().decode(errors="replace")
+    elif log is not None and log.exists():
+        text = log.read_bytes()[-4000:].decode(errors="replace")
+    else:
+        text = ""
+    return f"exited with status {proc.returncode}; its last log lines:\n{text}"
+
+
+async def wait_ready(
+    port: int, proc: subprocess.Popen[bytes], timeout: float, log: Path | None = None
+) -> float:
+    """Poll /readyz until 200; return the seconds it took. Fails if the process exits, with
+    its status and the end of its logs (its stderr pipe, or `log` when they go to a file)."""
     start = trio.current_time()
     async with httpx.AsyncClient(timeout=2) as http:
         with trio.fail_after(timeout):
             while True:
-                assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+                assert proc.poll() is None, _exit_report(proc, log)
                 try:
                     r = await http.get(f"http://127.0.0.1:{port}/readyz")
                     if r.status_code == 200:

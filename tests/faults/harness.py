@@ -66,7 +66,7 @@ class ServiceProcess:
         else:
             with self.log_path.open("ab") as log:
                 self.proc = start_kaleido(self.args, env, log)
-        return await wait_ready(self.port, self.proc, timeout)
+        return await wait_ready(self.port, self.proc, timeout, self.log_path)
 
     def kill(self) -> None:
         assert self.proc is not None
