@@ -22,22 +22,17 @@ TABLES = (
 )
 
 
-def migrated_stack(*, cluster: bool = False) -> Iterator[DevStack]:
-    """Private servers for the test session, the schema migrated (as `kaleido.testing` starts
-    them for users' suites, with this project's redis.conf)."""
-    with migrated_servers(REPO / "redis.conf", cluster=cluster) as running:
-        yield running
-
-
 @pytest.fixture(scope="session")
 def stack() -> Iterator[DevStack]:
-    yield from migrated_stack()
+    with migrated_servers(REPO / "redis.conf") as running:
+        yield running
 
 
 @pytest.fixture(scope="session")
 def cluster_stack() -> Iterator[DevStack]:
     """A private 3-master Redis Cluster (and PostgreSQL), for tests marked to run on both."""
-    yield from migrated_stack(cluster=True)
+    with migrated_servers(REPO / "redis.conf", cluster=True) as running:
+        yield running
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 import attrs
 import trio
 
-from kaleido.errors import NoGroup, RedisCommandError
+from kaleido.errors import NoGroup
 from kaleido.gateways import RedisGateway
 from kaleido.keys import KeyLayout
 from kaleido.logs import get_logger
@@ -46,7 +46,7 @@ from kaleido.messages import (
     encode_face_recognition,
     encode_insight,
 )
-from kaleido.streams.groups import ensure_group
+from kaleido.streams.inbound import Entry, RedisInboundStream
 
 log = get_logger("kaleido.demo.ml_standin")
 
@@ -179,16 +179,6 @@ class StandinStats:
     undecodable: int = 0
 
 
-def _entries(reply: Any) -> list[Any]:
-    """The entries of a one-stream XREADGROUP reply, whichever shape redis-py returned."""
-    if not reply:
-        return []
-    if isinstance(reply, dict):
-        (value,) = reply.values()
-        return list(value[0] if value and isinstance(value[0], list) else value)
-    return list(reply[0][1])
-
-
 @attrs.define
 class MlStandin:
     """Answers outbound events like the ML service; stops when `stopping` is set.
@@ -210,25 +200,29 @@ class MlStandin:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Create the groups, then read and answer until stopping. Redis errors propagate
         (the supervisor restarts the actor); a vanished group is recreated."""
-        for stream in OUTBOUND_STREAMS:
-            await ensure_group(self.redis, self.keys.stream(stream), GROUP)
+        readers = {s: self._reader(s) for s in OUTBOUND_STREAMS}
+        for reader in readers.values():
+            await reader.create_group()
         async with trio.open_nursery() as nursery:
-            for stream in OUTBOUND_STREAMS:
-                nursery.start_soon(self._serve, stream)
+            for stream, reader in readers.items():
+                nursery.start_soon(self._serve, stream, reader)
             task_status.started()
 
-    async def _serve(self, stream: str) -> None:
+    def _reader(self, stream: str) -> RedisInboundStream:
         key = self.keys.stream(stream)
+        return RedisInboundStream(self.redis, key, self.keys.dlq(stream), self.consumer, GROUP)
+
+    async def _serve(self, stream: str, reader: RedisInboundStream) -> None:
         pending = True  # after a restart, first our own unacknowledged entries
         while not self.stopping.is_set():
             try:
-                entries = await self._read(key, "0" if pending else ">")
-            except (NoGroup, RedisCommandError) as exc:
-                # A flushed Redis: NOGROUP, or UNBLOCKED for a read blocked on a deleted stream.
-                if isinstance(exc, RedisCommandError) and exc.code != "UNBLOCKED":
-                    raise
+                if pending:
+                    entries = await reader.read_pending("0", READ_COUNT)
+                else:
+                    entries = await reader.read_new(READ_COUNT, BLOCK_MS)
+            except NoGroup as exc:  # a flushed Redis: the group went with its stream
                 log.warning("ml_standin.group_recreated", stream=stream, error=str(exc))
-                await ensure_group(self.redis, key, GROUP)
+                await reader.create_group()
                 continue
             if pending and not entries:
                 pending = False
@@ -236,19 +230,11 @@ class MlStandin:
             if entries:
                 await self._answer(stream, entries)
 
-    async def _read(self, key: str, start: str) -> list[Any]:
-        block = ["BLOCK", str(BLOCK_MS)] if start == ">" else []
-        reply = await self.redis.execute(
-            "XREADGROUP", "GROUP", GROUP, self.consumer, "COUNT", str(READ_COUNT), *block,
-            "STREAMS", key, start,
-        )  # fmt: skip
-        return _entries(reply)
-
-    async def _answer(self, stream: str, entries: list[Any]) -> None:
+    async def _answer(self, stream: str, entries: list[Entry]) -> None:
         commands: list[list[Any]] = []
-        for _, fields in entries:
-            commands += self._answers_to(stream, fields or {})
-        ack = ["XACK", self.keys.stream(stream), GROUP, *(entry_id for entry_id, _ in entries)]
+        for entry in entries:
+            commands += self._answers_to(stream, entry.fields)
+        ack = ["XACK", self.keys.stream(stream), GROUP, *(entry.id for entry in entries)]
         if self.redis.is_cluster:
             if commands:
                 await self.redis.pipeline(commands, transaction=False)
