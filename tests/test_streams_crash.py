@@ -45,7 +45,12 @@ async def test_sigkill_after_commit_before_xack_applies_each_entry_once(
         await wait_ready(port, recovering, 30)
 
         async def drained() -> bool:
-            return await pending_count(backends, INSIGHTS_STREAM) == 0
+            # Pending alone is not enough: the entries the crashed read never took are
+            # not pending until the new process reads them.
+            return (
+                await processed(backends, INSIGHTS_STREAM) == ENTRIES
+                and await pending_count(backends, INSIGHTS_STREAM) == 0
+            )
 
         await wait_until(drained, seconds=15)
     finally:
