@@ -40,7 +40,7 @@ async def sync_now(settings: Settings) -> int:
     async with open_backends(settings) as backends:
         await migrate(backends.postgres)
         store = ViewStore(backends.redis, backends.keys, settings.view_dedup_ttl)
-        lock = RedisLock(backends.redis, backends.keys.lock)
+        lock = RedisLock(backends.redis, backends.keys.lock, settings.sync_lock_ttl)
         try:
             async with lock.hold():
                 report = await ViewSync(store, backends.postgres).run_once()

@@ -56,7 +56,7 @@ class Service:
         send, receive = trio.open_memory_channel[Item](INGEST_QUEUE_SIZE)
         syncer = ViewSyncer(
             ViewSync(store, backends.postgres),
-            RedisLock(backends.redis, backends.keys.lock),
+            RedisLock(backends.redis, backends.keys.lock, settings.sync_lock_ttl),
             metrics,
             supervisor.stopping,
             interval=settings.sync_interval,

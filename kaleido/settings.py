@@ -76,6 +76,8 @@ class Settings:
     media_url_prefixes: tuple[str, ...] = ()
     embedding_dim: int = 1408  # floats in an image embedding from the ML service
     sync_interval: float = 300.0
+    # How long a dead syncer's lock blocks the others; a live holder renews it every third.
+    sync_lock_ttl: float = 30.0
     view_dedup_ttl: int = 86400
     view_partitions: int = 64
     stream_maxlen: int = 10000
@@ -197,6 +199,13 @@ def _workers(text: str) -> int:
     return value
 
 
+def _lock_ttl(text: str) -> float:
+    value = _positive_float(text)
+    if value < 1:
+        raise ValueError(f"expected at least 1 second, got {text!r}")
+    return value
+
+
 def _token(text: str) -> str:
     if len(text) < 16:
         raise ValueError("the admin token must be at least 16 characters long")
@@ -289,6 +298,10 @@ _OPTIONS: dict[str, tuple[Callable[[str], Any], str]] = {
         "comma-separated https prefixes media URLs must start with (default: any public host)",
     ),
     "sync_interval": (_positive_float, "seconds between view syncs (default 300)"),
+    "sync_lock_ttl": (
+        _lock_ttl,
+        "seconds the sync lock outlives a holder that died; at least 1 (default 30)",
+    ),
     "view_dedup_ttl": (_positive_int, "seconds a (user, post) view is deduplicated (86400)"),
     "view_partitions": (
         _partitions,

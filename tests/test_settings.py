@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -9,7 +10,7 @@ import pytest
 
 from kaleido.errors import ConfigError
 from kaleido.redis_url import parse_cluster_url
-from kaleido.settings import Settings, load_settings, redact_url, settings_from_argv
+from kaleido.settings import _OPTIONS, Settings, load_settings, redact_url, settings_from_argv
 
 from .conftest import REPO
 
@@ -17,7 +18,7 @@ from .conftest import REPO
 def test_defaults_match_the_contract() -> None:
     s = load_settings({})
     assert (s.http_host, s.http_port) == ("127.0.0.1", 8080)
-    assert s.sync_interval == 300
+    assert s.sync_interval == 300 and s.sync_lock_ttl == 30
     assert s.view_dedup_ttl == 86400
     assert s.stream_maxlen == 10000
     assert s.max_deliveries == 5
@@ -33,6 +34,7 @@ def test_environment_values_are_parsed() -> None:
             "KALEIDO_DATABASE_URL": "postgresql://app:pw@db:5432/kaleido",
             "KALEIDO_HTTP_BIND": "0.0.0.0:9000",
             "KALEIDO_SYNC_INTERVAL": "2.5",
+            "KALEIDO_SYNC_LOCK_TTL": "4",
             "KALEIDO_VIEW_DEDUP_TTL": "60",
             "KALEIDO_STREAM_MAXLEN": "500",
             "KALEIDO_MAX_DELIVERIES": "3",
@@ -43,7 +45,7 @@ def test_environment_values_are_parsed() -> None:
         }
     )
     assert s.http_host == "0.0.0.0" and s.http_port == 9000
-    assert s.sync_interval == 2.5 and s.view_dedup_ttl == 60
+    assert s.sync_interval == 2.5 and s.sync_lock_ttl == 4 and s.view_dedup_ttl == 60
     assert s.stream_maxlen == 500 and s.max_deliveries == 3
     assert s.key_prefix == "staging:" and s.instance == "worker2"
     assert not s.embedded
@@ -66,6 +68,7 @@ def test_flags_override_environment() -> None:
         ("KALEIDO_SYNC_INTERVAL", "soon", "KALEIDO_SYNC_INTERVAL: expected a number"),
         ("KALEIDO_SYNC_INTERVAL", "-1", "KALEIDO_SYNC_INTERVAL: expected a positive number"),
         ("KALEIDO_SYNC_INTERVAL", "nan", "KALEIDO_SYNC_INTERVAL: expected a positive number"),
+        ("KALEIDO_SYNC_LOCK_TTL", "0.5", "KALEIDO_SYNC_LOCK_TTL: expected at least 1 second"),
         ("KALEIDO_VIEW_DEDUP_TTL", "1.5", "KALEIDO_VIEW_DEDUP_TTL: expected a positive whole"),
         ("KALEIDO_STREAM_MAXLEN", "0", "KALEIDO_STREAM_MAXLEN: expected a positive whole"),
         ("KALEIDO_MAX_DELIVERIES", "five", "KALEIDO_MAX_DELIVERIES: expected a positive whole"),
@@ -146,3 +149,10 @@ def test_bad_value_exits_2_with_one_line() -> None:
     assert lines == [
         "kaleido: configuration error: --max-deliveries: expected a positive whole number, got '0'"
     ]
+
+
+def test_the_readme_table_lists_every_setting() -> None:
+    readme = (REPO / "README.md").read_text("utf-8")
+    table = readme.split("## Configuration", 1)[1].split("\n\n")[2]
+    listed = set(re.findall(r"^\| `(KALEIDO_[A-Z_]+)` \|", table, re.MULTILINE))
+    assert listed == {f"KALEIDO_{name.upper()}" for name in _OPTIONS}

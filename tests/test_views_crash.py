@@ -22,11 +22,14 @@ from .views_helpers import create_posts, pg_view_counts, redis_leftovers, store_
 pytestmark = pytest.mark.slow
 
 
-def run_sync(settings: Settings, failpoint: str | None) -> subprocess.CompletedProcess[str]:
+def run_sync(
+    settings: Settings, failpoint: str | None, lock_ttl: float = 30
+) -> subprocess.CompletedProcess[str]:
     env = kaleido_env(
         KALEIDO_REDIS_URL=settings.redis_url or "",
         KALEIDO_DATABASE_URL=settings.database_url or "",
         KALEIDO_LOG_FORMAT="console",
+        KALEIDO_SYNC_LOCK_TTL=str(lock_ttl),
     )
     if failpoint:
         env["KALEIDO_FAILPOINTS"] = failpoint
@@ -49,12 +52,14 @@ async def test_sigkill_at_each_step_loses_and_doubles_nothing(
     expected = {p: p for p in range(1, 26)}
     await store.record(views)
 
-    crashed = await trio.to_thread.run_sync(run_sync, settings, failpoint)
+    crashed = await trio.to_thread.run_sync(run_sync, settings, failpoint, 10)
     assert crashed.returncode == -signal.SIGKILL, crashed.stderr
+    # the dead syncer's lock lives on for at most its KALEIDO_SYNC_LOCK_TTL
+    assert 0 < await backends.redis.execute("PTTL", "view:batch:lock") <= 10_000
     # mid-crash, every total is still exact
     for post, count in expected.items():
         assert (await read_total(store, backends.postgres, post)).views == count
-    # the dead syncer's lock would expire after its TTL (30 s): let it expire now
+    # let it expire now
     await backends.redis.execute("DEL", "view:batch:lock")
 
     await store.record([(1000, 1)])  # a view arriving between the crash and the recovery

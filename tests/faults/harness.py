@@ -35,6 +35,9 @@ class ServiceProcess:
     redis_url: str
     database_url: str
     sync_interval: float = 0.5
+    # A killed syncer's lock holds off every sync for this long (30 s by default); a holder
+    # that stalls past it is fenced by the batch ids, which these faults check too.
+    sync_lock_ttl: float = 5.0
     port: int = attrs.Factory(free_port)
     ops_port: int = attrs.Factory(free_port)
     proc: subprocess.Popen[bytes] | None = None
@@ -57,6 +60,7 @@ class ServiceProcess:
             KALEIDO_HTTP_BIND=f"127.0.0.1:{self.port}",
             KALEIDO_OPS_BIND=f"127.0.0.1:{self.ops_port}",
             KALEIDO_SYNC_INTERVAL=str(self.sync_interval),
+            KALEIDO_SYNC_LOCK_TTL=str(self.sync_lock_ttl),
             KALEIDO_ADMIN_TOKEN=ADMIN_TOKEN,
             KALEIDO_SHUTDOWN_DEADLINE="8",
             **self.extra_env,
