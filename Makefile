@@ -6,7 +6,7 @@ PYTHON ?= python3.11
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench deps clean
+.PHONY: run test lint bench deps clean container container-test
 
 $(STAMP): pyproject.toml scripts/bootstrap.sh
 	bash scripts/bootstrap.sh $(PYTHON) $(VENV)
@@ -21,6 +21,16 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+# `make container`: the service image (deploy/container/Containerfile) built with buildah on a
+# Debian base made with debootstrap (scripts/container-build.sh; see docs/deploy.md).
+container:
+	bash scripts/container-build.sh
+
+# `make container-test`: builds the image (cached layers when nothing changed) and runs it
+# against private Redis and PostgreSQL; slow, so not part of `make test`.
+container-test: $(STAMP)
+	$(VENV)/bin/python -m pytest -m container tests/container $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

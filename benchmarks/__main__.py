@@ -1,6 +1,6 @@
 """`python -m benchmarks` (`make bench`): every scenario on one private Redis and PostgreSQL.
 
-    python -m benchmarks                       the whole suite; writes benchmarks/RESULTS.md
+    python -m benchmarks                       the whole suite; writes RESULTS.md (below)
     python -m benchmarks --quick               smaller workloads (a smoke run)
     python -m benchmarks --only streams,sync   some scenarios (RESULTS.md is left alone)
     python -m benchmarks --profile --only streams
@@ -10,11 +10,14 @@
 
 Scenarios run one after the other, each on emptied servers, and every row is printed beside
 its same-run baseline. Raw figures go to benchmarks/results/{scenario}.json and summary.json.
+The table goes to .state/reports/benchmarks/RESULTS.md; to the tracked benchmarks/RESULTS.md
+(the README's) with KALEIDO_REFRESH_REPORTS=1 or through `python scripts/readme_tables.py`.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 import time
@@ -48,7 +51,12 @@ SCENARIOS: dict[str, Scenario] = {
     "workers": bench_workers.workers,
     "ceiling": bench_workers.ceiling,
 }
-RESULTS_MD = ROOT / "benchmarks" / "RESULTS.md"
+TRACKED_RESULTS_MD = ROOT / "benchmarks" / "RESULTS.md"
+RESULTS_MD = (
+    TRACKED_RESULTS_MD
+    if os.environ.get("KALEIDO_REFRESH_REPORTS") == "1"
+    else ROOT / ".state" / "reports" / "benchmarks" / "RESULTS.md"
+)
 
 
 def parse(argv: Sequence[str]) -> argparse.Namespace:
@@ -147,6 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     elapsed = time.perf_counter() - started
     print_table(f"All scenarios ({elapsed:.0f} s, {info['date_utc']})", rows)
     if len(args.names) == len(SCENARIOS) and not args.profile:
+        RESULTS_MD.parent.mkdir(parents=True, exist_ok=True)
         RESULTS_MD.write_text(results_markdown(outcomes, command, args.quick))
         print(f"\nwrote {RESULTS_MD.relative_to(ROOT)} and benchmarks/results/*.json")
     else:

@@ -25,6 +25,8 @@ command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 have_postgres || need+=(postgresql)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
+# systemd-analyze checks deploy/systemd/kaleido.service (tests/test_deploy_systemd.py).
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 "$python" -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
     echo "bootstrap: installing ${need[*]}"

@@ -1,8 +1,8 @@
 """The fuzz suite: generated HTTP requests against the running service and generated entries on
 the inbound streams. Requests never get a 5xx (a 503 only while a backend is down, which it is
 not here) and the service keeps serving; entries never crash a consumer, and each one that
-cannot apply is in the DLQ with a reason. The outcome counts go to tests/FUZZ.md (the README's
-table)."""
+cannot apply is in the DLQ with a reason. The outcome counts go to .state/reports/tests/FUZZ.md
+(with KALEIDO_REFRESH_REPORTS=1 to tests/FUZZ.md, the README's table: tests/reports.py)."""
 
 from __future__ import annotations
 
@@ -33,9 +33,10 @@ from kaleido.messages import (
 )
 
 from .processes import free_port, kaleido_env, rss_sampler, start_kaleido, wait_ready
+from .reports import report_path
 from .streams_helpers import create_post, dlq_len, pending_count, running, wait_until, xadd
 
-REPORT = Path(__file__).with_name("FUZZ.md")
+REPORT = report_path(Path(__file__).with_name("FUZZ.md"))
 HTTP_EXAMPLES = 400
 ENTRY_EXAMPLES = 300
 # Resident memory growth allowed while two consumers take maximum-size entries (a read holds

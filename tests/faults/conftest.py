@@ -1,4 +1,6 @@
-"""The fault suite's report: one table, a row per scenario, rewritten by each session."""
+"""The fault suite's report: one table, a row per scenario, rewritten by each session, under
+.state/reports/ (with KALEIDO_REFRESH_REPORTS=1: tests/faults/REPORT.md, the README's table;
+see tests/reports.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-REPORT = Path(__file__).with_name("REPORT.md")
+from ..reports import report_path
+
+REPORT = report_path(Path(__file__).with_name("REPORT.md"))
 REPORT_HEADER = (
     "| fault | views lost | views doubled | entries lost | entries stuck | recovery | note |\n"
     "|---|---|---|---|---|---|---|\n"

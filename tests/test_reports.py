@@ -1,0 +1,25 @@
+"""A test run writes its reports outside the tracked tree unless asked to refresh them."""
+
+from __future__ import annotations
+
+from .conftest import REPO
+from .faults.conftest import REPORT as FAULT_REPORT
+from .reports import REFRESH_ENV, RUN_REPORTS, report_path
+from .test_fuzz import REPORT as FUZZ_REPORT
+
+TRACKED = REPO / "tests" / "FUZZ.md"
+
+
+def test_reports_go_under_the_state_folder_by_default() -> None:
+    assert report_path(TRACKED, {}) == RUN_REPORTS / "tests" / "FUZZ.md"
+    assert report_path(TRACKED, {REFRESH_ENV: "0"}) == RUN_REPORTS / "tests" / "FUZZ.md"
+    assert (RUN_REPORTS / "tests").is_dir()
+
+
+def test_refreshing_writes_the_tracked_copy() -> None:
+    assert report_path(TRACKED, {REFRESH_ENV: "1"}) == TRACKED
+
+
+def test_the_suites_use_it() -> None:
+    assert FUZZ_REPORT == report_path(TRACKED)
+    assert FAULT_REPORT == report_path(REPO / "tests" / "faults" / "REPORT.md")
