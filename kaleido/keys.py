@@ -90,6 +90,21 @@ class KeyLayout:
     def stream(self, name: str) -> str:
         return f"{self.prefix}{name}"
 
+    # -- the ops console (kaleido.http.console.store) ----------------------------------------
+
+    @property
+    def console_sessions(self) -> str:
+        """Hash session id → expiry (unix time) of every console session not signed out."""
+        return f"{self.prefix}ops:sessions"
+
+    def signin_attempts(self, client: str, minute: int) -> str:
+        """Counter of one client address's sign-in attempts in one minute (expires after 2)."""
+        return f"{self.prefix}ops:signin:{client}:{minute}"
+
+    def signin_failures(self, client: str) -> str:
+        """Counter of one client address's failed sign-ins; expires once it stops failing."""
+        return f"{self.prefix}ops:signin-failures:{client}"
+
     def dlq(self, stream: str) -> str:
         """The dead-letter stream of `stream`: `{stream}:dlq`. On a cluster the stream's name
         is its hash tag, `{ml-insights-results}:dlq`, so that dead-lettering an entry (XADD to

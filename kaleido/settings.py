@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
+import ipaddress
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -90,6 +91,13 @@ class Settings:
     metrics_interval: float = 5.0
     workers: int = 1
     max_connections: int = 1000
+    # Per listener and process: open connections from one client address (trusted proxies
+    # excepted), and requests handled at once (/healthz and /readyz excepted).
+    max_connections_per_client: int = 64
+    max_in_flight: int = 64
+    http2: str = "off"  # "on": cleartext HTTP/2 (prior knowledge and h2c) on both listeners
+    # Proxies (addresses or CIDR networks) whose X-Forwarded-For / X-Forwarded-Proto count.
+    trusted_proxies: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -248,6 +256,18 @@ def _url_prefixes(text: str) -> tuple[str, ...]:
     return prefixes
 
 
+def _networks(text: str) -> tuple[str, ...]:
+    out = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        try:
+            out.append(str(ipaddress.ip_network(item, strict=False)))
+        except ValueError:
+            raise ValueError(f"expected IP addresses or CIDR networks, got {item[:60]!r}") from None
+    return tuple(out)
+
+
 def _jwt_secret(text: str) -> str:
     jwt_key(text)
     return text.strip()
@@ -325,6 +345,20 @@ _OPTIONS: dict[str, tuple[Callable[[str], Any], str]] = {
     "max_connections": (
         _positive_int,
         "open connections per listener and process; past it new ones get a 503 (default 1000)",
+    ),
+    "max_connections_per_client": (
+        _positive_int,
+        "open connections from one client address per listener and process (default 64)",
+    ),
+    "max_in_flight": (
+        _positive_int,
+        "requests handled at once per listener and process; past it a quick 503 (default 64)",
+    ),
+    "http2": (_choice("on", "off"), "on: serve cleartext HTTP/2 too (default off)"),
+    "trusted_proxies": (
+        _networks,
+        "comma-separated proxy addresses or CIDR networks whose X-Forwarded-For and "
+        "X-Forwarded-Proto count (default none)",
     ),
 }
 
