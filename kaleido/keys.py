@@ -87,6 +87,11 @@ class KeyLayout:
         """SCAN pattern of every dedup bucket directory."""
         return f"{self.prefix}view:{{*}}:dir:*"
 
+    def unknown_post_views(self, hour: int) -> str:
+        """Hash userId → views of posts with no row that user sent in one clock hour (unix
+        time // 3600); expires after two hours (kaleido.views.unknown_posts)."""
+        return f"{self.prefix}view:unknown-posts:{hour}"
+
     def stream(self, name: str) -> str:
         return f"{self.prefix}{name}"
 

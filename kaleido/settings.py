@@ -98,6 +98,8 @@ class Settings:
     http2: str = "off"  # "on": cleartext HTTP/2 (prior knowledge and h2c) on both listeners
     # Proxies (addresses or CIDR networks) whose X-Forwarded-For / X-Forwarded-Proto count.
     trusted_proxies: tuple[str, ...] = ()
+    # Views of posts with no row one user token may send per hour (kaleido.views.unknown_posts).
+    unknown_post_views: int = 100
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -359,6 +361,10 @@ _OPTIONS: dict[str, tuple[Callable[[str], Any], str]] = {
         _networks,
         "comma-separated proxy addresses or CIDR networks whose X-Forwarded-For and "
         "X-Forwarded-Proto count (default none)",
+    ),
+    "unknown_post_views": (
+        _positive_int,
+        "views of posts that do not exist one user token may send per hour (default 100)",
     ),
 }
 

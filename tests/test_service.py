@@ -15,7 +15,6 @@ from kaleido.settings import Settings
 
 from .conftest import reset
 from .views_helpers import create_posts, pg_view_counts
-from .waiting import wait_until
 
 pytestmark = pytest.mark.redis_kinds("single", "cluster")
 

@@ -17,11 +17,17 @@ from kaleido.http.proxies import TrustedProxies
 from kaleido.http.server import ServerLimits
 from kaleido.service import Service
 from kaleido.settings import Settings
+from kaleido.views.unknown_posts import UnknownPostBudget
 
 
 def create_app(service: Service) -> Starlette:
     """The public application: `/v1` user routes, `/healthz`, `/readyz`."""
-    return _app(service, [*health.routes, *views.routes, *posts.routes])
+    app = _app(service, [*health.routes, *views.routes, *posts.routes])
+    backends = service.backends
+    app.state.unknown_posts = UnknownPostBudget(
+        backends.postgres, backends.redis, backends.keys, backends.settings.unknown_post_views
+    )
+    return app
 
 
 def create_ops_app(service: Service) -> Starlette:
