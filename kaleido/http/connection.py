@@ -13,8 +13,11 @@ its answer. A client that reads nothing of an answer for SEND_TIMEOUT is disconn
 
 Cleartext HTTP/2 (prior knowledge or `Upgrade: h2c`) is served only when `http2` is on; else an
 `Upgrade: h2c` is ignored (the request is answered in HTTP/1.1) and the HTTP/2 preface gets a
-505. When the client goes (EOF, reset, a deadline), every request still running on the
-connection is cancelled within DISCONNECT_GRACE: nobody can read its answer, and whatever it
+505. A request framed two ways (Content-Length and Transfer-Encoding) gets a 400 and the
+connection is closed (RFC 9112 6.3: it may be an attempt at request smuggling).
+
+When the client goes (EOF, reset, a deadline), every request still running on the connection
+is cancelled within DISCONNECT_GRACE: nobody can read its answer, and whatever it
 holds (a request slot, a DLQ replay) is given back.
 
 This module uses hypercorn's protocol layer (`hypercorn.protocol`, its events and the trio
@@ -57,21 +60,46 @@ MAX_RECV = 2**16
 _NO_H2 = (
     b"HTTP/1.1 505 HTTP Version Not Supported\r\nconnection: close\r\ncontent-length: 0\r\n\r\n"
 )
+_TWO_FRAMINGS_BODY = b'{"error": "both Content-Length and Transfer-Encoding sent"}'
+_TWO_FRAMINGS = (
+    b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\nconnection: close\r\n"
+    b"content-length: %d\r\n\r\n%s" % (len(_TWO_FRAMINGS_BODY), _TWO_FRAMINGS_BODY)
+)
 
 AsgiApp = Callable[[Any, Any, Any], Awaitable[None]]
 
 
-class _HTTP2Refused(Exception):
-    """The HTTP/2 connection preface arrived while cleartext HTTP/2 is off."""
+class _Refused(Exception):
+    """A request answered with `reply`, and then the connection is closed."""
+
+    def __init__(self, reply: bytes) -> None:
+        super().__init__(reply)
+        self.reply = reply
 
 
-class _H11Only(H11Protocol):
+def _framed_twice(event: h11.Request) -> bool:
+    names = {name.lower() for name, _ in event.headers}
+    return b"content-length" in names and b"transfer-encoding" in names
+
+
+class _H11(H11Protocol):
+    """HTTP/1.1 that refuses a request framed two ways."""
+
+    async def _check_protocol(self, event: h11.Request) -> None:
+        if _framed_twice(event):
+            raise _Refused(_TWO_FRAMINGS)
+        await super()._check_protocol(event)
+
+
+class _H11Only(_H11):
     """HTTP/1.1 that never switches to HTTP/2: `Upgrade: h2c` is ignored (allowed by RFC 9110:
     a server may answer an upgrade request in the protocol it was sent in)."""
 
     async def _check_protocol(self, event: h11.Request) -> None:
+        if _framed_twice(event):
+            raise _Refused(_TWO_FRAMINGS)
         if event.method == b"PRI" and event.target == b"*" and event.http_version == b"2.0":
-            raise _HTTP2Refused
+            raise _Refused(_NO_H2)
 
 
 class _Requests:
@@ -119,7 +147,7 @@ class _Protocol:
     def __init__(self, connection: Connection, requests: _Requests) -> None:
         self._connection = connection
         self._requests = requests
-        protocol = H11Protocol if connection.http2 else _H11Only
+        protocol = _H11 if connection.http2 else _H11Only
         self.inner: Any = protocol(*self._arguments())
 
     def _arguments(self) -> tuple[Any, ...]:
@@ -148,8 +176,8 @@ class _Protocol:
             await self.inner.initiate(upgrade.headers, upgrade.settings)
             if upgrade.data:
                 await self.inner.handle(RawData(data=upgrade.data))
-        except _HTTP2Refused:
-            await self._connection.protocol_send(RawData(data=_NO_H2))
+        except _Refused as refused:
+            await self._connection.protocol_send(RawData(data=refused.reply))
             await self._connection.protocol_send(Closed())
 
 

@@ -18,12 +18,16 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import attrs
+import trio
 
 from kaleido.gateways import RedisGateway, Script
 from kaleido.keys import KeyLayout
+from kaleido.logs import get_logger
 from kaleido.messages.dlq import DLQ_FIELDS, DeadLetter, decode_dead_letter
 from kaleido.replies import as_text
 from kaleido.streams.inbound import length, read_range
+
+log = get_logger("kaleido.streams.dlq")
 
 __all__ = [
     "DLQ_FIELDS", "DeadLetter", "DlqPage", "ReplayReport", "dlq_last_id", "dlq_list", "dlq_page",
@@ -114,19 +118,23 @@ async def dlq_replay_all(
     if last is None:
         return ReplayReport(new_ids, more=False)
     start, end = "-", _id_key(last)
-    while True:
-        page = await read_range(redis, keys.dlq(stream), start, REPLAY_PAGE)
-        for entry in page:
-            if _id_key(entry.id) > end:
+    try:
+        while True:
+            page = await read_range(redis, keys.dlq(stream), start, REPLAY_PAGE)
+            for entry in page:
+                if _id_key(entry.id) > end:
+                    return ReplayReport(new_ids, more=False)
+                if len(new_ids) >= limit:
+                    return ReplayReport(new_ids, more=True)
+                new_id = await _replay_one(redis, keys, stream, entry.id)
+                if new_id is not None:
+                    new_ids.append(new_id)
+            if len(page) < REPLAY_PAGE:
                 return ReplayReport(new_ids, more=False)
-            if len(new_ids) >= limit:
-                return ReplayReport(new_ids, more=True)
-            new_id = await _replay_one(redis, keys, stream, entry.id)
-            if new_id is not None:
-                new_ids.append(new_id)
-        if len(page) < REPLAY_PAGE:
-            return ReplayReport(new_ids, more=False)
-        start = "(" + page[-1].id
+            start = "(" + page[-1].id
+    except trio.Cancelled:
+        log.info("dlq.replay_stopped", stream=stream, replayed=len(new_ids))
+        raise
 
 
 def _id_key(entry_id: str) -> tuple[int, int]:

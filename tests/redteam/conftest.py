@@ -107,13 +107,15 @@ class Bare:
 @asynccontextmanager
 async def bare_server(
     app: Callable[[Any, Any, Any], Awaitable[None]],
-    server: ServerLimits = ServerLimits(),
+    server: ServerLimits | None = None,
     max_in_flight: int = 4,
 ) -> AsyncIterator[Bare]:
     limits = RequestLimits(app, max_in_flight)
     stop = trio.Event()
     async with trio.open_nursery() as nursery:
-        urls: list[str] = await nursery.start(serve_http, limits, "127.0.0.1:0", stop, server)
+        urls: list[str] = await nursery.start(
+            serve_http, limits, "127.0.0.1:0", stop, server or ServerLimits()
+        )
         yield Bare(urls[0], limits)
         stop.set()
 
