@@ -54,7 +54,9 @@ _JSON = (b"content-type", b"application/json")
 
 
 async def _answer(send: Any, status: int, body: bytes, *headers: tuple[bytes, bytes]) -> None:
-    await send({"type": "http.response.start", "status": status, "headers": [_JSON, *headers]})
+    length = (b"content-length", b"%d" % len(body))
+    await send({"type": "http.response.start", "status": status,
+                "headers": [_JSON, length, *headers]})  # fmt: skip
     await send({"type": "http.response.body", "body": body})
 
 
