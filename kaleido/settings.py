@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
-import ipaddress
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -20,6 +19,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import attrs
 
 from kaleido.errors import ConfigError
+from kaleido.http.proxies import parse_networks
 from kaleido.redis_url import is_cluster_url, parse_cluster_url, redact_cluster_url
 
 ENV_PREFIX = "KALEIDO_"
@@ -91,15 +91,9 @@ class Settings:
     metrics_interval: float = 5.0
     workers: int = 1
     max_connections: int = 1000
-    # Per listener and process: open connections from one client address (trusted proxies
-    # excepted), and requests handled at once (/healthz and /readyz excepted).
-    max_connections_per_client: int = 64
-    max_in_flight: int = 64
-    http2: str = "off"  # "on": cleartext HTTP/2 (prior knowledge and h2c) on both listeners
-    # Proxies (addresses or CIDR networks) whose X-Forwarded-For / X-Forwarded-Proto count.
-    trusted_proxies: tuple[str, ...] = ()
-    # Views of posts with no row one user token may send per hour (kaleido.views.unknown_posts).
-    unknown_post_views: int = 100
+    max_connections_per_client: int = 64  # the HTTP limits: docs/security.md
+    http2: str = "off"
+    trusted_proxies: tuple[str, ...] = ()  # normalised networks
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -258,18 +252,6 @@ def _url_prefixes(text: str) -> tuple[str, ...]:
     return prefixes
 
 
-def _networks(text: str) -> tuple[str, ...]:
-    out = []
-    for item in (part.strip() for part in text.split(",")):
-        if not item:
-            continue
-        try:
-            out.append(str(ipaddress.ip_network(item, strict=False)))
-        except ValueError:
-            raise ValueError(f"expected IP addresses or CIDR networks, got {item[:60]!r}") from None
-    return tuple(out)
-
-
 def _jwt_secret(text: str) -> str:
     jwt_key(text)
     return text.strip()
@@ -348,24 +330,9 @@ _OPTIONS: dict[str, tuple[Callable[[str], Any], str]] = {
         _positive_int,
         "open connections per listener and process; past it new ones get a 503 (default 1000)",
     ),
-    "max_connections_per_client": (
-        _positive_int,
-        "open connections from one client address per listener and process (default 64)",
-    ),
-    "max_in_flight": (
-        _positive_int,
-        "requests handled at once per listener and process; past it a quick 503 (default 64)",
-    ),
+    "max_connections_per_client": (_positive_int, "connections from one address (default 64)"),
     "http2": (_choice("on", "off"), "on: serve cleartext HTTP/2 too (default off)"),
-    "trusted_proxies": (
-        _networks,
-        "comma-separated proxy addresses or CIDR networks whose X-Forwarded-For and "
-        "X-Forwarded-Proto count (default none)",
-    ),
-    "unknown_post_views": (
-        _positive_int,
-        "views of posts that do not exist one user token may send per hour (default 100)",
-    ),
+    "trusted_proxies": (parse_networks, "proxies whose X-Forwarded-* headers count (CIDRs)"),
 }
 
 

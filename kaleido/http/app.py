@@ -24,9 +24,7 @@ def create_app(service: Service) -> Starlette:
     """The public application: `/v1` user routes, `/healthz`, `/readyz`."""
     app = _app(service, [*health.routes, *views.routes, *posts.routes])
     backends = service.backends
-    app.state.unknown_posts = UnknownPostBudget(
-        backends.postgres, backends.redis, backends.keys, backends.settings.unknown_post_views
-    )
+    app.state.unknown_posts = UnknownPostBudget(backends.postgres, backends.redis, backends.keys)
     return app
 
 
@@ -45,7 +43,7 @@ def _app(service: Service, routes: list[Any]) -> Starlette:
         routes=routes,
         middleware=[
             Middleware(ProxyHeaders, proxies=TrustedProxies.of(settings.trusted_proxies)),
-            Middleware(RequestLimits, max_in_flight=settings.max_in_flight),
+            Middleware(RequestLimits),
             Middleware(CorrelationIdMiddleware),
         ],
         exception_handlers=EXCEPTION_HANDLERS,

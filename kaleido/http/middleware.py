@@ -43,8 +43,8 @@ class CorrelationIdMiddleware:
             await self.app(scope, receive, send_with_id)
 
 
-# Requests one listener of one process handles at once (KALEIDO_MAX_IN_FLIGHT): about what one
-# process serves within its normal latency. Beyond, a quick 503 is better than a queue that
+# Requests one listener of one process handles at once: about what one process serves within
+# its normal latency. Beyond, a quick 503 is better than a queue that
 # makes every request slow (see docs/security.md, "Overload").
 MAX_IN_FLIGHT = 64
 # Probes answer whatever the load: a load balancer must not take a busy process for a dead one.
@@ -70,9 +70,9 @@ class RequestLimits:
     however the request ends (answered, failed, cancelled because the client went away); the
     count is `in_flight`. `/healthz` and `/readyz` take no slot and are never refused."""
 
-    def __init__(self, app: Any, max_in_flight: int = MAX_IN_FLIGHT) -> None:
+    def __init__(self, app: Any, max_in_flight: int | None = None) -> None:
         self.app = app
-        self.max_in_flight = max_in_flight
+        self.max_in_flight = MAX_IN_FLIGHT if max_in_flight is None else max_in_flight
         self.in_flight = 0
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
@@ -116,7 +116,12 @@ class RequestLimits:
         async def replay() -> Any:
             return pending.pop() if pending else await receive()
 
+        if scope.get("http_version") != "2":
+            # HTTP/1.1 writes straight to the socket, which SEND_TIMEOUT bounds already.
+            await self.app(scope, replay, send)
+            return
         with trio.CancelScope() as request:
+            # HTTP/2 waits for the client's flow-control window above the socket: bound it here.
 
             async def bounded_send(message: Any) -> None:
                 with trio.move_on_after(SEND_TIMEOUT) as stuck:

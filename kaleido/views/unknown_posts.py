@@ -3,11 +3,11 @@
 Views of a post with no row wait in `post_view_backlog`, which keeps at most BACKLOG_MAX_POSTS
 posts (kaleido.views.sync): past it the oldest rows go. Without a bound per caller, one user
 token could send views of a hundred thousand made-up post ids and push every other post's
-waiting views out. So each user may send at most `per_hour` views of posts that have no row per
-clock hour (KALEIDO_UNKNOWN_POST_VIEWS, default 100: a week of it is under a sixth of the
-backlog), counted in Redis so that every worker shares the count. Views past it are refused
-and counted (`kaleido_views_total{outcome="refused_unknown_post"}`); views of posts that exist
-are never affected.
+waiting views out. So each user may send at most UNKNOWN_POST_VIEWS_PER_HOUR (100) views of
+posts that have no row per clock hour (a week of it is under a sixth of the backlog), counted in
+Redis so that every worker shares the count. Views past it are refused and counted
+(`kaleido_views_total{outcome="refused_unknown_post"}`); views of posts that exist are never
+affected.
 
 Whether a post exists: a per-process set of the posts seen to exist (posts are never deleted,
 so it is never wrong), then one PostgreSQL query for the others. With PostgreSQL or Redis
@@ -63,7 +63,7 @@ class UnknownPostBudget:
     postgres: PostgresGateway
     redis: RedisGateway
     keys: KeyLayout
-    per_hour: int = UNKNOWN_POST_VIEWS_PER_HOUR
+    per_hour: int = attrs.field(factory=lambda: UNKNOWN_POST_VIEWS_PER_HOUR)
     known: KnownPosts = attrs.Factory(KnownPosts)
 
     async def admit(

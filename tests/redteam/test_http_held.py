@@ -7,6 +7,7 @@ import json
 import time
 
 import jwt
+import pytest
 
 from kaleido.app import Running
 
@@ -22,6 +23,7 @@ def _claims(user_id: int = 7) -> dict[str, object]:
     return {"sub": "u", "userId": user_id, "role": "ROLE_ADMIN", "iat": now, "exp": now + 600}
 
 
+@pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning")  # HS512, our key
 async def test_jwt_tricks_are_refused(secured: Running) -> None:
     unsigned = f"{_segment({'alg': 'none', 'typ': 'JWT'})}.{_segment(_claims())}."
     other_alg = jwt.encode(_claims(), KEY, algorithm="HS512")
