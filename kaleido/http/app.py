@@ -50,6 +50,7 @@ def _app(service: Service, routes: list[Any]) -> Starlette:
     )
     app.state.service = service
     app.state.auth = Authenticator.from_settings(settings)
+    app.state.readiness = health.Readiness()
     return app
 
 

@@ -25,6 +25,9 @@ from hypercorn.trio.worker_context import WorkerContext
 
 from kaleido.http.connection import AsgiApp, Connection
 from kaleido.http.proxies import TrustedProxies
+from kaleido.logs import get_logger
+
+log = get_logger("kaleido.http")
 
 # Seconds open requests may take to finish once the server stops.
 GRACEFUL_TIMEOUT = 5.0
@@ -90,6 +93,8 @@ class _Listener:
         self.live.add(connection)
         try:
             await connection.run()
+        except Exception as exc:  # a bug on one connection must not stop the listener
+            log.error("http.connection_failed", client=peer, exc_info=exc)
         finally:
             self.live.discard(connection)
             self.open -= 1
