@@ -65,6 +65,9 @@ async def post_views(request: Request) -> Response:
         admitted = await budget.admit(caller.user_id, views)
         if admitted.refused:
             service.metrics.views.labels("refused_unknown_post").inc(admitted.refused)
+        if not admitted.views and admitted.unchecked:
+            raise BadRequest("views of posts that do not exist cannot be checked now (a "
+                             "backend does not answer); retry shortly", 503)  # fmt: skip
         if not admitted.views:
             raise TooManyUnknown(budget.per_hour, admitted.retry_after)
         views, refused = admitted.views, admitted.refused

@@ -56,6 +56,7 @@ class Admitted:
     views: list[tuple[int, int]]
     refused: int = 0
     retry_after: int = 0  # seconds until the budget renews, when some were refused
+    unchecked: bool = False  # refused because a backend did not answer, not for the budget
 
 
 @attrs.define
@@ -74,12 +75,14 @@ class UnknownPostBudget:
         unchecked = self.known.missing(post for _, post in views)
         if not unchecked:
             return Admitted(list(views))  # the common case: no I/O at all
-        unknown = await self._unknown(unchecked)
+        unknown, checked = await self._unknown(unchecked)
         if not unknown:
             return Admitted(list(views))
         asked = sum(1 for _, post in views if post in unknown)
         at = time.time() if now is None else now
-        allowed = await self._take(user_id, asked, at)
+        allowed = await self._take(user_id, asked, at) if checked else None
+        if allowed is None:
+            return Admitted([v for v in views if v[1] not in unknown], asked, 5, unchecked=True)
         admitted: list[tuple[int, int]] = []
         left = allowed
         for view in views:
@@ -92,20 +95,20 @@ class UnknownPostBudget:
         retry = math.ceil((math.floor(at / _HOUR) + 1) * _HOUR - at) if refused else 0
         return Admitted(admitted, refused, retry)
 
-    async def _unknown(self, post_ids: set[int]) -> set[int]:
-        """Those of `post_ids` with no row (all of them while PostgreSQL does not answer)."""
+    async def _unknown(self, post_ids: set[int]) -> tuple[set[int], bool]:
+        """Those of `post_ids` with no row, and whether PostgreSQL said so (else: all)."""
         try:
             rows = await self.postgres.fetch(
                 "SELECT post_id FROM posts WHERE post_id = ANY($1::bigint[])", sorted(post_ids)
             )
         except BackendError:
-            return post_ids
+            return post_ids, False
         found = {int(row["post_id"]) for row in rows}
         self.known.add(found)
-        return post_ids - found
+        return post_ids - found, True
 
-    async def _take(self, user_id: int, wanted: int, now: float) -> int:
-        """Take up to `wanted` from the user's budget of this hour; how many it gave (none
+    async def _take(self, user_id: int, wanted: int, now: float) -> int | None:
+        """Take up to `wanted` from the user's budget of this hour; how many it gave (None
         while Redis does not answer)."""
         key = self.keys.unknown_post_views(int(now // _HOUR))
         try:
@@ -113,6 +116,6 @@ class UnknownPostBudget:
                 [("HINCRBY", key, user_id, wanted), ("PEXPIRE", key, 2 * _HOUR * 1000)]
             )
         except BackendError:
-            return 0
+            return None
         used_before = int(total) - wanted
         return max(0, min(wanted, self.per_hour - used_before))

@@ -17,7 +17,7 @@ from kaleido.app import Running
 from kaleido.http.console.store import ATTEMPTS_PER_MINUTE
 from kaleido.settings import Settings
 
-from .conftest import ADMIN_TOKEN, ops, secured_settings, serving
+from .conftest import ADMIN, ADMIN_TOKEN, ops, secured_settings, serving
 
 WRONG = {"token": "not-the-admin-token-at-all"}
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
@@ -60,6 +60,8 @@ async def test_sign_in_attempts_are_slowed_and_every_failure_is_logged(
         slowed = await http.post("/ops/login", data={"token": ADMIN_TOKEN})
         assert slowed.status_code == 429 and int(slowed.headers["retry-after"]) <= 60
         assert "Too many sign-in attempts from your address" in slowed.text
+        scripted = [(await http.get("/ops/streams", headers=ADMIN)).status_code for _ in range(8)]
+        assert scripted == [200] * 8  # a script's bearer header is no sign-in attempt
     failures = [e for e in logs if e["event"] == "console.signin_failed"]
     assert len(failures) == ATTEMPTS_PER_MINUTE
     assert {e["client"] for e in failures} == {"127.0.0.1"}

@@ -114,10 +114,12 @@ class SignInRefused(BadRequest):
         self.headers = {"Retry-After": str(refusal.retry_after)}
 
 
-async def check_attempt(request: Request, state: ConsoleState) -> None:
-    """Count a sign-in attempt of the request's client; SignInRefused when it must wait."""
+async def check_attempt(request: Request, state: ConsoleState, *, counted: bool = True) -> None:
+    """Count a sign-in attempt of the request's client (`counted`: a sign-in, not a request
+    carrying a credential); SignInRefused when it must wait."""
     client = client_address(request)
-    refusal = await state.store.attempt(client, time.time())
+    store = state.store
+    refusal = await (store.attempt(client, time.time()) if counted else store.lockout(client))
     if refusal is not None:
         log.warning("console.signin_refused", client=client, reason=refusal.reason,
                     retry_after=refusal.retry_after)  # fmt: skip
@@ -135,7 +137,7 @@ async def authenticate(request: Request) -> Access:
     state = console_state(request)
     header = request.headers.get("authorization")
     if header:
-        await check_attempt(request, state)
+        await check_attempt(request, state, counted=False)  # scripts: only a lockout stops them
         auth: Authenticator = request.app.state.auth
         try:
             return Access(auth.admin_route(header).kind)

@@ -72,22 +72,29 @@ class ConsoleStore:
     # -- sign-in attempts ------------------------------------------------------------------
 
     async def attempt(self, client: str, now: float) -> Refusal | None:
-        """Count an attempt of `client`; a Refusal when it is locked out or over its
+        """Count a sign-in attempt of `client`; a Refusal when it is locked out or over its
         attempts of this minute."""
         minute = int(now // 60)
         attempts = self.keys.signin_attempts(client, minute)
-        failures = self.keys.signin_failures(client)
         made, _, failed, ttl = await self.redis.pipeline(
-            [("INCR", attempts), ("PEXPIRE", attempts, 120_000), ("GET", failures),
-             ("TTL", failures)]
-        )  # fmt: skip
-        if failed is not None and int(failed) >= LOCK_AFTER:
-            wait = max(1, int(ttl))
-            return Refusal(f"locked after {LOCK_AFTER} failed sign-ins", wait)
+            [("INCR", attempts), ("PEXPIRE", attempts, 120_000), *self._failures(client)]
+        )
+        if locked := _locked(failed, ttl):
+            return locked
         if int(made) > ATTEMPTS_PER_MINUTE:
             wait = max(1, math.ceil((minute + 1) * 60 - now))
             return Refusal(f"more than {ATTEMPTS_PER_MINUTE} sign-in attempts this minute", wait)
         return None
+
+    async def lockout(self, client: str) -> Refusal | None:
+        """A Refusal when `client` is locked out (a request with a credential, not a sign-in:
+        it is not counted as an attempt)."""
+        failed, ttl = await self.redis.pipeline(self._failures(client))
+        return _locked(failed, ttl)
+
+    def _failures(self, client: str) -> list[tuple[object, ...]]:
+        key = self.keys.signin_failures(client)
+        return [("GET", key), ("TTL", key)]
 
     async def failed(self, client: str) -> int:
         """Count a failed sign-in of `client`; return its failures so far."""
@@ -99,6 +106,12 @@ class ConsoleStore:
 
     async def succeeded(self, client: str) -> None:
         await self.redis.execute("DEL", self.keys.signin_failures(client))
+
+
+def _locked(failed: object, ttl: object) -> Refusal | None:
+    if failed is not None and int(_text(failed)) >= LOCK_AFTER:
+        return Refusal(f"locked after {LOCK_AFTER} failed sign-ins", max(1, int(_text(ttl))))
+    return None
 
 
 def _pairs(reply: object) -> list[tuple[str, str]]:
