@@ -57,8 +57,11 @@ async def test_an_http2_request_whose_client_goes_gives_its_slot_back() -> None:
         await wait_until(lambda: idle(bare), timeout=5)
 
 
-async def test_a_request_cancelled_by_shutdown_gives_its_slot_back() -> None:
+async def test_a_request_cancelled_by_shutdown_gives_its_slot_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """Path out: cancelled (the server stopped past its graceful timeout)."""
+    monkeypatch.setattr("kaleido.http.server.GRACEFUL_TIMEOUT", 0.2)
     limits_seen: list[int] = []
     async with bare_server(json_app) as bare:
         stream = await connect(bare.address)
