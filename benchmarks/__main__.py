@@ -26,7 +26,15 @@ from collections.abc import Sequence
 import attrs
 import trio
 
-from . import bench_cluster, bench_http, bench_streams, bench_sync, bench_views, bench_workers
+from . import (
+    bench_cluster,
+    bench_http,
+    bench_overload,
+    bench_streams,
+    bench_sync,
+    bench_views,
+    bench_workers,
+)
 from .common import (
     ROOT,
     Outcome,
@@ -46,6 +54,7 @@ SCENARIOS: dict[str, Scenario] = {
     "sync": bench_sync.sync,
     "streams": bench_streams.streams,
     "http": bench_http.http,
+    "overload": bench_overload.overload,
     "memory": bench_views.memory,
     "cluster": bench_cluster.cluster_ingest,
     "workers": bench_workers.workers,

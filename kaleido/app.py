@@ -16,8 +16,9 @@ import attrs
 import trio
 
 from kaleido.embedded import Kaleido, open_kaleido
-from kaleido.http.app import bind_address, create_app, create_ops_app, serve_http
+from kaleido.http.app import bind_address, create_app, create_ops_app, server_limits
 from kaleido.http.auth import check_exposure
+from kaleido.http.server import serve_http
 from kaleido.logs import get_logger
 from kaleido.service import Service
 from kaleido.settings import Settings
@@ -71,12 +72,12 @@ async def serve(
             outer.start_soon(_watch_signals, stop)
         http_stop = trio.Event()
         async with trio.open_nursery() as listeners:
-            cap = settings.max_connections
+            limits = server_limits(settings)
             public: list[str] = await listeners.start(
-                serve_http, create_app(k.service), binds[0], http_stop, cap
+                serve_http, create_app(k.service), binds[0], http_stop, limits
             )
             ops: list[str] = await listeners.start(
-                serve_http, create_ops_app(k.service), binds[1], http_stop, cap
+                serve_http, create_ops_app(k.service), binds[1], http_stop, limits
             )
             log.info("service.ready", http=public, ops=ops, settings=settings.public_dict())
             task_status.started(Running(k.service, public, stop, ops, k))

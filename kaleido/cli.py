@@ -35,6 +35,7 @@ from kaleido.ops.streams import ENTRY_ID
 from kaleido.redis_acl import acl_rule
 from kaleido.redis_url import is_cluster_url, redis_credentials
 from kaleido.settings import Settings, add_arguments, load_settings
+from kaleido.streams.dlq import REPLAY_LIMIT
 
 log = get_logger("kaleido.cli")
 
@@ -134,7 +135,13 @@ def _add_ops_commands(sub: Any) -> None:
         elif action == "replay":
             parser.add_argument(
                 "--id", dest="ids", action="append", type=_entry_id, metavar="DLQ_ID",
-                help="replay only this dead letter (repeatable; default: all)",
+                help="replay only this dead letter (repeatable; default: the oldest ones, up "
+                "to --limit)",
+            )  # fmt: skip
+            parser.add_argument(
+                "--limit", type=_positive_count, default=REPLAY_LIMIT, metavar="N",
+                help=f"without --id: replay at most N (default {REPLAY_LIMIT}) of the dead "
+                "letters there now; run again for more",
             )  # fmt: skip
         else:
             parser.add_argument("--yes", action="store_true", help="really delete them")
@@ -197,6 +204,7 @@ def run_ops_command(settings: Settings, args: argparse.Namespace) -> int:
         count=getattr(args, "count", 100),
         ids=getattr(args, "ids", None),
         as_json=getattr(args, "json", False),
+        limit=getattr(args, "limit", REPLAY_LIMIT),
     )
     return trio.run(run)
 

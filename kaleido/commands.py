@@ -21,7 +21,8 @@ from kaleido.ops.doctor import diagnose, exit_code, print_report
 from kaleido.ops.streams import read_streams
 from kaleido.ops.top import run_top
 from kaleido.settings import Settings, redact_url
-from kaleido.streams import dlq_list, dlq_purge, dlq_replay, dlq_size
+from kaleido.streams import dlq_list, dlq_purge, dlq_replay, dlq_replay_all, dlq_size
+from kaleido.streams.dlq import REPLAY_LIMIT
 from kaleido.views.store import ViewStore
 from kaleido.views.sync import ViewSync
 
@@ -102,18 +103,25 @@ async def streams(settings: Settings, as_json: bool) -> int:
 
 async def dlq_command(
     settings: Settings, action: str, stream: str, *, count: int = 100,
-    ids: Sequence[str] | None = None, as_json: bool = False,
+    ids: Sequence[str] | None = None, as_json: bool = False, limit: int = REPLAY_LIMIT,
 ) -> int:  # fmt: skip
-    """`kaleido dlq list|replay|purge STREAM`."""
+    """`kaleido dlq list|replay|purge STREAM`; a replay without ids puts back at most `limit`
+    of the dead letters there when it starts."""
     require_urls(settings, "dlq")
     async with open_backends(settings) as backends:
         redis, keys = backends.redis, backends.keys
         if action == "list":
             letters = await dlq_list(redis, keys, stream, count)
             size = await dlq_size(redis, keys, stream)
-        elif action == "replay":
-            new_ids = await dlq_replay(redis, keys, stream, ids or None)
+        elif action == "replay" and ids:
+            new_ids = await dlq_replay(redis, keys, stream, ids)
             print(f"replayed {len(new_ids)} dead letters onto {stream}")
+            return 0
+        elif action == "replay":
+            report = await dlq_replay_all(redis, keys, stream, limit=limit)
+            print(f"replayed {report.replayed} dead letters onto {stream}")
+            if report.more:
+                print(f"more dead letters remain: run `kaleido dlq replay {stream}` again")
             return 0
         else:
             purged = await dlq_purge(redis, keys, stream)

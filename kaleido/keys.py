@@ -87,8 +87,28 @@ class KeyLayout:
         """SCAN pattern of every dedup bucket directory."""
         return f"{self.prefix}view:{{*}}:dir:*"
 
+    def unknown_post_views(self, hour: int) -> str:
+        """Hash userId → views of posts with no row that user sent in one clock hour (unix
+        time // 3600); expires after two hours (kaleido.views.unknown_posts)."""
+        return f"{self.prefix}view:unknown-posts:{hour}"
+
     def stream(self, name: str) -> str:
         return f"{self.prefix}{name}"
+
+    # -- the ops console (kaleido.http.console.store) ----------------------------------------
+
+    @property
+    def console_sessions(self) -> str:
+        """Hash session id → expiry (unix time) of every console session not signed out."""
+        return f"{self.prefix}ops:sessions"
+
+    def signin_attempts(self, client: str, minute: int) -> str:
+        """Counter of one client address's sign-in attempts in one minute (expires after 2)."""
+        return f"{self.prefix}ops:signin:{client}:{minute}"
+
+    def signin_failures(self, client: str) -> str:
+        """Counter of one client address's failed sign-ins; expires once it stops failing."""
+        return f"{self.prefix}ops:signin-failures:{client}"
 
     def dlq(self, stream: str) -> str:
         """The dead-letter stream of `stream`: `{stream}:dlq`. On a cluster the stream's name

@@ -249,7 +249,8 @@ class Metrics:
 
     def _initialise_labels(self) -> None:
         """Export known label values at 0 from the start, so dashboards and alerts see them."""
-        for outcome in ("counted", "duplicate", "rejected", "journaled", "dropped_unknown_post"):
+        for outcome in ("counted", "duplicate", "rejected", "journaled", "dropped_unknown_post",
+                        "refused_unknown_post"):  # fmt: skip
             self.views.labels(outcome)
         for result in ("success", "failure", "busy"):
             self.sync_runs.labels(result)

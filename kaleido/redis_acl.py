@@ -45,7 +45,7 @@ _LEGACY_PATTERNS = ("user:view:*", "post:views:*", "pending:views")
 def key_patterns(keys: KeyLayout) -> list[str]:
     """Every key pattern Kaleido reads or writes under `keys.prefix`."""
     prefix = keys.prefix
-    patterns = [f"{prefix}view:*", *(f"{prefix}{p}" for p in _LEGACY_PATTERNS)]
+    patterns = [f"{prefix}view:*", f"{prefix}ops:*", *(f"{prefix}{p}" for p in _LEGACY_PATTERNS)]
     for stream in (*INBOUND_STREAMS, *OUTBOUND_STREAMS):
         # Only inbound streams dead-letter; the stream snapshot reads every stream's DLQ size.
         patterns += [_escape(keys.stream(stream)), _escape(keys.dlq(stream))]

@@ -19,6 +19,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import attrs
 
 from kaleido.errors import ConfigError
+from kaleido.http.proxies import parse_networks
 from kaleido.redis_url import is_cluster_url, parse_cluster_url, redact_cluster_url
 
 ENV_PREFIX = "KALEIDO_"
@@ -90,6 +91,9 @@ class Settings:
     metrics_interval: float = 5.0
     workers: int = 1
     max_connections: int = 1000
+    max_connections_per_client: int = 64  # the HTTP limits: docs/security.md
+    http2: str = "off"
+    trusted_proxies: tuple[str, ...] = ()  # normalised networks
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -326,6 +330,9 @@ _OPTIONS: dict[str, tuple[Callable[[str], Any], str]] = {
         _positive_int,
         "open connections per listener and process; past it new ones get a 503 (default 1000)",
     ),
+    "max_connections_per_client": (_positive_int, "connections from one address (default 64)"),
+    "http2": (_choice("on", "off"), "on: serve cleartext HTTP/2 too (default off)"),
+    "trusted_proxies": (parse_networks, "proxies whose X-Forwarded-* headers count (CIDRs)"),
 }
 
 

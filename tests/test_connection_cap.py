@@ -72,10 +72,10 @@ async def test_a_connection_past_the_cap_gets_a_503_and_a_freed_slot_serves_agai
             await stream.aclose()
 
 
-async def test_a_connection_silent_mid_request_is_closed(
+async def test_a_request_head_not_complete_within_the_header_timeout_is_closed(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("kaleido.http.app.READ_TIMEOUT", 0.5)
+    monkeypatch.setattr("kaleido.http.connection.HEADER_TIMEOUT", 0.5)
     async with trio.open_nursery() as nursery:
         running: Running = await nursery.start(
             lambda task_status: serve(settings, handle_signals=False, task_status=task_status)

@@ -462,6 +462,17 @@ async def test_get_post_shows_status_exact_views_insights_and_faces(
         ("https://api.localhost/x.jpg", "not a public host name"),
         ("https://redis/x.jpg", "not a public host name"),
         ("https://cdn.example.com/\ud800.jpg", "whitespace or control characters"),
+        # Unicode forms resolvers map to internal addresses (IDNA with UTS 46 mapping)
+        ("https://１２７.０.０.１/x.jpg", r"an IP address as host is not accepted \(127.0.0.1\)"),
+        ("https://１６９.２５４.１６９.２５４/latest/", r"IP address as host .*169.254.169.254"),
+        ("https://127。0。0.1/x.jpg", "an IP address as host"),
+        ("https://127．0．0.1/x.jpg", "an IP address as host"),
+        ("https://①②⑦.0.0.1/x.jpg", "an IP address as host"),
+        ("https://sub.ⓛⓞⓒⓐⓛⓗⓞⓢⓣ/x.jpg", "'sub.localhost' is not a public host name"),
+        ("https://%31%32%37.0.0.1/x.jpg", "a '%' in the host"),
+        ("https://exa\u200dmple.com/x.jpg", "not a valid international domain name"),
+        ("https://xn--zz.example/x.jpg", "not a valid host name"),
+        ("https://a..b.example/x.jpg", "not a valid host name"),
     ],
 )
 def test_media_urls_cannot_point_inside_the_network(url: str, reason: str) -> None:

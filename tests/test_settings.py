@@ -154,5 +154,5 @@ def test_bad_value_exits_2_with_one_line() -> None:
 def test_the_readme_table_lists_every_setting() -> None:
     readme = (REPO / "README.md").read_text("utf-8")
     table = readme.split("## Configuration", 1)[1].split("\n\n")[2]
-    listed = set(re.findall(r"^\| `(KALEIDO_[A-Z_]+)` \|", table, re.MULTILINE))
+    listed = set(re.findall(r"^\| `(KALEIDO_[A-Z0-9_]+)` \|", table, re.MULTILINE))
     assert listed == {f"KALEIDO_{name.upper()}" for name in _OPTIONS}

@@ -28,6 +28,7 @@ from kaleido.streams import (
     dlq_list,
     dlq_purge,
     dlq_replay,
+    dlq_replay_all,
     ensure_group,
 )
 from kaleido.streams.inbound import RedisInboundStream
@@ -211,7 +212,8 @@ async def test_max_deliveries_then_replay_once_then_purge(backends: Backends) ->
         assert await dlq_replay(
             backends.redis, backends.keys, INSIGHTS_STREAM, [letters[0].dlq_id]
         ) == []  # fmt: skip
-        assert await dlq_replay(backends.redis, backends.keys, INSIGHTS_STREAM) != []
+        report = await dlq_replay_all(backends.redis, backends.keys, INSIGHTS_STREAM)
+        assert report.replayed == 1 and not report.more
         assert await dlq_len(backends, INSIGHTS_STREAM) == 0
         await wait_until(lambda: _has_insight(backends, 21))
         await wait_until(lambda: _has_insight(backends, 22))

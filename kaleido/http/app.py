@@ -1,32 +1,31 @@
-"""The two ASGI applications and their hypercorn servers: the public one (the `/v1` user
-routes) and the ops one (`/metrics`, the admin routes and the `/ops` console); both answer
-`/healthz` and `/readyz`, which load balancers probe on the public port."""
+"""The two ASGI applications: the public one (the `/v1` user routes) and the ops one
+(`/metrics`, the admin routes and the `/ops` console); both answer `/healthz` and `/readyz`,
+which load balancers probe on the public port. kaleido.http.server serves them."""
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
-import trio
-from hypercorn.config import Config
-from hypercorn.trio import serve
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
 from kaleido.http import console, health, metrics, posts, streams_admin, views
 from kaleido.http.auth import Authenticator
-from kaleido.http.connections import serving_with_cap
 from kaleido.http.errors import EXCEPTION_HANDLERS
-from kaleido.http.middleware import CorrelationIdMiddleware, InFlightLimit
+from kaleido.http.middleware import CorrelationIdMiddleware, ProxyHeaders, RequestLimits
+from kaleido.http.proxies import TrustedProxies
+from kaleido.http.server import ServerLimits
 from kaleido.service import Service
-
-# Seconds a connection may stay silent mid-request (headers or body) before it is closed.
-READ_TIMEOUT = 10
+from kaleido.settings import Settings
+from kaleido.views.unknown_posts import UnknownPostBudget
 
 
 def create_app(service: Service) -> Starlette:
     """The public application: `/v1` user routes, `/healthz`, `/readyz`."""
-    return _app(service, [*health.routes, *views.routes, *posts.routes])
+    app = _app(service, [*health.routes, *views.routes, *posts.routes])
+    backends = service.backends
+    app.state.unknown_posts = UnknownPostBudget(backends.postgres, backends.redis, backends.keys)
+    return app
 
 
 def create_ops_app(service: Service) -> Starlette:
@@ -34,45 +33,37 @@ def create_ops_app(service: Service) -> Starlette:
     `/healthz`, `/readyz`."""
     routes = [*health.routes, *metrics.routes, *views.admin_routes, *streams_admin.routes]
     app = _app(service, [*routes, *console.routes])
-    app.state.console_keys = console.console_keys(app.state.auth)
+    app.state.console = console.console_state(app.state.auth, service)
     return app
 
 
 def _app(service: Service, routes: list[Any]) -> Starlette:
+    settings = service.backends.settings
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(InFlightLimit), Middleware(CorrelationIdMiddleware)],
+        middleware=[
+            Middleware(ProxyHeaders, proxies=TrustedProxies.of(settings.trusted_proxies)),
+            Middleware(RequestLimits),
+            Middleware(CorrelationIdMiddleware),
+        ],
         exception_handlers=EXCEPTION_HANDLERS,
     )
     app.state.service = service
-    app.state.auth = Authenticator.from_settings(service.backends.settings)
+    app.state.auth = Authenticator.from_settings(settings)
+    app.state.readiness = health.Readiness()
     return app
+
+
+def server_limits(settings: Settings) -> ServerLimits:
+    """What each listener allows, from the settings."""
+    return ServerLimits(
+        max_connections=settings.max_connections,
+        max_connections_per_client=settings.max_connections_per_client,
+        http2=settings.http2 == "on",
+        trusted_proxies=TrustedProxies.of(settings.trusted_proxies),
+    )
 
 
 def bind_address(host: str, port: int) -> str:
     """hypercorn's form of HOST:PORT (IPv6 hosts in brackets)."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-async def serve_http(
-    app: Any,
-    bind: str,
-    shutdown: trio.Event,
-    max_connections: int | None = None,
-    *,
-    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
-) -> None:
-    """Serve on `bind` (HOST:PORT, or `fd://N`: a listening socket inherited from the worker
-    supervisor) until `shutdown` is set, then drain open requests (hypercorn's graceful
-    timeout). Past `max_connections` open connections, new ones are answered 503."""
-    config = Config()
-    config.bind = [bind]
-    config.accesslog = None
-    config.errorlog = None
-    config.graceful_timeout = 5.0
-    config.keep_alive_timeout = 30.0
-    config.read_timeout = READ_TIMEOUT  # a connection that sends nothing for this long is closed
-    with contextlib.ExitStack() as stack:
-        if max_connections is not None:
-            stack.enter_context(serving_with_cap(max_connections))
-        await serve(app, config, shutdown_trigger=shutdown.wait, task_status=task_status)

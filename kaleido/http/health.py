@@ -1,7 +1,11 @@
-"""`/healthz` (the process answers) and `/readyz` (Redis, PostgreSQL and every actor are up)."""
+"""`/healthz` (the process answers) and `/readyz` (Redis, PostgreSQL and every actor are up).
+
+Neither takes a request slot (kaleido.http.middleware), so probes must stay cheap however many
+come: concurrent `/readyz` requests share one check of the backends."""
 
 from __future__ import annotations
 
+import attrs
 import trio
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -29,8 +33,37 @@ async def _check(name: str, probe: object, results: dict[str, str]) -> None:
         results[name] = str(exc)
 
 
+@attrs.define
+class Readiness:
+    """One backend check at a time; whoever asks meanwhile gets its answer."""
+
+    _running: trio.Event | None = None
+    _answered_by: trio.Event | None = None  # the check `_answer` comes from
+    _answer: tuple[dict[str, object], int] = ({}, 503)
+
+    async def check(self, service: Service) -> tuple[dict[str, object], int]:
+        while self._running is not None:
+            running = self._running
+            await running.wait()
+            if self._answered_by is running:
+                return self._answer
+            # that check was cancelled (its client went away): run one
+        self._running = done = trio.Event()
+        try:
+            answer = await _readiness(service)
+            self._answer, self._answered_by = answer, done
+        finally:
+            self._running = None
+            done.set()
+        return answer
+
+
 async def readyz(request: Request) -> Response:
-    service: Service = request.app.state.service
+    body, status = await request.app.state.readiness.check(request.app.state.service)
+    return JSONResponse(body, status_code=status)
+
+
+async def _readiness(service: Service) -> tuple[dict[str, object], int]:
     checks: dict[str, str] = {}
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_check, "redis", service.backends.redis.ping, checks)
@@ -46,8 +79,7 @@ async def readyz(request: Request) -> Response:
         and service.supervisor.all_running
         and not service.supervisor.stopping.is_set()
     )
-    body = {"ready": ready, "checks": checks, "actors": actors}
-    return JSONResponse(body, status_code=200 if ready else 503)
+    return {"ready": ready, "checks": checks, "actors": actors}, 200 if ready else 503
 
 
 routes = [Route("/healthz", healthz), Route("/readyz", readyz)]

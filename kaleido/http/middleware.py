@@ -1,11 +1,18 @@
-"""ASGI middleware: a correlation id for every request (`X-Correlation-ID`, or a new one), and
-a cap on the requests in flight."""
+"""ASGI middleware: a correlation id for every request (`X-Correlation-ID`, or a new one), the
+limits of a request (its body, a slot among those in flight, the pace of its answer), and the
+client address and scheme behind a trusted proxy."""
 
 from __future__ import annotations
 
 import re
 from typing import Any
 
+import orjson
+import trio
+
+from kaleido.http.body import BODY_DEADLINE, MAX_BODY_BYTES
+from kaleido.http.connection import SEND_TIMEOUT
+from kaleido.http.proxies import TrustedProxies
 from kaleido.logs import correlation
 
 HEADER = b"x-correlation-id"
@@ -36,28 +43,115 @@ class CorrelationIdMiddleware:
             await self.app(scope, receive, send_with_id)
 
 
-# Requests one listener of one process handles at once; beyond, a quick 503 is better than a
-# queue that grows until memory or every client's timeout runs out.
-MAX_IN_FLIGHT = 1000
+# Requests one listener of one process handles at once: about what one process serves within
+# its normal latency. Beyond, a quick 503 is better than a queue that
+# makes every request slow (see docs/security.md, "Overload").
+MAX_IN_FLIGHT = 64
+# Probes answer whatever the load: a load balancer must not take a busy process for a dead one.
+UNLIMITED_PATHS = frozenset({"/healthz", "/readyz"})
 _BUSY = b'{"error": "too many requests in flight; retry shortly"}'
+_JSON = (b"content-type", b"application/json")
 
 
-class InFlightLimit:
-    def __init__(self, app: Any) -> None:
+async def _answer(send: Any, status: int, body: bytes, *headers: tuple[bytes, bytes]) -> None:
+    length = (b"content-length", b"%d" % len(body))
+    await send({"type": "http.response.start", "status": status,
+                "headers": [_JSON, length, *headers]})  # fmt: skip
+    await send({"type": "http.response.body", "body": body})
+
+
+class RequestLimits:
+    """What one request may take: its body whole within BODY_DEADLINE and MAX_BODY_BYTES
+    (408 / 413), then one of `max_in_flight` slots while it is handled (else a 503 at once),
+    and SEND_TIMEOUT per piece of its answer.
+
+    A request holds a slot only once its body has arrived: a client that declares a body and
+    never sends it holds a connection (capped per client), never a slot. The slot is given back
+    however the request ends (answered, failed, cancelled because the client went away); the
+    count is `in_flight`. `/healthz` and `/readyz` take no slot and are never refused."""
+
+    def __init__(self, app: Any, max_in_flight: int | None = None) -> None:
         self.app = app
+        self.max_in_flight = MAX_IN_FLIGHT if max_in_flight is None else max_in_flight
         self.in_flight = 0
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope["path"] in UNLIMITED_PATHS:
             await self.app(scope, receive, send)
             return
-        if self.in_flight >= MAX_IN_FLIGHT:
-            headers = [(b"content-type", b"application/json"), (b"retry-after", b"1")]
-            await send({"type": "http.response.start", "status": 503, "headers": headers})
-            await send({"type": "http.response.body", "body": _BUSY})
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+            reason = f"body too large: {int(declared)} bytes, limit {MAX_BODY_BYTES}"
+            await _answer(send, 413, _error(reason), (b"connection", b"close"))
+            return
+        body = bytearray()
+        with trio.move_on_after(BODY_DEADLINE) as late:
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return  # nobody is left to answer
+                body += message.get("body", b"")
+                if len(body) > MAX_BODY_BYTES:
+                    reason = f"body too large: over {MAX_BODY_BYTES} bytes"
+                    await _answer(send, 413, _error(reason), (b"connection", b"close"))
+                    return
+                if not message.get("more_body", False):
+                    break
+        if late.cancelled_caught:
+            reason = f"body not received within {BODY_DEADLINE:g} s"
+            await _answer(send, 408, _error(reason), (b"connection", b"close"))
+            return
+        if self.in_flight >= self.max_in_flight:
+            await _answer(send, 503, _BUSY, (b"retry-after", b"1"))
             return
         self.in_flight += 1
         try:
-            await self.app(scope, receive, send)
+            await self._handle(scope, bytes(body), receive, send)
         finally:
             self.in_flight -= 1
+
+    async def _handle(self, scope: Any, body: bytes, receive: Any, send: Any) -> None:
+        pending = [{"type": "http.request", "body": body, "more_body": False}]
+
+        async def replay() -> Any:
+            return pending.pop() if pending else await receive()
+
+        if scope.get("http_version") != "2":
+            # HTTP/1.1 writes straight to the socket, which SEND_TIMEOUT bounds already.
+            await self.app(scope, replay, send)
+            return
+        with trio.CancelScope() as request:
+            # HTTP/2 waits for the client's flow-control window above the socket: bound it here.
+
+            async def bounded_send(message: Any) -> None:
+                with trio.move_on_after(SEND_TIMEOUT) as stuck:
+                    await send(message)
+                if stuck.cancelled_caught:
+                    request.cancel()  # the client takes nothing in: give the request up
+                    await trio.lowlevel.checkpoint()
+
+            await self.app(scope, replay, bounded_send)
+
+
+def _error(message: str) -> bytes:
+    return orjson.dumps({"error": message})
+
+
+class ProxyHeaders:
+    """The client address and scheme behind a trusted proxy (kaleido.http.proxies): rewrites
+    the scope's `client` and `scheme`, so logs, per-client limits and the console cookie's
+    `Secure` see the real ones."""
+
+    def __init__(self, app: Any, proxies: TrustedProxies) -> None:
+        self.app = app
+        self.proxies = proxies
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and self.proxies.networks:
+            peer = scope.get("client")
+            host, scheme = self.proxies.resolve(
+                peer[0] if peer else None, scope["scheme"], scope["headers"]
+            )
+            if host != (peer[0] if peer else None) or scheme != scope["scheme"]:
+                scope = {**scope, "client": (host, 0), "scheme": scheme}
+        await self.app(scope, receive, send)

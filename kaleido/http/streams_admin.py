@@ -1,5 +1,9 @@
 """Admin routes over the streams: `GET /v1/admin/streams` and
-`POST /v1/admin/dlq/{stream}/replay` (both need the admin bearer token)."""
+`POST /v1/admin/dlq/{stream}/replay` (both need the admin bearer token).
+
+A replay without ids puts back at most `?limit=` (default and most: REPLAY_LIMIT) of the dead
+letters the DLQ held when the call began, and answers `"more": true` when older ones remain;
+it stops when the client goes away (the connection's requests are cancelled then)."""
 
 from __future__ import annotations
 
@@ -15,7 +19,8 @@ from kaleido.http.errors import BadRequest
 from kaleido.messages import INBOUND_STREAMS
 from kaleido.ops.streams import ENTRY_ID, read_streams
 from kaleido.service import Service
-from kaleido.streams import dlq_replay
+from kaleido.streams import dlq_replay, dlq_replay_all
+from kaleido.streams.dlq import REPLAY_LIMIT
 
 # Ids per replay request; a whole DLQ is replayed by sending no ids.
 MAX_IDS = 10_000
@@ -59,8 +64,32 @@ async def replay_dlq(request: Request) -> Response:
     if request.headers.get("content-length", "0") != "0" or "transfer-encoding" in request.headers:
         ids = parse_replay_ids(await read_json(request))
     service: Service = request.app.state.service
-    new_ids = await dlq_replay(service.backends.redis, service.backends.keys, stream, ids)
-    return JSONResponse({"stream": stream, "replayed": len(new_ids), "newIds": new_ids})
+    redis, keys = service.backends.redis, service.backends.keys
+    if ids is not None:
+        new_ids = await dlq_replay(redis, keys, stream, ids)
+        return JSONResponse(
+            {"stream": stream, "replayed": len(new_ids), "newIds": new_ids, "more": False}
+        )
+    report = await dlq_replay_all(redis, keys, stream, limit=replay_limit(request))
+    return JSONResponse(
+        {
+            "stream": stream,
+            "replayed": report.replayed,
+            "newIds": report.new_ids,
+            "more": report.more,
+        }
+    )
+
+
+def replay_limit(request: Request) -> int:
+    """`?limit=N` (1 to REPLAY_LIMIT), default REPLAY_LIMIT; a 400 naming it otherwise."""
+    text = request.query_params.get("limit")
+    if text is None:
+        return REPLAY_LIMIT
+    if not text.isdigit() or not 1 <= int(text[:9]) <= REPLAY_LIMIT:
+        raise BadRequest(f"limit: expected a whole number from 1 to {REPLAY_LIMIT}, "
+                         f"got {text[:20]!r}")  # fmt: skip
+    return int(text)
 
 
 routes = [

@@ -15,6 +15,7 @@ from kaleido.http.body import path_id, read_json
 from kaleido.http.errors import BadRequest
 from kaleido.service import Service
 from kaleido.views.model import check_id
+from kaleido.views.unknown_posts import UnknownPostBudget
 
 # One request may carry many views; beyond this, split the list.
 MAX_VIEWS_PER_REQUEST = 10_000
@@ -51,14 +52,40 @@ def parse_views(payload: Any, caller: Caller = OPEN) -> list[tuple[int, int]]:
 
 
 async def post_views(request: Request) -> Response:
+    """202 once the views are durable. A user token's views of posts that do not exist are
+    held to its hourly budget (kaleido.views.unknown_posts): those past it are refused, the
+    answer says how many (`refused`), and when that is every view of the request, a 429. The
+    service token (a trusted backend's batch ingest) and an API without auth are not held."""
     service: Service = request.app.state.service
     caller = user_caller(request)
     views = parse_views(await read_json(request), caller)
+    refused = 0
+    if caller.kind == "user" and caller.user_id is not None:
+        budget: UnknownPostBudget = request.app.state.unknown_posts
+        admitted = await budget.admit(caller.user_id, views)
+        if admitted.refused:
+            service.metrics.views.labels("refused_unknown_post").inc(admitted.refused)
+        if not admitted.views and admitted.unchecked:
+            raise BadRequest("views of posts that do not exist cannot be checked now (a "
+                             "backend does not answer); retry shortly", 503)  # fmt: skip
+        if not admitted.views:
+            raise TooManyUnknown(budget.per_hour, admitted.retry_after)
+        views, refused = admitted.views, admitted.refused
     result = await service.tracker.record_and_wait(views)
-    return JSONResponse(
-        {"accepted": result.accepted, "counted": result.counted, "duplicates": result.duplicates},
-        status_code=202,
-    )
+    body = {"accepted": result.accepted, "counted": result.counted, "duplicates": result.duplicates}
+    if refused:
+        body["refused"] = refused
+    return JSONResponse(body, status_code=202)
+
+
+class TooManyUnknown(BadRequest):
+    def __init__(self, per_hour: int, retry_after: int) -> None:
+        super().__init__(
+            f"views of posts that do not exist: {per_hour} per user per hour, used up; "
+            f"retry in {retry_after} s",
+            429,
+        )
+        self.headers = {"Retry-After": str(retry_after)}
 
 
 async def get_post_views(request: Request) -> Response:

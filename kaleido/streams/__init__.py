@@ -13,7 +13,15 @@ import trio
 from kaleido.gateways import Backends
 from kaleido.metrics import Metrics
 from kaleido.streams.consumer import ConsumerStats, StreamConsumer, consumer_name
-from kaleido.streams.dlq import DeadLetter, dlq_list, dlq_purge, dlq_replay, dlq_size
+from kaleido.streams.dlq import (
+    DeadLetter,
+    ReplayReport,
+    dlq_list,
+    dlq_purge,
+    dlq_replay,
+    dlq_replay_all,
+    dlq_size,
+)
 from kaleido.streams.groups import ensure_group
 from kaleido.streams.handlers import (
     FaceDetectionHandler,
@@ -29,12 +37,14 @@ __all__ = [
     "FaceRecognitionHandler",
     "Handler",
     "InsightsHandler",
+    "ReplayReport",
     "StreamConsumer",
     "build_consumers",
     "consumer_name",
     "dlq_list",
     "dlq_purge",
     "dlq_replay",
+    "dlq_replay_all",
     "dlq_size",
     "ensure_group",
 ]

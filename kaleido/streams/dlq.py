@@ -2,6 +2,9 @@
 
 `dlq_page` reads one page (optionally of one error type) for the ops console, and
 `dlq_purge_through` deletes only the entries an operator was shown, not those that failed since.
+`dlq_replay_all` is bounded the same way: it replays only entries up to the DLQ's newest id when
+it starts (a replayed entry that fails again lands after it, so it is not replayed again in the
+same call), and at most `limit` of them; its report says whether older ones remain.
 
 Each dead letter is the original entry plus `error`, `errorType`, `originalId`, `deliveries`
 and `failedAt`, written by the consumer and read here with the one codec of
@@ -15,19 +18,26 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import attrs
+import trio
 
 from kaleido.gateways import RedisGateway, Script
 from kaleido.keys import KeyLayout
+from kaleido.logs import get_logger
 from kaleido.messages.dlq import DLQ_FIELDS, DeadLetter, decode_dead_letter
 from kaleido.replies import as_text
 from kaleido.streams.inbound import length, read_range
 
+log = get_logger("kaleido.streams.dlq")
+
 __all__ = [
-    "DLQ_FIELDS", "DeadLetter", "DlqPage", "dlq_last_id", "dlq_list", "dlq_page", "dlq_purge",
-    "dlq_purge_through", "dlq_replay", "dlq_size",
+    "DLQ_FIELDS", "DeadLetter", "DlqPage", "ReplayReport", "dlq_last_id", "dlq_list", "dlq_page",
+    "dlq_purge", "dlq_purge_through", "dlq_replay", "dlq_replay_all", "dlq_size",
 ]  # fmt: skip
 # Entries fetched per XRANGE while replaying a whole DLQ.
 REPLAY_PAGE = 200
+# Dead letters one replay-all call puts back at most: about 2 s of work, so a call answers well
+# within a client's patience; more are replayed by calling again.
+REPLAY_LIMIT = 1000
 # Entries fetched per XRANGE while looking for one page of dead letters.
 SCAN_FETCH = 100
 
@@ -69,32 +79,74 @@ async def dlq_size(redis: RedisGateway, keys: KeyLayout, stream: str) -> int:
 
 
 async def dlq_replay(
-    redis: RedisGateway, keys: KeyLayout, stream: str, ids: Iterable[str] | None = None
+    redis: RedisGateway, keys: KeyLayout, stream: str, ids: Iterable[str]
 ) -> list[str]:
-    """Put dead letters back onto `stream` (all of them, or those `ids`); return the new ids.
+    """Put the dead letters `ids` back onto `stream`, in the order given; return the new ids.
 
-    An id no longer in the DLQ is skipped. Entries are replayed in DLQ order.
-    """
-    dlq_key, stream_key = keys.dlq(stream), keys.stream(stream)
+    An id no longer in the DLQ (replayed or purged meanwhile) is skipped."""
     replayed: list[str] = []
+    for dlq_id in ids:
+        new_id = await _replay_one(redis, keys, stream, dlq_id)
+        if new_id is not None:
+            replayed.append(new_id)
+    return replayed
 
-    async def replay(dlq_id: str) -> None:
-        new_id = await redis.run_script(_REPLAY, [dlq_key, stream_key], [dlq_id, *DLQ_FIELDS])
-        if new_id:
-            replayed.append(as_text(new_id))
 
-    if ids is not None:
-        for dlq_id in ids:
-            await replay(dlq_id)
-        return replayed
-    start = "-"
-    while True:
-        page = await read_range(redis, dlq_key, start, REPLAY_PAGE)
-        if not page:
-            return replayed
-        for entry in page:
-            await replay(entry.id)
-        start = "(" + page[-1].id
+@attrs.frozen
+class ReplayReport:
+    """What one `dlq_replay_all` call did."""
+
+    new_ids: list[str]
+    more: bool  # dead letters that were in the DLQ when the call began are still there
+
+    @property
+    def replayed(self) -> int:
+        return len(self.new_ids)
+
+
+async def dlq_replay_all(
+    redis: RedisGateway, keys: KeyLayout, stream: str, *, limit: int = REPLAY_LIMIT
+) -> ReplayReport:
+    """Put back, oldest first, the dead letters of `stream` that are in its DLQ now, at most
+    `limit` of them. Entries dead-lettered while this runs (a replayed entry that fails again
+    included) wait for the next call, so a call always ends. Cancelling it (the client went
+    away) stops it between two entries: each entry is moved atomically."""
+    if limit < 1:
+        raise ValueError(f"limit: expected at least 1, got {limit}")
+    last = await dlq_last_id(redis, keys, stream)
+    new_ids: list[str] = []
+    if last is None:
+        return ReplayReport(new_ids, more=False)
+    start, end = "-", _id_key(last)
+    try:
+        while True:
+            page = await read_range(redis, keys.dlq(stream), start, REPLAY_PAGE)
+            for entry in page:
+                if _id_key(entry.id) > end:
+                    return ReplayReport(new_ids, more=False)
+                if len(new_ids) >= limit:
+                    return ReplayReport(new_ids, more=True)
+                new_id = await _replay_one(redis, keys, stream, entry.id)
+                if new_id is not None:
+                    new_ids.append(new_id)
+            if len(page) < REPLAY_PAGE:
+                return ReplayReport(new_ids, more=False)
+            start = "(" + page[-1].id
+    except trio.Cancelled:
+        log.info("dlq.replay_stopped", stream=stream, replayed=len(new_ids))
+        raise
+
+
+def _id_key(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+async def _replay_one(redis: RedisGateway, keys: KeyLayout, stream: str, dlq_id: str) -> str | None:
+    new_id = await redis.run_script(
+        _REPLAY, [keys.dlq(stream), keys.stream(stream)], [dlq_id, *DLQ_FIELDS]
+    )
+    return as_text(new_id) if new_id else None
 
 
 async def dlq_purge(redis: RedisGateway, keys: KeyLayout, stream: str) -> int:

@@ -2,8 +2,9 @@
 script) over the reporter's history, the streams and the dead-letter queues, behind the admin
 credential (kaleido.http.console.guard).
 
-`routes` are added to the ops application; `console_keys` makes the session keys it keeps in
-`app.state.console_keys` (None: no admin secret, the console refuses every page).
+`routes` are added to the ops application; `console_state` makes what it keeps in
+`app.state.console`: the session keys and the Redis records of sessions and sign-in attempts
+(None: no admin secret, the console refuses every page).
 """
 
 from __future__ import annotations
@@ -14,15 +15,20 @@ from starlette.routing import Route
 
 from kaleido.http.auth import Authenticator
 from kaleido.http.console import dlq_pages, login, pages
-from kaleido.http.console.guard import console_route
+from kaleido.http.console.guard import ConsoleState, console_route
 from kaleido.http.console.render import secure, stylesheet
 from kaleido.http.console.session import SessionKeys
+from kaleido.http.console.store import ConsoleStore
+from kaleido.service import Service
 
 _CSS = stylesheet()
 
 
-def console_keys(auth: Authenticator) -> SessionKeys | None:
-    return SessionKeys.derive(auth.admin_token, auth.key)
+def console_state(auth: Authenticator, service: Service) -> ConsoleState | None:
+    keys = SessionKeys.derive(auth.admin_token, auth.key)
+    if keys is None:
+        return None
+    return ConsoleState(keys, ConsoleStore(service.backends.redis, service.backends.keys))
 
 
 async def _stylesheet(request: Request) -> Response:
@@ -47,7 +53,8 @@ routes = [
     Route("/ops/login", login.login_form, methods=["GET"]),
     Route("/ops/login", login.login, methods=["POST"]),
     Route("/ops/logout", console_route(login.logout), methods=["POST"]),
+    Route("/ops/logout/everywhere", console_route(login.logout_everywhere), methods=["POST"]),
     Route("/ops/static/console.css", _stylesheet, methods=["GET"]),
 ]
 
-__all__ = ["console_keys", "routes"]
+__all__ = ["console_state", "routes"]

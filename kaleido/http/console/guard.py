@@ -1,8 +1,10 @@
 """Who may use the console, and which posts it accepts.
 
 - A page needs the admin credential: the session cookie of a login (kaleido.http.console.
-  session), or an `Authorization: Bearer` header as the JSON admin routes take it (scripts).
-  Without either, a GET is redirected to the login form; a wrong bearer is a 401/403 page.
+  session) whose session Redis still keeps, or an `Authorization: Bearer` header as the JSON
+  admin routes take it (scripts). Without either, a GET is redirected to the login form; a
+  wrong bearer is a 401/403 page, and counts as a failed sign-in of the client's address
+  (kaleido.http.console.store: slowed, then locked out).
 - No admin secret configured: every console page is a 403 saying so, as the admin routes do.
 - A POST must be a urlencoded form of at most MAX_FORM_BYTES; its `Origin`, when sent, must be
   this host's; one made with a session must carry that session's CSRF token. Refusals are 403
@@ -14,23 +16,31 @@
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from collections.abc import Awaitable, Callable
 from urllib.parse import parse_qs, quote, urlsplit
 
 import attrs
-import trio
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from kaleido.errors import BackendError, TransientError
 from kaleido.http.auth import Authenticator
 from kaleido.http.console.render import error_page, secure
-from kaleido.http.console.session import COOKIE, Session, SessionKeys
+from kaleido.http.console.session import (
+    LOOPBACK_COOKIE,
+    SECURE_COOKIE,
+    Session,
+    SessionKeys,
+)
+from kaleido.http.console.store import ConsoleStore, Refusal
 from kaleido.http.errors import BadRequest
+from kaleido.logs import get_logger
+
+log = get_logger("kaleido.http.console")
 
 MAX_FORM_BYTES = 64 * 1024
-FORM_DEADLINE = 10.0
 DISABLED = (
     "The ops console is disabled: neither KALEIDO_ADMIN_TOKEN nor KALEIDO_JWT_SECRET is set, "
     "so no credential could open it."
@@ -51,23 +61,94 @@ class Access:
     session: Session | None = None
 
 
-def session_keys(request: Request) -> SessionKeys:
-    keys: SessionKeys | None = request.app.state.console_keys
-    if keys is None:
+@attrs.frozen
+class ConsoleState:
+    keys: SessionKeys
+    store: ConsoleStore
+
+
+def console_state(request: Request) -> ConsoleState:
+    state: ConsoleState | None = request.app.state.console
+    if state is None:
         raise BadRequest(DISABLED, 403)
-    return keys
+    return state
 
 
-def authenticate(request: Request) -> Access:
-    keys = session_keys(request)
+def client_address(request: Request) -> str:
+    """The client's address (behind a trusted proxy: the one it forwarded)."""
+    return request.client.host if request.client and request.client.host else "unknown"
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@attrs.frozen
+class CookieRule:
+    """The session cookie of one request's context."""
+
+    name: str
+    path: str
+    secure: bool
+
+
+def cookie_rule(request: Request) -> CookieRule:
+    """`__Host-kaleido_ops` (Secure) unless the client is on loopback over plain http."""
+    if request.url.scheme == "http" and _loopback(client_address(request)):
+        return CookieRule(LOOPBACK_COOKIE, "/ops", secure=False)
+    return CookieRule(SECURE_COOKIE, "/", secure=True)
+
+
+class SignInRefused(BadRequest):
+    """429: too many sign-in attempts from this address (slowed, or locked out)."""
+
+    def __init__(self, refusal: Refusal) -> None:
+        super().__init__(
+            f"Too many sign-in attempts from your address ({refusal.reason}): try again in "
+            f"{refusal.retry_after} s.",
+            429,
+        )
+        self.headers = {"Retry-After": str(refusal.retry_after)}
+
+
+async def check_attempt(request: Request, state: ConsoleState, *, counted: bool = True) -> None:
+    """Count a sign-in attempt of the request's client (`counted`: a sign-in, not a request
+    carrying a credential); SignInRefused when it must wait."""
+    client = client_address(request)
+    store = state.store
+    refusal = await (store.attempt(client, time.time()) if counted else store.lockout(client))
+    if refusal is not None:
+        log.warning("console.signin_refused", client=client, reason=refusal.reason,
+                    retry_after=refusal.retry_after)  # fmt: skip
+        raise SignInRefused(refusal)
+
+
+async def signin_failed(request: Request, state: ConsoleState, how: str) -> None:
+    client = client_address(request)
+    failures = await state.store.failed(client)
+    log.warning("console.signin_failed", client=client, how=how, failures=failures,
+                path=request.url.path)  # fmt: skip
+
+
+async def authenticate(request: Request) -> Access:
+    state = console_state(request)
     header = request.headers.get("authorization")
     if header:
+        await check_attempt(request, state, counted=False)  # scripts: only a lockout stops them
         auth: Authenticator = request.app.state.auth
-        return Access(auth.admin_route(header).kind)
-    session = keys.verify(request.cookies.get(COOKIE), time.time())
-    if session is None:
+        try:
+            return Access(auth.admin_route(header).kind)
+        except BadRequest:
+            await signin_failed(request, state, "bearer")
+            raise
+    rule = cookie_rule(request)
+    session = state.keys.read(request.cookies.get(rule.name), time.time())
+    if session is None or not await state.store.live(session):
         raise LoginRequired
-    request.state.csrf = keys.csrf_token(session)
+    request.state.csrf = state.keys.csrf_token(session)
     return Access(session.kind, session)
 
 
@@ -89,7 +170,7 @@ def check_csrf(request: Request, access: Access, form: Form) -> None:
     if access.session is None:
         return  # a bearer header: no browser sends one on its own
     token = (form.get("csrf") or [""])[0]
-    if not session_keys(request).csrf_ok(access.session, token):
+    if not console_state(request).keys.csrf_ok(access.session, token):
         raise BadRequest(
             "refused: the form's CSRF token is missing or belongs to another session. "
             "Reload the page and submit it again.",
@@ -104,13 +185,10 @@ async def read_form(request: Request) -> Form:
         raise BadRequest(f"expected a form (application/x-www-form-urlencoded), got "
                          f"{media_type[:80] or 'none'}", 415)  # fmt: skip
     body = bytearray()
-    with trio.move_on_after(FORM_DEADLINE) as late:
-        async for chunk in request.stream():
-            body.extend(chunk)
-            if len(body) > MAX_FORM_BYTES:
-                raise BadRequest(f"form too large: over {MAX_FORM_BYTES} bytes", 413)
-    if late.cancelled_caught:
-        raise BadRequest(f"form not received within {FORM_DEADLINE:g} s", 408)
+    async for chunk in request.stream():  # already read whole, within BODY_DEADLINE
+        body.extend(chunk)
+        if len(body) > MAX_FORM_BYTES:
+            raise BadRequest(f"form too large: over {MAX_FORM_BYTES} bytes", 413)
     try:
         return parse_qs(body.decode(), keep_blank_values=True, max_num_fields=1000)
     except (UnicodeDecodeError, ValueError) as exc:
@@ -130,7 +208,7 @@ def console_route(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
 
     async def endpoint(request: Request) -> Response:
         try:
-            access = authenticate(request)
+            access = await authenticate(request)
             form: Form = {}
             if request.method == "POST":
                 check_origin(request)

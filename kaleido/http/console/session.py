@@ -1,42 +1,47 @@
-"""The console's browser session: a signed cookie and the CSRF token tied to it (no I/O).
+"""The console's browser session: a signed cookie (itsdangerous) naming a session that Redis
+keeps, and the CSRF token tied to it.
 
-The cookie is `v1.<kind>.<expires>.<nonce>.<signature>`: the signature is an HMAC-SHA256 with
-a key derived from the admin secrets (the admin token and the JWT key), so every worker of
-`--workers N` accepts the sessions of the others, and changing a secret ends every session. The
-CSRF token is an HMAC of the session's nonce: a form of one session is refused in another.
+The cookie carries the session's id, kind and expiry, signed with a key derived from the admin
+secrets (the admin token and the JWT key), so every worker of `--workers N` can read the
+others' cookies, and changing a secret ends every session. A readable cookie is not enough:
+its session must still be in Redis (kaleido.http.console.store), which is how signing out ends
+it everywhere at once, in every worker. The CSRF token is a signature of the session id: a form
+of one session is refused in another.
+
+Cookie: `__Host-kaleido_ops` (Secure, Path=/), except for a plain-http client on loopback,
+whose browser would drop a Secure cookie: there `kaleido_ops` (Path=/ops). HttpOnly and
+SameSite=Strict either way.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import secrets
 
 import attrs
+from itsdangerous import BadSignature, Signer, URLSafeTimedSerializer
 
-COOKIE = "kaleido_ops"
+SECURE_COOKIE = "__Host-kaleido_ops"
+LOOPBACK_COOKIE = "kaleido_ops"
 LIFETIME = 12 * 3600  # seconds a login lasts
-_VERSION = "v1"
+MAX_COOKIE = 512  # characters of a cookie value worth verifying
 _KINDS = ("admin", "user")  # the admin token, or a JWT with ROLE_ADMIN
-
-
-def _b64(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
 @attrs.frozen
 class Session:
+    sid: str
     kind: str
     expires: int  # unix time
-    nonce: str
 
 
 @attrs.frozen
 class SessionKeys:
-    """Signs and checks session cookies and CSRF tokens."""
+    """Signs and reads session cookies and CSRF tokens."""
 
-    key: bytes = attrs.field(repr=False)
+    cookies: URLSafeTimedSerializer = attrs.field(repr=False)
+    csrf: Signer = attrs.field(repr=False)
 
     @classmethod
     def derive(cls, admin_token: str | None, jwt_key: bytes | None) -> SessionKeys | None:
@@ -44,38 +49,42 @@ class SessionKeys:
         if admin_token is None and jwt_key is None:
             return None
         material = (admin_token or "").encode() + b"\0" + (jwt_key or b"")
-        return cls(hmac.new(b"kaleido ops console session v1", material, hashlib.sha256).digest())
-
-    def _sign(self, text: str) -> str:
-        return _b64(hmac.new(self.key, text.encode(), hashlib.sha256).digest())
+        key = hmac.new(b"kaleido ops console v2", material, hashlib.sha256).digest()
+        return cls(
+            URLSafeTimedSerializer(key, salt="kaleido ops console session"),
+            Signer(key, salt="kaleido ops console csrf"),
+        )
 
     def issue(self, kind: str, expires: int) -> tuple[Session, str]:
         """A new session and its cookie value."""
         if kind not in _KINDS:
             raise ValueError(f"kind: expected one of {_KINDS}, got {kind!r}")
-        session = Session(kind, expires, _b64(secrets.token_bytes(16)))
-        body = f"{_VERSION}.{kind}.{expires}.{session.nonce}"
-        return session, f"{body}.{self._sign(body)}"
+        session = Session(secrets.token_urlsafe(18), kind, expires)
+        cookie = self.cookies.dumps([session.sid, kind, expires])
+        return session, cookie
 
-    def verify(self, cookie: str | None, now: float) -> Session | None:
-        """The session of a cookie value; None for a missing, forged, malformed or expired one."""
-        if not cookie or len(cookie) > 256:
+    def read(self, cookie: str | None, now: float) -> Session | None:
+        """The session a cookie names; None for a missing, forged, malformed or expired one.
+        (Whether it was ended since is Redis' to say.)"""
+        if not cookie or len(cookie) > MAX_COOKIE:
             return None
-        parts = cookie.split(".")
-        if len(parts) != 5 or parts[0] != _VERSION:
+        try:
+            value = self.cookies.loads(cookie, max_age=LIFETIME)
+        except BadSignature:  # includes an expired signature
             return None
-        _, kind, expires, nonce, signature = parts
-        body = ".".join(parts[:4])
-        if not hmac.compare_digest(signature.encode(), self._sign(body).encode()):
+        if not (isinstance(value, list) and len(value) == 3):
             return None
-        if kind not in _KINDS or not expires.isdigit() or int(expires) <= now:
+        sid, kind, expires = value
+        if not isinstance(sid, str) or kind not in _KINDS or not isinstance(expires, int):
             return None
-        return Session(kind, int(expires), nonce)
+        if expires <= now:
+            return None
+        return Session(sid, kind, expires)
 
     def csrf_token(self, session: Session) -> str:
-        return self._sign(f"csrf.{session.nonce}")
+        return self.csrf.get_signature(session.sid).decode()
 
     def csrf_ok(self, session: Session, token: str | None) -> bool:
-        return bool(token) and hmac.compare_digest(
-            str(token).encode(), self.csrf_token(session).encode()
-        )
+        if not token or len(token) > MAX_COOKIE:
+            return False
+        return self.csrf.verify_signature(session.sid, token)

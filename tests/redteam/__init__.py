@@ -1,0 +1,1 @@
+"""The red-team suite: every attack tried on Kaleido, each shown refused or bounded."""
