@@ -11,7 +11,7 @@ import trio
 from kaleido.gateways import Backends
 from kaleido.messages import CONSUMER_GROUP, INBOUND_STREAMS
 from kaleido.migrate import available_migrations
-from kaleido.ops.doctor import BacklogFacts, Level, check_backlog, check_streams
+from kaleido.ops.doctor import BacklogFacts, Level, check_backlog, check_scripts, check_streams
 from kaleido.ops.streams import ConsumerStatus, GroupStatus, StreamStatus
 from kaleido.settings import Settings
 
@@ -262,3 +262,13 @@ def test_views_waiting_for_posts_are_reported_and_warned_before_they_go() -> Non
     [many] = check_backlog(BacklogFacts(90_000, 400_000, 0.1))  # beyond 100 000 posts
     assert old.level is Level.WARNING and many.level is Level.WARNING
     assert "post ids" in old.hint
+
+
+def test_how_scripts_run_is_judged() -> None:
+    (ok,) = check_scripts("functions", None, "v1")
+    assert ok.level is Level.OK and "version v1 on every master" in ok.message
+    (missing,) = check_scripts("functions", "Redis has no function library 'kaleido'", "v1")
+    assert missing.level is Level.PROBLEM and missing.message.startswith("Redis has no function")
+    (weaker,) = check_scripts("eval", None, "v1")
+    assert weaker.level is Level.WARNING and "the weaker mode" in weaker.message
+    assert "may load and run any Lua" in weaker.message
