@@ -39,7 +39,16 @@ def private_stack(**redis_overrides: str) -> Iterator[tuple[DevStack, Settings]]
         with dev_stack(
             Path(tmp), ROOT / "redis.conf", fast=True, redis_overrides=redis_overrides
         ) as stack:
-            yield stack, Settings(redis_url=stack.redis_url, database_url=stack.database_url)
+            # KALEIDO_REDIS_SCRIPTS=eval measures the EVALSHA mode against the default FCALL.
+            scripts = os.environ.get("KALEIDO_REDIS_SCRIPTS", "functions")
+            yield (
+                stack,
+                Settings(
+                    redis_url=stack.redis_url,
+                    database_url=stack.database_url,
+                    redis_scripts=scripts,
+                ),
+            )
 
 
 @attrs.define

@@ -6,7 +6,9 @@
 replicas) and a private PostgreSQL under the state folder, stopped on exit: throwaway data.
 
 `sync`, `doctor`, `streams`, `dlq list|replay|purge` and `top` act on the deployment those two
-URLs name (kaleido.commands); `redis-acl` prints the Redis ACL rule Kaleido's user needs.
+URLs name (kaleido.commands); `redis-acl` prints the Redis ACL rule Kaleido's user needs, and
+with `--setuser` and an admin URL (`KALEIDO_REDIS_ADMIN_URL`) installs that user and Kaleido's
+function library (kaleido.redis_admin).
 Exit status: 0 done, 1 a problem found or a backend error (one line on stderr), 2 bad
 configuration or arguments.
 """
@@ -25,19 +27,24 @@ from typing import Any
 import attrs
 import trio
 
+from kaleido.dev_access import dev_redis_user, with_dev_urls, write_dev_urls
+from kaleido.devstack import dev_stack
 from kaleido.errors import ConfigError, KaleidoError
 from kaleido.http.auth import ROLES, check_exposure, mint_token
-from kaleido.keys import KeyLayout
 from kaleido.logs import configure_logging, get_logger
 from kaleido.messages import INBOUND_STREAMS
 from kaleido.ops.doctor import DLQ_INTERVAL
 from kaleido.ops.streams import ENTRY_ID
-from kaleido.redis_acl import acl_rule
-from kaleido.redis_url import is_cluster_url, redis_credentials
-from kaleido.settings import Settings, add_arguments, load_settings
+from kaleido.redis_admin import install_for, redis_acl_rule
+from kaleido.redis_functions import library
+from kaleido.secret_settings import read_secret
+from kaleido.settings import Settings, add_arguments, check_redis_url, load_settings
 from kaleido.streams.dlq import REPLAY_LIMIT
 
 log = get_logger("kaleido.cli")
+
+# The admin's Redis URL for `kaleido redis-acl --setuser` (a secret: environment or file only).
+ADMIN_URL_VARIABLE = "KALEIDO_REDIS_ADMIN_URL"
 
 # The repo's redis.conf sits beside run.py; an installed package falls back to its own copy.
 _REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -155,15 +162,22 @@ def _add_ops_commands(sub: Any) -> None:
     add_arguments(token)
     acl = sub.add_parser(
         "redis-acl",
-        help="print the least-privilege Redis ACL rule for the user in KALEIDO_REDIS_URL",
+        help="the least-privilege Redis ACL rule for the user in KALEIDO_REDIS_URL; with "
+        f"--setuser and {ADMIN_URL_VARIABLE}, install it and Kaleido's function library",
     )
     acl.add_argument(
         "--redis-version", choices=("7.0", "7.2"), default="7.0",
-        help="the Redis the rule is for: 7.2 and later also allow CLIENT SETINFO",
+        help="the Redis the printed rule is for: 7.2 and later also allow CLIENT SETINFO",
     )  # fmt: skip
     acl.add_argument(
         "--setuser", action="store_true",
-        help="print an ACL SETUSER command for redis-cli instead of an aclfile line",
+        help=f"with {ADMIN_URL_VARIABLE} (or {ADMIN_URL_VARIABLE}_FILE) set: set the user on "
+        "every node and load the function library on every master; without: print an ACL "
+        "SETUSER command for redis-cli",
+    )  # fmt: skip
+    acl.add_argument(
+        "--library", action="store_true",
+        help="print the function library (for redis-cli -x FUNCTION LOAD REPLACE)",
     )  # fmt: skip
     add_arguments(acl)
     top = sub.add_parser("top", help="live dashboard (Ctrl-C to quit)")
@@ -177,13 +191,22 @@ def run_ops_command(settings: Settings, args: argparse.Namespace) -> int:
     """Run one of the commands that act on a deployment (not `run`)."""
     from kaleido import commands
 
+    settings = with_dev_urls(settings)  # `make run`'s servers, when no URL is set
     match args.command:
         case "token":
             print(mint_token(settings, args.user_id, args.role, ttl=int(args.ttl),
                              username=args.username))  # fmt: skip
             return 0
         case "redis-acl":
-            print(redis_acl_rule(settings, args.redis_version, setuser=args.setuser))
+            if args.library:
+                print(library(), end="")
+                return 0
+            admin_url = read_secret(os.environ, ADMIN_URL_VARIABLE) if args.setuser else None
+            if admin_url is None:
+                print(redis_acl_rule(settings, args.redis_version, setuser=args.setuser))
+                return 0
+            check_redis_url(admin_url, ADMIN_URL_VARIABLE)
+            print("\n".join(trio.run(install_for, settings, admin_url).lines()))
             return 0
         case "sync":
             return trio.run(commands.sync_now, settings)
@@ -209,23 +232,6 @@ def run_ops_command(settings: Settings, args: argparse.Namespace) -> int:
     return trio.run(run)
 
 
-def redis_acl_rule(settings: Settings, version: str, *, setuser: bool = False) -> str:
-    """The ACL rule for the Redis user and password in KALEIDO_REDIS_URL, for its key prefix."""
-    url = settings.redis_url
-    if url is None:
-        raise ConfigError("kaleido redis-acl: set KALEIDO_REDIS_URL (redis://USER:PASSWORD@host/)")
-    user, password = redis_credentials(url)
-    if user == "default" or not password:
-        raise ConfigError(
-            "kaleido redis-acl: KALEIDO_REDIS_URL must name Kaleido's own user and its password "
-            "(redis://USER:PASSWORD@host/); the default user keeps its own rights"
-        )
-    keys = KeyLayout(settings.key_prefix, cluster=is_cluster_url(url))
-    major, minor = (int(part) for part in version.split("."))
-    rule = acl_rule(user, password, keys, (major, minor))
-    return "ACL SETUSER " + rule.removeprefix("user ") if setuser else rule
-
-
 def run_service(
     settings: Settings, *, demo: bool = False, dev: bool = False, cluster: bool = False
 ) -> int:
@@ -244,8 +250,6 @@ def run_service(
             f"kaleido run: set {' and '.join(missing)}, or pass --dev to start private "
             "throwaway servers (`make run` does)"
         )
-    from kaleido.devstack import dev_stack
-
     state_dir = settings.state_dir.resolve()
     log.warning(
         "devstack.throwaway",
@@ -254,13 +258,20 @@ def run_service(
         state_dir=str(state_dir),
         cluster=cluster,
     )
+    state_dir.mkdir(parents=True, exist_ok=True)
+    state_dir.chmod(0o700)  # passwords inside (the dev stack adds the search bit postgres needs)
     with dev_stack(state_dir, default_redis_conf(), cluster=cluster) as stack:
+        redis_url = settings.redis_url or trio.run(dev_redis_user, stack, settings)
         settings = attrs.evolve(
             settings,
-            redis_url=settings.redis_url or stack.redis_url,
+            redis_url=redis_url,
             database_url=settings.database_url or stack.database_url,
         )
-        return _run(with_dev_admin_token(settings, state_dir), demo)
+        found_by_commands = write_dev_urls(state_dir, settings)
+        try:
+            return _run(with_dev_admin_token(settings, state_dir), demo)
+        finally:
+            found_by_commands.unlink(missing_ok=True)
 
 
 def with_dev_admin_token(settings: Settings, state_dir: Path) -> Settings:

@@ -20,7 +20,8 @@ from kaleido.migrate import migrate
 from kaleido.ops.doctor import diagnose, exit_code, print_report
 from kaleido.ops.streams import read_streams
 from kaleido.ops.top import run_top
-from kaleido.settings import Settings, redact_url
+from kaleido.secret_settings import redact_url
+from kaleido.settings import Settings
 from kaleido.streams import dlq_list, dlq_purge, dlq_replay, dlq_replay_all, dlq_size
 from kaleido.streams.dlq import REPLAY_LIMIT
 from kaleido.views.store import ViewStore
@@ -30,8 +31,9 @@ from kaleido.views.sync import ViewSync
 def require_urls(settings: Settings, command: str) -> None:
     if settings.embedded:
         raise ConfigError(
-            f"kaleido {command}: set KALEIDO_REDIS_URL and KALEIDO_DATABASE_URL "
-            "(or --redis-url and --database-url) to the deployment to act on"
+            f"kaleido {command}: set KALEIDO_REDIS_URL and KALEIDO_DATABASE_URL (or their "
+            "_FILE variants) to the deployment to act on, or start `make run` (its URLs are "
+            "then found in the state folder)"
         )
 
 

@@ -27,7 +27,7 @@ from kaleido.gateways import Backends, open_backends
 from kaleido.logs import get_logger
 from kaleido.metrics import Metrics
 from kaleido.migrate import migrate
-from kaleido.redis_preflight import check_redis_rights
+from kaleido.redis_preflight import check_functions, check_redis_rights
 from kaleido.redis_url import redis_credentials
 from kaleido.service import Service
 from kaleido.settings import Settings
@@ -123,9 +123,10 @@ async def check_view_layout(service: Service) -> None:
 
 
 async def check_redis_user(backends: Backends) -> None:
-    """Stop start-up with a ConfigError when Redis's ACL refuses Kaleido a right it needs;
-    with Redis unreachable, the actors report it instead."""
+    """Stop start-up with a ConfigError when Redis lacks Kaleido's function library or its ACL
+    refuses Kaleido a right it needs; with Redis unreachable, the actors report it instead."""
     try:
+        await check_functions(backends.redis)
         await check_redis_rights(backends.redis, backends.keys)
     except RedisPermissionDenied as exc:
         user, _ = redis_credentials(backends.settings.redis_url or "")

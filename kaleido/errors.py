@@ -61,8 +61,18 @@ class RedisPermissionDenied(RedisCommandError):
     """Redis's ACL refused a command or a key (NOPERM): the Redis user lacks a right that
     `kaleido redis-acl` grants. Not transient, but an operator can fix it while Kaleido runs."""
 
+    def __init__(self, message: str, *, code: str = "NOPERM") -> None:
+        super().__init__(message, code=code)
+
+
+class RedisFunctionMissing(RedisPermissionDenied):
+    """Redis has no function by the name Kaleido called (`FCALL`): its function library was
+    never loaded, is another version, or was lost when Redis restarted without persistence.
+    Kaleido's user may not load code: an admin does (`kaleido redis-acl --setuser`). Handled
+    as a missing right: an operator fixes it while Kaleido runs."""
+
     def __init__(self, message: str) -> None:
-        super().__init__(message, code="NOPERM")
+        super().__init__(message, code="ERR")
 
 
 class PostgresQueryError(BackendError):

@@ -19,15 +19,20 @@ from kaleido.logs import get_logger
 
 log = get_logger("kaleido.lock")
 
+# KEYS: the lock; ARGV: the owner's token, the TTL in ms. Both scripts run even past
+# maxmemory (they add nothing), so a full Redis does not cost the syncer its lock.
 _RENEW = Script(
     "lock_renew",
     "if redis.call('GET', KEYS[1]) == ARGV[1] then "
     "return redis.call('PEXPIRE', KEYS[1], ARGV[2]) else return 0 end",
+    allow_oom=True,
 )
+# KEYS: the lock; ARGV: the owner's token.
 _RELEASE = Script(
     "lock_release",
     "if redis.call('GET', KEYS[1]) == ARGV[1] then "
     "return redis.call('DEL', KEYS[1]) else return 0 end",
+    allow_oom=True,
 )
 
 

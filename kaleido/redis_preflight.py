@@ -2,9 +2,12 @@
 
 Each command Kaleido runs is tried once on throwaway probe keys under `{prefix}view:` (deleted
 afterwards, and expiring anyway), and each stream and dead-letter stream is read and written
-in ways that change nothing (`XLEN`, `XACK` of id 0-0). So a missing right is found before
-the first view or entry needs it, and named: the command, or the key out of reach. Rights a
-connection needs to exist at all (AUTH, HELLO, the cluster slot map) fail earlier, at connect.
+in ways that change nothing (`XLEN`, `XACK` of id 0-0), and one script runs as the others do
+(`FCALL_RO` of the library's probe function, or `EVALSHA` in the `eval` mode). So a missing
+right is found before the first view or entry needs it, and named: the command, or the key out
+of reach. Rights a connection needs to exist at all (AUTH, HELLO, the cluster slot map) fail
+earlier, at connect. No `CONFIG`: the rule grants none (`CONFIG GET requirepass` would read the
+admin's password).
 """
 
 from __future__ import annotations
@@ -14,13 +17,20 @@ import secrets
 import time
 from collections.abc import Sequence
 
-from kaleido.errors import BackendError, RedisCommandError, RedisPermissionDenied
-from kaleido.gateways import RedisGateway, Script
+from kaleido.errors import (
+    BackendError,
+    ConfigError,
+    RedisCommandError,
+    RedisFunctionMissing,
+    RedisPermissionDenied,
+)
+from kaleido.gateways import FUNCTIONS, RedisGateway, Script
 from kaleido.keys import KeyLayout
 from kaleido.messages import CONSUMER_GROUP, INBOUND_STREAMS, OUTBOUND_STREAMS
+from kaleido.redis_functions import library_problem
 
-# A script that touches one probe key: scripts run with the caller's rights.
-_PROBE_SCRIPT = Script("acl_probe", "return redis.call('EXISTS', KEYS[1])")
+# A script that touches one probe key: scripts run with the caller's rights. KEYS: the key.
+_PROBE_SCRIPT = Script("acl_probe", "return redis.call('EXISTS', KEYS[1])", read_only=True)
 
 
 def _probes(keys: KeyLayout, tag: str) -> tuple[list[list[str]], list[str]]:
@@ -29,7 +39,7 @@ def _probes(keys: KeyLayout, tag: str) -> tuple[list[list[str]], list[str]]:
     text, table, members, ranked, log = (f"{base}:{kind}" for kind in ("s", "h", "set", "z", "x"))
     expires = str(int(time.time() * 1000) + 60_000)
     commands = [
-        ["PING"], ["TIME"], ["INFO", "memory"], ["CONFIG", "GET", "maxmemory"],
+        ["PING"], ["TIME"], ["INFO", "memory"],
         ["SCAN", "0", "MATCH", f"{base}*", "COUNT", "10"],
         ["SET", text, "1", "PX", "60000"], ["GET", text], ["MGET", text], ["INCR", text],
         ["PEXPIRE", text, "60000"], ["PEXPIREAT", text, expires], ["TTL", text],
@@ -62,6 +72,19 @@ def _probes(keys: KeyLayout, tag: str) -> tuple[list[list[str]], list[str]]:
     return commands, [text, table, members, ranked, log]
 
 
+async def check_functions(redis: RedisGateway) -> None:
+    """In `functions` mode, raise ConfigError (one line saying what an admin runs) when a
+    master lacks this version of Kaleido's function library. Backend errors propagate."""
+    if redis.scripts != FUNCTIONS:
+        return
+    problem = await library_problem(redis)
+    if problem is not None:
+        raise ConfigError(
+            f"KALEIDO_REDIS_SCRIPTS=functions: {problem} (docs/redis.md; "
+            "KALEIDO_REDIS_SCRIPTS=eval is the weaker mode that needs none)"
+        )
+
+
 async def check_redis_rights(redis: RedisGateway, keys: KeyLayout) -> None:
     """Raise `RedisPermissionDenied` naming the first command or key Redis refuses.
 
@@ -71,8 +94,8 @@ async def check_redis_rights(redis: RedisGateway, keys: KeyLayout) -> None:
     try:
         for command in commands:
             await _try(redis, command)
-        await _try_script(redis, created[0])
         await _try_transaction(redis, created[0])
+        await _try_script(redis, created[0])
     finally:
         await _delete(redis, created)
 
@@ -89,8 +112,10 @@ async def _try(redis: RedisGateway, command: Sequence[str]) -> None:
 async def _try_script(redis: RedisGateway, key: str) -> None:
     try:
         await redis.run_script(_PROBE_SCRIPT, [key], [])
+    except RedisFunctionMissing:
+        raise  # not a right: the library is missing (kaleido.redis_functions says which)
     except RedisPermissionDenied as exc:
-        raise _denied(["EVALSHA"], exc) from None
+        raise _denied(_PROBE_SCRIPT.command(redis.scripts, [key], [])[:1], exc) from None
 
 
 async def _try_transaction(redis: RedisGateway, key: str) -> None:

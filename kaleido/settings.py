@@ -2,6 +2,7 @@
 
 Every value is validated here, once, at start-up. A bad value raises `ConfigError` whose message
 is one line naming the variable and what is wrong; the command line turns it into exit status 2.
+Secrets come from the environment or a file, never a flag (`kaleido.secret_settings`).
 """
 
 from __future__ import annotations
@@ -10,52 +11,34 @@ import argparse
 import base64
 import binascii
 import math
+import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import attrs
 
 from kaleido.errors import ConfigError
 from kaleido.http.proxies import parse_networks
-from kaleido.redis_url import is_cluster_url, parse_cluster_url, redact_cluster_url
+from kaleido.redis_url import is_cluster_url, parse_cluster_url
+from kaleido.secret_settings import (
+    ENV_PREFIX,
+    add_file_flag,
+    flag,
+    flag_help,
+    is_secret,
+    redact_url,
+    refuse_secret_flag,
+    secret_value,
+)
 
-ENV_PREFIX = "KALEIDO_"
 # More processes than this on one machine is a typo, not a deployment.
 MAX_WORKERS = 64
 # A stored key is `prefix + "post:views:..."`; keep prefixes to a safe, greppable alphabet.
 _PREFIX_RE = re.compile(r"^[A-Za-z0-9_.:{}-]{0,64}$")
 _INSTANCE_RE = re.compile(r"^[A-Za-z0-9_.-]{0,64}$")
-
-
-# Query parameters that carry a secret in Redis and PostgreSQL URLs (`?password=`, libpq's
-# `sslpassword`, ...).
-_SECRET_PARAMS = {"password", "pass", "pwd", "secret", "token", "sslpassword", "passfile"}
-
-
-def redact_url(url: str | None) -> str:
-    """Return the URL with any password (in user:password@ or in the query) replaced by
-    `***`, safe to print or log."""
-    if not url:
-        return ""
-    if is_cluster_url(url):
-        return redact_cluster_url(url)
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if parts.password is not None:
-        host = parts.hostname or ""
-        if parts.port is not None:
-            host = f"{host}:{parts.port}"
-        netloc = f"{parts.username or ''}:***@{host}"
-    query = parts.query
-    if query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        if any(key.lower() in _SECRET_PARAMS for key, _ in pairs):
-            pairs = [(k, "***" if k.lower() in _SECRET_PARAMS else v) for k, v in pairs]
-            query = urlencode(pairs, safe="*")
-    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
 
 
 @attrs.frozen(kw_only=True)
@@ -94,13 +77,12 @@ class Settings:
     max_connections_per_client: int = 64  # the HTTP limits: docs/security.md
     http2: str = "off"
     trusted_proxies: tuple[str, ...] = ()  # normalised networks
+    redis_scripts: str = "functions"  # or "eval", the weaker mode (docs/redis.md)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Settings from `KALEIDO_*` variables (default: the process environment); raises
         ConfigError naming the variable that is wrong."""
-        import os
-
         return load_settings(os.environ if environ is None else environ)
 
     @property
@@ -162,6 +144,14 @@ def _redis_url(text: str) -> str:
         raise ValueError(f"the URL has no host: {redact_url(text)!r}")
     _check_port(parts, text)
     return text
+
+
+def check_redis_url(text: str, variable: str) -> str:
+    """`text` if it is a Redis URL the gateway can use, else ConfigError naming `variable`."""
+    try:
+        return _redis_url(text)
+    except ValueError as exc:
+        raise ConfigError(f"{variable}: {exc}") from None
 
 
 def _database_url(text: str) -> str:
@@ -333,6 +323,11 @@ _OPTIONS: dict[str, tuple[Callable[[str], Any], str]] = {
     "max_connections_per_client": (_positive_int, "connections from one address (default 64)"),
     "http2": (_choice("on", "off"), "on: serve cleartext HTTP/2 too (default off)"),
     "trusted_proxies": (parse_networks, "proxies whose X-Forwarded-* headers count (CIDRs)"),
+    "redis_scripts": (
+        _choice("functions", "eval"),
+        "functions (default: FCALL of the library an admin loads) or eval (EVALSHA; weaker: "
+        "Kaleido's Redis user may then run any Lua)",
+    ),
 }
 
 
@@ -340,14 +335,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add one `--flag` per setting; values stay raw text so that one place validates them."""
     for name, (_, help_text) in _OPTIONS.items():
         parser.add_argument(
-            "--" + name.replace("_", "-"),
+            flag(name),
             dest=name,
             # SUPPRESS: an absent flag sets nothing, so a subcommand's parser cannot overwrite a
             # value given to the main parser, and the environment stays the fallback.
             default=argparse.SUPPRESS,
             metavar=name.upper(),
-            help=f"{help_text} [env {ENV_PREFIX}{name.upper()}]",
+            help=flag_help(name, f"{help_text} [env {ENV_PREFIX}{name.upper()}]"),
         )
+        add_file_flag(parser, name)
 
 
 def load_settings(environ: Mapping[str, str], args: argparse.Namespace | None = None) -> Settings:
@@ -356,9 +352,13 @@ def load_settings(environ: Mapping[str, str], args: argparse.Namespace | None = 
     for name, (parse, _) in _OPTIONS.items():
         variable = ENV_PREFIX + name.upper()
         raw = getattr(args, name, None) if args is not None else None
-        source = "--" + name.replace("_", "-") if raw is not None else variable
-        if raw is None:
-            raw = environ.get(variable)
+        source = flag(name)
+        if raw is not None:
+            refuse_secret_flag(name, raw)
+        elif is_secret(name):
+            raw, source = secret_value(name, args, environ)
+        else:
+            raw, source = environ.get(variable), variable
         if raw is None or (raw == "" and name not in ("key_prefix", "instance")):
             continue
         try:

@@ -4,7 +4,8 @@ Installed with Kaleido (the `pytest11` entry point), it adds fixtures, all opt-i
 
 - `kaleido_servers` (session): a private redis-server and PostgreSQL on free ports, started once
   per test session and stopped at its end (the binaries must be installed; nothing else is
-  touched);
+  touched). Both ask for a random password (their loopback ports are open to every local
+  account), which their URLs carry; the Redis holds Kaleido's function library;
 - `kaleido_settings`: `Settings` for one test: its own Redis key prefix and its own database
   (a copy of a migrated template), so tests never see each other's data;
 - `kaleido_app`: a running Kaleido (`open_kaleido(kaleido_settings)`) wrapped in a
@@ -139,7 +140,7 @@ def migrated_servers(
     migrated into `database` (created first) or, without one, the stack's own database; both
     servers stop when the block exits. Call it from the main thread, outside `trio.run`."""
     with tempfile.TemporaryDirectory(prefix="kaleido-testing-") as tmp:
-        Path(tmp).chmod(0o755)  # the postgres user must reach its data folder
+        Path(tmp).chmod(0o711)  # the postgres user must reach its data folder; no one lists it
         conf = redis_conf or default_redis_conf()
         with dev_stack(Path(tmp), conf, fast=True, cluster=cluster) as stack:
             url = stack.database_url

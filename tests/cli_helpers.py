@@ -14,8 +14,9 @@ from .processes import kaleido_env
 
 
 async def kaleido(settings: Settings | None, *args: str) -> subprocess.CompletedProcess[bytes]:
-    """`python run.py ARGS` with the test stack's URLs in the environment (none if no settings)."""
-    urls = {}
+    """`python run.py ARGS` with the test stack's URLs in the environment (none if no settings;
+    nor those of a `make run` in this checkout: its state folder is not the default)."""
+    urls = {"KALEIDO_STATE_DIR": str(REPO / "tests" / ".state-of-no-dev-stack")}
     if settings is not None:
         assert settings.redis_url and settings.database_url
         urls = {

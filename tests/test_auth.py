@@ -163,10 +163,7 @@ def test_admin_routes_take_the_admin_token_or_an_admin_jwt() -> None:
     [
         (["--http-bind", "0.0.0.0:8080"], "KALEIDO_HTTP_BIND is 0.0.0.0:8080, not loopback"),
         (["--http-bind", "10.1.2.3:8080"], "set KALEIDO_JWT_SECRET"),
-        (
-            ["--http-bind", "127.0.0.1:8080", "--auth", "off", "--service-token", SERVICE],
-            "contradicts",
-        ),
+        (["--http-bind", "127.0.0.1:8080", "--auth", "off", "+service-token"], "contradicts"),
         (["--http-bind", "0.0.0.0:8080"], None),  # with a secret below
         (["--http-bind", "0.0.0.0:8080", "--auth", "off"], None),
         (["--http-bind", "[::1]:8080"], None),
@@ -176,7 +173,9 @@ def test_admin_routes_take_the_admin_token_or_an_admin_jwt() -> None:
 def test_user_routes_are_never_open_to_the_network_by_accident(
     flags: list[str], error: str | None
 ) -> None:
-    settings = settings_from_argv(flags, {})
+    # A secret is never a flag: "+service-token" puts the service token in the environment.
+    environ = {"KALEIDO_SERVICE_TOKEN": SERVICE} if "+service-token" in flags else {}
+    settings = settings_from_argv([f for f in flags if f != "+service-token"], environ)
     if error is None and settings.auth == "on" and settings.http_host == "0.0.0.0":
         settings = attrs.evolve(settings, jwt_secret=SECRET)
     if error is None:

@@ -82,9 +82,16 @@ def test_redis_start_ping_stop(redis_server: RedisServer) -> None:
     redis_server.start()
     pid = redis_server.pid
     assert pid is not None
-    assert redis_server.url == f"redis://127.0.0.1:{redis_server.port}/0"
+    password = redis_server.password
+    assert redis_server.url == f"redis://default:{password}@127.0.0.1:{redis_server.port}/0"
     with client(redis_server.url) as r:
         assert r.ping()
+    with (
+        client(f"redis://127.0.0.1:{redis_server.port}/0") as r,
+        pytest.raises(redis.AuthenticationError),
+    ):
+        r.ping()  # without the password: refused
+    assert (redis_server.dir / "password").stat().st_mode & 0o077 == 0
     redis_server.stop()
     assert redis_server.pid is None
     assert_gone(pid)
@@ -194,7 +201,9 @@ def test_postgres_start_query_stop(pg_server: PostgresServer) -> None:
     pg_server.start()
     pid = pg_server.pid
     assert pid is not None
-    assert pg_server.url == f"postgresql://postgres@127.0.0.1:{pg_server.port}/kaleido"
+    password = pg_server.password
+    assert pg_server.url == f"postgresql://postgres:{password}@127.0.0.1:{pg_server.port}/kaleido"
+    assert pg_server.password_file.stat().st_mode & 0o077 == 0
     if os.geteuid() == 0:  # PostgreSQL refuses root: it must have switched user
         owner = os.stat(f"/proc/{pid}").st_uid
         assert owner in (pwd.getpwnam(n).pw_uid for n in ("postgres", "nobody") if _user(n))
@@ -340,7 +349,9 @@ def test_postgres_retries_when_its_path_became_unreachable(
     try:
         server.start()
         assert server.psql("select 1") == "1\n"
-        assert "Permission denied" in server.log_path.read_text()
+        # Met by the first server process: the one that sets the password, or the postmaster.
+        first = server.dir / "single-user.log"
+        assert "Permission denied" in first.read_text() + server.log_path.read_text()
         assert len(calls) == 2
     finally:
         server.stop()
@@ -449,9 +460,13 @@ def test_a_new_cluster_clears_what_the_previous_one_left(tmp_path: Path) -> None
 
 def cluster_client(url: str) -> redis.cluster.RedisCluster:
     assert url.startswith("redis+cluster://")
-    seeds = [seed.rpartition(":") for seed in url.removeprefix("redis+cluster://").split(",")]
+    credentials, _, hosts = url.removeprefix("redis+cluster://").rpartition("@")
+    user, _, password = credentials.partition(":")
+    seeds = [seed.rpartition(":") for seed in hosts.split(",")]
     return redis.cluster.RedisCluster(
         startup_nodes=[redis.cluster.ClusterNode(host, int(port)) for host, _, port in seeds],
+        username=user or None,
+        password=password or None,
         decode_responses=True,
         socket_timeout=2,
     )
@@ -485,10 +500,11 @@ def test_dev_stack_cluster_serves_keys_and_stops_every_node(tmp_path: Path) -> N
         views = cluster.topology()
         assert_three_masters_three_replicas(views)
         masters = [n.port for n in cluster.master_nodes()]
-        assert stack.redis_url == "redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in masters)
+        seeds = ",".join(f"127.0.0.1:{p}" for p in masters)
+        assert stack.redis_url == f"redis+cluster://default:{cluster.password}@{seeds}"
         for node in cluster.nodes:
             assert node.nodes_conf.exists() and node.dir.parent == tmp_path / "redis-cluster"
-            with client(f"redis://127.0.0.1:{node.port}") as r:
+            with client(node.url) as r:
                 assert r.config_get("cluster-enabled") == {"cluster-enabled": "yes"}
                 # the shipped redis.conf is included
                 assert r.config_get("maxmemory-policy") == {"maxmemory-policy": "volatile-lru"}
@@ -497,7 +513,7 @@ def test_dev_stack_cluster_serves_keys_and_stops_every_node(tmp_path: Path) -> N
                 rc.set(f"key:{i}", str(i))
             assert [rc.get(f"key:{i}") for i in range(30)] == [str(i) for i in range(30)]
         for port in masters:  # the keys are spread over every master
-            with client(f"redis://127.0.0.1:{port}") as r:
+            with client(cluster.node(port).url) as r:
                 assert r.dbsize() > 0
         assert not (tmp_path / "redis").exists()  # no single redis-server besides
     assert elapsed < 20, f"the cluster stack took {elapsed:.1f}s to start"
@@ -516,7 +532,7 @@ def test_cluster_failover_rejoin_and_restart(tmp_path: Path) -> None:
             rc.set("survivor", "yes")
             slot = rc.keyslot("survivor")
         victim = cluster.master_for_slot(slot)
-        with client(f"redis://127.0.0.1:{victim.port}") as r:
+        with client(victim.url) as r:
             assert r.wait(1, 2000) == 1  # the replica has the key before its master dies
         before = {v.port: v for v in cluster.topology()}
         (heir,) = [v.port for v in before.values() if v.master_id == before[victim.port].node_id]

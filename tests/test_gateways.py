@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncpg
+import attrs
 import pytest
 import trio
 
@@ -23,11 +24,26 @@ async def test_redis_round_trips(backends: Backends) -> None:
     assert await redis.pipeline([("SET", "a", 1), ("GET", "a")], transaction=True) == [True, b"1"]
 
 
-async def test_scripts_survive_script_flush(backends: Backends) -> None:
+async def test_scripts_survive_script_flush_in_the_eval_mode(settings: Settings) -> None:
     script = Script("echo", "return ARGV[1]")
-    assert await backends.redis.run_script(script, [], ["x"]) == b"x"
-    await backends.redis.execute("SCRIPT", "FLUSH")
-    assert await backends.redis.run_script(script, [], ["y"]) == b"y"
+    async with open_backends(attrs.evolve(settings, redis_scripts="eval")) as backends:
+        assert await backends.redis.run_script(script, [], ["x"]) == b"x"
+        await backends.redis.execute("SCRIPT", "FLUSH")
+        assert await backends.redis.run_script(script, [], ["y"]) == b"y"
+        assert await backends.redis.run_scripts(script, [([], ["z"])]) == [b"z"]
+
+
+async def test_a_function_redis_lacks_is_one_clear_error(backends: Backends) -> None:
+    script = Script("echo", "return ARGV[1]")  # in no module of the package: not in the library
+    for call in (
+        backends.redis.run_script(script, [], ["x"]),
+        backends.redis.run_scripts(script, [([], ["x"])]),
+    ):
+        with pytest.raises(errors.RedisFunctionMissing) as caught:
+            await call
+        message = str(caught.value)
+        assert script.function in message and "kaleido redis-acl --setuser" in message
+        assert "\n" not in message
 
 
 async def test_redis_errors_are_mapped(backends: Backends) -> None:

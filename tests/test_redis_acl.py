@@ -1,43 +1,35 @@
 """Kaleido as a least-privilege Redis user: the rule `kaleido.redis_acl` builds lets the whole
-view and stream path run (Redis's ACL log stays empty), and a user that lacks a right gets a
-clear start-up error, not a crash loop."""
+view and stream path run (Redis's ACL log stays empty), on one Redis and a cluster, with scripts
+as functions of the library the admin step loads or (the weaker mode) by EVALSHA; a user that
+lacks a right, or a Redis that lacks the library, is a clear start-up error, not a crash loop."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 from collections.abc import AsyncIterator
-from typing import Any
+from pathlib import Path
 
 import attrs
 import pytest
 import trio
 
-from kaleido import open_kaleido
+from kaleido import SyncFailed, open_kaleido
 from kaleido.devstack import DevStack
 from kaleido.errors import ConfigError, RedisPermissionDenied
-from kaleido.gateways import RedisGateway, open_backends
+from kaleido.gateways import EVAL, RedisGateway, open_backends
 from kaleido.keys import KeyLayout
-from kaleido.messages import (
-    INBOUND_STREAMS,
-    POST_IMAGE_STREAM,
-    PostMediaEvent,
-    ProfilePictureEvent,
-)
 from kaleido.ops.doctor import Level, diagnose
-from kaleido.ops.streams import read_streams
-from kaleido.redis_acl import COMMANDS, acl_rule, acl_setuser_args, key_patterns
+from kaleido.redis_acl import COMMANDS, acl_rule, key_patterns
+from kaleido.redis_admin import install
+from kaleido.redis_functions import LIBRARY, library, version
 from kaleido.redis_preflight import check_redis_rights
 from kaleido.settings import Settings
-from kaleido.streams import dlq_list, dlq_purge, dlq_replay
-from kaleido.streams.dlq import dlq_last_id, dlq_page, dlq_purge_through
-from kaleido.testing import KaleidoDriver
 
 from .conftest import REPO
 from .processes import kaleido_env
+from .redteam.redis_helpers import PASSWORD, USER, as_user, denials, exercise, set_user
 from .waiting import wait_until
-
-USER, PASSWORD = "kaleido-acl", "acl-test-password-0123456789"
 
 
 @pytest.fixture
@@ -47,37 +39,6 @@ async def admin(kaleido_settings: Settings) -> AsyncIterator[RedisGateway]:
         yield backends.redis
 
 
-def as_user(settings: Settings, user: str = USER, password: str = PASSWORD) -> Settings:
-    """The same settings, connecting to Redis as `user` (the test URLs carry no credentials)."""
-    assert settings.redis_url is not None
-    scheme, _, rest = settings.redis_url.partition("://")
-    return attrs.evolve(settings, redis_url=f"{scheme}://{user}:{password}@{rest}")
-
-
-async def set_user(admin: RedisGateway, settings: Settings, *, without: str = "") -> None:
-    args = acl_setuser_args(KeyLayout(settings.key_prefix), f">{PASSWORD}")
-    if without:
-        args.append(f"-{without}")
-    await admin.execute("ACL", "SETUSER", USER, *args)
-    await admin.execute("ACL", "LOG", "RESET")
-
-
-async def denials(admin: RedisGateway) -> list[dict[str, Any]]:
-    entries = await admin.execute("ACL", "LOG")
-    return [
-        {_text(k): _text(v) for k, v in (e.items() if isinstance(e, dict) else _pairs(e))}
-        for e in entries
-    ]
-
-
-def _pairs(flat: list[Any]) -> list[tuple[Any, Any]]:
-    return list(zip(flat[::2], flat[1::2], strict=True))
-
-
-def _text(value: Any) -> Any:
-    return value.decode() if isinstance(value, bytes) else value
-
-
 def leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
     out: list[BaseException] = []
     for exc in group.exceptions:
@@ -85,19 +46,21 @@ def leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
     return out
 
 
-def caption(media_id: int, post_id: int) -> dict[str, str]:
-    return {
-        "mediaId": str(media_id), "postId": str(post_id), "service": "image_captioning",
-        "caption": "a cat", "correlationId": f"acl-{media_id}",
-        "timestamp": "2026-05-04T10:15:30Z", "version": "1",
-    }  # fmt: skip
-
-
 async def test_the_whole_path_runs_with_exactly_the_rules(
     admin: RedisGateway, kaleido_settings: Settings
 ) -> None:
     await set_user(admin, kaleido_settings)
     await exercise(as_user(kaleido_settings), post_id=5, media_id=11)
+    assert await denials(admin) == []
+
+
+async def test_the_whole_path_runs_in_the_eval_mode(
+    admin: RedisGateway, kaleido_settings: Settings
+) -> None:
+    await set_user(admin, kaleido_settings, scripts=EVAL)
+    await admin.execute("SCRIPT", "FLUSH")  # the user loads what it runs
+    settings = attrs.evolve(as_user(kaleido_settings), redis_scripts=EVAL)
+    await exercise(settings, post_id=6, media_id=12)
     assert await denials(admin) == []
 
 
@@ -112,76 +75,14 @@ async def test_the_rules_hold_on_a_cluster(cluster_stack: DevStack) -> None:
         log_format="console",
     )
     async with open_backends(base) as backends:
-        cluster = backends.redis  # ACLs are per node: set the user on every master
-        args = acl_setuser_args(backends.keys, f">{PASSWORD}")
-        await cluster.on_masters("ACL", "SETUSER", USER, *args)
-        await cluster.on_masters("ACL", "LOG", "RESET")
+        cluster = backends.redis  # the admin step: the user on every node, the library on masters
+        installed = await install(cluster, USER, PASSWORD, backends.keys)
+        assert len(installed.nodes) == 6 and len(installed.masters) == 3
+        assert installed.library_version == version()
+        await cluster.on_every_node("ACL", "LOG", "RESET")
         await exercise(as_user(base), post_id=90005, media_id=90011)
-        logs = await cluster.on_each_master("ACL", "LOG")
+        logs = await cluster.on_every_node("ACL", "LOG")
     assert all(not entries for entries in logs.values()), logs
-
-
-async def exercise(settings: Settings, *, post_id: int, media_id: int) -> None:
-    """Views, streams and operations, each at least once, as the user `settings` names."""
-    async with open_kaleido(settings) as k:
-        driver = KaleidoDriver(k, settings)
-        backends = k.service.backends
-        await backends.postgres.execute(
-            "INSERT INTO posts (post_id, user_id, status) VALUES ($1, 1, 'PUBLISHED') "
-            "ON CONFLICT DO NOTHING",
-            post_id,
-        )
-        await backends.postgres.execute(
-            "INSERT INTO post_media (media_id, post_id, media_url, position) "
-            "VALUES ($1, $2, 'https://cdn.example.com/m.jpg', 0) ON CONFLICT DO NOTHING",
-            media_id,
-            post_id,
-        )
-        # Views: record, read exactly, sync, read again.
-        result = await k.views.record_and_wait(
-            [(u, post_id) for u in range(1, 21)] + [(1, post_id)]
-        )
-        assert result.counted == 20
-        assert await k.views.total(post_id) == 20
-        assert (await k.sync_now()).views == 20
-        assert await k.views.total(post_id) == 20
-        # Streams: publish, consume, dead-letter, replay, purge.
-        publisher = k.service.publisher
-        event = PostMediaEvent(post_id, media_id, "https://cdn.example.com/m.jpg", 1, "acl-out")
-        await publisher.publish_post_media(POST_IMAGE_STREAM, [event])
-        await publisher.publish_profile_picture(
-            ProfilePictureEvent(1, "https://cdn.example.com/p.jpg", "acl-pp")
-        )
-        with trio.fail_after(10):
-            assert (await driver.feed(INBOUND_STREAMS[0], caption(media_id, post_id))).applied
-            bad = await driver.feed(
-                INBOUND_STREAMS[0], {"postId": str(post_id), "service": "tagging"}
-            )
-        assert bad.outcome == "dead_lettered"
-        keys = backends.keys
-        letters = await dlq_list(backends.redis, keys, INBOUND_STREAMS[0])
-        assert len(await dlq_replay(backends.redis, keys, INBOUND_STREAMS[0], [letters[0].dlq_id]))
-
-        async def back_in_the_dlq() -> bool:  # the replayed entry fails again
-            return bool(await dlq_list(backends.redis, keys, INBOUND_STREAMS[0]))
-
-        await wait_until(back_in_the_dlq)
-        page = await dlq_page(backends.redis, keys, INBOUND_STREAMS[0], error_type="DecodeError")
-        assert len(page.letters) == 1  # the ops console's reads and its bounded purge
-        last = await dlq_last_id(backends.redis, keys, INBOUND_STREAMS[0])
-        assert last is not None
-        assert await dlq_purge_through(backends.redis, keys, INBOUND_STREAMS[0], last) == 1
-        assert await dlq_purge(backends.redis, keys, INBOUND_STREAMS[0]) == 0
-        # Operations: the reporter, housekeeping, the stream snapshot and the doctor.
-        assert k.service.reporter is not None and await k.service.reporter.sample_once()
-        for consumer in k.service.consumers:
-            await consumer.reclaim()
-            await consumer.trim()
-            await consumer.prune()
-        assert len(await read_streams(backends.redis, keys)) == 6
-        findings = await diagnose(backends, dlq_interval=0)
-        assert not [f for f in findings if "permission" in f.message.lower()], findings
-        await check_redis_rights(backends.redis, keys)
 
 
 async def test_a_missing_right_is_a_clear_start_up_error(
@@ -226,9 +127,18 @@ def test_the_rule_lists_each_key_pattern_and_command_once() -> None:
     patterns = key_patterns(keys)
     assert len(patterns) == len(set(patterns)) and all(p.startswith("app:") for p in patterns)
     assert len(COMMANDS) == len(set(COMMANDS))
-    assert "+flushall" not in line and "+keys" not in line and "+config|set" not in line
+    assert "+flushall" not in line and "+keys" not in line and "+config" not in line
     cluster = key_patterns(KeyLayout("app:", cluster=True))
     assert "{app:ml-insights-results}:dlq" in cluster
+
+
+def test_functions_are_the_only_scripts_of_the_default_rule() -> None:
+    functions = acl_rule("kaleido", "secret", KeyLayout()).split()
+    assert "+fcall" in functions and "+fcall_ro" in functions
+    assert not [r for r in functions if r.startswith(("+eval", "+script", "+function"))]
+    weaker = acl_rule("kaleido", "secret", KeyLayout(), scripts=EVAL).split()
+    assert "+evalsha" in weaker and "+script|load" in weaker and "+fcall" not in weaker
+    assert not [r for r in weaker if r.startswith(("+eval ", "+config"))]
 
 
 async def test_a_right_revoked_while_running_loses_no_view(
@@ -236,11 +146,11 @@ async def test_a_right_revoked_while_running_loses_no_view(
 ) -> None:
     await set_user(admin, kaleido_settings)
     async with open_kaleido(as_user(kaleido_settings)) as k:
-        await admin.execute("ACL", "SETUSER", USER, "-evalsha")  # view scripts refused
+        await admin.execute("ACL", "SETUSER", USER, "-fcall")  # view scripts refused
         result = await k.views.record_and_wait([(1, 9), (2, 9)])
         assert result.counted == 2  # journaled in PostgreSQL, not lost
         assert k.service.supervisor.actors["view-ingester"].finished is False
-        await admin.execute("ACL", "SETUSER", USER, "+evalsha")
+        await admin.execute("ACL", "SETUSER", USER, "+fcall")
         await k.sync_now()  # replays the journal into the counts
         assert await k.views.total(9) == 2
 
@@ -259,6 +169,97 @@ async def test_the_command_line_prints_a_rule_redis_accepts(
     env["KALEIDO_REDIS_URL"] = "redis://127.0.0.1:6379/0"  # no user of its own
     refused = await run_kaleido(env, "redis-acl")
     assert refused.returncode == 2 and b"must name Kaleido's own user" in refused.stderr
+    printed_library = (await run_kaleido({}, "redis-acl", "--library")).stdout.decode()
+    assert printed_library == library() and printed_library.startswith(f"#!lua name={LIBRARY}")
+
+
+@pytest.fixture
+async def without_library(admin: RedisGateway) -> AsyncIterator[RedisGateway]:
+    """The test stack's Redis without Kaleido's function library, given back afterwards."""
+    await admin.execute("FUNCTION", "DELETE", LIBRARY)
+    try:
+        yield admin
+    finally:
+        await admin.execute("FUNCTION", "LOAD", "REPLACE", library())
+
+
+async def start_up_error(settings: Settings) -> str:
+    with pytest.RaisesGroup(ConfigError, flatten_subgroups=True) as caught:
+        async with open_kaleido(settings):
+            pytest.fail("Kaleido started")
+    (error,) = leaves(caught.value)
+    return str(error)
+
+
+async def test_the_admin_step_installs_the_user_and_the_library(
+    without_library: RedisGateway, kaleido_settings: Settings, tmp_path: Path
+) -> None:
+    restricted = as_user(kaleido_settings)
+    await without_library.execute("ACL", "DELUSER", USER)
+    # Start-up without the library: one line saying what to run.
+    await set_user(without_library, kaleido_settings)
+    message = await start_up_error(restricted)
+    assert "\n" not in message and "has no function library 'kaleido'" in message
+    assert "kaleido redis-acl --setuser" in message and "KALEIDO_REDIS_ADMIN_URL" in message
+    await without_library.execute("ACL", "DELUSER", USER)
+    # The step, as an admin would run it: the admin URL in a file, never in the arguments.
+    admin_url = tmp_path / "admin-url"
+    admin_url.write_text(str(kaleido_settings.redis_url) + "\n")
+    env = {
+        "KALEIDO_REDIS_URL": str(restricted.redis_url),
+        "KALEIDO_KEY_PREFIX": kaleido_settings.key_prefix,
+        "KALEIDO_REDIS_ADMIN_URL_FILE": str(admin_url),
+    }
+    done = await run_kaleido(env, "redis-acl", "--setuser")
+    report = done.stdout.decode()
+    assert done.returncode == 0, done.stderr.decode()
+    assert f"user {USER}: set on the Redis" in report
+    assert f"function library kaleido {version()}: loaded on the Redis" in report
+    assert "no aclfile" in report  # the test Redis keeps users in memory only: said so
+    assert PASSWORD not in report and "default:" not in report
+    async with open_kaleido(restricted) as k:  # starts: the user and the library are there
+        assert (await k.views.record_and_wait([(1, 3)])).counted == 1
+
+
+async def test_an_outdated_library_stops_start_up(
+    without_library: RedisGateway, kaleido_settings: Settings
+) -> None:
+    older = library().replace(version(), "0123456789abcdef")
+    await without_library.execute("FUNCTION", "LOAD", "REPLACE", older)
+    await set_user(without_library, kaleido_settings)
+    message = await start_up_error(as_user(kaleido_settings))
+    assert "holds version 0123456789abcdef of the function library 'kaleido'" in message
+    assert f"needs version {version()}" in message and "kaleido redis-acl --setuser" in message
+
+
+async def test_a_library_lost_while_running_loses_no_view(
+    admin: RedisGateway, kaleido_settings: Settings
+) -> None:
+    # A Redis restarted without persistence loses its functions: the user cannot load them.
+    await set_user(admin, kaleido_settings)
+    # A sync that ran meanwhile could not release its lock (a function too): it expires.
+    settings = attrs.evolve(as_user(kaleido_settings), sync_lock_ttl=1.0)
+    async with open_kaleido(settings) as k:
+        await admin.execute("FUNCTION", "DELETE", LIBRARY)
+        try:
+            result = await k.views.record_and_wait([(1, 8), (2, 8)])
+            assert result.counted == 2  # journaled in PostgreSQL, not lost
+            findings = await diagnose(k.service.backends, dlq_interval=0)
+            (scripts,) = [f for f in findings if f.check == "scripts"]
+            assert scripts.level is Level.PROBLEM and "no function library" in scripts.message
+        finally:
+            await admin.execute("FUNCTION", "LOAD", "REPLACE", library())
+
+        async def synced() -> bool:  # replays the journal into the counts
+            try:
+                await k.sync_now()
+            except SyncFailed:
+                return False
+            return True
+
+        await wait_until(synced, timeout=10, interval=0.2)
+        assert await k.views.total(8) == 2
+    assert await denials(admin) == []
 
 
 async def run_kaleido(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[bytes]:

@@ -21,5 +21,5 @@ def test_refreshing_writes_the_tracked_copy() -> None:
 
 
 def test_the_suites_use_it() -> None:
-    assert FUZZ_REPORT == report_path(TRACKED)
-    assert FAULT_REPORT == report_path(REPO / "tests" / "faults" / "REPORT.md")
+    assert report_path(TRACKED) == FUZZ_REPORT
+    assert report_path(REPO / "tests" / "faults" / "REPORT.md") == FAULT_REPORT

@@ -49,15 +49,19 @@ class TlsServers:
     certificates: Certificates
     redis_port: int
     postgres_port: int
+    redis_password: str
+    postgres_password: str
 
     def redis_url(self, host: str = "localhost", ca: Path | None = None) -> str:
         ca = ca or self.certificates.ca
-        return f"rediss://{host}:{self.redis_port}/0?ssl_ca_certs={ca}"
+        return (
+            f"rediss://default:{self.redis_password}@{host}:{self.redis_port}/0?ssl_ca_certs={ca}"
+        )
 
     def database_url(self, host: str = "localhost", ca: Path | None = None) -> str:
         ca = ca or self.certificates.ca
         return (
-            f"postgresql://postgres@{host}:{self.postgres_port}/kaleido"
+            f"postgresql://postgres:{self.postgres_password}@{host}:{self.postgres_port}/kaleido"
             f"?sslmode=verify-full&sslrootcert={ca}"
         )
 
@@ -118,7 +122,9 @@ def tls_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsServers
     try:
         postgres.start()
         try:
-            yield TlsServers(certificates, tls_port, postgres.port)
+            yield TlsServers(
+                certificates, tls_port, postgres.port, redis.password, postgres.password
+            )
         finally:
             postgres.stop()
     finally:

@@ -21,19 +21,24 @@ PostgreSQL refuses to run as root: as root, ``initdb`` and ``postgres`` run as t
 system user (or ``nobody``), the cluster directory is chowned to it, and the directories above it
 get the search bit they need (never the read bit).
 
+Every server asks for a password, kept with its data in a file only its owner reads
+(``redis/password``, ``postgres/password``; mode 0600): PostgreSQL authenticates by SCRAM only,
+Redis by ``requirepass``; the URLs (``DevStack.redis_url``, ``database_url``) carry them. Every
+Redis holds Kaleido's function library (:mod:`kaleido.redis_functions`) from its start.
+
 Linux only (``/proc``, ``prctl``).
 
 Modules: ``process`` (spawning, death signal, run-as account, ports, polling), ``server`` (the
 lifecycle both servers share), ``redis`` (redis-server and cluster nodes, RESP probing),
 ``topology`` (parsing and judging a cluster's view of itself), ``cluster`` (RedisCluster),
-``postgres`` (PostgresServer, template cache), ``stack`` (DevStack, dev_stack), ``cli``
-(``python -m kaleido.devstack``).
+``postgres`` (PostgresServer, template cache), ``pg_auth`` (its password and ``pg_hba.conf``),
+``stack`` (DevStack, dev_stack), ``cli`` (``python -m kaleido.devstack``).
 """
 
 from kaleido.devstack.cli import main
 from kaleido.devstack.cluster import RedisCluster
 from kaleido.devstack.postgres import PostgresServer, postgres_bindir
-from kaleido.devstack.process import DevStackError, pid_alive
+from kaleido.devstack.process import DevStackError, new_password, pid_alive
 from kaleido.devstack.redis import RedisClusterNode, RedisServer
 from kaleido.devstack.stack import DevStack, dev_stack
 from kaleido.devstack.topology import ClusterNodeView, parse_cluster_nodes
@@ -48,6 +53,7 @@ __all__ = [
     "RedisServer",
     "dev_stack",
     "main",
+    "new_password",
     "parse_cluster_nodes",
     "pid_alive",
     "postgres_bindir",

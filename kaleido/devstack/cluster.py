@@ -1,9 +1,14 @@
 """A private Redis Cluster (:class:`RedisCluster`): create it with ``redis-cli --cluster create``,
-start and stop its nodes, wait until it is healthy, kill a master and wait for the failover."""
+start and stop its nodes, wait until it is healthy, kill a master and wait for the failover.
+
+Every node asks for the one password of ``dir/password`` (0600) and holds Kaleido's function
+library: loaded on every master whenever the cluster or a node (re)starts, replicated from there.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import shutil
 import subprocess
@@ -13,8 +18,19 @@ from pathlib import Path
 
 import attrs
 
-from kaleido.devstack.process import DevStackError, _absolute, _tail, _wait_until
-from kaleido.devstack.redis import RedisClusterNode, _check_cluster_overrides, _redis_calls
+from kaleido.devstack.process import (
+    DevStackError,
+    _absolute,
+    _tail,
+    _wait_until,
+    stored_password,
+)
+from kaleido.devstack.redis import (
+    RedisClusterNode,
+    _check_cluster_overrides,
+    _redis_calls,
+    load_functions,
+)
 from kaleido.devstack.topology import (
     ClusterNodeView,
     _info_fields,
@@ -77,6 +93,7 @@ class RedisCluster:
     _slots_at_kill: dict[int, tuple[tuple[int, int], ...]] = attrs.field(
         factory=dict, init=False, repr=False
     )
+    _password: str | None = attrs.field(default=None, init=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         overrides = {**_CLUSTER_DEFAULTS, **self.overrides}
@@ -85,6 +102,7 @@ class RedisCluster:
                 self.dir / f"node-{i}",
                 conf=self.conf,
                 overrides=overrides,
+                password_file=self.dir / "password",
                 node_timeout_ms=self.node_timeout_ms,
                 avoid=self._ports_in_use,
             )
@@ -98,10 +116,23 @@ class RedisCluster:
 
     @property
     def url(self) -> str:
-        """``redis+cluster://127.0.0.1:p1,127.0.0.1:p2,...``: the masters at creation."""
+        """``redis+cluster://default:PASSWORD@127.0.0.1:p1,127.0.0.1:p2,...``: the masters at
+        creation, as the default (admin) user."""
+        return self.url_for("default", self.password)
+
+    def url_for(self, user: str, password: str) -> str:
+        """:attr:`url` as another user."""
         if not self._seeds:
             raise DevStackError("the redis cluster has not been created yet: start it")
-        return "redis+cluster://" + ",".join(f"127.0.0.1:{port}" for port in self._seeds)
+        seeds = ",".join(f"127.0.0.1:{port}" for port in self._seeds)
+        return f"redis+cluster://{user}:{password}@{seeds}"
+
+    @property
+    def password(self) -> str:
+        """The default user's password on every node."""
+        if self._password is None:
+            self._password = stored_password(self.dir / "password")
+        return self._password
 
     @property
     def seeds(self) -> list[tuple[str, int]]:
@@ -133,7 +164,8 @@ class RedisCluster:
         for node in self.nodes:
             if node.running:
                 with contextlib.suppress(OSError, DevStackError):
-                    return parse_cluster_nodes(_redis_calls(node.port, ("CLUSTER", "NODES"))[0])
+                    reply = _redis_calls(node.port, ("CLUSTER", "NODES"), password=self.password)
+                    return parse_cluster_nodes(reply[0])
         raise DevStackError("no node of the redis cluster answers")
 
     def master_nodes(self) -> list[RedisClusterNode]:
@@ -203,6 +235,13 @@ class RedisCluster:
         self._wait_for("the cluster to be healthy", lambda _: None, deadline)
         if not self._seeds:
             self._seeds = tuple(node.port for node in self.master_nodes())
+        self.load_functions()
+
+    def load_functions(self) -> None:
+        """Load (or replace) Kaleido's function library on every master; the replicas get it
+        from theirs."""
+        for node in self.master_nodes():
+            load_functions(node.port, self.password)
 
     def _begin_stop(self) -> None:
         for node in self.nodes:
@@ -222,6 +261,8 @@ class RedisCluster:
         try:
             done = subprocess.run(
                 argv,
+                # The password as redis-cli reads it from the environment, not in its arguments.
+                env={**os.environ, "REDISCLI_AUTH": self.password},
                 stdin=subprocess.DEVNULL,
                 capture_output=True,
                 text=True,
@@ -248,7 +289,11 @@ class RedisCluster:
                 continue
             try:
                 info, nodes, replication = _redis_calls(
-                    node.port, ("CLUSTER", "INFO"), ("CLUSTER", "NODES"), ("INFO", "replication")
+                    node.port,
+                    ("CLUSTER", "INFO"),
+                    ("CLUSTER", "NODES"),
+                    ("INFO", "replication"),
+                    password=self.password,
                 )
             except (OSError, DevStackError) as exc:
                 return _Survey(f"node {node.port} does not answer: {exc!r}")
@@ -328,13 +373,14 @@ class RedisCluster:
             node.stop()
         node.start(max(0.0, deadline - time.monotonic()))
         self._wait_for(f"node {node.port} to rejoin", lambda _: None, deadline)
+        self.load_functions()  # a master back before any failover comes back without them
 
     def _slots_of(self, node: RedisClusterNode) -> tuple[tuple[int, int], ...]:
         for asked in (node, *self.nodes):
             if not asked.running:
                 continue
             with contextlib.suppress(OSError, DevStackError):
-                reply = _redis_calls(asked.port, ("CLUSTER", "NODES"))[0]
+                reply = _redis_calls(asked.port, ("CLUSTER", "NODES"), password=self.password)[0]
                 for view in parse_cluster_nodes(reply):
                     if view.port == node.port:
                         return view.slots

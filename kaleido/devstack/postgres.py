@@ -1,6 +1,9 @@
 """A private PostgreSQL (:class:`PostgresServer`): finding its binaries, creating the cluster from a
 cached ``initdb`` template, running it as an unprivileged account under root, reaping the
-backends a crash leaves."""
+backends a crash leaves.
+
+Only password (SCRAM-SHA-256) authentication over TCP, and no Unix socket, so another local
+account cannot connect as the superuser (see :mod:`kaleido.devstack.pg_auth`)."""
 
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ from typing import ClassVar
 
 import attrs
 
+from kaleido.devstack.pg_auth import set_superuser_password, write_hba
 from kaleido.devstack.process import (
     DevStackError,
     _absolute,
@@ -136,7 +140,20 @@ class PostgresServer(_ManagedServer):
 
     @property
     def url(self) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/{self.database}"
+        """``postgresql://postgres:PASSWORD@127.0.0.1:PORT/DATABASE``: the superuser."""
+        return f"postgresql://postgres:{self.password}@127.0.0.1:{self.port}/{self.database}"
+
+    @property
+    def password_file(self) -> Path:
+        return self.dir / "password"
+
+    @property
+    def password(self) -> str:
+        """The superuser's password (made when the cluster was; see :meth:`start`)."""
+        try:
+            return self.password_file.read_text().strip()
+        except FileNotFoundError:
+            raise DevStackError(f"{self.password_file} is missing: start the server") from None
 
     @property
     def data_dir(self) -> Path:
@@ -162,9 +179,10 @@ class PostgresServer(_ManagedServer):
             *["-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-U", "postgres"],
             *("-p", str(self.port), "-d", database or self.database),
         ]
+        env = {**_clean_env(), "PGPASSWORD": self.password}  # never in the arguments
         try:
             done = subprocess.run(
-                argv, input=sql, capture_output=True, text=True, timeout=timeout, env=_clean_env()
+                argv, input=sql, capture_output=True, text=True, timeout=timeout, env=env
             )
         except subprocess.TimeoutExpired as exc:
             raise DevStackError(f"psql timed out after {timeout}s running {sql!r}") from exc
@@ -203,6 +221,15 @@ class PostgresServer(_ManagedServer):
         # Backends of a SIGKILLed postmaster keep the shared memory attached for a moment and
         # the new postmaster refuses to start until they are gone.
         self._reap_stragglers(deadline, kill_after=5.0)
+        write_hba(self.data_dir, account)
+        attempts = 3
+        while not self.password_file.exists():
+            attempts -= 1
+            try:
+                set_superuser_password(self._bindir(), self.dir, account, deadline)
+            except DevStackError as exc:
+                if not attempts or not self._recoverable(str(exc)):
+                    raise
 
     def _ensure_cluster(self, account: _RunAs | None, deadline: float) -> None:
         data = self.data_dir

@@ -1,6 +1,6 @@
 """Process plumbing of the dev servers: spawning a child tied to our life (``PR_SET_PDEATHSIG``),
-the unprivileged account it runs as under root, /proc look-ups, free ports, polling with a deadline
-and reading logs."""
+the unprivileged account it runs as under root, /proc look-ups, free ports, polling with a deadline,
+reading logs, and the files only their owner reads (passwords, configuration with a password)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import ctypes
 import functools
 import os
 import pwd
+import secrets
 import signal
 import socket
 import subprocess
@@ -20,6 +21,7 @@ from pathlib import Path
 import attrs
 
 from kaleido.errors import KaleidoError
+from kaleido.private_files import write_private
 
 _PR_SET_PDEATHSIG = 1
 _LOG_TAIL_LINES = 40
@@ -92,6 +94,7 @@ def _spawn(
     death_signal: int,
     run_as: _RunAs | None = None,
     env: dict[str, str] | None = None,
+    stdin: int = subprocess.DEVNULL,
 ) -> subprocess.Popen[bytes]:
     if threading.current_thread() is not threading.main_thread():
         warnings.warn(
@@ -105,7 +108,7 @@ def _spawn(
             argv,
             cwd=cwd,
             env=env,
-            stdin=subprocess.DEVNULL,
+            stdin=stdin,
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # keep the terminal's Ctrl-C away from the servers
@@ -182,6 +185,25 @@ def _tail(text: str, lines: int = _LOG_TAIL_LINES) -> str:
 def _absolute(path: str | os.PathLike[str]) -> Path:
     # Absolute at construction: a later os.chdir() must not move the server's files.
     return Path(path).absolute()
+
+
+def new_password() -> str:
+    """A random password, safe in URLs and configuration files (no quoting needed)."""
+    return secrets.token_urlsafe(24)
+
+
+def stored_password(path: Path) -> str:
+    """The password kept in ``path`` (mode 0600), made at random on first use."""
+    try:
+        password = path.read_text().strip()
+    except FileNotFoundError:
+        password = ""
+    if password:
+        return password
+    path.parent.mkdir(parents=True, exist_ok=True)
+    password = new_password()
+    write_private(path, password + "\n")
+    return password
 
 
 def _clean_env() -> dict[str, str]:

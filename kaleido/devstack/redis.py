@@ -1,5 +1,11 @@
 """``redis-server`` processes: a single :class:`RedisServer`, a :class:`RedisClusterNode`, their
-generated configuration, and the few RESP calls that probe and query them (no client library)."""
+generated configuration, and the few RESP calls that probe and query them (no client library).
+
+Every server asks for a password (``requirepass``, the ``default`` user), kept in a file only its
+owner reads (``password``, mode 0600) and written into the generated configuration (0600 too):
+other local accounts reach the port but not the data. Each server holds Kaleido's function
+library (:mod:`kaleido.redis_functions`), loaded whenever it starts: a single server by itself,
+a cluster's masters by :class:`~kaleido.devstack.cluster.RedisCluster`."""
 
 from __future__ import annotations
 
@@ -21,10 +27,18 @@ from kaleido.devstack.process import (
     _free_port,
     _port_bindable,
     _spawn,
+    stored_password,
 )
 from kaleido.devstack.server import _ManagedServer
+from kaleido.private_files import write_private
+from kaleido.redis_functions import library
 
-_REDIS_MANAGED = frozenset({"port", "bind", "dir", "daemonize", "logfile", "pidfile", "include"})
+_REDIS_MANAGED = frozenset(
+    {
+        *("port", "bind", "dir", "daemonize", "logfile", "pidfile", "include"),
+        *("requirepass", "masterauth", "masteruser", "user", "aclfile"),
+    }
+)
 
 _BUS_OFFSET = 10000  # a node's cluster bus listens on its port + 10000
 _CLUSTER_MANAGED = frozenset(
@@ -43,29 +57,12 @@ def _check_overrides(_instance: object, _attribute: object, value: dict[str, str
         raise ValueError(f"RedisServer manages {', '.join(clash)} itself; remove from overrides")
 
 
-def _redis_probe(port: int) -> tuple[bytes, int | None]:
-    """PING (answered ``-LOADING`` while the dataset loads) and the ``process_id`` from
-    ``INFO server``, which tells our server apart from another one that took the port."""
-    with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
-        s.sendall(b"*1\r\n$4\r\nPING\r\n*2\r\n$4\r\nINFO\r\n$6\r\nserver\r\n")
-        buf = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            buf += chunk
-            first, sep, rest = buf.partition(b"\r\n")
-            if not sep:
-                continue
-            if rest.startswith(b"$"):
-                header, sep2, body = rest.partition(b"\r\n")
-                if sep2 and len(body) >= int(header[1:]) + 2:
-                    break
-            elif b"\r\n" in rest:
-                break
-    first = buf.partition(b"\r\n")[0]
-    match = re.search(rb"\r\nprocess_id:(\d+)\r\n", buf)
-    return first, int(match.group(1)) if match else None
+def _redis_process_id(port: int, password: str) -> int | None:
+    """The ``process_id`` of ``INFO server``, which tells our server apart from another one that
+    took the port, once PING answers (``-LOADING`` while the dataset loads: DevStackError)."""
+    _, info = _redis_calls(port, ("PING",), ("INFO", "server"), password=password)
+    match = re.search(r"\nprocess_id:(\d+)", info)
+    return int(match.group(1)) if match else None
 
 
 def _redis_server_binary() -> str:
@@ -81,7 +78,8 @@ class RedisServer(_ManagedServer):
 
     The generated ``dir/redis-dev.conf`` first includes ``conf`` (the repo's redis.conf), then
     applies ``overrides`` (written verbatim, so multi-word values such as ``save`` work), then the
-    settings this class manages (port, bind, dir, daemonize, logfile, pidfile).
+    settings this class manages (port, bind, dir, daemonize, logfile, pidfile, and the password
+    of ``password_file``: ``dir/password`` unless given, made on first use).
     """
 
     _what: ClassVar[str] = "redis-server"
@@ -91,13 +89,27 @@ class RedisServer(_ManagedServer):
     conf: Path | None = None
     overrides: dict[str, str] = attrs.field(factory=dict, validator=_check_overrides)
     port: int = 0
+    password_file: Path | None = None
     _proc: subprocess.Popen[bytes] | None = attrs.field(default=None, init=False, repr=False)
     _log_offset: int = attrs.field(default=0, init=False, repr=False)
     _port_fixed: bool = attrs.field(default=False, init=False, repr=False)
+    _password: str | None = attrs.field(default=None, init=False, repr=False)
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        """``redis://default:PASSWORD@127.0.0.1:PORT/0``: the admin (default) user."""
+        return self.url_for("default", self.password)
+
+    def url_for(self, user: str, password: str) -> str:
+        """The URL of this server as another user."""
+        return f"redis://{user}:{password}@127.0.0.1:{self.port}/0"
+
+    @property
+    def password(self) -> str:
+        """The default user's password (``requirepass``)."""
+        if self._password is None:
+            self._password = stored_password(self.password_file or self.dir / "password")
+        return self._password
 
     @property
     def log_path(self) -> Path:
@@ -117,7 +129,10 @@ class RedisServer(_ManagedServer):
         empty = '""'  # how redis.conf spells an empty value (e.g. save "")
         for key, value in self.overrides.items():
             lines.append(f"{key} {value or empty}")
+        password = _redis_quote(self.password)
         lines += [
+            f"requirepass {password}",
+            f"masterauth {password}",  # a cluster's replicas sync with their master
             f"port {self.port}",
             "bind 127.0.0.1",
             f"dir {_redis_quote(str(here))}",
@@ -130,7 +145,7 @@ class RedisServer(_ManagedServer):
 
     def _respawn(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.conf_path.write_text(self.config_text())
+        write_private(self.conf_path, self.config_text())  # it holds the password
         self._log_offset = _file_size(self.log_path)
         # stderr goes to the log too: config errors are printed there before logging starts.
         self._proc = _spawn(
@@ -142,12 +157,16 @@ class RedisServer(_ManagedServer):
 
     def _probe(self, pid: int) -> bool:
         try:
-            first, server_pid = _redis_probe(self.port)
-        except (OSError, ValueError):
+            return _redis_process_id(self.port, self.password) == pid
+        except (OSError, ValueError, DevStackError):
             return False
-        if first.startswith(b"-NOAUTH"):
-            return True  # a password in the included conf: it is up, we cannot tell more
-        return first == b"+PONG" and server_pid == pid
+
+    def _after_ready(self, deadline: float) -> None:
+        load_functions(self.port, self.password)
+
+    def call(self, *command: str) -> str:
+        """Run one command as the default user; its reply as text (status, integer, bulk)."""
+        return _redis_calls(self.port, command, password=self.password)[0]
 
     def pause(self) -> None:
         """SIGSTOP: the server hangs without closing connections (a stalled server)."""
@@ -203,13 +222,22 @@ def _read_reply(stream: BinaryIO) -> str:
     raise DevStackError(f"unexpected redis reply {line!r}")
 
 
-def _redis_calls(port: int, *commands: Sequence[str], timeout: float = 0.5) -> list[str]:
-    """Pipeline ``commands`` on one fresh connection; each reply as text (status, integer or
-    bulk string). Raises OSError when the node does not answer, DevStackError on an error."""
+def _redis_calls(
+    port: int, *commands: Sequence[str], password: str, timeout: float = 0.5
+) -> list[str]:
+    """Pipeline ``commands`` on one fresh connection after AUTH with ``password`` (the default
+    user); each reply as text (status, integer or bulk string). Raises OSError when the node
+    does not answer, DevStackError on an error."""
+    sent = [("AUTH", password), *commands]
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-        s.sendall(b"".join(_encode_command(c) for c in commands))
+        s.sendall(b"".join(_encode_command(c) for c in sent))
         with s.makefile("rb") as stream:
-            return [_read_reply(stream) for _ in commands]
+            return [_read_reply(stream) for _ in sent][1:]
+
+
+def load_functions(port: int, password: str) -> None:
+    """Load (or replace) Kaleido's function library on the master at ``port``."""
+    _redis_calls(port, ("FUNCTION", "LOAD", "REPLACE", library()), password=password, timeout=5)
 
 
 def _no_ports() -> frozenset[int]:
@@ -250,6 +278,9 @@ class RedisClusterNode(RedisServer):
 
     def _pick_port(self) -> int:
         return _cluster_port(self._avoid())
+
+    def _after_ready(self, deadline: float) -> None:
+        """Nothing: a node may be a replica; the cluster loads the library on its masters."""
 
     def _ports_free(self) -> bool:
         return _port_bindable(self.port) and _port_bindable(self.bus_port)

@@ -25,7 +25,12 @@ class DevStack:
 
     @property
     def redis_url(self) -> str:
+        """The Redis (a cluster's seed nodes) as its admin, the default user."""
         return self.redis.url
+
+    def redis_url_for(self, user: str, password: str) -> str:
+        """The same Redis as another user (made with ``ACL SETUSER``)."""
+        return self.redis.url_for(user, password)
 
     @property
     def cluster(self) -> RedisCluster:

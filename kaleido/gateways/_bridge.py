@@ -55,6 +55,8 @@ def map_redis_error(exc: BaseException) -> BaseException:
             return errors.RedisOutOfMemory(f"redis: {text}")
         if text.startswith("NOGROUP"):
             return errors.NoGroup(f"redis: {text}")
+        if text.removeprefix("ERR ").startswith("Function not found"):
+            return errors.RedisFunctionMissing(f"redis: {text}")
         if text.startswith(("LOADING", "BUSY ", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN")):
             return errors.RedisUnavailable(f"redis: {text}")
         return errors.RedisCommandError(f"redis: {text}", code=text.split(" ", 1)[0])

@@ -77,7 +77,9 @@ async def open_backends(settings: Settings) -> AsyncIterator[Backends]:
     if settings.redis_url is None or settings.database_url is None:
         raise ConfigError("open_backends needs both a Redis URL and a database URL")
     async with trio_asyncio.open_loop() as loop:
-        redis = RedisGateway.connect(loop, settings.redis_url, make_breaker("redis"))
+        redis = RedisGateway.connect(
+            loop, settings.redis_url, make_breaker("redis"), scripts=settings.redis_scripts
+        )
         try:
             postgres = await PostgresGateway.connect(
                 loop, settings.database_url, make_breaker("postgres")

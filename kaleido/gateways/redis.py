@@ -2,30 +2,37 @@
 
 Callers pass raw commands (`"SET", key, value, ...`) and get redis-py's replies (bytes, ints,
 lists). Round trips through trio-asyncio cost several times a native call, so the API favours
-batching: `pipeline()` sends many commands in one round trip and `run_script()` runs a Lua
-script by SHA, reloading it once if Redis forgot it (restart, flush, SCRIPT FLUSH).
+batching: `pipeline()` sends many commands in one round trip and `run_script()` runs one of
+Kaleido's Lua scripts.
+
+How scripts run (`KALEIDO_REDIS_SCRIPTS`): as functions of the library an admin loaded
+(`FCALL`; Kaleido's user may not load code, so a missing function is `RedisFunctionMissing`,
+never reloaded), or in the weaker `eval` mode by SHA (`EVALSHA`), loading a script once when
+Redis forgot it (restart, flush, SCRIPT FLUSH).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from typing import Any
 
-import attrs
 import hiredis
 import redis.asyncio as aioredis
 import redis.asyncio.cluster as aiocluster
 import redis.asyncio.connection as aioconnection
 import redis.exceptions as rexc
 import trio
+import trio_asyncio
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
 from kaleido.breaker import CircuitBreaker
+from kaleido.errors import RedisCommandError, RedisFunctionMissing
 from kaleido.gateways._bridge import AsyncioBridge, map_redis_error
+from kaleido.gateways.redis_scripts import EVAL, FUNCTIONS, SCRIPT_MODES, Script
 from kaleido.redis_url import ClusterURL, is_cluster_url, parse_cluster_url
 
 Command = Sequence[Any]
@@ -71,19 +78,6 @@ _CONNECTION_CLASSES: dict[type[aioconnection.AbstractConnection], type[Any]] = {
 }
 
 
-@attrs.frozen
-class Script:
-    """A Lua script identified by its SHA1, as Redis knows it."""
-
-    name: str
-    source: str
-    sha: str = attrs.field(init=False)
-
-    @sha.default
-    def _sha(self) -> str:
-        return hashlib.sha1(self.source.encode()).hexdigest()
-
-
 class RedisGateway:
     """Trio-facing Redis client. Every error is one of `kaleido.errors`."""
 
@@ -92,22 +86,34 @@ class RedisGateway:
         client: aioredis.Redis | aiocluster.RedisCluster,
         bridge: AsyncioBridge,
         url: str,
+        scripts: str = FUNCTIONS,
     ) -> None:
+        if scripts not in SCRIPT_MODES:
+            raise ValueError(f"scripts: expected one of {', '.join(SCRIPT_MODES)}, got {scripts!r}")
         self._client = client
         self._bridge = bridge
         self.url = url
+        self.scripts = scripts
         self.round_trips = 0
         self.breaker = bridge.breaker
         # Redis Cluster: a script call's keys must share one slot (see kaleido.views.store).
         self.is_cluster = isinstance(client, aiocluster.RedisCluster)
 
     @classmethod
-    def connect(cls, loop: Any, url: str, breaker: CircuitBreaker | None = None) -> RedisGateway:
+    def connect(
+        cls,
+        loop: Any,
+        url: str,
+        breaker: CircuitBreaker | None = None,
+        *,
+        scripts: str = FUNCTIONS,
+    ) -> RedisGateway:
         """Create the client (redis-py's cluster client for a `redis+cluster://` URL); no
-        connection is made until the first command."""
+        connection is made until the first command. `scripts`: how scripts run (`FUNCTIONS`
+        or `EVAL`)."""
         bridge = AsyncioBridge(loop, map_redis_error, breaker)
         if is_cluster_url(url):
-            return cls(_cluster_client(parse_cluster_url(url)), bridge, url)
+            return cls(_cluster_client(parse_cluster_url(url)), bridge, url, scripts)
         client = aioredis.Redis.from_url(
             url, retry_on_error=[rexc.ConnectionError, rexc.TimeoutError], **_client_options()
         )
@@ -115,7 +121,7 @@ class RedisGateway:
         pool.connection_class = _CONNECTION_CLASSES.get(
             pool.connection_class, pool.connection_class
         )
-        return cls(client, bridge, url)
+        return cls(client, bridge, url, scripts)
 
     async def execute(self, *command: Any) -> Any:
         """Run one command and return its reply."""
@@ -143,28 +149,32 @@ class RedisGateway:
         return await self._pipeline_replies(commands, transaction=transaction, raise_on_error=True)
 
     async def run_script(self, script: Script, keys: Sequence[Any], args: Sequence[Any]) -> Any:
-        """EVALSHA the script; on NOSCRIPT load it and run it once more."""
+        """Run the script once. In `eval` mode, on NOSCRIPT load it and run it once more; in
+        `functions` mode a function Redis lacks is `RedisFunctionMissing`."""
+        command = script.command(self.scripts, keys, args)
         try:
-            return await self.execute("EVALSHA", script.sha, len(keys), *keys, *args)
+            return await self.execute(*command)
         except rexc.NoScriptError:
             await self.on_masters("SCRIPT", "LOAD", script.source)
-            return await self.execute("EVALSHA", script.sha, len(keys), *keys, *args)
+            return await self.execute(*command)
+        except RedisFunctionMissing as exc:
+            raise _missing(script, exc) from None
 
     async def run_scripts(
         self, script: Script, calls: Sequence[tuple[Sequence[Any], Sequence[Any]]]
     ) -> list[Any]:
-        """EVALSHA the script once per (keys, args) call, pipelined; replies in order.
+        """Run the script once per (keys, args) call, pipelined; replies in order.
 
-        The calls a node answered NOSCRIPT (a restarted node, or a replica promoted since the
-        script was loaded) did not run: the script is loaded and those calls alone sent again.
-        Any other failure raises its mapped error.
+        In `eval` mode, the calls a node answered NOSCRIPT (a restarted node, or a replica
+        promoted since the script was loaded) did not run: the script is loaded and those calls
+        alone sent again. Any other failure raises its mapped error.
         """
-        commands = [("EVALSHA", script.sha, len(keys), *keys, *args) for keys, args in calls]
+        commands = [script.command(self.scripts, keys, args) for keys, args in calls]
         if not commands:
             return []
         replies = await self._pipeline_replies(commands)
         missing = [i for i, reply in enumerate(replies) if isinstance(reply, rexc.NoScriptError)]
-        if missing:
+        if missing and self.scripts == EVAL:
             await self.on_masters("SCRIPT", "LOAD", script.source)
             again = await self._pipeline_replies([commands[i] for i in missing])
             for i, reply in zip(missing, again, strict=True):
@@ -172,6 +182,8 @@ class RedisGateway:
         for reply in replies:
             if isinstance(reply, Exception):
                 mapped = map_redis_error(reply)
+                if isinstance(mapped, RedisFunctionMissing):
+                    raise _missing(script, mapped) from reply
                 raise mapped from reply
         return replies
 
@@ -216,6 +228,52 @@ class RedisGateway:
 
         return await self._bridge.run(run())
 
+    async def on_every_node(self, *command: Any, return_errors: bool = False) -> dict[str, Any]:
+        """Run a command on every node, masters and replicas, by node ("" for a single Redis):
+        what Redis keeps per node and never replicates, such as ACL users. A cluster's nodes
+        are those CLUSTER NODES lists (the client's slot map may not list a replica yet), each
+        reached with a connection of its own; a node flagged as failed is not tried. With
+        `return_errors`, a node's error reply is its reply (a `kaleido.errors` exception)."""
+        if not isinstance(self._client, aiocluster.RedisCluster):
+            try:
+                return {"": await self.execute(*command)}
+            except RedisCommandError as exc:
+                if return_errors:
+                    return {"": exc}
+                raise
+        self.round_trips += 1
+        client, url = self._client, parse_cluster_url(self.url)
+
+        async def one(node: str) -> Any:
+            host, _, port = node.rpartition(":")
+            single = aioredis.Redis(
+                host=host.strip("[]"),
+                port=int(port),
+                username=url.username,
+                password=url.password,
+                ssl=url.tls,
+                ssl_ca_certs=url.ca_certs,
+                **_client_options(),
+            )
+            try:
+                return await single.execute_command(*command)  # type: ignore[no-untyped-call]
+            except rexc.ResponseError as exc:
+                if return_errors:
+                    return map_redis_error(exc)
+                raise
+            finally:
+                await single.aclose()
+
+        async def run() -> dict[str, Any]:
+            await client.initialize()
+            primary = client.get_primaries()[0]
+            listing = await client.execute_command("CLUSTER NODES", target_nodes=primary)
+            nodes = _live_nodes(listing)
+            replies = await asyncio.gather(*(one(node) for node in nodes))
+            return dict(zip(nodes, replies, strict=True))
+
+        return await self._bridge.run(run())
+
     async def master_names(self) -> list[str]:
         """Every master's "host:port" ([""] for a single Redis)."""
         return list(await self.on_each_master("PING"))
@@ -248,6 +306,42 @@ class RedisGateway:
             # Closing a broken client must not fail shutdown.
             with contextlib.suppress(Exception):
                 await self._bridge.run(self._client.aclose(), guarded=False)
+
+
+def _live_nodes(listing: Any) -> list[str]:
+    """The "host:port" of every node of a CLUSTER NODES reply (raw, or as redis-py parses it)
+    not flagged as failed, unreachable or still joining."""
+    if isinstance(listing, dict):
+        rows = [(str(name), str(info.get("flags", ""))) for name, info in listing.items()]
+    else:
+        text = listing.decode() if isinstance(listing, bytes) else str(listing)
+        rows = [
+            (fields[1].split("@")[0], fields[2])
+            for fields in (line.split() for line in text.splitlines())
+            if len(fields) > 2
+        ]
+    skip = {"fail", "noaddr", "handshake"}
+    return sorted(name for name, flags in rows if not skip & set(flags.split(",")))
+
+
+@asynccontextmanager
+async def open_redis(url: str, *, scripts: str = FUNCTIONS) -> AsyncIterator[RedisGateway]:
+    """A Redis gateway alone, on a trio-asyncio loop of its own (the admin step, which needs
+    no PostgreSQL); closed, shielded, on the way out."""
+    async with trio_asyncio.open_loop() as loop:
+        redis = RedisGateway.connect(loop, url, scripts=scripts)
+        try:
+            yield redis
+        finally:
+            await redis.aclose()
+
+
+def _missing(script: Script, exc: RedisFunctionMissing) -> RedisFunctionMissing:
+    return RedisFunctionMissing(
+        f"Redis has no function {script.function} ({script.name}): Kaleido's function "
+        "library is missing or another version (an admin loads it with `kaleido redis-acl "
+        f"--setuser`, see docs/redis.md; Redis said: {exc})"
+    )
 
 
 def _cluster_client(url: ClusterURL) -> aiocluster.RedisCluster:

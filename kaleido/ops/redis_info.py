@@ -1,5 +1,7 @@
 """Redis server facts that matter to Kaleido: memory against maxmemory, eviction policy,
-evictions, keyspace hits and misses, persistence; per master of a cluster, and combined."""
+evictions, keyspace hits and misses, persistence; per master of a cluster, and combined.
+
+All from `INFO` (server, memory, persistence, stats): Kaleido's Redis user has no `CONFIG`."""
 
 from __future__ import annotations
 
@@ -18,6 +20,12 @@ class RedisFacts:
     keyspace_misses: int
     aof_enabled: bool
     node: str = ""  # "host:port" of a cluster's master; "" for a single Redis
+    # RDB snapshots since Redis started, seconds since the last one, writes since then: what
+    # INFO says of the `save` schedule (a CONFIG setting).
+    rdb_saves: int = 0
+    rdb_age: int = 0
+    rdb_changes: int = 0
+    uptime: int = 0  # seconds since Redis started
     # Of several masters combined: the fullest one's used / maxmemory.
     fullest: float | None = None
 
@@ -34,6 +42,7 @@ async def read_node_facts(redis: RedisGateway) -> list[RedisFacts]:
     only: managed Redis services often disable CONFIG)."""
     facts = []
     for node, info in (await redis.on_each_master("INFO")).items():
+        now = int(info.get("server_time_usec", 0)) // 1_000_000
         facts.append(
             RedisFacts(
                 used_memory=int(info.get("used_memory", 0)),
@@ -44,6 +53,10 @@ async def read_node_facts(redis: RedisGateway) -> list[RedisFacts]:
                 keyspace_misses=int(info.get("keyspace_misses", 0)),
                 aof_enabled=bool(int(info.get("aof_enabled", 0))),
                 node=node,
+                rdb_saves=int(info.get("rdb_saves", 0)),
+                rdb_age=max(0, now - int(info.get("rdb_last_save_time", now))),
+                rdb_changes=int(info.get("rdb_changes_since_last_save", 0)),
+                uptime=int(info.get("uptime_in_seconds", 0)),
             )
         )
     return facts

@@ -27,11 +27,13 @@ from kaleido.streams.groups import ensure_group
 # Dead-letter streams are bounded (approximately) so a flood of bad entries cannot fill Redis.
 DLQ_MAXLEN = 100_000
 
-# XPENDING's extended form through EVAL: redis-py's reply parser for XPENDING expects the
+# XPENDING's extended form through a script: redis-py's reply parser for XPENDING expects the
 # summary form unless told otherwise, and the gateway passes raw commands only.
+# KEYS: the stream; ARGV: group, first id, last id, count, consumer.
 _PENDING_RANGE = Script(
     "pending_range",
     "return redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5])",
+    read_only=True,
 )
 
 

@@ -24,6 +24,7 @@ VERSION = 2
 _SCAN_COUNT = 1000
 
 # Create the record unless it exists; return it as it is now (field, value, ...).
+# KEYS: the layout record; ARGV: its fields and values.
 _CLAIM = Script(
     "claim_view_layout",
     """

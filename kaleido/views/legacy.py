@@ -46,6 +46,9 @@ class LegacyKeys:
 
 # v1's move: pop pending posts, move their counters into a batch hash. Returns
 # {posts popped, views moved, post, views, ...}; a counter that is not a positive integer stays.
+# KEYS: pending set, batch set, the batch hash, epoch; ARGV: prefix, batch id, posts to pop.
+# The counter keys are built here from the prefix (v1 never ran on a cluster). Runs past
+# maxmemory, as MOVE_TO_BATCH.
 MOVE_V1 = Script(
     "move_to_batch_v1",
     """
@@ -82,9 +85,12 @@ if #out > 2 then
 end
 return out
 """,
+    allow_oom=True,
 )
 
 # A post's v1 side: {epoch, counter, journal replays done (space-separated), batch, views, ...}.
+# KEYS: epoch, batch set, the post's counter, journal replays done; ARGV: prefix, post id (the
+# batch hashes' keys are built here).
 SNAPSHOT_V1 = Script(
     "snapshot_post_v1",
     """
@@ -102,6 +108,7 @@ for _, batch in ipairs(redis.call('SMEMBERS', KEYS[2])) do
 end
 return out
 """,
+    read_only=True,
 )
 
 

@@ -193,6 +193,8 @@ return out
 # KEYS: counts, the partition's batch set, the batch hash, epoch.
 # Returns {posts taken, views moved, post, views, post, views, ...}. A counter that is not a
 # positive integer is left where it is (and stays visible to readers) rather than guessed at.
+# It moves memory rather than adding any, so it runs even past maxmemory: the sync drains a
+# full Redis.
 MOVE_TO_BATCH = Script(
     "move_to_batch_v2",
     """
@@ -230,6 +232,7 @@ if #out > 2 then
 end
 return out
 """.replace("GROUP", "1000"),  # well below Lua's limit on unpack()ed arguments
+    allow_oom=True,
 )
 
 # A post's Redis side at one instant. KEYS: epoch, counts, replayed, batch set, then the batch
@@ -265,4 +268,5 @@ for i = 5, #KEYS do
 end
 return out
 """,
+    read_only=True,
 )

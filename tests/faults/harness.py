@@ -227,8 +227,15 @@ def sync_client(url: str) -> sync_redis.Redis | sync_redis.RedisCluster:
     """A blocking client of a single Redis or (a `redis+cluster://` URL) a Redis Cluster."""
     if not is_cluster_url(url):
         return sync_redis.Redis.from_url(url, socket_timeout=2)
-    host, port = parse_cluster_url(url).nodes[0]
-    return sync_redis.RedisCluster(host=host, port=port, socket_timeout=2)
+    parsed = parse_cluster_url(url)
+    host, port = parsed.nodes[0]
+    return sync_redis.RedisCluster(
+        host=host,
+        port=port,
+        username=parsed.username,
+        password=parsed.password,
+        socket_timeout=2,
+    )
 
 
 @attrs.define

@@ -95,8 +95,8 @@ async def two_workers(cluster_fault_stack: DevStack, tmp_path: Path) -> AsyncIte
                 os.kill(pid, signal.SIGKILL)
 
 
-def replication_offset(port: int, field: str) -> int:
-    client = sync_redis.Redis(port=port, socket_timeout=1)
+def replication_offset(node: RedisClusterNode, field: str) -> int:
+    client = sync_redis.Redis.from_url(node.url, socket_timeout=1)
     try:
         return int(client.info("replication")[field])
     finally:
@@ -113,8 +113,8 @@ def replica_of(cluster: RedisCluster, master: RedisClusterNode) -> RedisClusterN
 def replica_lag(master: RedisClusterNode, replica: RedisClusterNode) -> int:
     """Bytes of the master's replication stream its replica had not received: the master's
     offset, then the replica's own (read in that order, so a lag is never overstated)."""
-    written = replication_offset(master.port, "master_repl_offset")
-    received = replication_offset(replica.port, "slave_repl_offset")
+    written = replication_offset(master, "master_repl_offset")
+    received = replication_offset(replica, "slave_repl_offset")
     return max(0, written - received)
 
 
@@ -161,7 +161,7 @@ def wait_cost(cluster: RedisCluster, rounds: int = 200) -> str:
     """What `WAIT 1 0` (block until the replica has the write) adds to one write."""
     key = "kaleido-fault:wait-probe"
     master = cluster.master_for_slot(key_slot(key.encode()))
-    client = sync_redis.Redis(port=master.port, socket_timeout=5)
+    client = sync_redis.Redis.from_url(master.url, socket_timeout=5)
     plain, waited = [], []
     try:
         for index in range(rounds):

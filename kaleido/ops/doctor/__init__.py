@@ -20,18 +20,19 @@ from kaleido.ops.doctor.gather import (
     SCAN_COUNT,
     diagnose,
     read_backlog,
-    read_config,
-    read_save_config,
     sample_keys,
+    script_findings,
 )
 from kaleido.ops.doctor.redis_checks import (
     LISTPACK_SETTING,
+    NOT_CHECKED,
     KeySample,
     check_dedup_memory,
     check_keys,
     check_memory,
     check_persistence,
     check_policy,
+    check_scripts,
 )
 from kaleido.ops.doctor.report import print_report
 from kaleido.ops.doctor.work_checks import (
@@ -46,6 +47,7 @@ __all__ = [
     "DLQ_INTERVAL",
     "LISTPACK_SETTING",
     "MAX_SCAN_CALLS",
+    "NOT_CHECKED",
     "SAMPLE_SIZE",
     "SCAN_COUNT",
     "BacklogFacts",
@@ -60,13 +62,13 @@ __all__ = [
     "check_persistence",
     "check_policy",
     "check_schema",
+    "check_scripts",
     "check_streams",
     "diagnose",
     "exit_code",
     "on_node",
     "print_report",
     "read_backlog",
-    "read_config",
-    "read_save_config",
     "sample_keys",
+    "script_findings",
 ]

@@ -3,24 +3,31 @@ check on them (:func:`diagnose`); an unreachable server is itself a finding."""
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 from typing import Any
 
 import trio
 
-from kaleido.errors import BackendError, RedisCommandError, RedisPermissionDenied
-from kaleido.gateways import Backends, PostgresGateway, RedisGateway
+from kaleido.errors import (
+    BackendError,
+    RedisCommandError,
+    RedisFunctionMissing,
+    RedisPermissionDenied,
+)
+from kaleido.gateways import FUNCTIONS, Backends, PostgresGateway, RedisGateway
 from kaleido.keys import KeyLayout
 from kaleido.messages import INBOUND_STREAMS
 from kaleido.migrate import available_migrations, schema_version
 from kaleido.ops.doctor.findings import Finding, Level, on_node
 from kaleido.ops.doctor.redis_checks import (
-    LISTPACK_SETTING,
+    NOT_CHECKED,
     KeySample,
     check_keys,
     check_memory,
     check_persistence,
     check_policy,
+    check_scripts,
 )
 from kaleido.ops.doctor.work_checks import (
     BacklogFacts,
@@ -34,9 +41,9 @@ from kaleido.ops.limits import (
 )
 from kaleido.ops.redis_info import read_node_facts
 from kaleido.ops.streams import ALL_STREAMS, dlq_sizes, read_streams
+from kaleido.redis_functions import library_problem, version
 from kaleido.redis_preflight import check_redis_rights
 from kaleido.redis_url import redis_credentials
-from kaleido.replies import as_text
 
 # Keys sampled by SCAN for the TTL checks: enough to see a pattern, cheap on a big keyspace.
 SAMPLE_SIZE = 2000
@@ -104,7 +111,6 @@ async def sample_keys(
         b for b, e in zip(buckets, encodings, strict=True) if e is not None and e != b"listpack"
     ]
     sizes = await redis.pipeline([("HLEN", b) for b in converted])
-    entries = await read_config(redis, LISTPACK_SETTING) if converted else None
 
     counts = [keys.counts(q) for q in range(keys.partitions)]
     # Only OBJECT reads them: a command on the hash would reset the idle time it measures.
@@ -124,29 +130,16 @@ async def sample_keys(
         buckets=sum(1 for t in bucket_ttls if int(t) != -2),
         buckets_without_ttl=sum(1 for t in bucket_ttls if int(t) == -1),
         converted_buckets=tuple(int(n) for n in sizes if int(n)),
-        listpack_entries=int(entries) if entries and entries.isdigit() else None,
         counted_partitions=counted,
         stale_partitions=stale,
     )
 
 
-async def read_config(redis: RedisGateway, name: str) -> str | None:
-    """A CONFIG setting, or None when CONFIG is disabled (as on many managed Redis)."""
-    try:
-        reply = await redis.execute("CONFIG", "GET", name)
-    except RedisCommandError:
-        return None
-    value = reply.get(name.encode(), reply.get(name)) if isinstance(reply, dict) else None
-    if value is None and isinstance(reply, list) and len(reply) == 2:
-        value = reply[1]
-    if value is None:
-        return None
-    return as_text(value)
-
-
-async def read_save_config(redis: RedisGateway) -> str | None:
-    """The RDB `save` setting, or None when CONFIG is disabled."""
-    return await read_config(redis, "save")
+async def script_findings(redis: RedisGateway) -> list[Finding]:
+    """How Kaleido's scripts run, and in the `functions` mode whether every master holds this
+    version of the library."""
+    problem = await library_problem(redis) if redis.scripts == FUNCTIONS else None
+    return check_scripts(redis.scripts, problem, version())
 
 
 async def read_backlog(postgres: PostgresGateway) -> BacklogFacts:
@@ -179,12 +172,14 @@ async def diagnose(backends: Backends, dlq_interval: float = DLQ_INTERVAL) -> li
     first_dlq: dict[str, int] | None = None
     started = trio.current_time()
     try:
-        await check_redis_rights(redis, keys)
-        save = await read_save_config(redis)
+        findings += await script_findings(redis)
+        # A missing library is reported by the scripts check.
+        with contextlib.suppress(RedisFunctionMissing):
+            await check_redis_rights(redis, keys)
         for facts in await read_node_facts(redis):  # every master of a cluster
-            node_findings = check_memory(facts) + check_policy(facts)
-            node_findings += check_persistence(facts, save)
+            node_findings = check_memory(facts) + check_policy(facts) + check_persistence(facts)
             findings += [on_node(f, facts.node) for f in node_findings]
+        findings.append(NOT_CHECKED)
         statuses = await read_streams(redis, keys)
         first_dlq = {s.stream: s.dlq_size for s in statuses if s.inbound}
         findings += check_keys(await sample_keys(redis, keys, stale_after), stale_after)

@@ -1,6 +1,10 @@
-"""Judges of Redis: memory, eviction policy, persistence, key TTLs and the encoding of dedup
-buckets. Pure functions of the facts (:class:`~kaleido.ops.redis_info.RedisFacts`,
-:class:`KeySample`)."""
+"""Judges of Redis: memory, eviction policy, persistence, key TTLs, the encoding of dedup
+buckets and the function library. Pure functions of the facts
+(:class:`~kaleido.ops.redis_info.RedisFacts`, :class:`KeySample`).
+
+The facts come from INFO and key reads: Kaleido's Redis user has no CONFIG, so two settings are
+not checked (`NOT_CHECKED` says which): the RDB `save` schedule (judged from the snapshots INFO
+counts) and `hash-max-listpack-entries` (named in the hint when buckets outgrow it)."""
 
 from __future__ import annotations
 
@@ -17,6 +21,13 @@ from kaleido.ops.redis_info import RedisFacts
 # converts them to hashtables, about five times the memory.
 LISTPACK_SETTING = "hash-max-listpack-entries"
 
+NOT_CHECKED = Finding(
+    "not checked",
+    Level.OK,
+    "Kaleido's Redis user may not read CONFIG, so the RDB schedule (save) and "
+    f"{LISTPACK_SETTING} are not checked; as an admin: CONFIG GET save {LISTPACK_SETTING}",
+)
+
 
 @attrs.frozen
 class KeySample:
@@ -30,9 +41,6 @@ class KeySample:
     buckets_without_ttl: int = 0
     # Fields of each sampled dedup bucket no longer in listpack encoding.
     converted_buckets: tuple[int, ...] = ()
-    # hash-max-listpack-entries, read when a bucket was converted (None: not read, or CONFIG
-    # is disabled).
-    listpack_entries: int | None = None
     # Partitions with counters to sync (`view:{q}:counts` exists); None: not known.
     counted_partitions: int | None = None
     # Partitions whose counts hash was untouched for longer than a few sync intervals: the
@@ -97,25 +105,18 @@ def check_policy(facts: RedisFacts) -> list[Finding]:
     return [Finding("eviction policy", Level.WARNING, f"unknown maxmemory-policy {policy!r}")]
 
 
-def check_persistence(facts: RedisFacts, save: str | None) -> list[Finding]:
+def check_persistence(facts: RedisFacts) -> list[Finding]:
     if facts.aof_enabled:
         return [Finding("persistence", Level.OK, "appendonly yes: counted views survive a crash")]
     window = "views counted since the last sync are lost if redis-server dies"
-    if save is None:
+    if facts.rdb_saves:
         return [
             Finding(
                 "persistence",
                 Level.WARNING,
-                f"appendonly no, RDB setting unknown (CONFIG disabled): {window}",
-                "appendonly yes closes this window",
-            )
-        ]
-    if save.strip():
-        return [
-            Finding(
-                "persistence",
-                Level.WARNING,
-                f"RDB snapshots only (save {save}): {window} after the last snapshot",
+                f"RDB snapshots only ({facts.rdb_saves} since Redis started, the last "
+                f"{facts.rdb_age} s ago, {facts.rdb_changes} writes since): {window} after the "
+                "last snapshot",
                 "appendonly yes closes this window",
             )
         ]
@@ -123,10 +124,29 @@ def check_persistence(facts: RedisFacts, save: str | None) -> list[Finding]:
         Finding(
             "persistence",
             Level.WARNING,
-            f'no persistence (appendonly no, save ""): {window}',
-            "the known window of the shipped redis.conf; appendonly yes closes it",
+            f"no persistence seen (appendonly no, no RDB snapshot in the {facts.uptime} s since "
+            f"Redis started): {window}, and with them Kaleido's function library",
+            'the known window of the shipped redis.conf (save ""); appendonly yes closes it',
         )
     ]
+
+
+def check_scripts(mode: str, problem: str | None, version: str) -> list[Finding]:
+    """How Kaleido's scripts run: the function library in place (`problem` None), missing or
+    outdated (`problem` says where and what to run), or the weaker `eval` mode."""
+    if mode != "functions":
+        return [
+            Finding(
+                "scripts",
+                Level.WARNING,
+                "KALEIDO_REDIS_SCRIPTS=eval: Kaleido's Redis user may load and run any Lua "
+                "script (EVALSHA, SCRIPT LOAD), the weaker mode",
+                "load the function library and use KALEIDO_REDIS_SCRIPTS=functions (docs/redis.md)",
+            )
+        ]
+    if problem is not None:
+        return [Finding("scripts", Level.PROBLEM, problem)]
+    return [Finding("scripts", Level.OK, f"function library version {version} on every master")]
 
 
 def check_keys(sample: KeySample, stale_after: float) -> list[Finding]:
@@ -194,28 +214,17 @@ def check_dedup_memory(sample: KeySample) -> list[Finding]:
                 f"{sample.buckets} sampled dedup buckets, all in listpack encoding",
             )
         ]
-    largest, entries = max(converted), sample.listpack_entries
+    largest = max(converted)
     message = (
         f"{len(converted)} of {sample.buckets} sampled dedup buckets left listpack encoding "
         f"(up to {largest} fields): memory per view multiplies (about 5x in a hashtable)"
     )
-    kept = "converted buckets stay hashtables until they expire"
-    if entries is None:
-        hint = (
-            f"raise {LISTPACK_SETTING} above {largest} (CONFIG is disabled here: in your "
-            f"provider's settings); {kept}"
-        )
-    elif entries < largest:
-        hint = (
-            f"raise {LISTPACK_SETTING} (now {entries}) above {largest}: CONFIG SET and "
-            f"redis.conf; {kept}"
-        )
-    else:
-        hint = (
-            f"{LISTPACK_SETTING} is {entries}, above their fields: it was lower when they grew "
-            f"(keep it at 512 or more in redis.conf), or hash-max-listpack-value was exceeded; "
-            f"{kept}"
-        )
+    hint = (
+        f"keep {LISTPACK_SETTING} above {largest} (512 in the shipped redis.conf; as an admin: "
+        f"CONFIG GET {LISTPACK_SETTING}): it was lower when they grew, or "
+        "hash-max-listpack-value was exceeded; converted buckets stay hashtables until they "
+        "expire"
+    )
     return [Finding("dedup memory", Level.WARNING, message, hint)]
 
 
