@@ -12,6 +12,7 @@ from structlog.testing import capture_logs
 
 from kaleido.app import Running
 from kaleido.messages import INSIGHTS_STREAM
+from kaleido.streams import dlq as dlq_module
 from kaleido.streams.dlq import REPLAY_LIMIT
 
 from ..waiting import wait_until
@@ -64,6 +65,15 @@ async def test_replay_all_stops_when_the_client_goes(
     secured: Running, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("kaleido.http.connection.DISCONNECT_GRACE", 0.05)
+    # A slow Redis: each replayed entry takes 10 ms, so the whole replay would take 10 s and
+    # the client's going is noticed long before it ends, however busy the machine is.
+    replay_one = dlq_module._replay_one
+
+    async def slow_replay_one(*args: object) -> str | None:
+        await trio.sleep(0.01)
+        return await replay_one(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(dlq_module, "_replay_one", slow_replay_one)
     await poison(secured, REPLAY_LIMIT)
     _, stream_before = await lengths(secured)
     with capture_logs() as logs:
