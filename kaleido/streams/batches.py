@@ -197,7 +197,8 @@ class BatchPipeline(Generic[M]):
         return _Refused(entry_id, type(exc).__name__, str(exc))
 
     async def _apply_batch(self, batch: Sequence[tuple[str, M]]) -> None:
-        fresh = await self.ledger.apply_once(self.stream_key, self.handler, batch)
+        done = await self.ledger.apply_once(self.stream_key, self.handler, batch)
+        fresh, stale = done.fresh, done.stale
         # After COMMIT: the line says what really happened. One line per batch, naming each
         # entry with its correlation id: a line per entry would cost more than applying it.
         if fresh:
@@ -206,11 +207,16 @@ class BatchPipeline(Generic[M]):
                 stream=self.stream,
                 entries=len(fresh),
                 applied=[
-                    {"entry_id": entry_id, **correlation_field(_correlation_id(message))}
+                    {
+                        "entry_id": entry_id,
+                        **correlation_field(_correlation_id(message)),
+                        **({"stale": True} if entry_id in stale else {}),
+                    }
                     for entry_id, message in fresh
                 ],
             )
-        self.counters.entries("applied", len(fresh))
+        self.counters.entries("applied", len(fresh) - len(stale))
+        self.counters.entries("stale", len(stale))
         self.counters.entries("duplicate", len(batch) - len(fresh))
         self.counters.batch()
 
