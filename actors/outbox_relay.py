@@ -20,6 +20,7 @@ from functools import partial
 import attrs
 import trio
 
+from kaleido import failpoints
 from kaleido.backoff import Backoff
 from kaleido.errors import BackendError
 from kaleido.logs import get_logger
@@ -106,7 +107,9 @@ class OutboxRelay:
                 return total
 
     async def _publish(self, done: list[Announcement], batch: Sequence[Announcement]) -> None:
+        failpoints.hit("outbox.before_publish")  # crash tests: committed, not published
         added = await self.announcer.publish(batch)
+        failpoints.hit("outbox.after_publish")  # crash tests: published, not deleted
         done.extend(batch)
         self._count(batch, added)
 

@@ -71,7 +71,11 @@ HANDLERS: dict[str, Handler[Any]] = {
     FACE_DETECTION_STREAM: FaceDetectionHandler(),
     FACE_RECOGNITION_STREAM: FaceRecognitionHandler(),
 }
-TABLES = "media_ai_insights, media_detected_faces, processed_messages, posts"
+TABLES = (
+    "media_ai_insights, media_detected_faces, processed_messages, posts, outbox, "
+    "read_model_face_search, read_model_recommendations_knn, read_model_feed_personalized, "
+    "post_aggregations"
+)
 MIX_MEDIA = {False: 1500, True: 300}
 SMALL_ENTRIES = {False: 30_000, True: 6000}
 # The naive listener is slow: it runs on the first media items / entries only.

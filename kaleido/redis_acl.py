@@ -1,8 +1,8 @@
 """The least-privilege Redis ACL rule Kaleido needs, built from its key layout.
 
 Kaleido runs well as a Redis user that may run only the commands below on only its own keys:
-the view keys under `{prefix}view:` (and the seed's v1 keys, read once on takeover), the six
-streams and their dead-letter streams. Lua scripts run with the caller's rights, so the
+the view keys under `{prefix}view:` (and the seed's v1 keys, read once on takeover), the ten
+streams, the inbound ones' dead-letter streams and the outbound ones' outbox marks. Lua scripts run with the caller's rights, so the
 commands the scripts call are listed too. `kaleido redis-acl` prints the rule for a
 deployment; `tests/test_redis_acl.py` runs the view and stream paths as a user with exactly
 this rule and checks that Redis denied nothing.
@@ -27,7 +27,7 @@ COMMANDS: tuple[str, ...] = (
     # view counting: scripts, and the commands they call
     "evalsha", "script|load", "get", "set", "del", "mget", "incr", "pexpire", "pexpireat",
     "hget", "hgetall", "hset", "hsetnx", "hdel", "hlen", "hincrby", "hrandfield",
-    "sadd", "srem", "smembers", "spop", "scard", "zadd", "zrange", "zscore", "zremrangebyscore",
+    "sadd", "srem", "smembers", "spop", "scard", "zadd", "zrange", "zscore", "zrem", "zremrangebyscore",
     # streams: publishing, consuming, dead-lettering, housekeeping, the ops views
     "xadd", "xack", "xdel", "xlen", "xrange", "xrevrange", "xtrim", "xreadgroup", "xautoclaim",
     "xclaim", "xpending", "xgroup|create", "xgroup|createconsumer", "xgroup|delconsumer",
@@ -49,6 +49,8 @@ def key_patterns(keys: KeyLayout) -> list[str]:
     for stream in (*INBOUND_STREAMS, *OUTBOUND_STREAMS):
         # Only inbound streams dead-letter; the stream snapshot reads every stream's DLQ size.
         patterns += [_escape(keys.stream(stream)), _escape(keys.dlq(stream))]
+    # The outbox relay marks what it published beside each outbound stream.
+    patterns += [_escape(keys.outbox_marks(stream)) for stream in OUTBOUND_STREAMS]
     return patterns
 
 

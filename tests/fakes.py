@@ -251,9 +251,7 @@ class RecordingHandler:
     def decode(self, fields: Fields) -> InsightResult | IgnoredEntry:
         return decode_insight(fields)
 
-    async def apply(
-        self, tx: Transaction, messages: Sequence[tuple[str, InsightResult]]
-    ) -> Stale:
+    async def apply(self, tx: Transaction, messages: Sequence[tuple[str, InsightResult]]) -> Stale:
         for _, message in messages:
             error = self.failures.get(message.media_id)
             if error is not None:

@@ -276,9 +276,9 @@ async def test_a_publish_that_fails_delays_the_announcement_and_loses_nothing(
         await redis.execute("DEL", stream)
     images = await entries(backends_of(running), "post-image-processing")
     assert [e["mediaId"] for e in images] == ["50", "51", "52"]
-    assert [e["mediaId"] for e in await entries(backends_of(running), "post-update-processing")] == [
-        "52"
-    ]
+    assert [
+        e["mediaId"] for e in await entries(backends_of(running), "post-update-processing")
+    ] == ["52"]
     assert len(await entries(backends_of(running), "profile-picture-processing")) == 1
 
 

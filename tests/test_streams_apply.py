@@ -270,7 +270,12 @@ async def test_detection_and_recognition_in_either_order_give_the_same_row(
 async def test_detection_again_keeps_the_suggestion_and_many_faces(backends: Backends) -> None:
     two_faces = json.dumps(
         [
-            {"faceId": UID.upper(), "bbox": [1, 2, 3, 4], "embedding": [0.0] * FACE_EMBEDDING_DIM, "confidence": 1},
+            {
+                "faceId": UID.upper(),
+                "bbox": [1, 2, 3, 4],
+                "embedding": [0.0] * FACE_EMBEDDING_DIM,
+                "confidence": 1,
+            },
             {"faceId": UID2, "bbox": [5, 6, 7, 8], "embedding": [], "confidence": 0.5},
         ]
     )

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 import attrs
 
 from kaleido.gateways import PostgresGateway
+from kaleido.logs import get_logger
 from kaleido.messages import POST_IMAGE_STREAM, POST_UPDATE_STREAM, PostMediaEvent
 from kaleido.outbox import announce_post_media, outbound_correlation_id
 from kaleido.posts.model import (
@@ -24,6 +25,8 @@ from kaleido.posts.model import (
     check_media,
 )
 from kaleido.posts.sql import insert_post, read_post, replace_media
+
+log = get_logger("kaleido.posts")
 
 
 def _nothing() -> None:
@@ -50,6 +53,7 @@ class Posts:
             await insert_post(tx, post)
             announced = await announce_post_media(tx, POST_IMAGE_STREAM, events)
         self.announced()
+        log.info("post.stored", post_id=post.post_id, media=len(post.media), announced=announced)
         return Stored(post.post_id, len(post.media), announced)
 
     async def replace_media(
@@ -73,6 +77,14 @@ class Posts:
             announced = await announce_post_media(tx, POST_IMAGE_STREAM, fresh)
             announced += await announce_post_media(tx, POST_UPDATE_STREAM, events)
         self.announced()
+        log.info(
+            "post.media_replaced",
+            post_id=post_id,
+            media=len(media),
+            added=len(new),
+            removed=change.removed,
+            announced=announced,
+        )
         return Stored(post_id, len(media), announced, change.removed, len(new))
 
     async def read(self, post_id: int) -> PostRecord:
