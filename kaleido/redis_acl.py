@@ -2,10 +2,10 @@
 
 Kaleido runs well as a Redis user that may run only the commands below on only its own keys:
 the view keys under `{prefix}view:` (and the seed's v1 keys, read once on takeover), the ten
-streams, the inbound ones' dead-letter streams and the outbound ones' outbox marks. Lua scripts run with the caller's rights, so the
-commands the scripts call are listed too. `kaleido redis-acl` prints the rule for a
-deployment; `tests/test_redis_acl.py` runs the view and stream paths as a user with exactly
-this rule and checks that Redis denied nothing.
+streams, the inbound ones' dead-letter streams and the outbound ones' outbox marks. Lua scripts
+run with the caller's rights, so the commands the scripts call are listed too. `kaleido
+redis-acl` prints the rule for a deployment; `tests/test_redis_acl.py` runs the view and stream
+paths as a user with exactly this rule and checks that Redis denied nothing.
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ COMMANDS: tuple[str, ...] = (
     # view counting: scripts, and the commands they call
     "evalsha", "script|load", "get", "set", "del", "mget", "incr", "pexpire", "pexpireat",
     "hget", "hgetall", "hset", "hsetnx", "hdel", "hlen", "hincrby", "hrandfield",
-    "sadd", "srem", "smembers", "spop", "scard", "zadd", "zrange", "zscore", "zrem", "zremrangebyscore",
+    "sadd", "srem", "smembers", "spop", "scard", "zadd", "zrange", "zscore", "zrem",
+    "zremrangebyscore",
     # streams: publishing, consuming, dead-lettering, housekeeping, the ops views
     "xadd", "xack", "xdel", "xlen", "xrange", "xrevrange", "xtrim", "xreadgroup", "xautoclaim",
     "xclaim", "xpending", "xgroup|create", "xgroup|createconsumer", "xgroup|delconsumer",

@@ -46,8 +46,10 @@ def _element(item: Any) -> bool:
     if not isinstance(item, dict) or not _text(item.get("mediaId")):
         return False
     checks: dict[str, Check] = {
-        "moderation": lambda i: i.get("isSafe") in ("true", "false")
-        and isinstance(i.get("moderationConfidence", 1.0), int | float),
+        "moderation": lambda i: (
+            i.get("isSafe") in ("true", "false")
+            and isinstance(i.get("moderationConfidence", 1.0), int | float)
+        ),
         "tagging": lambda i: _strings(i.get("tags")),
         "scene_recognition": lambda i: _strings(i.get("scenes")),
         "image_captioning": lambda i: _text(i.get("caption")),

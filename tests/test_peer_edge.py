@@ -47,9 +47,31 @@ NOW = datetime(2026, 5, 4, 10, 15, 30, 123456, tzinfo=UTC)
 # Header values: the header's alphabet, JSON literals and numbers of every shape, and text that
 # is JSON of another kind (quoted strings, lists, objects).
 header_ids = st.one_of(
-    st.sampled_from(["1234567890", "0", "-1", "1e5", "1.5", "1E-3", "true", "false", "null",
-                     "NaN", "Infinity", "-Infinity", "None", '"quoted"', "[1]", '{"a":1}',
-                     "00123", "1-2", "req-abc.1", "a" * 129, ""]),  # fmt: skip
+    st.sampled_from(
+        [
+            "1234567890",
+            "0",
+            "-1",
+            "1e5",
+            "1.5",
+            "1E-3",
+            "true",
+            "false",
+            "null",
+            "NaN",
+            "Infinity",
+            "-Infinity",
+            "None",
+            '"quoted"',
+            "[1]",
+            '{"a":1}',
+            "00123",
+            "1-2",
+            "req-abc.1",
+            "a" * 129,
+            "",
+        ]
+    ),  # fmt: skip
     st.from_regex(r"[A-Za-z0-9._:-]{1,130}", fullmatch=True),
     st.from_regex(r"-?[0-9]{1,20}(\.[0-9]{1,5})?([eE][+-]?[0-9]{1,3})?", fullmatch=True),
     st.text(alphabet='0123456789eE.+-"[]{}:,tnrufalsNIiy ', max_size=24),

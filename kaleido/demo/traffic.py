@@ -44,6 +44,8 @@ DEPARTMENTS = ("design", "sales", "research", "support", "finance")
 MAX_TRACKED_POSTS = 2000
 # After a failure, wait this long before that loop tries again.
 FAILURE_PAUSE = 5.0
+# Profile pictures changed at start, so that faces in the first posts can be recognised.
+FIRST_AVATARS = 3
 
 
 class ViewRecorder(Protocol):
@@ -90,6 +92,11 @@ class Traffic:
         """Load the existing posts, then run every simulated activity until stopping."""
         await self._load()
         task_status.started()
+        for _ in range(FIRST_AVATARS):
+            try:
+                await self.change_avatar()
+            except KaleidoError as exc:
+                log.warning("traffic.failed", action="change_avatar", error=str(exc))
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._every, VIEW_TICK, self._view_burst)
             nursery.start_soon(self._every, self.post_every, self.create_post)

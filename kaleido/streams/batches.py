@@ -29,6 +29,7 @@ from kaleido.concurrency import gather
 from kaleido.errors import PostgresQueryError, TransientError
 from kaleido.logs import correlation_field
 from kaleido.messages.dlq import Rejection
+from kaleido.replies import id_key
 from kaleido.streams.counters import ConsumerCounters, log
 from kaleido.streams.handlers import Handler
 from kaleido.streams.inbound import Entry, InboundStream
@@ -130,7 +131,10 @@ class BatchPipeline(Generic[M]):
                 )
                 for r in refused
             ]
-            return [*triaged.dead, *letters], [*triaged.done, *applied]
+            # In stream order, as one by one would write them (triage finds some, PostgreSQL
+            # refuses others).
+            dead = sorted([*triaged.dead, *letters], key=lambda r: id_key(r.entry_id))
+            return dead, [*triaged.done, *applied]
 
         good = triaged.good
         try:

@@ -122,14 +122,22 @@ class FaceRecognitionHandler:
         return await execute(tx, self.statements(messages))
 
     def statements(self, messages: Sequence[tuple[str, FaceRecognitionResult]]) -> list[Statement]:
-        rows = list({(r.media_id, r.post_id, r.face_id): r for _, r in messages}.values())
+        # The latest suggestion wins; the correlation id is the first entry's, since only a
+        # recognition that creates the row sets it (as one by one).
+        latest: dict[tuple[int, int, str], FaceRecognitionResult] = {}
+        first_id: dict[tuple[int, int, str], str] = {}
+        for _, r in messages:
+            key = (r.media_id, r.post_id, r.face_id)
+            latest[key] = r
+            first_id.setdefault(key, r.correlation_id)
+        rows = list(latest.items())
         args = (
-            [r.media_id for r in rows],
-            [r.face_id for r in rows],
-            [r.post_id for r in rows],
-            [r.suggested_user_id for r in rows],
-            [r.confidence for r in rows],
-            [r.matched_username for r in rows],
-            [r.correlation_id for r in rows],
+            [r.media_id for _, r in rows],
+            [r.face_id for _, r in rows],
+            [r.post_id for _, r in rows],
+            [r.suggested_user_id for _, r in rows],
+            [r.confidence for _, r in rows],
+            [r.matched_username for _, r in rows],
+            [first_id[key] for key, _ in rows],
         )
         return [(_UPSERT_RECOGNIZED, args)]
