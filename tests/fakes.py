@@ -26,9 +26,9 @@ from kaleido.errors import NoGroup, PostgresUnavailable, RedisUnavailable
 from kaleido.gateways import Transaction
 from kaleido.messages import INSIGHTS_STREAM, Fields, IgnoredEntry, InsightResult, decode_insight
 from kaleido.messages.dlq import Rejection, encode_dead_letter
-from kaleido.replies import id_key
 from kaleido.outbox import Announcement, Backlog
 from kaleido.outbox.store import Publish
+from kaleido.replies import id_key
 from kaleido.streams.handlers import NOTHING_STALE, Handler, Stale
 from kaleido.streams.inbound import Claimed, Entry, GroupPosition
 from kaleido.streams.ledger import Applied

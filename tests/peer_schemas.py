@@ -104,10 +104,8 @@ def problems(stream: str, fields: Mapping[str, str]) -> list[str]:
             out.append(f"{name}: missing")
         elif not check(decoded[name]):
             out.append(f"{name}: {decoded[name]!r:.80} is not what the ML service reads")
-    if stream == SEARCH_SYNC_STREAM and decoded.get("indexType") in (
-        "known_faces_index",
-        "face_search",
-    ):
-        if not _text(decoded.get("documentId")):  # compared with a text column, no cast
-            out.append(f"documentId: {decoded.get('documentId')!r} is not text")
+    text_keyed = decoded.get("indexType") in ("known_faces_index", "face_search")
+    # Their sync compares these with a text column, without a cast.
+    if stream == SEARCH_SYNC_STREAM and text_keyed and not _text(decoded.get("documentId")):
+        out.append(f"documentId: {decoded.get('documentId')!r} is not text")
     return out

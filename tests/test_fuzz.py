@@ -24,9 +24,9 @@ from hypothesis import strategies as st
 from kaleido.devstack import DevStack
 from kaleido.gateways import Backends
 from kaleido.messages import (
+    FACE_DETECTION_STREAM,
     FACE_EMBEDDING_DIM,
     IMAGE_EMBEDDING_DIM,
-    FACE_DETECTION_STREAM,
     INSIGHTS_STREAM,
     MAX_ENTRY_BYTES,
     MAX_FACES,

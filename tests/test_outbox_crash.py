@@ -43,8 +43,8 @@ async def test_a_crash_around_publication_delays_it_and_never_repeats_it(
     await wait_ready(port, crashing, 30)
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as http:
         for post in range(1, POSTS + 1):
-            body = {"postId": post, "userId": 1,
-                    "media": [{"mediaId": post * 10, "mediaUrl": f"https://a.example/{post}"}]}  # fmt: skip
+            item = {"mediaId": post * 10, "mediaUrl": f"https://a.example/{post}"}
+            body = {"postId": post, "userId": 1, "media": [item]}
             try:
                 await http.post("/v1/posts", json=body)
             except httpx.TransportError:

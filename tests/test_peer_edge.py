@@ -71,7 +71,7 @@ header_ids = st.one_of(
             "a" * 129,
             "",
         ]
-    ),  # fmt: skip
+    ),
     st.from_regex(r"[A-Za-z0-9._:-]{1,130}", fullmatch=True),
     st.from_regex(r"-?[0-9]{1,20}(\.[0-9]{1,5})?([eE][+-]?[0-9]{1,3})?", fullmatch=True),
     st.text(alphabet='0123456789eE.+-"[]{}:,tnrufalsNIiy ', max_size=24),

@@ -206,8 +206,8 @@ async def test_a_profile_picture_enrols_a_known_face_that_later_posts_are_matche
 async def test_an_all_zero_answer_is_recorded_and_not_enrolled(pipeline: Pipeline) -> None:
     backends, http = pipeline.backends, pipeline.http
     # The stand-in answers all zeros for users whose picture shows no face (user 13).
-    assert (await http.post("/v1/users/13/profile-picture",
-                            json={"imageUrl": "https://img.example.com/13.jpg"})).status_code == 202  # fmt: skip
+    picture = {"imageUrl": "https://img.example.com/13.jpg"}
+    assert (await http.post("/v1/users/13/profile-picture", json=picture)).status_code == 202
 
     async def recorded() -> bool:
         return bool(await backends.postgres.fetchval(
