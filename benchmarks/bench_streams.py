@@ -7,7 +7,7 @@
 Workloads, written with the messages.py encoders exactly as the real ML service writes them:
 - mix: per media item the five insight services (incl. a 1408-float image embedding, as Vertex
   AI's multimodal embedding model gives it), one face detection with 0-3 faces (weights 4:3:2:1,
-  as the stand-in ML service draws them; 1024-float embeddings, the real face provider's size)
+  as the stand-in ML service draws them; 1408-float embeddings, as the real service sends them)
   and a recognition for ~70% of the faces. Embedding values are float32 numbers as the real
   service's JSON carries them: the shortest repr of the float32 value as a double, ~19
   characters each, so a 1408-float embedding is ~30 KB of JSON;
@@ -36,7 +36,9 @@ from kaleido.gateways import Backends
 from kaleido.messages import (
     CONSUMER_GROUP,
     FACE_DETECTION_STREAM,
+    FACE_EMBEDDING_DIM,
     FACE_RECOGNITION_STREAM,
+    IMAGE_EMBEDDING_DIM,
     INSIGHTS_STREAM,
     DetectedFace,
     FaceDetectionResult,
@@ -71,14 +73,18 @@ HANDLERS: dict[str, Handler[Any]] = {
     FACE_DETECTION_STREAM: FaceDetectionHandler(),
     FACE_RECOGNITION_STREAM: FaceRecognitionHandler(),
 }
-TABLES = "media_ai_insights, media_detected_faces, processed_messages, posts"
+TABLES = (
+    "media_ai_insights, media_detected_faces, processed_messages, posts, outbox, "
+    "read_model_face_search, read_model_recommendations_knn, read_model_feed_personalized, "
+    "post_aggregations"
+)
 MIX_MEDIA = {False: 1500, True: 300}
 SMALL_ENTRIES = {False: 30_000, True: 6000}
 # The naive listener is slow: it runs on the first media items / entries only.
 NAIVE_MIX_MEDIA = {False: 200, True: 60}
 NAIVE_SMALL_ENTRIES = {False: 3000, True: 1000}
-IMAGE_EMBEDDING = 1408
-FACE_EMBEDDING = 1024
+IMAGE_EMBEDDING = IMAGE_EMBEDDING_DIM
+FACE_EMBEDDING = FACE_EMBEDDING_DIM
 # XADDs per pipeline while pre-filling.
 FILL_CHUNK = 200
 

@@ -66,7 +66,9 @@ class Context:
         await self.backends.redis.execute("FLUSHALL")
         await self.backends.postgres.execute(
             "TRUNCATE posts, post_view_backlog, view_sync_batches, media_ai_insights,"
-            " media_detected_faces, processed_messages, view_journal CASCADE"
+            " media_detected_faces, processed_messages, view_journal, outbox,"
+            " read_model_face_search, read_model_recommendations_knn,"
+            " read_model_feed_personalized, post_aggregations, post_insights CASCADE"
         )
 
     @contextmanager

@@ -3,7 +3,9 @@
 A post is flagged when any of its media is unsafe. The post flagged is the one that owns the
 media in `post_media`, never one an entry names. Two paths reach it: an unsafe moderation
 result (`kaleido.streams.handlers`, which knows the media it found unsafe) and a post stored
-or edited after its media's result arrived (`kaleido.posts`, which looks them up first).
+or edited after its media's result arrived (`kaleido.posts`, which looks them up first). A
+third flags a post itself: the ML aggregator's answer to the post's latest trigger saying it
+is unsafe (`FLAG_POSTS`).
 Clearing a flag is a human decision, not Kaleido's.
 """
 
@@ -18,6 +20,12 @@ FLAG_POSTS_OF_MEDIA = """
 UPDATE posts SET status = 'FLAGGED', updated_at = now()
 WHERE post_id IN (SELECT post_id FROM post_media WHERE media_id = ANY($1::bigint[]))
   AND status <> 'FLAGGED'
+"""
+
+# $1: post ids whose post-level insights (the answer to their latest trigger) say unsafe.
+FLAG_POSTS = """
+UPDATE posts SET status = 'FLAGGED', updated_at = now()
+WHERE post_id = ANY($1::bigint[]) AND status <> 'FLAGGED'
 """
 
 _UNSAFE_AMONG = """

@@ -95,6 +95,13 @@ class KeyLayout:
     def stream(self, name: str) -> str:
         return f"{self.prefix}{name}"
 
+    def outbox_marks(self, stream: str) -> str:
+        """Sorted set of the outbox rows published on `stream` (kaleido.outbox.publish), in the
+        stream's slot on a cluster (as `dlq`), so one script adds an entry and its mark."""
+        if self.cluster:
+            return f"{{{self.prefix}{stream}}}:outbox"
+        return f"{self.prefix}{stream}:outbox"
+
     # -- the ops console (kaleido.http.console.store) ----------------------------------------
 
     @property

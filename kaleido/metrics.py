@@ -25,7 +25,7 @@ from prometheus_client import (
 )
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
-from kaleido.messages import CONSUMER_NAMES
+from kaleido.messages import CONSUMER_NAMES, OUTBOUND_STREAMS
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # Gauges sampled from the shared Redis: every worker samples the same thing.
@@ -117,7 +117,7 @@ class Metrics:
             "Inbound stream entries by outcome",
             ["stream", "outcome"],
             registry=r,
-        )  # applied, duplicate, ignored, dead_lettered, reclaimed, retried
+        )  # applied, duplicate, ignored, stale, dead_lettered, reclaimed, retried
         self.stream_errors = Counter(
             "kaleido_stream_errors",
             "Inbound stream consumer errors by kind (each one recovered from)",
@@ -127,6 +127,28 @@ class Metrics:
         # backend_error
         self.stream_batches = Counter(
             "kaleido_stream_batches", "Inbound batches committed", ["stream"], registry=r
+        )
+        # The outbox and its relay (kaleido.outbox, actors.outbox_relay).
+        self.announcements = Counter(
+            "kaleido_announcements",
+            "Outbound entries published from the outbox",
+            ["stream"],
+            registry=r,
+        )
+        self.outbox_backlog = Gauge(
+            "kaleido_outbox_backlog",
+            "Announcements committed and not yet published",
+            multiprocess_mode="max",
+            registry=r,
+        )
+        self.outbox_oldest = Gauge(
+            "kaleido_outbox_oldest_seconds",
+            "Age of the oldest announcement not yet published (0 when none waits)",
+            multiprocess_mode="max",
+            registry=r,
+        )
+        self.outbox_failures = Counter(
+            "kaleido_outbox_relay_failures", "Relay passes that failed (retried)", registry=r
         )
         self._add_sampled(r)
         self._initialise_labels()
@@ -259,5 +281,7 @@ class Metrics:
         for result in ("ok", "failure"):
             self.samples.labels(result)
         for stream in CONSUMER_NAMES:
-            for outcome in ("applied", "duplicate", "ignored", "retried", "dead_lettered"):
+            for outcome in ("applied", "duplicate", "ignored", "stale", "retried", "dead_lettered"):
                 self.stream_entries.labels(stream, outcome)
+        for stream in OUTBOUND_STREAMS:
+            self.announcements.labels(stream)

@@ -1,9 +1,9 @@
 """The least-privilege Redis ACL rule Kaleido needs, built from its key layout.
 
 Kaleido runs well as a Redis user that may run only the commands below on only its own keys:
-the view keys under `{prefix}view:` (and the seed's v1 keys, read once on takeover), the six
-streams and their dead-letter streams. Lua scripts run with the caller's rights, so the
-commands the scripts call are listed too.
+the view keys under `{prefix}view:` (and the seed's v1 keys, read once on takeover), the ten
+streams, the inbound ones' dead-letter streams and the outbound ones' outbox marks. Lua
+scripts run with the caller's rights, so the commands the scripts call are listed too.
 
 No `CONFIG` at all (`CONFIG GET requirepass` would hand out the admin's password): what the
 doctor and the metrics reporter read about the server comes from `INFO`. Scripts: in the
@@ -36,7 +36,8 @@ COMMANDS: tuple[str, ...] = (
     # view counting: the commands its scripts call (how scripts run: _SCRIPT_COMMANDS)
     "get", "set", "del", "mget", "incr", "pexpire", "pexpireat",
     "hget", "hgetall", "hset", "hsetnx", "hdel", "hlen", "hincrby", "hrandfield",
-    "sadd", "srem", "smembers", "spop", "scard", "zadd", "zrange", "zscore", "zremrangebyscore",
+    "sadd", "srem", "smembers", "spop", "scard", "zadd", "zrange", "zscore", "zrem",
+    "zremrangebyscore",
     # streams: publishing, consuming, dead-lettering, housekeeping, the ops views
     "xadd", "xack", "xdel", "xlen", "xrange", "xrevrange", "xtrim", "xreadgroup", "xautoclaim",
     "xclaim", "xpending", "xgroup|create", "xgroup|createconsumer", "xgroup|delconsumer",
@@ -65,6 +66,8 @@ def key_patterns(keys: KeyLayout) -> list[str]:
     for stream in (*INBOUND_STREAMS, *OUTBOUND_STREAMS):
         # Only inbound streams dead-letter; the stream snapshot reads every stream's DLQ size.
         patterns += [_escape(keys.stream(stream)), _escape(keys.dlq(stream))]
+    # The outbox relay marks what it published beside each outbound stream.
+    patterns += [_escape(keys.outbox_marks(stream)) for stream in OUTBOUND_STREAMS]
     return patterns
 
 

@@ -10,6 +10,7 @@ import attrs
 import trio
 
 from actors.metrics_reporter import MetricsReporter
+from actors.outbox_relay import OutboxRelay
 from actors.view_ingester import ViewIngester
 from actors.view_syncer import ViewSyncer
 from kaleido.breaker import BreakerState
@@ -19,10 +20,10 @@ from kaleido.gateways.backends import log_transition
 from kaleido.lock import RedisLock
 from kaleido.metrics import Metrics
 from kaleido.ops.history import History
+from kaleido.outbox import PostgresOutbox, RedisAnnouncer
 from kaleido.posts import Posts
-from kaleido.publisher import Publisher
+from kaleido.profiles import Profiles
 from kaleido.streams import StreamConsumer, build_consumers
-from kaleido.streams.outbound import RedisOutbound
 from kaleido.supervisor import Supervisor
 from kaleido.views import ledger
 from kaleido.views.store import ViewStore
@@ -43,9 +44,10 @@ class Service:
     tracker: ViewTracker
     ingester: ViewIngester
     syncer: ViewSyncer
-    publisher: Publisher = attrs.field(kw_only=True)
-    # What the post routes call; built once here, not per request.
+    relay: OutboxRelay = attrs.field(kw_only=True)
+    # What the post and profile routes call; built once here, not per request.
     posts: Posts = attrs.field(kw_only=True)
+    profiles: Profiles = attrs.field(kw_only=True)
     consumers: list[StreamConsumer[Any]] = attrs.field(kw_only=True, factory=list)
     reporter: MetricsReporter | None = attrs.field(kw_only=True, default=None)
 
@@ -73,7 +75,12 @@ class Service:
         breakers = [b for b in (backends.redis.breaker, backends.postgres.breaker) if b]
         for breaker in breakers:
             breaker.on_transition = partial(_count_transition, metrics)
-        publisher = Publisher(RedisOutbound(backends.redis), backends.keys, settings.stream_maxlen)
+        relay = OutboxRelay(
+            PostgresOutbox(backends.postgres),
+            RedisAnnouncer(backends.redis, backends.keys, settings.stream_maxlen),
+            supervisor.stopping,
+            metrics,
+        )
         tracker = ViewTracker(send)
         reporter = MetricsReporter(
             backends.redis,
@@ -94,8 +101,9 @@ class Service:
             tracker,
             ingester,
             syncer,
-            publisher=publisher,
-            posts=Posts(backends.postgres_for_routes, publisher),
+            relay=relay,
+            posts=Posts(backends.postgres_for_routes, relay.kick),
+            profiles=Profiles(backends.postgres_for_routes, relay.kick),
             consumers=build_consumers(backends, metrics, supervisor.stopping),
             reporter=reporter,
         )
@@ -103,6 +111,7 @@ class Service:
     async def start_actors(self) -> None:
         await self.supervisor.start("view-ingester", self.ingester.run)
         await self.supervisor.start("view-syncer", self.syncer.run)
+        await self.supervisor.start("outbox-relay", self.relay.run)
         for consumer in self.consumers:
             await self.supervisor.start(consumer.consumer_name, consumer.run)
         if self.reporter is not None:

@@ -58,7 +58,10 @@ class Settings:
     auth: str = "on"  # "off": user routes without auth even on a non-loopback bind
     # Media URLs must start with one of these (none: any public https URL).
     media_url_prefixes: tuple[str, ...] = ()
-    embedding_dim: int = 1408  # floats in an image embedding from the ML service
+    # Floats in the ML service's embeddings (its Google platform: 1408 and 1408; its
+    # HuggingFace platform, its default: 512 for images, 1408 for faces).
+    image_embedding_dim: int = 1408
+    face_embedding_dim: int = 1408
     sync_interval: float = 300.0
     # How long a dead syncer's lock blocks the others; a live holder renews it every third.
     sync_lock_ttl: float = 30.0
@@ -286,7 +289,11 @@ _OPTIONS: dict[str, tuple[Callable[[str], Any], str]] = {
         "bearer token (32+ characters) of trusted backends, acting for any user",
     ),
     "auth": (_choice("on", "off"), "off: user routes without auth even on a non-loopback bind"),
-    "embedding_dim": (_embedding_dim, "floats in an ML image embedding (1408)"),
+    "image_embedding_dim": (
+        _embedding_dim,
+        "floats in an ML image embedding: 1408 (Google platform) or 512 (HuggingFace) (1408)",
+    ),
+    "face_embedding_dim": (_embedding_dim, "floats in an ML face embedding (1408)"),
     "media_url_prefixes": (
         _url_prefixes,
         "comma-separated https prefixes media URLs must start with (default: any public host)",
@@ -346,8 +353,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         add_file_flag(parser, name)
 
 
+# Settings that are gone, and what replaced them: set, they stop start-up with one line.
+_REPLACED = {
+    "embedding_dim": "KALEIDO_IMAGE_EMBEDDING_DIM and KALEIDO_FACE_EMBEDDING_DIM (the ML "
+    "service's HuggingFace platform sends 512-float image and 1408-float face embeddings)",
+}
+
+
 def load_settings(environ: Mapping[str, str], args: argparse.Namespace | None = None) -> Settings:
     """Build settings from flags (first) and `KALEIDO_*` variables; raise ConfigError if bad."""
+    for name, replacement in _REPLACED.items():
+        if environ.get(ENV_PREFIX + name.upper()) is not None:
+            raise ConfigError(
+                f"{ENV_PREFIX}{name.upper()} is no longer read: set {replacement} instead"
+            )
     values: dict[str, Any] = {}
     for name, (parse, _) in _OPTIONS.items():
         variable = ENV_PREFIX + name.upper()

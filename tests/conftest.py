@@ -18,7 +18,10 @@ REPO = Path(__file__).resolve().parent.parent
 
 TABLES = (
     "posts, post_media, media_ai_insights, media_detected_faces, processed_messages, "
-    "view_sync_batches, post_view_backlog, view_journal"
+    "view_sync_batches, post_view_backlog, view_journal, outbox, profile_picture_requests, "
+    "user_face_embeddings, read_model_known_faces, read_model_face_search, "
+    "read_model_recommendations_knn, read_model_feed_personalized, post_aggregations, "
+    "post_insights"
 )
 
 

@@ -6,7 +6,10 @@
   can vanish (`drop_group`).
 - `FakeLedger` (`kaleido.streams.ledger.EffectLedger`): recorded ids, atomic apply through the
   handler, a switch for PostgreSQL being down, the time of every probe.
-- `FakeOutbound` (`kaleido.streams.outbound.OutboundStreams`): streams trimmed to `maxlen`.
+- `FakeOutbox` (`kaleido.outbox.OutboxStore`): committed rows; a relay takes them, publishes,
+  deletes them, or deletes nothing when its publish raised.
+- `FakeAnnouncer` (`kaleido.outbox.Announcer`): streams and the rows' marks; Redis can be down,
+  and a reply can be lost after the entries were added (the ambiguous case).
 - `RecordingHandler`: the real insights decoder; applying records the messages, and raises
   for chosen media ids.
 """
@@ -23,10 +26,12 @@ from kaleido.errors import NoGroup, PostgresUnavailable, RedisUnavailable
 from kaleido.gateways import Transaction
 from kaleido.messages import INSIGHTS_STREAM, Fields, IgnoredEntry, InsightResult, decode_insight
 from kaleido.messages.dlq import Rejection, encode_dead_letter
+from kaleido.outbox import Announcement, Backlog
+from kaleido.outbox.store import Publish
 from kaleido.replies import id_key
-from kaleido.streams.handlers import Handler
+from kaleido.streams.handlers import NOTHING_STALE, Handler, Stale
 from kaleido.streams.inbound import Claimed, Entry, GroupPosition
-from kaleido.streams.outbound import OutboundEntry
+from kaleido.streams.ledger import Applied
 
 M = TypeVar("M")
 
@@ -208,16 +213,17 @@ class FakeLedger:
 
     async def apply_once(
         self, stream_key: str, handler: Handler[M], batch: Sequence[tuple[str, M]]
-    ) -> list[tuple[str, M]]:
+    ) -> Applied[M]:
         if self.down:
             raise PostgresUnavailable("postgres: connection refused")
         fresh = [item for item in batch if (stream_key, item[0]) not in self.recorded]
-        if fresh:
-            await handler.apply(cast(Transaction, _NoTransaction()), fresh)  # raises: no record
+        stale = NOTHING_STALE
+        if fresh:  # raises: nothing recorded
+            stale = await handler.apply(cast(Transaction, _NoTransaction()), fresh)
         now = trio.current_time()
         for entry_id, _ in batch:
             self.recorded.setdefault((stream_key, entry_id), now)
-        return fresh
+        return Applied(fresh, stale)
 
     async def probe(self) -> None:
         self.probes.append(trio.current_time())
@@ -245,42 +251,85 @@ class RecordingHandler:
     def decode(self, fields: Fields) -> InsightResult | IgnoredEntry:
         return decode_insight(fields)
 
-    async def apply(self, tx: Transaction, messages: Sequence[tuple[str, InsightResult]]) -> None:
+    async def apply(self, tx: Transaction, messages: Sequence[tuple[str, InsightResult]]) -> Stale:
         for _, message in messages:
             error = self.failures.get(message.media_id)
             if error is not None:
                 raise error
         self.applied += messages
+        return NOTHING_STALE
 
     def media(self) -> list[int]:
         return [m.media_id for _, m in self.applied]
 
 
 @attrs.define
-class FakeOutbound:
-    streams: dict[str, list[tuple[str, dict[str, str]]]] = attrs.Factory(dict)
-    maxlens: list[int] = attrs.Factory(list)
-    round_trips: int = 0
-    _errors: list[BaseException] = attrs.Factory(list)
-    _next_ms: int = 1
+class FakeOutbox:
+    """Committed outbox rows, in id order; `down` makes every call raise."""
 
-    def fail(self, *errors: BaseException) -> None:
-        self._errors.extend(errors)
+    rows: dict[int, Announcement] = attrs.Factory(dict)
+    down: bool = False
+    transactions: int = 0
+    _next_id: int = 1
 
-    async def append(self, entries: Sequence[OutboundEntry]) -> list[str]:
-        self.round_trips += 1
-        if self._errors:
-            raise self._errors.pop(0)
-        ids = []
-        for entry in entries:
-            entry_id = f"{self._next_ms}-0"
-            self._next_ms += 1
-            stream = self.streams.setdefault(entry.key, [])
-            stream.append((entry_id, dict(entry.fields)))
-            del stream[: max(0, len(stream) - entry.maxlen)]
-            self.maxlens.append(entry.maxlen)
-            ids.append(entry_id)
-        return ids
+    def commit(self, stream: str, fields: Mapping[str, str] | None) -> int:
+        """A transaction commits an announcement (None fields: a superseded claim)."""
+        outbox_id = self._next_id
+        self._next_id += 1
+        row_fields = None if fields is None else tuple(fields.items())
+        self.rows[outbox_id] = Announcement(outbox_id, stream, row_fields)
+        return outbox_id
+
+    async def relay(self, limit: int, publish: Publish) -> int:
+        if self.down:
+            raise PostgresUnavailable("postgres: connection refused")
+        self.transactions += 1
+        taken = [self.rows[i] for i in sorted(self.rows)[:limit]]
+        if taken:
+            await publish(taken)  # raises: nothing deleted
+            for row in taken:
+                del self.rows[row.outbox_id]
+        return len(taken)
+
+    async def backlog(self) -> Backlog:
+        if self.down:
+            raise PostgresUnavailable("postgres: connection refused")
+        return Backlog(len(self.rows), min(self.rows, default=None), 0.0)
+
+
+@attrs.define
+class FakeAnnouncer:
+    """Streams (stream → [(outbox id, fields)]) and marks, as `PUBLISH_ONCE` keeps them."""
+
+    streams: dict[str, list[tuple[int, dict[str, str]]]] = attrs.Factory(dict)
+    marks: set[int] = attrs.Factory(set)
+    down: bool = False
+    calls: int = 0
+    lose_replies: int = 0  # this many publishes add their entries, then raise as if cut off
+
+    async def publish(self, announcements: Sequence[Announcement]) -> int:
+        self.calls += 1
+        if self.down:
+            raise RedisUnavailable("redis: connection refused")
+        added = 0
+        for a in announcements:
+            if a.fields is None or a.outbox_id in self.marks:
+                continue
+            self.streams.setdefault(a.stream, []).append((a.outbox_id, dict(a.fields)))
+            self.marks.add(a.outbox_id)
+            added += 1
+        if self.lose_replies:
+            self.lose_replies -= 1
+            raise RedisUnavailable("redis: connection reset by peer (reply lost)")
+        return added
+
+    async def forget(self, announcements: Sequence[Announcement]) -> None:
+        if self.down:
+            raise RedisUnavailable("redis: connection refused")
+        self.marks -= {a.outbox_id for a in announcements}
+
+    async def sweep(self, retention: float = 0.0) -> int:
+        return 0
 
 
 async def until(predicate: Callable[[], bool], timeout: float = 600.0) -> None:

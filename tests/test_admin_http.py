@@ -79,7 +79,7 @@ async def test_streams_overview(running: Running) -> None:
         r = await http.get("/v1/admin/streams", headers=RIGHT)
     assert r.status_code == 200
     streams = {s["stream"]: s for s in r.json()["streams"]}
-    assert len(streams) == 6
+    assert len(streams) == 10
     insights = streams[INSIGHTS_STREAM]
     assert insights["direction"] == "inbound" and insights["dlqSize"] == 1
     (group,) = insights["groups"]

@@ -9,9 +9,12 @@ import pytest
 
 from kaleido.http.console.charts import chart_span, line_chart, nice_max
 from kaleido.http.console.login import safe_next
+from kaleido.http.console.pages import outbox_tile
 from kaleido.http.console.render import ENV, cut
 from kaleido.http.console.session import SessionKeys
 from kaleido.ops.history import MAX_SAMPLES, History, Sample, SyncLog, SyncRun, ring_capacity
+from kaleido.ops.limits import OUTBOX_AGE_LIMIT
+from kaleido.outbox import Backlog
 
 NOW = 1_700_000_000.0
 
@@ -150,3 +153,11 @@ def test_the_csrf_token_belongs_to_one_session() -> None:
 )
 def test_a_login_returns_only_inside_the_console(target: str | None, expected: str) -> None:
     assert safe_next(target) == expected
+
+
+def test_the_outbox_tile_says_what_waits_and_turns_red_when_it_is_old() -> None:
+    assert outbox_tile(None).tone == "muted"
+    assert outbox_tile(Backlog(0, None, 0.0)).value == "0"
+    waiting = outbox_tile(Backlog(12, 3, 2.0))
+    assert (waiting.value, waiting.tone) == ("12", "ok")
+    assert outbox_tile(Backlog(12, 3, OUTBOX_AGE_LIMIT + 1)).tone == "bad"

@@ -14,7 +14,7 @@ import structlog
 
 from kaleido.app import Running
 from kaleido.logs import configure_logging
-from kaleido.messages import INSIGHTS_STREAM, POST_IMAGE_STREAM
+from kaleido.messages import INSIGHTS_STREAM, POST_IMAGE_STREAM, keeps_type, peer_fields
 
 from .streams_helpers import dlq_len, insight, xadd
 from .test_service import client
@@ -55,13 +55,17 @@ async def test_a_correlation_id_follows_a_post_through_the_ml_pipeline(
     assert r.headers["x-correlation-id"] == "abc-123"
 
     # The request's own log lines.
-    published = [e for e in lines(log_buffer) if e["event"] == "publish.post_media"]
-    assert published and all(e.get("correlation_id") == "abc-123" for e in published)
+    stored = [e for e in lines(log_buffer) if e["event"] == "post.stored"]
+    assert stored and all(e.get("correlation_id") == "abc-123" for e in stored)
 
-    # Its outbound entry.
-    entries = await backends.redis.execute(
-        "XRANGE", backends.keys.stream(POST_IMAGE_STREAM), "-", "+"
-    )
+    # Its outbound entry, once the relay has published it.
+    image_key = backends.keys.stream(POST_IMAGE_STREAM)
+
+    async def published() -> bool:
+        return int(await backends.redis.execute("XLEN", image_key)) >= 1
+
+    await wait_until(published)
+    entries = await backends.redis.execute("XRANGE", image_key, "-", "+")
     (_, fields), *_ = entries
     assert fields[b"correlationId"] == b"abc-123" and fields[b"mediaId"] == b"301"
 
@@ -104,3 +108,35 @@ async def test_a_dead_lettered_result_is_logged_with_its_correlation_id(
         if e["event"] == "consumer.dead_letter" and e.get("entry_id") == bad_id
     ]  # fmt: skip
     assert line["correlation_id"] == "abc-124"
+
+
+# Ids a caller may send that the ML service's JSON decoding turns into something else.
+CHANGED_BY_THE_PEER = ["1234567890", "0", "-1", "1e5", "1.5", "true", "false", "null", "NaN",
+                       "Infinity", "-Infinity"]  # fmt: skip
+
+
+@pytest.mark.parametrize("caller_id", CHANGED_BY_THE_PEER)
+async def test_a_caller_id_the_ml_service_would_decode_is_replaced_and_logged(
+    log_buffer: io.StringIO, running: Running, caller_id: str
+) -> None:
+    backends = running.service.backends
+    post = {"postId": 400, "userId": 4,
+            "media": [{"mediaId": 401, "mediaUrl": "https://cdn.example/401.jpg"},
+                      {"mediaId": 402, "mediaUrl": "https://cdn.example/402.jpg"}]}  # fmt: skip
+    async with client(running) as http:
+        r = await http.post("/v1/posts", json=post, headers={"X-Correlation-ID": caller_id})
+    assert r.status_code == 201, r.text
+    fresh = r.headers["x-correlation-id"]
+    assert fresh != caller_id and keeps_type(fresh)
+    image_key = backends.keys.stream(POST_IMAGE_STREAM)
+
+    async def published() -> bool:
+        return int(await backends.redis.execute("XLEN", image_key)) == 2
+
+    await wait_until(published)
+    for _, fields in await backends.redis.execute("XRANGE", image_key, "-", "+"):
+        decoded = peer_fields({k.decode(): v.decode() for k, v in fields.items()})
+        assert decoded["correlationId"] == fresh  # still text after the peer's decoding
+    (replaced,) = [e for e in lines(log_buffer) if e["event"] == "http.correlation_id_replaced"]
+    assert replaced["caller_correlation_id"] == caller_id
+    assert replaced["correlation_id"] == fresh

@@ -4,6 +4,7 @@ redis.conf): clean on the shipped set-up, exit 1 naming the problem otherwise.""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import trio
@@ -11,8 +12,16 @@ import trio
 from kaleido.gateways import Backends
 from kaleido.messages import CONSUMER_GROUP, INBOUND_STREAMS
 from kaleido.migrate import available_migrations
-from kaleido.ops.doctor import BacklogFacts, Level, check_backlog, check_scripts, check_streams
+from kaleido.ops.doctor import (
+    BacklogFacts,
+    Level,
+    check_backlog,
+    check_outbox,
+    check_scripts,
+    check_streams,
+)
 from kaleido.ops.streams import ConsumerStatus, GroupStatus, StreamStatus
+from kaleido.outbox import Backlog
 from kaleido.settings import Settings
 
 from .cli_helpers import assert_no_traceback, kaleido, output
@@ -272,3 +281,24 @@ def test_how_scripts_run_is_judged() -> None:
     (weaker,) = check_scripts("eval", None, "v1")
     assert weaker.level is Level.WARNING and "the weaker mode" in weaker.message
     assert "may load and run any Lua" in weaker.message
+
+
+def test_announcements_waiting_too_long_are_a_problem() -> None:
+    [empty] = check_outbox(Backlog(0, None, 0.0))
+    assert empty.level is Level.OK and empty.message == "nothing waiting"
+    [fresh] = check_outbox(Backlog(3, 10, 0.4))
+    assert fresh.level is Level.OK and "3 announcements waiting" in fresh.message
+    [old] = check_outbox(Backlog(3, 10, 600.0))
+    assert old.level is Level.PROBLEM and "Redis" in old.hint
+
+
+async def test_the_doctor_reports_the_outbox(settings: Settings, backends: Backends) -> None:
+    await shipped_state(backends)
+    await backends.postgres.execute(
+        "INSERT INTO outbox (stream, fields, created_at)"
+        " VALUES ('es-sync-queue', '{a,b}', now() - interval '10 minutes')"
+    )
+    result = await kaleido(settings, "doctor", *FAST)
+    text = output(result)
+    assert result.returncode == 1
+    assert re.search(r"PROBLEM  outbox: 1 announcements waiting, oldest 6\d\d s", text), text

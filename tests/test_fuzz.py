@@ -24,8 +24,9 @@ from hypothesis import strategies as st
 from kaleido.devstack import DevStack
 from kaleido.gateways import Backends
 from kaleido.messages import (
-    EMBEDDING_DIM,
     FACE_DETECTION_STREAM,
+    FACE_EMBEDDING_DIM,
+    IMAGE_EMBEDDING_DIM,
     INSIGHTS_STREAM,
     MAX_ENTRY_BYTES,
     MAX_FACES,
@@ -226,10 +227,10 @@ def maximum_size_entries(rng: random.Random, media: int, post: int) -> list[tupl
     padded to just under the entry cap with unknown fields), and a 1 MiB embedding of the wrong
     dimension (refused)."""
     ids = {b"mediaId": str(media).encode(), b"postId": str(post).encode()}
-    embedding = json.dumps(_float_list(rng, EMBEDDING_DIM)).encode()
+    embedding = json.dumps(_float_list(rng, IMAGE_EMBEDDING_DIM)).encode()
     faces = [
         {"faceId": str(uuid.UUID(int=rng.getrandbits(128))), "bbox": [1, 2, 30, 40],
-         "embedding": _float_list(rng, EMBEDDING_DIM), "confidence": 0.9}
+         "embedding": _float_list(rng, FACE_EMBEDDING_DIM), "confidence": 0.9}
         for _ in range(MAX_FACES)
     ]  # fmt: skip
     faces_field = json.dumps(faces, separators=(",", ":")).encode()

@@ -20,9 +20,10 @@ from kaleido.errors import KaleidoError
 from kaleido.messages import (
     CONSUMER_GROUP,
     CONSUMER_NAMES,
-    EMBEDDING_DIM,
     FACE_DETECTION_STREAM,
+    FACE_EMBEDDING_DIM,
     FACE_RECOGNITION_STREAM,
+    IMAGE_EMBEDDING_DIM,
     INSIGHT_SERVICES,
     INSIGHTS_STREAM,
     MAX_CAPTION_CHARS,
@@ -59,6 +60,7 @@ from kaleido.messages import (
     encode_insight,
     encode_post_media,
     encode_profile_picture,
+    usable_correlation_id,
     utc_timestamp,
 )
 
@@ -78,12 +80,14 @@ MODERATION_ENTRY: Raw = {
     b"timestamp": b"2026-05-04T10:15:30.123456Z",
     b"version": b"1",
 }
+# A face embedding has exactly FACE_EMBEDDING_DIM floats (1408 on both ML platforms).
+FACE_VECTOR = [0.01, -0.25] + [0.0] * (FACE_EMBEDDING_DIM - 2)
 FACES_JSON = json.dumps(
     [
         {
             "faceId": FACE_UID,
             "bbox": [120, 80, 260, 240],
-            "embedding": [0.01, -0.25, 0.0],
+            "embedding": FACE_VECTOR,
             "confidence": 0.9731,
         }
     ]
@@ -127,7 +131,7 @@ def face(**changes: Any) -> dict[str, Any]:
     base: dict[str, Any] = {
         "faceId": FACE_UID,
         "bbox": [1, 2, 3, 4],
-        "embedding": [0.5],
+        "embedding": [],  # none: a provider that gives no embedding
         "confidence": 0.5,
     }
     return {**base, **changes}
@@ -161,7 +165,7 @@ def test_contract_face_detection_example() -> None:
             DetectedFace(
                 face_id=FACE_UID,
                 bbox=(120, 80, 260, 240),
-                embedding=(0.01, -0.25, 0.0),
+                embedding=tuple(FACE_VECTOR),
                 confidence=0.9731,
             ),
         ),
@@ -266,7 +270,7 @@ def test_decode_inbound_dispatches_on_stream() -> None:
     ],
 )
 def test_each_service_decodes_only_its_field(entry: Raw, payload: Any) -> None:
-    dim = len(payload.embedding) if isinstance(payload, ImageEmbedding) else EMBEDDING_DIM
+    dim = len(payload.embedding) if isinstance(payload, ImageEmbedding) else IMAGE_EMBEDDING_DIM
     result = decode_insight(entry, embedding_dim=dim)
     assert isinstance(result, InsightResult)
     assert result.payload == payload
@@ -290,12 +294,12 @@ def test_all_zero_embeddings_are_fine() -> None:
     detection = decode_face_detection(
         faces_entry(
             [
-                face(embedding=[0] * 1024),
+                face(embedding=[0] * FACE_EMBEDDING_DIM),
                 face(faceId="00000000-0000-0000-0000-000000000001", embedding=[]),
             ]
         )
     )
-    assert detection.faces[0].embedding == (0.0,) * 1024
+    assert detection.faces[0].embedding == (0.0,) * FACE_EMBEDDING_DIM
     assert detection.faces[1].embedding == ()
 
 
@@ -377,7 +381,7 @@ def test_bbox_accepts_integral_floats_and_negative_coordinates() -> None:
 def test_legacy_double_encoded_face_fields() -> None:
     """An earlier ML worker JSON-encoded bbox and embedding again and stringified confidence."""
     legacy = face(bbox="[120, 80, 260, 240]", embedding="[0.01, 0.02]", confidence="0.9731")
-    result = decode_face_detection(faces_entry([legacy]))
+    result = decode_face_detection(faces_entry([legacy]), embedding_dim=2)
     assert result.faces[0] == DetectedFace(FACE_UID, (120, 80, 260, 240), (0.01, 0.02), 0.9731)
 
 
@@ -728,6 +732,8 @@ def test_stream_names() -> None:
         "ml-insights-results": "media-ai-consumer",
         "face-detection-results": "face-detection-consumer",
         "face-recognition-results": "face-recognition-consumer",
+        "user-profile-face-embedding-results": "profile-face-consumer",
+        "post-insights-enriched": "post-insights-consumer",
     }
     assert dlq_stream(INSIGHTS_STREAM) == "ml-insights-results:dlq"
     assert CONSUMER_GROUP == "backend-group"
@@ -745,7 +751,11 @@ texts = st.text()
 non_empty = st.text(min_size=1)
 # Within the caps of an inbound entry (kaleido.messages).
 labels = st.lists(st.text(max_size=MAX_TAG_CHARS), max_size=MAX_TAGS).map(tuple)
-correlation_ids = st.just("") | st.from_regex(r"[A-Za-z0-9._:-]{1,128}", fullmatch=True)
+# Ids Kaleido keeps: the header's rule, and text the ML service's JSON decoding leaves text.
+usable_ids = st.from_regex(r"[A-Za-z0-9._:-]{1,128}", fullmatch=True).filter(
+    lambda cid: usable_correlation_id(cid) == cid
+)
+correlation_ids = st.just("") | usable_ids
 
 payloads = st.one_of(
     st.builds(Moderation, is_safe=st.booleans(), confidence=st.none() | probabilities),
@@ -767,7 +777,8 @@ detected_faces = st.builds(
     DetectedFace,
     face_id=st.uuids().map(str),
     bbox=st.tuples(pixels, pixels, pixels, pixels),
-    embedding=st.lists(floats32, max_size=32).map(tuple),
+    # None, or exactly ROUND_TRIP_DIM floats (what the decoder is told to expect).
+    embedding=st.just(()) | st.lists(floats32, min_size=4, max_size=4).map(tuple),
     confidence=probabilities,
 )
 detections = st.builds(
@@ -805,7 +816,8 @@ def test_insight_round_trip(result: InsightResult) -> None:
 
 @given(detections)
 def test_face_detection_round_trip(result: FaceDetectionResult) -> None:
-    assert decode_face_detection(as_redis(encode_face_detection(result))) == result
+    entry = as_redis(encode_face_detection(result))
+    assert decode_face_detection(entry, embedding_dim=4) == result
 
 
 @given(recognitions)
@@ -813,12 +825,12 @@ def test_face_recognition_round_trip(result: FaceRecognitionResult) -> None:
     assert decode_face_recognition(as_redis(encode_face_recognition(result))) == result
 
 
-@given(st.builds(PostMediaEvent, ids, ids, non_empty, ids, non_empty, aware_stamps))
+@given(st.builds(PostMediaEvent, ids, ids, non_empty, ids, usable_ids, aware_stamps))
 def test_post_media_round_trip(event: PostMediaEvent) -> None:
     assert decode_post_media(as_redis(encode_post_media(event))) == event
 
 
-@given(st.builds(ProfilePictureEvent, ids, non_empty, non_empty, aware_stamps))
+@given(st.builds(ProfilePictureEvent, ids, non_empty, usable_ids, aware_stamps))
 def test_profile_picture_round_trip(event: ProfilePictureEvent) -> None:
     assert decode_profile_picture(as_redis(encode_profile_picture(event))) == event
 
@@ -944,8 +956,9 @@ def test_face_caps() -> None:
     many = [face(faceId=str(uuid.UUID(int=i))) for i in range(33)]
     with pytest.raises(DecodeError, match="33 faces, over the limit of 32"):
         decode_face_detection(faces_entry(many))
-    with pytest.raises(DecodeError, match="face 0 embedding: 1409 floats, over 1408"):
-        decode_face_detection(faces_entry([face(embedding=[0.5] * 1409)]))
+    for size in (1409, 1407):
+        with pytest.raises(DecodeError, match=f"face 0 embedding: {size} floats, expected exa"):
+            decode_face_detection(faces_entry([face(embedding=[0.5] * size)]))
     recognition = {b"mediaId": b"1", b"postId": b"2", b"faceId": str(uuid.UUID(int=1)).encode(),
                    b"suggestedUserId": b"3"}  # fmt: skip
     for confidence in (b"-1e30", b"1.5"):

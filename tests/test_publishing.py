@@ -1,5 +1,6 @@
-"""Post and profile picture routes: stored in PostgreSQL, published with exactly the contract's
-fields, trimmed with MAXLEN ~, loud on publish failure, strict on input."""
+"""Post and profile picture routes: stored in PostgreSQL and announced together (the outbox),
+published with exactly the contract's fields, trimmed with MAXLEN ~, never lost when Redis
+fails, strict on input."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from kaleido.posts import check_media_url
 from kaleido.settings import Settings, settings_from_argv
 
 from .conftest import reset, with_settings
+from .waiting import wait_until
 
 JSON = {"Content-Type": "application/json"}
 
@@ -62,6 +64,12 @@ def backends_of(running: Running) -> Backends:
 
 
 async def entries(backends: Backends, stream: str) -> list[dict[str, str]]:
+    """The stream's entries once everything committed is published (the outbox is empty)."""
+
+    async def relayed() -> bool:
+        return not await backends.postgres.fetchval("SELECT count(*) FROM outbox")
+
+    await wait_until(relayed)
     reply = await backends.redis.execute("XRANGE", stream, "-", "+")
     return [{k.decode(): v.decode() for k, v in fields.items()} for _, fields in reply]
 
@@ -83,7 +91,7 @@ async def test_create_post_stores_then_publishes_the_contract_fields(
     }
     r = await http.post("/v1/posts", json=body, headers={"X-Correlation-ID": "req-abc.1"})
     assert r.status_code == 201, r.text
-    assert r.json() == {"postId": 17, "media": 2, "published": 2}
+    assert r.json() == {"postId": 17, "media": 2, "announced": 2}
 
     published = await entries(backends_of(running), "post-image-processing")
     assert [set(e) for e in published] == [POST_FIELDS, POST_FIELDS]
@@ -146,7 +154,7 @@ async def test_duplicates_are_409_and_change_nothing(
     assert len(await entries(backends_of(running), "post-image-processing")) == 1
 
 
-async def test_put_replaces_the_media_and_publishes_updates(
+async def test_put_replaces_the_media_and_announces_new_media_for_analysis(
     running: Running, http: httpx.AsyncClient
 ) -> None:
     await http.post("/v1/posts", json={"postId": 7, "userId": 70, "media": media(1, 2)})
@@ -155,7 +163,11 @@ async def test_put_replaces_the_media_and_publishes_updates(
         "/v1/posts/7/media", json={"media": new}, headers={"X-Correlation-ID": "put-1"}
     )
     assert r.status_code == 200, r.text
-    assert r.json() == {"postId": 7, "media": 2, "published": 2, "removed": 1}
+    assert r.json() == {"postId": 7, "media": 2, "announced": 3, "added": 1, "removed": 1}
+    # The media new to the post goes where the ML service reads: post-image-processing.
+    images = await entries(backends_of(running), "post-image-processing")
+    assert [(e["mediaId"], e["correlationId"]) for e in images][2:] == [("3", "put-1")]
+    assert set(images[2]) == POST_FIELDS and images[2]["uploaderId"] == "70"
     rows = await backends_of(running).postgres.fetch(
         "SELECT media_id, media_url, position FROM post_media WHERE post_id = 7 ORDER BY position"
     )
@@ -180,21 +192,41 @@ async def test_put_replaces_the_media_and_publishes_updates(
         and r.json()["error"] == "media[0].mediaId: 3 already belongs to post 7"
     )
     r = await http.put("/v1/posts/7/media", json={"media": []})
-    assert r.json() == {"postId": 7, "media": 0, "published": 0, "removed": 2}
+    assert r.json() == {"postId": 7, "media": 0, "announced": 0, "added": 0, "removed": 2}
 
 
-async def test_profile_picture_is_published(running: Running, http: httpx.AsyncClient) -> None:
+async def test_profile_picture_is_recorded_and_announced(
+    running: Running, http: httpx.AsyncClient
+) -> None:
     r = await http.post(
         "/v1/users/42/profile-picture",
-        json={"imageUrl": "https://img.example.com/me.png"},
+        json={"imageUrl": "https://img.example.com/me.png", "username": "alice",
+              "department": "design"},
         headers={"X-Correlation-ID": "pp-9"},
-    )
-    assert r.status_code == 202 and r.json() == {"userId": 42, "published": 1}
+    )  # fmt: skip
+    assert r.status_code == 202, r.text
+    body = r.json()
+    assert body["userId"] == 42 and body["announced"] == 1
     (entry,) = await entries(backends_of(running), "profile-picture-processing")
     assert set(entry) == {"userId", "imageUrl", "correlationId", "timestamp"}
     assert entry["userId"] == "42" and entry["imageUrl"] == "https://img.example.com/me.png"
-    assert entry["correlationId"] == "pp-9" and TIMESTAMP.match(entry["timestamp"])
+    # Each request has an id of its own: the enrolment answer names the request by it.
+    assert entry["correlationId"] == body["requestId"] != "pp-9"
+    assert TIMESTAMP.match(entry["timestamp"])
     decode_profile_picture(entry)
+    row = await backends_of(running).postgres.fetchrow(
+        "SELECT * FROM profile_picture_requests WHERE user_id = 42"
+    )
+    assert (row["correlation_id"], row["username"], row["department"]) == (
+        body["requestId"],
+        "alice",
+        "design",
+    )
+    bad = await http.post(
+        "/v1/users/42/profile-picture",
+        json={"imageUrl": "https://img.example.com/me.png", "username": "a\nb"},
+    )
+    assert bad.status_code == 400 and "username" in bad.json()["error"]
 
 
 async def test_outbound_streams_are_trimmed_with_maxlen_approx(
@@ -204,6 +236,7 @@ async def test_outbound_streams_are_trimmed_with_maxlen_approx(
         ids = range(post * 100, post * 100 + 50)
         r = await http.post("/v1/posts", json={"postId": post, "userId": 1, "media": media(*ids)})
         assert r.status_code == 201
+    await entries(backends_of(running), "post-image-processing")  # all relayed
     length = await backends_of(running).redis.execute("XLEN", "post-image-processing")
     # `~` trims whole stream nodes (100 entries by default): at least MAXLEN stay, far from 300.
     assert MAXLEN <= length <= MAXLEN + 100
@@ -211,13 +244,14 @@ async def test_outbound_streams_are_trimmed_with_maxlen_approx(
         await http.post(
             f"/v1/users/{user}/profile-picture", json={"imageUrl": "https://a.example/x"}
         )
+    await entries(backends_of(running), "profile-picture-processing")
     assert (
         await backends_of(running).redis.execute("XLEN", "profile-picture-processing")
         <= MAXLEN + 100
     )
 
 
-async def test_a_failed_publish_is_a_503_that_says_the_post_is_stored(
+async def test_a_publish_that_fails_delays_the_announcement_and_loses_nothing(
     running: Running, http: httpx.AsyncClient
 ) -> None:
     redis = backends_of(running).redis
@@ -225,33 +259,47 @@ async def test_a_failed_publish_is_a_503_that_says_the_post_is_stored(
     for stream in ("post-image-processing", "post-update-processing", "profile-picture-processing"):
         await redis.execute("SET", stream, "not a stream")
     r = await http.post("/v1/posts", json={"postId": 5, "userId": 6, "media": media(50, 51)})
-    assert r.status_code == 503
-    error = r.json()["error"]
-    assert "post 5 and its 2 media are stored" in error and "post-image-processing" in error
-    assert "WRONGTYPE" in error
-    assert (await http.get("/v1/posts/5")).status_code == 200  # stored indeed
-
+    assert r.status_code == 201, r.text  # stored and announced: the announcement waits
     r = await http.put("/v1/posts/5/media", json={"media": media(52)})
-    assert r.status_code == 503 and "post-update-processing" in r.json()["error"]
+    assert r.status_code == 200
     r = await http.post("/v1/users/6/profile-picture", json={"imageUrl": "https://a.example/p"})
-    assert r.status_code == 503 and "profile-picture-processing" in r.json()["error"]
+    assert r.status_code == 202
+    pg = backends_of(running).postgres
+
+    async def failing() -> bool:
+        return running.service.relay.stats.failures >= 2
+
+    await wait_until(failing)
+    waiting = "SELECT count(*) FROM outbox WHERE stream <> 'es-sync-queue'"
+    assert await pg.fetchval(waiting) == 5  # 2 + 1 new media + 1 update + 1 picture
+    for stream in ("post-image-processing", "post-update-processing", "profile-picture-processing"):
+        await redis.execute("DEL", stream)
+    images = await entries(backends_of(running), "post-image-processing")
+    assert [e["mediaId"] for e in images] == ["50", "51", "52"]
+    assert [
+        e["mediaId"] for e in await entries(backends_of(running), "post-update-processing")
+    ] == ["52"]
+    assert len(await entries(backends_of(running), "profile-picture-processing")) == 1
 
 
 @pytest.mark.redis_kinds("single")  # stops the single Redis of the test session
-async def test_publish_with_redis_down_is_a_503(
+async def test_redis_down_while_posts_are_created_delays_their_announcements(
     running: Running, http: httpx.AsyncClient, stack: DevStack
 ) -> None:
     stack.redis.stop()
     try:
-        r = await http.post("/v1/posts", json={"postId": 5, "userId": 6, "media": media(50)})
-        assert r.status_code == 503
-        assert "post 5 and its 1 media are stored" in r.json()["error"]
+        for post in range(1, 6):
+            r = await http.post(
+                "/v1/posts", json={"postId": post, "userId": 6, "media": media(post * 10)}
+            )
+            assert r.status_code == 201, r.text
         r = await http.post("/v1/users/6/profile-picture", json={"imageUrl": "https://a.example/p"})
-        assert r.status_code == 503
+        assert r.status_code == 202
     finally:
         stack.redis.start()
-    pg = backends_of(running).postgres
-    assert await pg.fetchval("SELECT array_agg(media_id) FROM post_media WHERE post_id = 5") == [50]
+    images = await entries(backends_of(running), "post-image-processing")
+    assert sorted(int(e["mediaId"]) for e in images) == [10, 20, 30, 40, 50]  # each once
+    assert len(await entries(backends_of(running), "profile-picture-processing")) == 1
 
 
 def _long_url() -> str:

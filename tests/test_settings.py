@@ -156,3 +156,15 @@ def test_the_readme_table_lists_every_setting() -> None:
     table = readme.split("## Configuration", 1)[1].split("\n\n")[2]
     listed = set(re.findall(r"^\| `(KALEIDO_[A-Z0-9_]+)` \|", table, re.MULTILINE))
     assert listed == {f"KALEIDO_{name.upper()}" for name in _OPTIONS}
+
+
+def test_image_and_face_embedding_sizes_are_two_settings() -> None:
+    s = load_settings({})
+    assert (s.image_embedding_dim, s.face_embedding_dim) == (1408, 1408)
+    hf = load_settings({"KALEIDO_IMAGE_EMBEDDING_DIM": "512"})  # the HuggingFace platform
+    assert (hf.image_embedding_dim, hf.face_embedding_dim) == (512, 1408)
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"KALEIDO_EMBEDDING_DIM": "512"})
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith("KALEIDO_EMBEDDING_DIM is no longer read")
+    assert "KALEIDO_IMAGE_EMBEDDING_DIM" in message and "KALEIDO_FACE_EMBEDDING_DIM" in message

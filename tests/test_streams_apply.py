@@ -9,7 +9,12 @@ from typing import Any
 import pytest
 
 from kaleido.gateways import Backends
-from kaleido.messages import FACE_DETECTION_STREAM, FACE_RECOGNITION_STREAM, INSIGHTS_STREAM
+from kaleido.messages import (
+    FACE_DETECTION_STREAM,
+    FACE_EMBEDDING_DIM,
+    FACE_RECOGNITION_STREAM,
+    INSIGHTS_STREAM,
+)
 from kaleido.posts import MediaItem, replace_media
 
 from .streams_helpers import (
@@ -29,6 +34,8 @@ pytestmark = pytest.mark.redis_kinds("single", "cluster")
 
 UID = "8d0f3a52-6c1e-4b7a-9f3e-2a1b0c9d8e7f"
 UID2 = "1b4e28ba-2fa1-11d2-883f-0016d3cca427"
+# A face embedding of the ML service's size (FACE_EMBEDDING_DIM floats).
+FACE = [0.01, -0.5, 0.25] + [0.0] * (FACE_EMBEDDING_DIM - 3)
 
 
 def _b(fields: dict[str, str]) -> dict[bytes, bytes]:
@@ -57,7 +64,7 @@ DETECTION = _b(
                 {
                     "faceId": UID,
                     "bbox": [120, 80, 260, 240],
-                    "embedding": [0.01, -0.5, 0.25],
+                    "embedding": FACE,
                     "confidence": 0.9731,
                 }
             ]
@@ -111,7 +118,7 @@ async def test_contract_examples_are_applied(backends: Backends) -> None:
     assert f["post_id"] == 17
     assert f["bbox"] == [120, 80, 260, 240]
     assert f["confidence_score"] == pytest.approx(0.9731)
-    assert f["embedding"] == pytest.approx([0.01, -0.5, 0.25])
+    assert f["embedding"] == pytest.approx(FACE)
     assert f["status"] == "SUGGESTED"
     assert f["suggested_user_id"] == 7
     assert f["suggestion_confidence"] == pytest.approx(0.8734)
@@ -263,7 +270,12 @@ async def test_detection_and_recognition_in_either_order_give_the_same_row(
 async def test_detection_again_keeps_the_suggestion_and_many_faces(backends: Backends) -> None:
     two_faces = json.dumps(
         [
-            {"faceId": UID.upper(), "bbox": [1, 2, 3, 4], "embedding": [0.0] * 8, "confidence": 1},
+            {
+                "faceId": UID.upper(),
+                "bbox": [1, 2, 3, 4],
+                "embedding": [0.0] * FACE_EMBEDDING_DIM,
+                "confidence": 1,
+            },
             {"faceId": UID2, "bbox": [5, 6, 7, 8], "embedding": [], "confidence": 0.5},
         ]
     )
@@ -282,7 +294,7 @@ async def test_detection_again_keeps_the_suggestion_and_many_faces(backends: Bac
         [1, 2, 3, 4],
         7,
     )
-    assert first["embedding"] == [0.0] * 8
+    assert first["embedding"] == [0.0] * FACE_EMBEDDING_DIM
     assert (second["status"], second["embedding"]) == ("UNIDENTIFIED", [])
 
 

@@ -15,6 +15,7 @@ from kaleido.gateways import Backends, Transaction
 from kaleido.messages import (
     CONSUMER_GROUP,
     FACE_DETECTION_STREAM,
+    FACE_EMBEDDING_DIM,
     INSIGHTS_STREAM,
     Fields,
     IgnoredEntry,
@@ -31,6 +32,7 @@ from kaleido.streams import (
     dlq_replay_all,
     ensure_group,
 )
+from kaleido.streams.handlers import Stale
 from kaleido.streams.inbound import RedisInboundStream
 from kaleido.streams.ledger import PostgresLedger
 
@@ -152,7 +154,7 @@ async def _has_insight(backends: Backends, media_id: int) -> bool:
 
 async def test_bad_faces_go_to_the_dlq(backends: Backends) -> None:
     good_face = {"faceId": "8d0f3a52-6c1e-4b7a-9f3e-2a1b0c9d8e7f", "bbox": [1, 2, 3, 4],
-                 "embedding": [0.1], "confidence": 0.5}  # fmt: skip
+                 "embedding": [0.1] * FACE_EMBEDDING_DIM, "confidence": 0.5}  # fmt: skip
     bad = [
         {**good_face, "faceId": 17},  # a number, not a UUID
         {**good_face, "bbox": [1, 2, 3]},
@@ -300,10 +302,10 @@ class FailingHandler:
     def decode(self, fields: Fields) -> InsightResult | IgnoredEntry:
         return self.inner.decode(fields)
 
-    async def apply(self, tx: Transaction, messages: Sequence[tuple[str, InsightResult]]) -> None:
+    async def apply(self, tx: Transaction, messages: Sequence[tuple[str, InsightResult]]) -> Stale:
         if any(m.media_id == self.bad_media for _, m in messages):
             raise self.error
-        await self.inner.apply(tx, messages)
+        return await self.inner.apply(tx, messages)
 
 
 async def _run_with(backends: Backends, handler: FailingHandler, **options: Any) -> Any:

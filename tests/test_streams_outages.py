@@ -31,7 +31,7 @@ def entry(stream: str, n: int) -> dict[str, str]:
     if stream == INSIGHTS_STREAM:
         return {"mediaId": str(n), "postId": "1", "service": "tagging", "tags": f'["t{n}"]'}
     if stream == FACE_DETECTION_STREAM:
-        face = {"faceId": uid, "bbox": [0, 0, 9, 9], "embedding": [0.5], "confidence": 0.9}
+        face = {"faceId": uid, "bbox": [0, 0, 9, 9], "embedding": [], "confidence": 0.9}
         return {"mediaId": str(n), "postId": "1", "facesDetected": "1", "faces": json.dumps([face])}
     assert stream == FACE_RECOGNITION_STREAM
     return {"mediaId": str(n), "postId": "1", "faceId": uid, "suggestedUserId": "3",

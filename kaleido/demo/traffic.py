@@ -1,6 +1,6 @@
 """Simulated users for `run.py --demo`: posts with media, views, media edits, new avatars.
 
-It goes through the same library code as the HTTP routes (`Posts`, `Publisher`, the view
+It goes through the same library code as the HTTP routes (`Posts`, `Profiles`, the view
 tracker), not through HTTP, at a bounded rate. Views follow a Zipf-like popularity with many
 repeats (so deduplication shows). A failed operation is logged and retried later, never fatal:
 the demo keeps running through a Redis or PostgreSQL outage, which is part of what it shows.
@@ -17,7 +17,6 @@ import trio
 
 from kaleido.errors import KaleidoError
 from kaleido.logs import correlation, get_logger
-from kaleido.messages import ProfilePictureEvent
 from kaleido.posts import (
     MediaItem,
     MediaTaken,
@@ -25,9 +24,8 @@ from kaleido.posts import (
     PostExists,
     PostNotFound,
     Posts,
-    PublishFailed,
 )
-from kaleido.publisher import Publisher, outbound_correlation_id
+from kaleido.profiles import ProfilePicture, Profiles
 
 log = get_logger("kaleido.demo.traffic")
 
@@ -39,10 +37,15 @@ PROFILE_PICTURE_EVERY = 10.0
 # Views are recorded in small bursts rather than one timer per view.
 VIEW_TICK = 0.1
 USERS = 2000
+# Simulated users' names and departments, as a profile picture request carries them.
+USERNAMES = ("alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy")
+DEPARTMENTS = ("design", "sales", "research", "support", "finance")
 # Only the most recent posts get views: keeps the popularity list small.
 MAX_TRACKED_POSTS = 2000
 # After a failure, wait this long before that loop tries again.
 FAILURE_PAUSE = 5.0
+# Profile pictures changed at start, so that faces in the first posts can be recognised.
+FIRST_AVATARS = 3
 
 
 class ViewRecorder(Protocol):
@@ -66,7 +69,7 @@ class TrafficStats:
 @attrs.define
 class Traffic:
     posts: Posts
-    publisher: Publisher
+    profiles: Profiles
     views: ViewRecorder
     stopping: trio.Event
     seed: int | None = None
@@ -89,6 +92,11 @@ class Traffic:
         """Load the existing posts, then run every simulated activity until stopping."""
         await self._load()
         task_status.started()
+        for _ in range(FIRST_AVATARS):
+            try:
+                await self.change_avatar()
+            except KaleidoError as exc:
+                log.warning("traffic.failed", action="change_avatar", error=str(exc))
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._every, VIEW_TICK, self._view_burst)
             nursery.start_soon(self._every, self.post_every, self.create_post)
@@ -160,9 +168,6 @@ class Traffic:
             except (PostExists, MediaTaken):
                 await self._load()  # someone else (the HTTP API) took the ids: skip past them
                 return
-            except PublishFailed:
-                self._track(post)  # stored all the same: it can be viewed
-                raise
         self._track(post)
         self.stats.posts += 1
 
@@ -189,17 +194,21 @@ class Traffic:
             except MediaTaken:
                 await self._load()  # the HTTP API took the new id: skip past it
                 return
-            except PublishFailed:
-                self._own[post_id] = [m.media_id for m in media]  # stored all the same
-                raise
         self._own[post_id] = [m.media_id for m in media]
         self.stats.media_edits += 1
 
     async def change_avatar(self) -> None:
         user_id = self._rng.randint(1, USERS)
+        picture = ProfilePicture(
+            user_id,
+            f"https://i.pravatar.cc/512?u={user_id}",
+            username=demo_username(user_id),
+            department=DEPARTMENTS[user_id % len(DEPARTMENTS)],
+        )
         with correlation(None):
-            event = ProfilePictureEvent(
-                user_id, f"https://i.pravatar.cc/512?u={user_id}", outbound_correlation_id()
-            )
-            await self.publisher.publish_profile_picture(event)
+            await self.profiles.change_picture(picture)
         self.stats.profile_pictures += 1
+
+
+def demo_username(user_id: int) -> str:
+    return f"{USERNAMES[user_id % len(USERNAMES)]}{user_id}"

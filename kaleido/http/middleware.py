@@ -1,6 +1,12 @@
 """ASGI middleware: a correlation id for every request (`X-Correlation-ID`, or a new one), the
 limits of a request (its body, a slot among those in flight, the pace of its answer), and the
-client address and scheme behind a trusted proxy."""
+client address and scheme behind a trusted proxy.
+
+A caller's id is kept only if Kaleido may forward it to the ML service: the header's alphabet,
+and text that the ML service's field decoding leaves text (`kaleido.messages.peer`; `1234567890`,
+`true` or `1e5` would arrive as a number or a boolean and kill every result of the request).
+Otherwise the request gets a fresh id, and one log line names both.
+"""
 
 from __future__ import annotations
 
@@ -13,10 +19,13 @@ import trio
 from kaleido.http.body import BODY_DEADLINE, MAX_BODY_BYTES
 from kaleido.http.connection import SEND_TIMEOUT
 from kaleido.http.proxies import TrustedProxies
-from kaleido.logs import correlation
+from kaleido.logs import correlation, get_logger
+from kaleido.messages import usable_correlation_id
+
+log = get_logger("kaleido.http")
 
 HEADER = b"x-correlation-id"
-# Accept callers' ids that are safe to log and to forward; anything else gets a fresh id.
+# Callers' ids that are safe to log: anything else is not even quoted back.
 _VALID_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
 
 
@@ -29,9 +38,12 @@ class CorrelationIdMiddleware:
             await self.app(scope, receive, send)
             return
         given = dict(scope["headers"]).get(HEADER)
-        cid_in = given.decode() if given and _VALID_ID.match(given) else None
+        loggable = given.decode() if given and _VALID_ID.match(given) else None
+        cid_in = usable_correlation_id(loggable)
         with correlation(cid_in) as cid:
             scope.setdefault("state", {})["correlation_id"] = cid
+            if loggable is not None and cid_in is None:
+                log.info("http.correlation_id_replaced", caller_correlation_id=loggable)
 
             async def send_with_id(message: Any) -> None:
                 if message["type"] == "http.response.start":

@@ -1,7 +1,8 @@
-"""Post and profile picture routes: store in PostgreSQL, then publish to the ML service.
+"""Post and profile picture routes: store in PostgreSQL and announce to the ML service.
 
-A publish that fails after the post was stored answers 503 and says the post is stored; it is
-never a 2xx. Every bad input is a 4xx naming the field (`media[1].mediaUrl: ...`).
+A change and its announcements commit together (kaleido.outbox): a 2xx means both are durable,
+and the ML service hears of them as soon as Redis takes them. Every bad input is a 4xx naming
+the field (`media[1].mediaUrl: ...`).
 """
 
 from __future__ import annotations
@@ -14,12 +15,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from kaleido.errors import BackendError
 from kaleido.http.admin import user_caller
 from kaleido.http.auth import Caller, Forbidden
 from kaleido.http.body import path_id, read_json
-from kaleido.http.errors import BadRequest, error_response
-from kaleido.messages import PROFILE_PICTURE_STREAM, ProfilePictureEvent, utc_timestamp
+from kaleido.http.errors import BadRequest
+from kaleido.messages import utc_timestamp
 from kaleido.posts import (
     MAX_MEDIA,
     Face,
@@ -29,14 +29,14 @@ from kaleido.posts import (
     MediaTaken,
     NewPost,
     PostExists,
+    PostInsights,
     PostNotFound,
     PostRecord,
     Posts,
-    PublishFailed,
     check_media,
     check_media_url,
 )
-from kaleido.publisher import outbound_correlation_id
+from kaleido.profiles import ProfilePicture
 from kaleido.service import Service
 from kaleido.views.model import check_id
 
@@ -157,6 +157,29 @@ def sees_suggestion(caller: Caller, owner: int, face: Face) -> bool:
     return caller.user_id is not None and caller.user_id == face.suggested_user_id
 
 
+def _post_insights_json(insights: PostInsights | None) -> dict[str, Any] | None:
+    if insights is None:
+        return None
+    return {
+        "mediaCount": insights.media_count,
+        "allAiTags": list(insights.all_ai_tags),
+        "allAiScenes": list(insights.all_ai_scenes),
+        "aggregatedTags": list(insights.aggregated_tags),
+        "aggregatedScenes": list(insights.aggregated_scenes),
+        "totalFaces": insights.total_faces,
+        "isSafe": insights.is_safe,
+        "moderationConfidence": insights.moderation_confidence,
+        "inferredEventType": insights.inferred_event_type,
+        "combinedCaption": insights.combined_caption,
+        "hasMultipleImages": insights.has_multiple_images,
+        "correlationId": insights.correlation_id,
+        "aggregatedAt": (
+            None if insights.aggregated_at is None else utc_timestamp(insights.aggregated_at)
+        ),
+        "updatedAt": utc_timestamp(insights.updated_at),
+    }
+
+
 def post_json(post: PostRecord, views: int, caller: Caller) -> dict[str, Any]:
     return {
         "postId": post.post_id,
@@ -165,6 +188,7 @@ def post_json(post: PostRecord, views: int, caller: Caller) -> dict[str, Any]:
         "views": views,
         "createdAt": utc_timestamp(post.created_at),
         "updatedAt": utc_timestamp(post.updated_at),
+        "insights": _post_insights_json(post.insights),
         "media": [_media_json(media, caller, post.user_id) for media in post.media],
     }
 
@@ -185,9 +209,7 @@ async def create_post(request: Request) -> Response:
         done = await _posts(request).create(post)
     except (PostExists, MediaTaken) as exc:
         raise BadRequest(str(exc), 409) from None
-    except PublishFailed as exc:
-        return error_response(str(exc), 503)
-    body = {"postId": done.post_id, "media": done.media, "published": done.published}
+    body = {"postId": done.post_id, "media": done.media, "announced": done.announced}
     return JSONResponse(body, status_code=201)
 
 
@@ -207,13 +229,12 @@ async def replace_post_media(request: Request) -> Response:
         raise BadRequest(str(exc), 404) from None
     except MediaTaken as exc:
         raise BadRequest(str(exc), 409) from None
-    except PublishFailed as exc:
-        return error_response(str(exc), 503)
     return JSONResponse(
         {
             "postId": done.post_id,
             "media": done.media,
-            "published": done.published,
+            "announced": done.announced,
+            "added": done.added,
             "removed": done.removed,
         }
     )
@@ -223,19 +244,17 @@ async def change_profile_picture(request: Request) -> Response:
     caller = user_caller(request)
     user_id = path_id(request, "userId")
     caller.require_user(user_id, "profile picture")
-    body = _object(await read_json(request), "body", "imageUrl")
+    body = _object(await read_json(request), "body", "imageUrl (and username, department)")
     image_url = _url(body.get("imageUrl"), "imageUrl", _prefixes(request))
-    service: Service = request.app.state.service
-    event = ProfilePictureEvent(user_id, image_url, outbound_correlation_id())
     try:
-        await service.publisher.publish_profile_picture(event)
-    except BackendError as exc:
-        # Not a client error whatever Redis said: the request was fine, the ML service not told.
-        return error_response(
-            f"publishing to {PROFILE_PICTURE_STREAM} failed, so the ML service was not told: {exc}",
-            503,
-        )
-    return JSONResponse({"userId": user_id, "published": 1}, status_code=202)
+        picture = ProfilePicture(user_id, image_url, body.get("username"), body.get("department"))
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from None
+    service: Service = request.app.state.service
+    event = await service.profiles.change_picture(picture)
+    return JSONResponse(
+        {"userId": user_id, "announced": 1, "requestId": event.correlation_id}, status_code=202
+    )
 
 
 async def get_post(request: Request) -> Response:

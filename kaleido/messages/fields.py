@@ -11,7 +11,6 @@ from datetime import datetime
 from typing import TypeAlias, TypeVar
 
 from kaleido.messages.limits import (
-    CORRELATION_ID,
     MAX_ENTRY_BYTES,
     MAX_FIELD_BYTES,
     MAX_TAG_CHARS,
@@ -19,7 +18,8 @@ from kaleido.messages.limits import (
     QUOTE_CHARS,
 )
 from kaleido.messages.model import DecodeError, Fields, Invalid
-from kaleido.messages.values import iso_timestamp, string_list
+from kaleido.messages.peer import usable_correlation_id
+from kaleido.messages.values import iso_timestamp, number_list, string_list
 from kaleido.replies import as_text
 
 _T = TypeVar("_T")
@@ -102,8 +102,9 @@ def service_name(text: str) -> str:
 
 
 def entry_correlation_id(entry: RawEntry) -> str:
-    value = optional(entry, "correlationId", as_is, "")
-    return value if CORRELATION_ID.fullmatch(value) else ""
+    """The entry's correlation id, or "" when it is not one Kaleido may echo outward (see
+    `kaleido.messages.peer`): malformed, `"None"`, or changed by the ML service's decoding."""
+    return usable_correlation_id(optional(entry, "correlationId", as_is, "")) or ""
 
 
 def capped(limit: int, what: str) -> Callable[[str], str]:
@@ -111,6 +112,18 @@ def capped(limit: int, what: str) -> Callable[[str], str]:
         if len(text) > limit:
             raise Invalid(f"{len(text)} characters, over the {limit}-character limit of {what}")
         return text
+
+    return parse
+
+
+def exact_floats(dim: int) -> Callable[[str], tuple[float, ...]]:
+    """An embedding: a list of exactly `dim` finite numbers (JSON, or comma-separated)."""
+
+    def parse(text: str) -> tuple[float, ...]:
+        values = number_list(text)
+        if len(values) != dim:
+            raise Invalid(f"{len(values)} floats, expected exactly {dim}")
+        return values
 
     return parse
 

@@ -15,6 +15,7 @@ from kaleido.messages.fields import (
     RawEntry,
     capped,
     entry_correlation_id,
+    exact_floats,
     index_fields,
     label_list,
     optional,
@@ -23,7 +24,12 @@ from kaleido.messages.fields import (
     service_name,
     version_of,
 )
-from kaleido.messages.limits import EMBEDDING_DIM, MAX_CAPTION_CHARS, MAX_USERNAME_CHARS
+from kaleido.messages.limits import (
+    FACE_EMBEDDING_DIM,
+    IMAGE_EMBEDDING_DIM,
+    MAX_CAPTION_CHARS,
+    MAX_USERNAME_CHARS,
+)
 from kaleido.messages.model import (
     DetectedFace,
     FaceDetectionResult,
@@ -46,7 +52,6 @@ from kaleido.messages.values import (
     face_uid,
     ml_timestamp,
     non_negative_count,
-    number_list,
     positive_id,
     probability,
     quote,
@@ -75,14 +80,8 @@ def _decode_caption(entry: RawEntry) -> ImageCaptioning:
     return ImageCaptioning(caption=required(entry, "caption", caption))
 
 
-def _decode_image_embedding(entry: RawEntry, dim: int = EMBEDDING_DIM) -> ImageEmbedding:
-    def exact(text: str) -> tuple[float, ...]:
-        values = number_list(text)
-        if len(values) != dim:
-            raise Invalid(f"{len(values)} floats, expected exactly {dim}")
-        return values
-
-    return ImageEmbedding(embedding=required(entry, "imageEmbedding", exact))
+def _decode_image_embedding(entry: RawEntry, dim: int = IMAGE_EMBEDDING_DIM) -> ImageEmbedding:
+    return ImageEmbedding(embedding=required(entry, "imageEmbedding", exact_floats(dim)))
 
 
 _PAYLOAD_DECODERS: Final[Mapping[str, Callable[[RawEntry], InsightPayload]]] = MappingProxyType(
@@ -97,7 +96,7 @@ _PAYLOAD_DECODERS: Final[Mapping[str, Callable[[RawEntry], InsightPayload]]] = M
 
 
 def decode_insight(
-    fields: Fields, *, embedding_dim: int = EMBEDDING_DIM
+    fields: Fields, *, embedding_dim: int = IMAGE_EMBEDDING_DIM
 ) -> InsightResult | IgnoredEntry:
     """Decode an ``ml-insights-results`` entry (an image embedding has exactly
     `embedding_dim` floats).
@@ -125,18 +124,20 @@ def decode_insight(
 
 
 def decode_face_detection(
-    fields: Fields, *, embedding_dim: int = EMBEDDING_DIM
+    fields: Fields, *, embedding_dim: int = FACE_EMBEDDING_DIM
 ) -> FaceDetectionResult:
-    """Decode a ``face-detection-results`` entry (at most MAX_FACES faces, each embedding at
-    most `embedding_dim` floats); raises :class:`DecodeError`."""
+    """Decode a ``face-detection-results`` entry (at most MAX_FACES faces, each embedding
+    exactly `embedding_dim` floats, or none when the provider gives none); raises
+    :class:`DecodeError`."""
     entry = index_fields(fields)
 
     def faces(text: str) -> tuple[DetectedFace, ...]:
         found = parse_faces(text)
         for index, face in enumerate(found):
-            if len(face.embedding) > embedding_dim:
+            if face.embedding and len(face.embedding) != embedding_dim:
                 raise Invalid(
-                    f"face {index} embedding: {len(face.embedding)} floats, over {embedding_dim}"
+                    f"face {index} embedding: {len(face.embedding)} floats, expected exactly "
+                    f"{embedding_dim}"
                 )
         return found
 

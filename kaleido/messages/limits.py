@@ -10,8 +10,11 @@ MAX_FIELD_BYTES: Final = 1024 * 1024
 # Caps on what one inbound entry may carry (README "What an inbound entry may be"): with them a
 # batch's memory is bounded whatever the ML service (or whoever can write to its streams) sends.
 MAX_ENTRY_BYTES: Final = 2 * 1024 * 1024  # all fields together
-EMBEDDING_DIM: Final = 1408  # an image embedding has exactly this many floats (configurable)
-MAX_FACES: Final = 32  # faces in one face-detection entry; a face embedding at most EMBEDDING_DIM
+# Floats in an embedding (configurable): the ML service's Google platform sends 1408 for both,
+# its HuggingFace platform 512 for images and 1408 for faces (CONTRACT 2b).
+IMAGE_EMBEDDING_DIM: Final = 1408
+FACE_EMBEDDING_DIM: Final = 1408
+MAX_FACES: Final = 32  # faces in one face-detection entry
 MAX_TAGS: Final = 256  # tags or scenes in one entry
 MAX_TAG_CHARS: Final = 256
 MAX_CAPTION_CHARS: Final = 4096

@@ -1,8 +1,10 @@
 """The typed messages of every stream, and `DecodeError` (pure data, no codec).
 
 Inbound results (`InsightResult` with its payloads, `FaceDetectionResult`,
-`FaceRecognitionResult`, `IgnoredEntry`) are what the decoders return; outbound events
-(`PostMediaEvent`, `ProfilePictureEvent`) validate themselves when built.
+`FaceRecognitionResult`, `ProfileFaceResult`, `PostInsightsResult`, `IgnoredEntry`) are what the
+decoders return; outbound events (`PostMediaEvent`, `ProfilePictureEvent`, `AggregationTrigger`,
+`SearchSyncEvent`) validate themselves when built: an outbound correlation id must survive the
+ML service's decoding (`kaleido.messages.peer`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import attrs
 
 from kaleido.errors import KaleidoError
 from kaleido.messages.limits import INT64_MAX
+from kaleido.messages.peer import usable_correlation_id
 
 
 class DecodeError(KaleidoError, ValueError):
@@ -168,8 +171,51 @@ class FaceRecognitionResult:
     version: str | None = None
 
 
+@attrs.frozen
+class ProfileFaceResult:
+    """One ``user-profile-face-embedding-results`` entry: the face of a user's profile picture.
+
+    An all-zero ``embedding`` means the ML service's provider found no usable face.
+    """
+
+    user_id: int
+    embedding: tuple[float, ...]
+    correlation_id: str = ""
+
+    @property
+    def usable(self) -> bool:
+        """Whether the embedding can identify anyone (it is not all zeros)."""
+        return any(self.embedding)
+
+
+@attrs.frozen
+class PostInsightsResult:
+    """One ``post-insights-enriched`` entry: the ML aggregator's post-level insights."""
+
+    post_id: int
+    media_count: int
+    all_ai_tags: tuple[str, ...]
+    all_ai_scenes: tuple[str, ...]
+    aggregated_tags: tuple[str, ...]
+    aggregated_scenes: tuple[str, ...]
+    total_faces: int
+    is_safe: bool
+    moderation_confidence: float
+    inferred_event_type: str
+    combined_caption: str
+    has_multiple_images: bool
+    correlation_id: str = ""
+    timestamp: datetime | None = None
+    version: str | None = None
+
+
 InboundMessage: TypeAlias = (
-    InsightResult | IgnoredEntry | FaceDetectionResult | FaceRecognitionResult
+    InsightResult
+    | IgnoredEntry
+    | FaceDetectionResult
+    | FaceRecognitionResult
+    | ProfileFaceResult
+    | PostInsightsResult
 )
 
 
@@ -181,6 +227,13 @@ def _check_id(_: object, attribute: attrs.Attribute[int], value: int) -> None:
 def _check_text(_: object, attribute: attrs.Attribute[str], value: str) -> None:
     if not isinstance(value, str) or not value:
         raise ValueError(f"{attribute.name}: expected a non-empty string, got {value!r}")
+
+
+def _check_correlation(_: object, attribute: attrs.Attribute[str], value: str) -> None:
+    if usable_correlation_id(value) != value:
+        raise ValueError(
+            f"{attribute.name}: {value!r:.80} is no correlation id the ML service keeps as text"
+        )
 
 
 def _check_aware(_: object, attribute: attrs.Attribute[datetime], value: datetime) -> None:
@@ -200,7 +253,7 @@ class PostMediaEvent:
     media_id: int = attrs.field(validator=_check_id)
     media_url: str = attrs.field(validator=_check_text)
     uploader_id: int = attrs.field(validator=_check_id)
-    correlation_id: str = attrs.field(validator=_check_text)
+    correlation_id: str = attrs.field(validator=_check_correlation)
     timestamp: datetime = attrs.field(factory=_now, validator=_check_aware)
 
 
@@ -210,5 +263,59 @@ class ProfilePictureEvent:
 
     user_id: int = attrs.field(validator=_check_id)
     image_url: str = attrs.field(validator=_check_text)
-    correlation_id: str = attrs.field(validator=_check_text)
+    correlation_id: str = attrs.field(validator=_check_correlation)
+    timestamp: datetime = attrs.field(factory=_now, validator=_check_aware)
+
+
+@attrs.frozen
+class MediaServiceResult:
+    """One element of a trigger's ``mediaInsights``: one service's result for one media item.
+
+    ``service`` is an insight service's name, or ``"face"`` with ``faces_detected``; only the
+    fields of that service are set.
+    """
+
+    media_id: int = attrs.field(validator=_check_id)
+    service: str = attrs.field(validator=_check_text)
+    is_safe: bool | None = None
+    moderation_confidence: float | None = None
+    tags: tuple[str, ...] | None = None
+    scenes: tuple[str, ...] | None = None
+    caption: str | None = None
+    faces_detected: int | None = None
+
+
+@attrs.frozen
+class AggregationTrigger:
+    """Outbound on ``post-aggregation-trigger``: every current media of the post has the
+    insights the aggregator needs, and ``media_insights`` carries them."""
+
+    post_id: int = attrs.field(validator=_check_id)
+    media_ids: tuple[int, ...]
+    media_insights: tuple[MediaServiceResult, ...]
+    correlation_id: str = attrs.field(validator=_check_correlation)
+    timestamp: datetime = attrs.field(factory=_now, validator=_check_aware)
+
+    @property
+    def total_media(self) -> int:
+        return len(self.media_ids)
+
+
+SEARCH_OPERATIONS: Final = frozenset({"index", "delete"})
+
+
+def _check_operation(_: object, attribute: attrs.Attribute[str], value: str) -> None:
+    if value not in SEARCH_OPERATIONS:
+        raise ValueError(f"{attribute.name}: expected index or delete, got {value!r}")
+
+
+@attrs.frozen
+class SearchSyncEvent:
+    """Outbound on ``es-sync-queue``: the ML service's search sync (re)indexes or deletes one
+    document of a read model."""
+
+    index_type: str = attrs.field(validator=_check_text)
+    operation: str = attrs.field(validator=_check_operation)
+    document_id: str = attrs.field(validator=_check_text)
+    correlation_id: str = attrs.field(validator=_check_correlation)
     timestamp: datetime = attrs.field(factory=_now, validator=_check_aware)

@@ -15,3 +15,6 @@ IDLE_LIMIT = 300.0
 PENDING_AGE_LIMIT = 600.0
 # No good sync for this many sync intervals is an incident.
 STALE_SYNC_INTERVALS = 3
+# The relay publishes within a second unless Redis fails it: an announcement this old waits
+# for Redis (the ML service hears of nothing meanwhile).
+OUTBOX_AGE_LIMIT = 60.0

@@ -1,9 +1,8 @@
-"""Posts and their media: stored in PostgreSQL first, then announced to the ML service.
+"""Posts and their media: stored in PostgreSQL and announced to the ML service together.
 
 The SQL functions (``sql``) own the `posts` / `post_media` rows (docs/CONTRACT.md section 3);
-`Posts` is the facade the HTTP routes and the demo traffic share: store, then publish one event
-per media item. Store-then-publish means a publish failure leaves the post stored and raises
-`PublishFailed`, which says so; it is never reported as a success.
+`Posts` is the facade the HTTP routes, the demo traffic and embedding programs share: store
+the change and write its announcements to the outbox in one transaction (kaleido.outbox).
 
 Modules: ``model`` (values, errors, validation), ``sql`` (the rows), ``facade`` (`Posts`).
 """
@@ -19,10 +18,10 @@ from kaleido.posts.model import (
     MediaTaken,
     NewPost,
     PostExists,
+    PostInsights,
     PostNotFound,
     PostRecord,
-    Published,
-    PublishFailed,
+    Stored,
     check_media,
     check_media_url,
 )
@@ -38,11 +37,11 @@ __all__ = [
     "MediaTaken",
     "NewPost",
     "PostExists",
+    "PostInsights",
     "PostNotFound",
     "PostRecord",
     "Posts",
-    "PublishFailed",
-    "Published",
+    "Stored",
     "check_media",
     "check_media_url",
     "insert_post",

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit, urlunsplit
 import attrs
 import idna
 
-from kaleido.errors import BackendError, KaleidoError
+from kaleido.errors import KaleidoError
 
 # A post carries a handful of images; 50 bounds one request's fan-out to the ML service.
 MAX_MEDIA = 50
@@ -32,10 +32,6 @@ class MediaTaken(KaleidoError):
     """A mediaId already belongs to another post."""
 
 
-class PublishFailed(BackendError):
-    """The post is stored but its events could not be published; the message says both."""
-
-
 # --------------------------------------------------------------------------- values
 
 
@@ -53,17 +49,15 @@ class NewPost:
 
 
 @attrs.frozen
-class Published:
-    """The outcome of a store-then-publish call."""
+class Stored:
+    """What storing a post or its new media list did: committed, with `announced` outbound
+    entries in the outbox (published to the ML service right after, kaleido.outbox)."""
 
     post_id: int
     media: int
-    entry_ids: tuple[str, ...]
-    removed: int = 0
-
-    @property
-    def published(self) -> int:
-        return len(self.entry_ids)
+    announced: int
+    removed: int = 0  # media no longer in the list
+    added: int = 0  # media new to the post
 
 
 @attrs.frozen
@@ -106,6 +100,26 @@ class MediaRecord:
 
 
 @attrs.frozen
+class PostInsights:
+    """A post's `post_insights` row: the ML aggregator's answer to its latest trigger."""
+
+    media_count: int
+    all_ai_tags: tuple[str, ...]
+    all_ai_scenes: tuple[str, ...]
+    aggregated_tags: tuple[str, ...]
+    aggregated_scenes: tuple[str, ...]
+    total_faces: int
+    is_safe: bool
+    moderation_confidence: float
+    inferred_event_type: str
+    combined_caption: str
+    has_multiple_images: bool
+    correlation_id: str
+    aggregated_at: datetime | None
+    updated_at: datetime
+
+
+@attrs.frozen
 class PostRecord:
     """A stored post as `GET /v1/posts/{id}` shows it (without views: they are not all here)."""
 
@@ -115,6 +129,7 @@ class PostRecord:
     created_at: datetime
     updated_at: datetime
     media: tuple[MediaRecord, ...]
+    insights: PostInsights | None = None
 
 
 # --------------------------------------------------------------------------- validation

@@ -1,10 +1,13 @@
 """The SQL that owns the `posts` / `post_media` rows (docs/CONTRACT.md section 3): insert a post,
-replace its media list, read it back with its insights and faces."""
+replace its media list (inside the caller's transaction, which announces the change too), read
+it back with its insights, faces and post-level insights."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from typing import Any
+
+import attrs
 
 from kaleido.flagging import flag_posts_of_unsafe_media
 from kaleido.gateways import PostgresGateway, Transaction
@@ -16,6 +19,7 @@ from kaleido.posts.model import (
     MediaTaken,
     NewPost,
     PostExists,
+    PostInsights,
     PostNotFound,
     PostRecord,
 )
@@ -38,6 +42,8 @@ ON CONFLICT (media_id) DO UPDATE
 RETURNING media_id
 """
 
+_MEDIA_IDS = "SELECT media_id FROM post_media WHERE post_id = $1"
+
 _OWNERS = "SELECT media_id, post_id FROM post_media WHERE media_id = ANY($1::bigint[])"
 
 _SELECT_POST = """
@@ -52,6 +58,8 @@ SELECT m.media_id, m.media_url, m.position, i.media_id IS NOT NULL AS has_insigh
 FROM post_media m LEFT JOIN media_ai_insights i ON i.media_id = m.media_id
 WHERE m.post_id = $1 ORDER BY m.position, m.media_id
 """
+
+_SELECT_POST_INSIGHTS = "SELECT * FROM post_insights WHERE post_id = $1"
 
 _SELECT_FACES = """
 SELECT media_id, face_uid, bbox, confidence_score, status, suggested_user_id,
@@ -75,52 +83,67 @@ async def _upsert_media(tx: Transaction, post_id: int, media: Sequence[MediaItem
     )
 
 
-async def insert_post(postgres: PostgresGateway, post: NewPost) -> None:
-    """Store the post and its media in one transaction (a trigger folds in its view backlog:
-    migration 0005).
+async def insert_post(tx: Transaction, post: NewPost) -> None:
+    """Store the post and its media in the caller's transaction (a trigger folds in its view
+    backlog: migration 0005; others project its read models: migration 0006).
 
-    Raises PostExists, MediaTaken (nothing stored then) or the backend error.
+    Raises PostExists, MediaTaken (the caller's transaction then rolls back) or the backend
+    error.
     """
-    async with postgres.transaction() as tx:
-        if await tx.fetchval(_INSERT_POST, post.post_id, post.user_id) is None:
-            raise PostExists(f"postId: post {post.post_id} already exists")
-        await _upsert_media(tx, post.post_id, post.media)
-        # An unsafe result that arrived before the post (or the media) was stored flags it.
-        await flag_posts_of_unsafe_media(tx, [m.media_id for m in post.media])
+    if await tx.fetchval(_INSERT_POST, post.post_id, post.user_id) is None:
+        raise PostExists(f"postId: post {post.post_id} already exists")
+    await _upsert_media(tx, post.post_id, post.media)
+    # An unsafe result that arrived before the post (or the media) was stored flags it.
+    await flag_posts_of_unsafe_media(tx, [m.media_id for m in post.media])
+
+
+@attrs.frozen
+class MediaChange:
+    """What replacing a post's media list did."""
+
+    user_id: int  # the post's owner
+    removed: int  # items no longer in the list
+    added: frozenset[int]  # media ids new to the post
 
 
 async def replace_media(
-    postgres: PostgresGateway,
+    tx: Transaction,
     post_id: int,
     media: Sequence[MediaItem],
     may_edit: Callable[[int], None] | None = None,
-) -> tuple[int, int]:
-    """Make `media` the post's media list (PUT semantics): delete the items not in it, upsert
-    the rest with their positions. Returns (the post's user id, how many items were removed).
-    `may_edit(owner)` raises to refuse the change (in the transaction, before anything changed).
+) -> MediaChange:
+    """Make `media` the post's media list (PUT semantics), in the caller's transaction: delete
+    the items not in it, upsert the rest with their positions; a new set of media ids is a new
+    `media_version` (the post's aggregation is claimed anew for it). `may_edit(owner)` raises to
+    refuse the change (before anything changed).
 
-    Raises PostNotFound, MediaTaken (nothing changed then) or the backend error.
+    Raises PostNotFound, MediaTaken (the caller's transaction then rolls back) or the backend
+    error.
     """
     ids = [m.media_id for m in media]
-    async with postgres.transaction() as tx:
-        # FOR UPDATE serialises concurrent replacements of one post.
-        user_id = await tx.fetchval(
-            "SELECT user_id FROM posts WHERE post_id = $1 FOR UPDATE", post_id
-        )
-        if user_id is None:
-            raise PostNotFound(f"post {post_id} does not exist")
-        if may_edit is not None:
-            may_edit(int(user_id))
-        removed = await tx.fetch(
-            "DELETE FROM post_media WHERE post_id = $1 AND NOT media_id = ANY($2::bigint[]) "
-            "RETURNING media_id",
-            post_id,
-            ids,
-        )
-        await _upsert_media(tx, post_id, media)
-        await tx.execute("UPDATE posts SET updated_at = now() WHERE post_id = $1", post_id)
-        await flag_posts_of_unsafe_media(tx, ids)
-    return int(user_id), len(removed)
+    # FOR UPDATE serialises concurrent replacements of one post.
+    user_id = await tx.fetchval("SELECT user_id FROM posts WHERE post_id = $1 FOR UPDATE", post_id)
+    if user_id is None:
+        raise PostNotFound(f"post {post_id} does not exist")
+    if may_edit is not None:
+        may_edit(int(user_id))
+    before = {row["media_id"] for row in await tx.fetch(_MEDIA_IDS, post_id)}
+    removed = await tx.fetch(
+        "DELETE FROM post_media WHERE post_id = $1 AND NOT media_id = ANY($2::bigint[]) "
+        "RETURNING media_id",
+        post_id,
+        ids,
+    )
+    await _upsert_media(tx, post_id, media)
+    changed = before != set(ids)
+    await tx.execute(
+        "UPDATE posts SET updated_at = now(),"
+        " media_version = media_version + CASE WHEN $2 THEN 1 ELSE 0 END WHERE post_id = $1",
+        post_id,
+        changed,
+    )
+    await flag_posts_of_unsafe_media(tx, ids)
+    return MediaChange(int(user_id), len(removed), frozenset(ids) - before)
 
 
 def _tuple(value: Any) -> tuple[Any, ...] | None:
@@ -140,6 +163,27 @@ def _insights(row: Any) -> Insights | None:
         embedding_length=row["embedding_length"],
         services_completed=tuple(row["services_completed"] or ()),
         correlation_id=row["correlation_id"],
+        updated_at=row["updated_at"],
+    )
+
+
+def _post_insights(row: Any) -> PostInsights | None:
+    if row is None:
+        return None
+    return PostInsights(
+        media_count=row["media_count"],
+        all_ai_tags=tuple(row["all_ai_tags"]),
+        all_ai_scenes=tuple(row["all_ai_scenes"]),
+        aggregated_tags=tuple(row["aggregated_tags"]),
+        aggregated_scenes=tuple(row["aggregated_scenes"]),
+        total_faces=row["total_faces"],
+        is_safe=row["is_safe"],
+        moderation_confidence=row["moderation_confidence"],
+        inferred_event_type=row["inferred_event_type"],
+        combined_caption=row["combined_caption"],
+        has_multiple_images=row["has_multiple_images"],
+        correlation_id=row["correlation_id"],
+        aggregated_at=row["aggregated_at"],
         updated_at=row["updated_at"],
     )
 
@@ -165,6 +209,7 @@ async def read_post(postgres: PostgresGateway, post_id: int) -> PostRecord | Non
             return None
         media_rows = await tx.fetch(_SELECT_MEDIA, post_id)
         face_rows = await tx.fetch(_SELECT_FACES, [row["media_id"] for row in media_rows])
+        insights = _post_insights(await tx.fetchrow(_SELECT_POST_INSIGHTS, post_id))
     faces: dict[int, list[Face]] = {}
     for row in face_rows:
         faces.setdefault(row["media_id"], []).append(_face(row))
@@ -185,4 +230,5 @@ async def read_post(postgres: PostgresGateway, post_id: int) -> PostRecord | Non
         created_at=post["created_at"],
         updated_at=post["updated_at"],
         media=media,
+        insights=insights,
     )

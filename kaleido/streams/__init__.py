@@ -1,7 +1,7 @@
 """The inbound half of the ML pipeline: consumers of the ML service's result streams.
 
-`build_consumers` makes one `StreamConsumer` per inbound stream (docs/CONTRACT.md section 2), with
-the contract's consumer names; each one's `run` is a supervisor actor.
+`build_consumers` makes one `StreamConsumer` per inbound stream (docs/CONTRACT.md sections 2 and
+2b), with the contract's consumer names; each one's `run` is a supervisor actor.
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ from kaleido.streams.handlers import (
     FaceRecognitionHandler,
     Handler,
     InsightsHandler,
+    PostInsightsHandler,
+    ProfileFaceHandler,
 )
 
 __all__ = [
@@ -37,6 +39,8 @@ __all__ = [
     "FaceRecognitionHandler",
     "Handler",
     "InsightsHandler",
+    "PostInsightsHandler",
+    "ProfileFaceHandler",
     "ReplayReport",
     "StreamConsumer",
     "build_consumers",
@@ -56,9 +60,11 @@ def build_consumers(
     """One consumer per inbound stream, configured from `backends.settings`."""
     settings = backends.settings
     handlers: list[Handler[Any]] = [
-        InsightsHandler(embedding_dim=settings.embedding_dim),
-        FaceDetectionHandler(embedding_dim=settings.embedding_dim),
+        InsightsHandler(embedding_dim=settings.image_embedding_dim),
+        FaceDetectionHandler(embedding_dim=settings.face_embedding_dim),
         FaceRecognitionHandler(),
+        ProfileFaceHandler(embedding_dim=settings.face_embedding_dim),
+        PostInsightsHandler(),
     ]
     return [
         StreamConsumer.over(

@@ -29,6 +29,7 @@ from kaleido.concurrency import gather
 from kaleido.errors import PostgresQueryError, TransientError
 from kaleido.logs import correlation_field
 from kaleido.messages.dlq import Rejection
+from kaleido.replies import id_key
 from kaleido.streams.counters import ConsumerCounters, log
 from kaleido.streams.handlers import Handler
 from kaleido.streams.inbound import Entry, InboundStream
@@ -130,7 +131,10 @@ class BatchPipeline(Generic[M]):
                 )
                 for r in refused
             ]
-            return [*triaged.dead, *letters], [*triaged.done, *applied]
+            # In stream order, as one by one would write them (triage finds some, PostgreSQL
+            # refuses others).
+            dead = sorted([*triaged.dead, *letters], key=lambda r: id_key(r.entry_id))
+            return dead, [*triaged.done, *applied]
 
         good = triaged.good
         try:
@@ -197,7 +201,8 @@ class BatchPipeline(Generic[M]):
         return _Refused(entry_id, type(exc).__name__, str(exc))
 
     async def _apply_batch(self, batch: Sequence[tuple[str, M]]) -> None:
-        fresh = await self.ledger.apply_once(self.stream_key, self.handler, batch)
+        done = await self.ledger.apply_once(self.stream_key, self.handler, batch)
+        fresh, stale = done.fresh, done.stale
         # After COMMIT: the line says what really happened. One line per batch, naming each
         # entry with its correlation id: a line per entry would cost more than applying it.
         if fresh:
@@ -206,11 +211,16 @@ class BatchPipeline(Generic[M]):
                 stream=self.stream,
                 entries=len(fresh),
                 applied=[
-                    {"entry_id": entry_id, **correlation_field(_correlation_id(message))}
+                    {
+                        "entry_id": entry_id,
+                        **correlation_field(_correlation_id(message)),
+                        **({"stale": True} if entry_id in stale else {}),
+                    }
                     for entry_id, message in fresh
                 ],
             )
-        self.counters.entries("applied", len(fresh))
+        self.counters.entries("applied", len(fresh) - len(stale))
+        self.counters.entries("stale", len(stale))
         self.counters.entries("duplicate", len(batch) - len(fresh))
         self.counters.batch()
 

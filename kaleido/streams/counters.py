@@ -13,7 +13,9 @@ from kaleido.metrics import Metrics
 # Every part of the consumer logs as the consumer (one component in the logs).
 log = get_logger("kaleido.streams.consumer")
 
-Outcome = Literal["applied", "duplicate", "ignored", "dead_lettered", "reclaimed", "retried"]
+Outcome = Literal[
+    "applied", "duplicate", "ignored", "stale", "dead_lettered", "reclaimed", "retried"
+]
 ErrorKind = Literal[
     "nogroup",
     "postgres_unavailable",
@@ -33,6 +35,7 @@ class ConsumerStats:
     applied: int = 0
     duplicates: int = 0
     ignored: int = 0
+    stale: int = 0  # answers to a superseded request: recorded, no effect
     dead_lettered: int = 0
     reclaimed: int = 0
     retried: int = 0  # entries left pending because PostgreSQL was down
@@ -48,6 +51,7 @@ _STAT_OF_OUTCOME: dict[Outcome, str] = {
     "applied": "applied",
     "duplicate": "duplicates",
     "ignored": "ignored",
+    "stale": "stale",
     "dead_lettered": "dead_lettered",
     "reclaimed": "reclaimed",
     "retried": "retried",

@@ -9,6 +9,10 @@ The common case (every entry new) is ONE statement: the id insert and the handle
 statements as data-modifying CTEs, no BEGIN/COMMIT round trips; an id recorded before makes
 it fail whole (unique violation), and the batch goes through a transaction instead.
 
+A handler may report entries it recorded without effect (stale answers, see
+`kaleido.streams.handlers.base`); they are applied as far as the ledger is concerned (recorded,
+never applied again) and reported apart.
+
 How errors behave: PostgreSQL down, or its breaker open, is `PostgresUnavailable`; a
 statement PostgreSQL rejects is `PostgresQueryError`; an exception from the handler's own
 `apply` propagates as it is. Nothing is recorded when anything fails.
@@ -20,15 +24,25 @@ import functools
 import re
 from collections.abc import Sequence
 from functools import partial
-from typing import Protocol, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 import attrs
 
 from kaleido.errors import CircuitOpen, PostgresQueryError, PostgresUnavailable
 from kaleido.gateways import PostgresGateway
-from kaleido.streams.handlers import Handler, StatementHandler
+from kaleido.streams.handlers import NOTHING_STALE, Handler, Stale, StatementHandler
 
 M = TypeVar("M")
+
+
+@attrs.frozen
+class Applied(Generic[M]):
+    """What one `apply_once` did: the entries applied now (recorded for the first time), in
+    batch order, and which of them the handler found stale."""
+
+    fresh: list[tuple[str, M]]
+    stale: Stale = NOTHING_STALE
+
 
 _UNIQUE_VIOLATION = "23505"
 _PLACEHOLDER = re.compile(r"\$(\d+)")
@@ -49,7 +63,7 @@ class EffectLedger(Protocol):
 
     async def apply_once(
         self, stream_key: str, handler: Handler[M], batch: Sequence[tuple[str, M]]
-    ) -> list[tuple[str, M]]:
+    ) -> Applied[M]:
         """Record the batch's entry ids and apply, with `handler`, the entries not recorded
         before, atomically; return those applied now (in batch order)."""
         ...
@@ -71,18 +85,18 @@ class PostgresLedger:
 
     async def apply_once(
         self, stream_key: str, handler: Handler[M], batch: Sequence[tuple[str, M]]
-    ) -> list[tuple[str, M]]:
+    ) -> Applied[M]:
         try:
-            fresh = await self._apply_at_once(stream_key, handler, batch)
-            if fresh is None:
-                fresh = await self._apply_in_transaction(stream_key, handler, batch)
+            applied = await self._apply_at_once(stream_key, handler, batch)
+            if applied is None:
+                applied = await self._apply_in_transaction(stream_key, handler, batch)
         except CircuitOpen as exc:  # PostgreSQL's breaker: down as far as we are concerned
             raise PostgresUnavailable(str(exc)) from exc
-        return fresh
+        return applied
 
     async def _apply_at_once(
         self, stream_key: str, handler: Handler[M], batch: Sequence[tuple[str, M]]
-    ) -> list[tuple[str, M]] | None:
+    ) -> Applied[M] | None:
         """Everything in one statement; None when an id was recorded before (then nothing
         was applied), or when the handler gives no statements."""
         if not isinstance(handler, StatementHandler):
@@ -98,19 +112,20 @@ class PostgresLedger:
             if exc.sqlstate != _UNIQUE_VIOLATION:
                 raise
             return None
-        return list(batch)
+        return Applied(list(batch))
 
     async def _apply_in_transaction(
         self, stream_key: str, handler: Handler[M], batch: Sequence[tuple[str, M]]
-    ) -> list[tuple[str, M]]:
+    ) -> Applied[M]:
         """One transaction: record the entry ids, apply those not recorded before, COMMIT."""
+        stale = NOTHING_STALE
         async with self.postgres.transaction() as tx:
             rows = await tx.fetch(_RECORD_NEW, stream_key, [entry_id for entry_id, _ in batch])
             new = {row["entry_id"] for row in rows}
             fresh = [item for item in batch if item[0] in new]
             if fresh:
-                await handler.apply(tx, fresh)
-        return fresh
+                stale = await handler.apply(tx, fresh)
+        return Applied(fresh, stale)
 
     async def probe(self) -> None:
         try:

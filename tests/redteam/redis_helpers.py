@@ -12,9 +12,11 @@ import trio
 from kaleido import open_kaleido
 from kaleido.gateways import FUNCTIONS, RedisGateway
 from kaleido.keys import KeyLayout
-from kaleido.messages import INBOUND_STREAMS, POST_IMAGE_STREAM, PostMediaEvent, ProfilePictureEvent
+from kaleido.messages import INBOUND_STREAMS, POST_IMAGE_STREAM
 from kaleido.ops.doctor import diagnose
 from kaleido.ops.streams import read_streams
+from kaleido.posts import MediaItem, NewPost
+from kaleido.profiles import ProfilePicture
 from kaleido.redis_acl import acl_setuser_args
 from kaleido.redis_preflight import check_redis_rights
 from kaleido.settings import Settings
@@ -97,13 +99,19 @@ async def exercise(settings: Settings, *, post_id: int, media_id: int) -> None:
         assert await k.views.total(post_id) == 20
         assert (await k.sync_now()).views == 20
         assert await k.views.total(post_id) == 20
-        # Streams: publish, consume, dead-letter, replay, purge.
-        publisher = k.service.publisher
-        event = PostMediaEvent(post_id, media_id, "https://cdn.example.com/m.jpg", 1, "acl-out")
-        await publisher.publish_post_media(POST_IMAGE_STREAM, [event])
-        await publisher.publish_profile_picture(
-            ProfilePictureEvent(1, "https://cdn.example.com/p.jpg", "acl-pp")
+        # Streams: announce (the outbox relay publishes), consume, dead-letter, replay, purge.
+        new_media = MediaItem(media_id + 1, "https://cdn.example.com/n.jpg")
+        await k.service.posts.create(NewPost(post_id + 1, 1, (new_media,)))
+        await k.service.profiles.change_picture(
+            ProfilePicture(1, "https://cdn.example.com/p.jpg", "alice")
         )
+
+        async def relayed() -> bool:
+            return not await backends.postgres.fetchval("SELECT count(*) FROM outbox")
+
+        await wait_until(relayed)
+        image_key = backends.keys.stream(POST_IMAGE_STREAM)
+        assert int(await backends.redis.execute("XLEN", image_key)) >= 1
         with trio.fail_after(10):
             assert (await driver.feed(INBOUND_STREAMS[0], caption(media_id, post_id))).applied
             bad = await driver.feed(
@@ -130,7 +138,7 @@ async def exercise(settings: Settings, *, post_id: int, media_id: int) -> None:
             await consumer.reclaim()
             await consumer.trim()
             await consumer.prune()
-        assert len(await read_streams(backends.redis, keys)) == 6
+        assert len(await read_streams(backends.redis, keys)) == 10
         findings = await diagnose(backends, dlq_interval=0)
         assert not [f for f in findings if "permission" in f.message.lower()], findings
         assert not [f for f in findings if f.check == "scripts" and f.level.name == "PROBLEM"]

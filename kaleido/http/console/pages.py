@@ -23,10 +23,12 @@ from kaleido.ops.limits import (
     LAG_LIMIT,
     MEMORY_PROBLEM,
     MEMORY_WARNING,
+    OUTBOX_AGE_LIMIT,
     PENDING_AGE_LIMIT,
     STALE_SYNC_INTERVALS,
 )
 from kaleido.ops.streams import read_streams
+from kaleido.outbox import Backlog
 from kaleido.service import Service
 
 REFRESH = 10  # seconds between automatic reloads of the overview and streams pages
@@ -90,6 +92,17 @@ def tiles(history: History, now: float, sync_interval: float) -> list[Tile]:
         out.append(Tile("Last good sync", f"{ago(age)} ago", "by any process",
                         "bad" if stale else "ok"))  # fmt: skip
     return out
+
+
+def outbox_tile(backlog: Backlog | None) -> Tile:
+    """Announcements committed and not yet published to the ML service, as the relay last
+    read them."""
+    if backlog is None:
+        return Tile("Outbox", "?", "the relay has not read it yet", "muted")
+    if not backlog.rows:
+        return Tile("Outbox", "0", "every announcement is published")
+    tone = "bad" if backlog.oldest_seconds > OUTBOX_AGE_LIMIT else "ok"
+    return Tile("Outbox", number(backlog.rows), f"oldest {ago(backlog.oldest_seconds)}", tone)
 
 
 def _count(value: float) -> str:
@@ -159,7 +172,10 @@ async def overview(request: Request, access: Access, form: Form) -> Response:
         request, "overview.html",
         refresh=REFRESH,
         history=history,
-        tiles=tiles(history, now, service.backends.settings.sync_interval) if history else [],
+        tiles=[
+            *(tiles(history, now, service.backends.settings.sync_interval) if history else []),
+            outbox_tile(service.relay.stats.backlog),
+        ],
         charts=charts(history, now) if history else [],
         alerts=sorted((reporter.alerts.active if reporter else {}).items()),
         breakers=breakers,

@@ -39,6 +39,7 @@ from kaleido.ops.doctor.work_checks import (
     BacklogFacts,
     check_backlog,
     check_dlq,
+    check_outbox,
     check_schema,
     check_streams,
 )
@@ -59,6 +60,7 @@ __all__ = [
     "check_dlq",
     "check_keys",
     "check_memory",
+    "check_outbox",
     "check_persistence",
     "check_policy",
     "check_schema",

@@ -33,6 +33,7 @@ from kaleido.ops.doctor.work_checks import (
     BacklogFacts,
     check_backlog,
     check_dlq,
+    check_outbox,
     check_schema,
     check_streams,
 )
@@ -41,6 +42,7 @@ from kaleido.ops.limits import (
 )
 from kaleido.ops.redis_info import read_node_facts
 from kaleido.ops.streams import ALL_STREAMS, dlq_sizes, read_streams
+from kaleido.outbox import PostgresOutbox
 from kaleido.redis_functions import library_problem, version
 from kaleido.redis_preflight import check_redis_rights
 from kaleido.redis_url import redis_credentials
@@ -193,6 +195,7 @@ async def diagnose(backends: Backends, dlq_interval: float = DLQ_INTERVAL) -> li
         findings += check_schema(applied, available_migrations()[-1].version)
         if applied is not None:
             findings += check_backlog(await read_backlog(backends.postgres))
+            findings += check_outbox(await PostgresOutbox(backends.postgres).backlog())
     except BackendError as exc:
         findings.append(_unreachable("PostgreSQL", exc))
     if first_dlq is not None:

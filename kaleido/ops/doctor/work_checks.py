@@ -12,9 +12,11 @@ from kaleido.ops.doctor.findings import Finding, Level
 from kaleido.ops.limits import (
     IDLE_LIMIT,
     LAG_LIMIT,
+    OUTBOX_AGE_LIMIT,
     PENDING_AGE_LIMIT,
 )
 from kaleido.ops.streams import StreamStatus
+from kaleido.outbox import Backlog
 from kaleido.views.sync import BACKLOG_MAX_AGE_DAYS, BACKLOG_MAX_POSTS
 
 
@@ -137,6 +139,24 @@ def check_backlog(facts: BacklogFacts) -> list[Finding]:
         return [Finding("unknown posts", Level.OK, message)]
     hint = "views are counted for posts that are never created: check the callers' post ids"
     return [Finding("unknown posts", Level.WARNING, message, hint)]
+
+
+def check_outbox(backlog: Backlog) -> list[Finding]:
+    """Announcements committed and not yet published (kaleido.outbox): a few for a moment is
+    normal; an old one means the relay cannot publish (Redis down or refusing writes), and the
+    ML service hears of nothing meanwhile (nothing is lost)."""
+    message = f"{backlog.rows} announcements waiting, oldest {backlog.oldest_seconds:.0f} s"
+    if backlog.oldest_seconds <= OUTBOX_AGE_LIMIT:
+        return [Finding("outbox", Level.OK, message if backlog.rows else "nothing waiting")]
+    return [
+        Finding(
+            "outbox",
+            Level.PROBLEM,
+            message,
+            "is Redis up and writable? `kaleido_outbox_relay_failures` counts failed passes; "
+            "the relay's log says why",
+        )
+    ]
 
 
 def check_schema(applied: int | None, latest: int) -> list[Finding]:
