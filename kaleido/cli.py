@@ -38,7 +38,8 @@ from kaleido.ops.streams import ENTRY_ID
 from kaleido.redis_admin import install_for, redis_acl_rule
 from kaleido.redis_functions import library
 from kaleido.secret_settings import read_secret
-from kaleido.settings import Settings, add_arguments, check_redis_url, load_settings
+from kaleido.setting_values import check_redis_url
+from kaleido.settings import Settings, add_arguments, load_settings
 from kaleido.streams.dlq import REPLAY_LIMIT
 
 log = get_logger("kaleido.cli")

@@ -8,21 +8,16 @@ Secrets come from the environment or a file, never a flag (`kaleido.secret_setti
 from __future__ import annotations
 
 import argparse
-import base64
-import binascii
-import math
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import attrs
 
+from kaleido import setting_values as v
 from kaleido.errors import ConfigError
-from kaleido.http.proxies import parse_networks
-from kaleido.redis_url import is_cluster_url, parse_cluster_url
 from kaleido.secret_settings import (
     ENV_PREFIX,
     add_file_flag,
@@ -34,8 +29,6 @@ from kaleido.secret_settings import (
     secret_value,
 )
 
-# More processes than this on one machine is a typo, not a deployment.
-MAX_WORKERS = 64
 # A stored key is `prefix + "post:views:..."`; keep prefixes to a safe, greppable alphabet.
 _PREFIX_RE = re.compile(r"^[A-Za-z0-9_.:{}-]{0,64}$")
 _INSTANCE_RE = re.compile(r"^[A-Za-z0-9_.-]{0,64}$")
@@ -108,230 +101,75 @@ class Settings:
         return out
 
 
-# --- parsers: each takes the raw text and returns the value or raises ValueError(reason) ---
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError(f"expected a number of seconds, got {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"expected a positive number of seconds, got {text!r}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    if not re.fullmatch(r"[0-9]+", text.strip()):
-        raise ValueError(f"expected a positive whole number, got {text!r}")
-    value = int(text)
-    if value <= 0:
-        raise ValueError(f"expected a positive whole number, got {text!r}")
-    return value
-
-
-def _redis_url(text: str) -> str:
-    if is_cluster_url(text):
-        try:
-            parse_cluster_url(text)
-        except ValueError as exc:
-            raise ValueError(f"{exc}: {redact_url(text)!r}") from None
-        return text
-    parts = urlsplit(text)
-    if parts.scheme not in ("redis", "rediss", "unix"):
-        raise ValueError(
-            "expected a redis://, rediss://, unix://, redis+cluster:// or rediss+cluster:// "
-            f"URL, got {redact_url(text)!r}"
-        )
-    if parts.scheme != "unix" and not parts.hostname:
-        raise ValueError(f"the URL has no host: {redact_url(text)!r}")
-    _check_port(parts, text)
-    return text
-
-
-def check_redis_url(text: str, variable: str) -> str:
-    """`text` if it is a Redis URL the gateway can use, else ConfigError naming `variable`."""
-    try:
-        return _redis_url(text)
-    except ValueError as exc:
-        raise ConfigError(f"{variable}: {exc}") from None
-
-
-def _database_url(text: str) -> str:
-    parts = urlsplit(text)
-    if parts.scheme not in ("postgres", "postgresql"):
-        raise ValueError(f"expected a postgresql:// URL, got {redact_url(text)!r}")
-    _check_port(parts, text)
-    return text
-
-
-def _check_port(parts: Any, text: str) -> None:
-    try:
-        parts.port  # noqa: B018 - urllib validates the port lazily
-    except ValueError:
-        raise ValueError(f"the URL has an invalid port: {redact_url(text)!r}") from None
-
-
-def _bind(text: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep or not host:
-        raise ValueError(f"expected HOST:PORT, got {text!r}")
-    host = host.strip("[]")
-    if not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"expected a port from 0 to 65535, got {port!r}")
-    return host, int(port)
-
-
-def _partitions(text: str) -> int:
-    value = _positive_int(text)
-    if value > 1024 or value & (value - 1):
-        raise ValueError(f"expected a power of two from 1 to 1024, got {text!r}")
-    return value
-
-
-def _workers(text: str) -> int:
-    value = _positive_int(text)
-    if value > MAX_WORKERS:
-        raise ValueError(f"expected from 1 to {MAX_WORKERS} workers, got {text!r}")
-    return value
-
-
-def _lock_ttl(text: str) -> float:
-    value = _positive_float(text)
-    if value < 1:
-        raise ValueError(f"expected at least 1 second, got {text!r}")
-    return value
-
-
-def _token(text: str) -> str:
-    if len(text) < 16:
-        raise ValueError("the admin token must be at least 16 characters long")
-    return text
-
-
-def _service_token(text: str) -> str:
-    if len(text) < 32:
-        raise ValueError("the service token must be at least 32 characters long")
-    return text
-
-
-def jwt_key(secret: str) -> bytes:
-    """The HS256 key: `secret` base64-decoded, as the Kaleidoscope backend does; ValueError if
-    it is not base64 or shorter than 256 bits (which that backend's JWT library refuses too)."""
-    try:
-        key = base64.b64decode(secret.strip(), validate=True)
-    except (binascii.Error, ValueError):
-        raise ValueError("expected the base64 text of the key (the backend's JWT_SECRET)") from None
-    if len(key) < 32:
-        raise ValueError(f"the key is {len(key) * 8} bits; HS256 needs at least 256")
-    return key
-
-
-def _embedding_dim(text: str) -> int:
-    value = _positive_int(text)
-    if value > 65536:
-        raise ValueError(f"expected at most 65536 floats, got {text!r}")
-    return value
-
-
-def _url_prefixes(text: str) -> tuple[str, ...]:
-    from kaleido.posts import check_media_url
-
-    prefixes = tuple(p.strip() for p in text.split(",") if p.strip())
-    for prefix in prefixes:
-        check_media_url(prefix, f"prefix {prefix!r}")
-        if prefix.count("/") < 3:  # https://cdn.example.com would admit cdn.example.com.evil.org
-            raise ValueError(f"prefix {prefix!r}: end the host with a path, e.g. {prefix}/")
-    return prefixes
-
-
-def _jwt_secret(text: str) -> str:
-    jwt_key(text)
-    return text.strip()
-
-
-def _pattern(regex: re.Pattern[str], what: str) -> Callable[[str], str]:
-    def parse(text: str) -> str:
-        if not regex.fullmatch(text):
-            raise ValueError(f"expected {what}, got {text!r}")
-        return text
-
-    return parse
-
-
-def _choice(*options: str) -> Callable[[str], str]:
-    def parse(text: str) -> str:
-        if text not in options:
-            raise ValueError(f"expected one of {', '.join(options)}, got {text!r}")
-        return text
-
-    return parse
-
-
-# name (lower case, without prefix) → (parser, settings field(s), help)
 _OPTIONS: dict[str, tuple[Callable[[str], Any], str]] = {
     "redis_url": (
-        _redis_url,
+        v.redis_url_text,
         "Redis URL (redis://, rediss://; redis+cluster://host:port[,host:port...] for a "
         "Redis Cluster); default: a private redis-server",
     ),
-    "database_url": (_database_url, "PostgreSQL URL; default: a private PostgreSQL"),
-    "http_bind": (_bind, "HOST:PORT of the public listener, the /v1 user routes (127.0.0.1:8080)"),
-    "ops_bind": (_bind, "HOST:PORT of the ops listener: /metrics, admin routes (127.0.0.1:9090)"),
-    "admin_token": (_token, "bearer token for the admin routes (disabled when unset)"),
+    "database_url": (v.database_url_text, "PostgreSQL URL; default: a private PostgreSQL"),
+    "http_bind": (
+        v.host_port,
+        "HOST:PORT of the public listener, the /v1 user routes (127.0.0.1:8080)",
+    ),
+    "ops_bind": (
+        v.host_port,
+        "HOST:PORT of the ops listener: /metrics, admin routes (127.0.0.1:9090)",
+    ),
+    "admin_token": (v.admin_token_text, "bearer token for the admin routes (disabled when unset)"),
     "jwt_secret": (
-        _jwt_secret,
+        v.jwt_secret_text,
         "base64 HS256 key of the Kaleidoscope backend's JWTs (its JWT_SECRET); user routes then "
         "need a token",
     ),
     "service_token": (
-        _service_token,
+        v.service_token_text,
         "bearer token (32+ characters) of trusted backends, acting for any user",
     ),
-    "auth": (_choice("on", "off"), "off: user routes without auth even on a non-loopback bind"),
+    "auth": (v.one_of("on", "off"), "off: user routes without auth even on a non-loopback bind"),
     "image_embedding_dim": (
-        _embedding_dim,
+        v.embedding_dim,
         "floats in an ML image embedding: 1408 (Google platform) or 512 (HuggingFace) (1408)",
     ),
-    "face_embedding_dim": (_embedding_dim, "floats in an ML face embedding (1408)"),
+    "face_embedding_dim": (v.embedding_dim, "floats in an ML face embedding (1408)"),
     "media_url_prefixes": (
-        _url_prefixes,
+        v.url_prefixes,
         "comma-separated https prefixes media URLs must start with (default: any public host)",
     ),
-    "sync_interval": (_positive_float, "seconds between view syncs (default 300)"),
+    "sync_interval": (v.positive_float, "seconds between view syncs (default 300)"),
     "sync_lock_ttl": (
-        _lock_ttl,
+        v.lock_ttl,
         "seconds the sync lock outlives a holder that died; at least 1 (default 30)",
     ),
-    "view_dedup_ttl": (_positive_int, "seconds a (user, post) view is deduplicated (86400)"),
+    "view_dedup_ttl": (v.positive_int, "seconds a (user, post) view is deduplicated (86400)"),
     "view_partitions": (
-        _partitions,
+        v.partition_count,
         "partitions of the view layout, fixed when it is created in Redis (64)",
     ),
-    "stream_maxlen": (_positive_int, "approximate MAXLEN of outbound streams (10000)"),
-    "max_deliveries": (_positive_int, "deliveries before an entry goes to the DLQ (5)"),
+    "stream_maxlen": (v.positive_int, "approximate MAXLEN of outbound streams (10000)"),
+    "max_deliveries": (v.positive_int, "deliveries before an entry goes to the DLQ (5)"),
     "key_prefix": (
-        _pattern(_PREFIX_RE, "up to 64 characters from A-Z a-z 0-9 _ . : { } -"),
+        v.matching(_PREFIX_RE, "up to 64 characters from A-Z a-z 0-9 _ . : { } -"),
         "prefix of every Redis key (default empty)",
     ),
     "instance": (
-        _pattern(_INSTANCE_RE, "up to 64 characters from A-Z a-z 0-9 _ . -"),
+        v.matching(_INSTANCE_RE, "up to 64 characters from A-Z a-z 0-9 _ . -"),
         "instance name appended to consumer names (default empty)",
     ),
-    "log_format": (_choice("json", "console"), "json (default) or console"),
+    "log_format": (v.one_of("json", "console"), "json (default) or console"),
     "state_dir": (Path, "folder for the private servers' data (default .state)"),
-    "shutdown_deadline": (_positive_float, "seconds a graceful shutdown may take (default 10)"),
-    "metrics_interval": (_positive_float, "seconds between metrics samples of Redis (default 5)"),
-    "workers": (_workers, "service processes sharing the HTTP port (default 1)"),
+    "shutdown_deadline": (v.positive_float, "seconds a graceful shutdown may take (default 10)"),
+    "metrics_interval": (v.positive_float, "seconds between metrics samples of Redis (default 5)"),
+    "workers": (v.workers_count, "service processes sharing the HTTP port (default 1)"),
     "max_connections": (
-        _positive_int,
+        v.positive_int,
         "open connections per listener and process; past it new ones get a 503 (default 1000)",
     ),
-    "max_connections_per_client": (_positive_int, "connections from one address (default 64)"),
-    "http2": (_choice("on", "off"), "on: serve cleartext HTTP/2 too (default off)"),
-    "trusted_proxies": (parse_networks, "proxies whose X-Forwarded-* headers count (CIDRs)"),
+    "max_connections_per_client": (v.positive_int, "connections from one address (default 64)"),
+    "http2": (v.one_of("on", "off"), "on: serve cleartext HTTP/2 too (default off)"),
+    "trusted_proxies": (v.networks, "proxies whose X-Forwarded-* headers count (CIDRs)"),
     "redis_scripts": (
-        _choice("functions", "eval"),
+        v.one_of("functions", "eval"),
         "functions (default: FCALL of the library an admin loads) or eval (EVALSHA; weaker: "
         "Kaleido's Redis user may then run any Lua)",
     ),

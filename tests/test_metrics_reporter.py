@@ -161,7 +161,9 @@ async def test_a_stale_sync_raises_an_alert_until_a_sync_succeeds(backends: Back
 
 async def test_a_sync_by_another_process_is_not_stale(backends: Backends) -> None:
     """With several workers (or machines) the lock holder syncs: the others see its syncs."""
-    reporter = reporter_of(backends, sync_interval=0.01)
+    # Stale after 3 intervals (6 s): far from the sampling's own duration on a busy machine.
+    reporter = reporter_of(backends, sync_interval=2.0)
+    await mark_synced(backends.redis, backends.keys, time.time() - 100)  # a long time ago
 
     async def stale() -> bool:
         await reporter.sample_once()

@@ -26,7 +26,8 @@ import jwt
 from kaleido.errors import ConfigError
 from kaleido.http.errors import BadRequest
 from kaleido.logs import get_logger
-from kaleido.settings import Settings, jwt_key
+from kaleido.setting_values import jwt_key
+from kaleido.settings import Settings
 
 log = get_logger("kaleido.http.auth")
 

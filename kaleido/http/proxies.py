@@ -19,20 +19,6 @@ MAX_HOPS = 20  # X-Forwarded-For entries looked at, from the right
 _SCHEMES = ("http", "https")
 
 
-def parse_networks(text: str) -> tuple[str, ...]:
-    """KALEIDO_TRUSTED_PROXIES: comma-separated addresses or networks (`10.0.0.5`,
-    `10.0.0.0/8`, `::1`), normalised; ValueError naming the first bad one."""
-    out = []
-    for item in (part.strip() for part in text.split(",")):
-        if not item:
-            continue
-        try:
-            out.append(str(ipaddress.ip_network(item, strict=False)))
-        except ValueError:
-            raise ValueError(f"expected IP addresses or CIDR networks, got {item[:60]!r}") from None
-    return tuple(out)
-
-
 @attrs.frozen
 class TrustedProxies:
     networks: tuple[Network, ...] = ()
