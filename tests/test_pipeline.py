@@ -216,9 +216,10 @@ async def test_an_all_zero_answer_is_recorded_and_not_enrolled(pipeline: Pipelin
     await wait_until(recorded, timeout=15)
     row = await backends.postgres.fetchrow("SELECT * FROM user_face_embeddings WHERE user_id = 13")
     assert not row["active"] and not any(row["embedding"])
-    assert not await backends.postgres.fetchval(
-        "SELECT count(*) FROM read_model_known_faces WHERE user_id = 13"
+    known = await backends.postgres.fetchrow(
+        "SELECT * FROM read_model_known_faces WHERE user_id = 13"
     )
+    assert known is not None and not known["is_active"]  # recorded, never matched
 
 
 async def test_a_complete_post_is_aggregated_once_and_its_answer_lands(pipeline: Pipeline) -> None:

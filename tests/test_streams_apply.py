@@ -151,12 +151,13 @@ async def test_all_five_services_merge_into_one_row(backends: Backends) -> None:
     assert row["scenes"] == ["outdoor", "coast"]
     assert row["caption"] == "A beach at sunset, «golden»"
     assert row["image_embedding"] == pytest.approx(embedding, abs=1e-6)
+    # Sorted: whatever order the results were applied in.
     assert row["services_completed"] == [
-        "moderation",
-        "tagging",
-        "scene_recognition",
         "image_captioning",
         "image_embedding",
+        "moderation",
+        "scene_recognition",
+        "tagging",
     ]
     assert consumers[INSIGHTS_STREAM].stats.applied == len(entries)
 
@@ -175,7 +176,7 @@ async def test_each_entry_alone_merges_the_same_way(backends: Backends) -> None:
     row = await insight(backends, 6)
     assert row is not None
     assert (row["tags"], row["caption"], row["is_safe"]) == (["b", "c"], "first", True)
-    assert row["services_completed"] == ["tagging", "image_captioning", "moderation"]
+    assert row["services_completed"] == ["image_captioning", "moderation", "tagging"]
     assert row["status"] == "COMPLETED"
 
 

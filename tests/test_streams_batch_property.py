@@ -1,8 +1,10 @@
 """A batch is an optimisation, never a meaning: for every inbound handler, entries applied one
 per batch and the same entries in random batch splits (and batch sizes) leave the same
 PostgreSQL state, the same dead letters (ids and reasons), the same counts and the same
-announcements. Real PostgreSQL; generated sequences of valid results, results naming another
-post, duplicates, redeliveries, poison entries and stale answers.
+announcements. And the order of application does not matter either: the same entries applied
+in a random order (as after a lost read reply, a reclaim, or several consumers) end in the
+same state, with the same dead letters. Real PostgreSQL; generated sequences of valid results,
+results naming another post, duplicates, redeliveries, poison entries and stale answers.
 
 `KALEIDO_PROPERTY_EXAMPLES` sets the examples per handler (a short run by default; the long
 form is 500).
@@ -192,6 +194,18 @@ def _entries(raw: list[dict[str, str]]) -> list[Entry]:
     ]
 
 
+def _any_order(observed: tuple[Any, ...]) -> tuple[Any, ...]:
+    """What no order of application may change: the dead letters as a set, and the search
+    sync's announcements without the correlation id of whichever change came last."""
+    state, dead, acked, counts = observed
+    outbox = [
+        (s, k, subject, key, None if f is None else {**f, "correlationId": "<any>"})
+        if s == "es-sync-queue" else (s, k, subject, key, f)
+        for s, k, subject, key, f in state["outbox"]
+    ]  # fmt: skip
+    return ({**state, "outbox": sorted(outbox, key=repr)}, sorted(dead), acked, counts)
+
+
 async def _check(
     settings: Settings,
     handler: Handler[Any],
@@ -199,6 +213,7 @@ async def _check(
     redeliver: list[int],
     splits: list[int],
     batch_size: int,
+    order: list[int] | None = None,
 ) -> None:
     entries = _entries(raw)
     redelivered = [entries[i % len(entries)] for i in redeliver] if entries else []
@@ -206,7 +221,11 @@ async def _check(
     async with open_backends(settings) as backends:
         one_by_one = await _run(backends, handler, entries, redelivered, None, 1)
         batched = await _run(backends, handler, entries, redelivered, splits, batch_size)
-    assert batched == one_by_one
+        assert batched == one_by_one
+        if order is not None:
+            shuffled = sorted(entries, key=lambda e: order[int(e.id.split("-")[0]) % len(order)])
+            reordered = await _run(backends, handler, shuffled, redelivered, splits, batch_size)
+            assert _any_order(reordered) == _any_order(one_by_one)
 
 
 # --------------------------------------------------------------------------- generated entries
@@ -217,6 +236,7 @@ cids = st.sampled_from(["", "c-1", "c-2", "1234", "None"])
 splits = st.lists(st.integers(min_value=1, max_value=8), max_size=8)
 batch_sizes = st.integers(min_value=1, max_value=6)
 redeliveries = st.lists(st.integers(min_value=0, max_value=50), max_size=3)
+orders = st.permutations(list(range(16)))  # a random order of application
 vectors = st.lists(st.sampled_from([0.0, 0.25, -1.0]), min_size=DIM, max_size=DIM)
 
 
@@ -311,47 +331,72 @@ FORGED = [
 
 
 @COMMON
-@given(st.lists(insight(), max_size=14), redeliveries, splits, batch_sizes)
-@example(FORGED, [], [2], 2)
-@example(list(reversed(FORGED)), [], [2], 2)
+@given(st.lists(insight(), max_size=14), redeliveries, splits, batch_sizes, orders)
+@example(FORGED, [], [2], 2, list(range(16)))
+@example(list(reversed(FORGED)), [], [2], 2, list(range(16)))
 async def test_insights(
-    settings: Settings, raw: list[dict[str, str]], again: list[int], cuts: list[int], size: int
+    settings: Settings,
+    raw: list[dict[str, str]],
+    again: list[int],
+    cuts: list[int],
+    size: int,
+    order: list[int],
 ) -> None:
     assert INSIGHTS_STREAM
-    await _check(settings, InsightsHandler(embedding_dim=DIM), raw, again, cuts, size)
+    await _check(settings, InsightsHandler(embedding_dim=DIM), raw, again, cuts, size, order)
 
 
 @COMMON
-@given(st.lists(detection(), max_size=10), redeliveries, splits, batch_sizes)
+@given(st.lists(detection(), max_size=10), redeliveries, splits, batch_sizes, orders)
 async def test_face_detection(
-    settings: Settings, raw: list[dict[str, str]], again: list[int], cuts: list[int], size: int
+    settings: Settings,
+    raw: list[dict[str, str]],
+    again: list[int],
+    cuts: list[int],
+    size: int,
+    order: list[int],
 ) -> None:
     assert FACE_DETECTION_STREAM
-    await _check(settings, FaceDetectionHandler(embedding_dim=DIM), raw, again, cuts, size)
+    await _check(settings, FaceDetectionHandler(embedding_dim=DIM), raw, again, cuts, size, order)
 
 
 @COMMON
-@given(st.lists(recognition(), max_size=10), redeliveries, splits, batch_sizes)
+@given(st.lists(recognition(), max_size=10), redeliveries, splits, batch_sizes, orders)
 async def test_face_recognition(
-    settings: Settings, raw: list[dict[str, str]], again: list[int], cuts: list[int], size: int
+    settings: Settings,
+    raw: list[dict[str, str]],
+    again: list[int],
+    cuts: list[int],
+    size: int,
+    order: list[int],
 ) -> None:
     assert FACE_RECOGNITION_STREAM
-    await _check(settings, FaceRecognitionHandler(), raw, again, cuts, size)
+    await _check(settings, FaceRecognitionHandler(), raw, again, cuts, size, order)
 
 
 @COMMON
-@given(st.lists(profile_face(), max_size=8), redeliveries, splits, batch_sizes)
+@given(st.lists(profile_face(), max_size=8), redeliveries, splits, batch_sizes, orders)
 async def test_profile_faces(
-    settings: Settings, raw: list[dict[str, str]], again: list[int], cuts: list[int], size: int
+    settings: Settings,
+    raw: list[dict[str, str]],
+    again: list[int],
+    cuts: list[int],
+    size: int,
+    order: list[int],
 ) -> None:
     assert PROFILE_FACE_STREAM
-    await _check(settings, ProfileFaceHandler(embedding_dim=DIM), raw, again, cuts, size)
+    await _check(settings, ProfileFaceHandler(embedding_dim=DIM), raw, again, cuts, size, order)
 
 
 @COMMON
-@given(st.lists(enriched(), max_size=8), redeliveries, splits, batch_sizes)
+@given(st.lists(enriched(), max_size=8), redeliveries, splits, batch_sizes, orders)
 async def test_post_insights(
-    settings: Settings, raw: list[dict[str, str]], again: list[int], cuts: list[int], size: int
+    settings: Settings,
+    raw: list[dict[str, str]],
+    again: list[int],
+    cuts: list[int],
+    size: int,
+    order: list[int],
 ) -> None:
     assert POST_INSIGHTS_STREAM
-    await _check(settings, PostInsightsHandler(), raw, again, cuts, size)
+    await _check(settings, PostInsightsHandler(), raw, again, cuts, size, order)

@@ -42,6 +42,7 @@ CREATE TABLE user_face_embeddings (
     embedding       real[] NOT NULL,
     active          boolean NOT NULL,
     correlation_id  text,
+    entry           numeric,  -- the stream position of the answer shown (below)
     updated_at      timestamptz NOT NULL DEFAULT now()
 );
 
@@ -124,8 +125,44 @@ CREATE TABLE post_insights (
     has_multiple_images    boolean NOT NULL,
     correlation_id         text NOT NULL,
     aggregated_at          timestamptz,
+    entry                  numeric,  -- the stream position of the answer shown (below)
     updated_at             timestamptz NOT NULL DEFAULT now()
 );
+
+-- ---------------------------------------------------------------------------- stream order
+
+-- Results may be applied out of stream order: a read whose reply was lost leaves its entries
+-- to a later re-read, entries of a dead consumer are reclaimed after newer ones were applied,
+-- several processes share a group. Each value remembers the stream position of the entry that
+-- set it (`kaleido.streams.handlers.base.position`: milliseconds * 2^64 + sequence), and an
+-- older entry never overwrites a newer one, so any order ends where stream order ends.
+ALTER TABLE media_ai_insights
+    ADD COLUMN moderation_entry numeric,
+    ADD COLUMN tagging_entry numeric,
+    ADD COLUMN scenes_entry numeric,
+    ADD COLUMN caption_entry numeric,
+    ADD COLUMN embedding_entry numeric,
+    ADD COLUMN correlation_entry numeric,
+    ADD COLUMN post_entry numeric;
+ALTER TABLE media_detected_faces
+    ADD COLUMN detected_entry numeric,
+    ADD COLUMN recognized_entry numeric;
+
+-- Whether an entry at `incoming` is newer than the value set at `stored` (none: any is).
+CREATE OR REPLACE FUNCTION kaleido_newer(stored numeric, incoming numeric) RETURNS boolean
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT incoming IS NOT NULL AND (stored IS NULL OR incoming > stored)
+$$;
+
+-- Whether a moderation verdict replaces the stored one. Unsafe is sticky and the earliest
+-- unsafe verdict is the one shown; a safe verdict replaces an older safe one only.
+CREATE OR REPLACE FUNCTION kaleido_takes_verdict(
+    stored_safe boolean, stored numeric, incoming_safe boolean, incoming numeric
+) RETURNS boolean LANGUAGE sql IMMUTABLE AS $$
+    SELECT incoming IS NOT NULL AND CASE
+        WHEN incoming_safe IS FALSE THEN stored_safe IS NOT FALSE OR incoming < stored
+        ELSE stored_safe IS NOT FALSE AND (stored IS NULL OR incoming > stored) END
+$$;
 
 -- ---------------------------------------------------------------------------- search sync
 
@@ -186,7 +223,8 @@ END
 $$;
 
 -- One detected face's face_search document, once its media belongs to a post. A face id is
--- the ML service's UUID; should another media claim the same id, the first keeps the document.
+-- the ML service's UUID; should several media claim the same id, the lowest media id keeps the
+-- document (whatever order the detections arrive in).
 CREATE OR REPLACE FUNCTION kaleido_project_face(face bigint) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -213,8 +251,9 @@ BEGIN
         bbox = EXCLUDED.bbox, identified_user_id = EXCLUDED.identified_user_id,
         identified_username = EXCLUDED.identified_username,
         match_confidence = EXCLUDED.match_confidence, uploader_id = EXCLUDED.uploader_id,
-        media_url = EXCLUDED.media_url
-    WHERE s.media_id = EXCLUDED.media_id;
+        media_url = EXCLUDED.media_url, media_id = EXCLUDED.media_id,
+        created_at = EXCLUDED.created_at
+    WHERE EXCLUDED.media_id <= s.media_id;
     IF FOUND THEN
         PERFORM kaleido_announce_document('face_search', r.face_uid, 'index', r.correlation_id);
     END IF;
@@ -268,6 +307,9 @@ BEGIN
         FOR gone IN DELETE FROM read_model_face_search WHERE media_id = OLD.media_id
                     RETURNING face_id LOOP
             PERFORM kaleido_announce_document('face_search', gone, 'delete', NULL);
+            -- Another media's face with that id takes the document over.
+            PERFORM kaleido_project_face(f.id) FROM media_detected_faces f
+            WHERE f.face_uid = gone AND f.media_id <> OLD.media_id;
         END LOOP;
         RETURN NULL;
     END IF;

@@ -15,6 +15,13 @@ and the counts of a batch are those of its entries applied one by one in stream 
   fails, and the batch is retried entry by entry, where only that entry is dead-lettered.
 - A handler whose entries may be refused for what is stored (a stale answer) reads what it
   needs per entry inside the transaction (`apply`) and reports those entries as stale.
+
+**Stream order, whatever the order of application.** Entries may be applied out of stream
+order (a read whose reply was lost leaves its entries to a later re-read; a dead consumer's
+entries are reclaimed after newer ones; several processes share a group). Each stored value
+remembers the `position` of the entry that set it, and an older entry never overwrites a newer
+one (migration 0006, `kaleido_newer`), so any order of application ends where stream order
+ends.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ import attrs
 
 from kaleido.gateways import Transaction
 from kaleido.messages import Fields, IgnoredEntry
+from kaleido.replies import id_key
 
 M = TypeVar("M")
 M_contra = TypeVar("M_contra", contravariant=True)
@@ -65,6 +73,18 @@ class StatementHandler(Protocol[M_contra]):
         """The statements (SQL, arguments) that apply `messages`; they touch different rows
         (or tables), so their order does not matter."""
         ...
+
+
+def position(entry_id: str) -> int:
+    """An entry's place in its stream as one number (milliseconds * 2^64 + sequence): the
+    order of stream ids, as PostgreSQL compares `numeric` values."""
+    ms, seq = id_key(entry_id)
+    return ms << 64 | seq
+
+
+def positions(values: Sequence[int | None]) -> list[str | None]:
+    """Positions as `numeric` parameters (text: asyncpg's numeric codec wants Decimal)."""
+    return [None if v is None else str(v) for v in values]
 
 
 async def execute(tx: Transaction, statements: list[Statement]) -> Stale:

@@ -24,7 +24,7 @@ from kaleido.messages import (
     PostInsightsResult,
     decode_post_insights,
 )
-from kaleido.streams.handlers.base import Stale
+from kaleido.streams.handlers.base import Stale, position
 
 _LATEST = """
 SELECT DISTINCT ON (post_id) post_id, correlation_id FROM post_aggregations
@@ -35,14 +35,14 @@ _STORE = """
 INSERT INTO post_insights AS p (
     post_id, media_count, all_ai_tags, all_ai_scenes, aggregated_tags, aggregated_scenes,
     total_faces, is_safe, moderation_confidence, inferred_event_type, combined_caption,
-    has_multiple_images, correlation_id, aggregated_at, updated_at)
+    has_multiple_images, correlation_id, aggregated_at, updated_at, entry)
 SELECT t.post_id, t.media_count,
        ARRAY(SELECT jsonb_array_elements_text(t.all_tags::jsonb)),
        ARRAY(SELECT jsonb_array_elements_text(t.all_scenes::jsonb)),
        ARRAY(SELECT jsonb_array_elements_text(t.tags::jsonb)),
        ARRAY(SELECT jsonb_array_elements_text(t.scenes::jsonb)),
        t.faces, t.is_safe, t.confidence, t.event_type, t.caption, t.multiple,
-       t.correlation_id, t.aggregated_at, now()
+       t.correlation_id, t.aggregated_at, now(), $15::numeric
 FROM (VALUES ($1::bigint, $2::integer, $3::text, $4::text, $5::text, $6::text, $7::integer,
               $8::boolean, $9::float8, $10::text, $11::text, $12::boolean, $13::text,
               $14::timestamptz))
@@ -57,7 +57,10 @@ ON CONFLICT (post_id) DO UPDATE SET
     combined_caption = EXCLUDED.combined_caption,
     has_multiple_images = EXCLUDED.has_multiple_images,
     correlation_id = EXCLUDED.correlation_id, aggregated_at = EXCLUDED.aggregated_at,
-    updated_at = now()
+    updated_at = now(), entry = EXCLUDED.entry
+-- An answer to a newer trigger, or the newer of two answers to one trigger (a repeat).
+WHERE p.correlation_id IS DISTINCT FROM EXCLUDED.correlation_id
+   OR kaleido_newer(p.entry, EXCLUDED.entry)
 """
 
 
@@ -100,6 +103,7 @@ class PostInsightsHandler:
                 r.has_multiple_images,
                 r.correlation_id,
                 r.timestamp,
+                str(position(entry_id)),
             )
             if not r.is_safe:
                 await tx.execute(FLAG_POSTS, [r.post_id])

@@ -6,10 +6,11 @@ picture). An answer to an older picture, or to no request of Kaleido's, is stale
 counted, and it changes nothing. The valid answers of a batch are applied one after the other,
 in stream order, as they would be one by one (a handful per picture: nothing to merge).
 
-An applied answer stores `user_face_embeddings` (an all-zero vector is recorded inactive) and,
-in the same transaction, the ML service's `read_model_known_faces` row `user-<id>` with the
-username and department the request carried, announced on `es-sync-queue`. An all-zero answer
-enrols nothing; a face enrolled before for an older picture is deactivated.
+An applied answer stores `user_face_embeddings` and, in the same transaction, the ML service's
+`read_model_known_faces` row `user-<id>` with the username and department the request carried,
+announced on `es-sync-queue`. An all-zero vector (no usable face) is recorded inactive in both,
+so it enrols nothing and deactivates a face enrolled for an older picture. Of two answers to
+one request, the newer in the stream is kept, whatever order they are applied in.
 """
 
 from __future__ import annotations
@@ -26,47 +27,47 @@ from kaleido.messages import (
     ProfileFaceResult,
     decode_profile_face,
 )
-from kaleido.streams.handlers.base import Stale
+from kaleido.streams.handlers.base import Stale, position
 
 _LATEST = """
 SELECT user_id, correlation_id FROM profile_picture_requests
 WHERE user_id = ANY($1::bigint[]) ORDER BY user_id FOR UPDATE
 """
 
+# Of two answers to one request (a repeat), the newer in the stream is the one kept.
 _STORE = """
-INSERT INTO user_face_embeddings AS u (user_id, embedding, active, correlation_id, updated_at)
-VALUES ($1, $2::real[], $3, $4, now())
+INSERT INTO user_face_embeddings AS u (
+    user_id, embedding, active, correlation_id, updated_at, entry)
+VALUES ($1, $2::real[], $3, $4, now(), $5::numeric)
 ON CONFLICT (user_id) DO UPDATE SET
     embedding = EXCLUDED.embedding, active = EXCLUDED.active,
-    correlation_id = EXCLUDED.correlation_id, updated_at = now()
+    correlation_id = EXCLUDED.correlation_id, updated_at = now(), entry = EXCLUDED.entry
+WHERE u.correlation_id IS DISTINCT FROM EXCLUDED.correlation_id
+   OR kaleido_newer(u.entry, EXCLUDED.entry)
+RETURNING user_id
 """
 
 # Enrol the active ones with what their request said; deactivate a known face of the others.
+# The user's known face shows the stored answer with what its request said: active, or (an
+# all-zero vector: no usable face) recorded inactive, which the ML face matcher never matches.
 _ENROL = """
-WITH enrolled AS (
+WITH known AS (
     INSERT INTO read_model_known_faces AS k (
         face_id, user_id, username, department, profile_pic_url, face_embedding, enrolled_at,
         is_active)
     SELECT 'user-' || u.user_id, u.user_id, r.username, r.department, r.image_url,
-           u.embedding, now(), true
+           u.embedding, now(), u.active
     FROM user_face_embeddings u JOIN profile_picture_requests r ON r.user_id = u.user_id
-    WHERE u.user_id = $1 AND u.active
+    WHERE u.user_id = $1
     ON CONFLICT (face_id) DO UPDATE SET
         username = EXCLUDED.username, department = EXCLUDED.department,
         profile_pic_url = EXCLUDED.profile_pic_url, face_embedding = EXCLUDED.face_embedding,
-        enrolled_at = EXCLUDED.enrolled_at, is_active = true
-    RETURNING k.user_id
-), deactivated AS (
-    UPDATE read_model_known_faces k SET is_active = false
-    FROM user_face_embeddings u
-    WHERE u.user_id = $1 AND NOT u.active AND k.user_id = u.user_id
-      AND k.is_active
+        enrolled_at = EXCLUDED.enrolled_at, is_active = EXCLUDED.is_active
     RETURNING k.user_id
 )
-SELECT kaleido_announce_document('known_faces_index', 'user-' || changed.user_id, 'index',
+SELECT kaleido_announce_document('known_faces_index', 'user-' || known.user_id, 'index',
                                  u.correlation_id)
-FROM (SELECT user_id FROM enrolled UNION ALL SELECT user_id FROM deactivated) AS changed
-JOIN user_face_embeddings u ON u.user_id = changed.user_id
+FROM known JOIN user_face_embeddings u ON u.user_id = known.user_id
 """
 
 
@@ -90,8 +91,14 @@ class ProfileFaceHandler:
             if not answer.correlation_id or latest.get(answer.user_id) != answer.correlation_id:
                 stale.add(entry_id)
                 continue
-            await tx.execute(
-                _STORE, answer.user_id, list(answer.embedding), answer.usable, answer.correlation_id
+            stored = await tx.fetchval(
+                _STORE,
+                answer.user_id,
+                list(answer.embedding),
+                answer.usable,
+                answer.correlation_id,
+                str(position(entry_id)),
             )
-            await tx.execute(_ENROL, answer.user_id)
+            if stored is not None:
+                await tx.execute(_ENROL, answer.user_id)
         return frozenset(stale)
