@@ -208,22 +208,31 @@ class _NoTransaction:
 @attrs.define
 class FakeLedger:
     down: bool = False
-    recorded: dict[tuple[str, str], float] = attrs.Factory(dict)  # (stream, id) -> time
+    records: dict[tuple[str, str], float] = attrs.Factory(dict)  # (stream, id) -> time
     probes: list[float] = attrs.Factory(list)
+    lost_commit_replies: int = 0  # this many commits succeed, then raise as if cut off
 
     async def apply_once(
         self, stream_key: str, handler: Handler[M], batch: Sequence[tuple[str, M]]
     ) -> Applied[M]:
         if self.down:
             raise PostgresUnavailable("postgres: connection refused")
-        fresh = [item for item in batch if (stream_key, item[0]) not in self.recorded]
+        fresh = [item for item in batch if (stream_key, item[0]) not in self.records]
         stale = NOTHING_STALE
         if fresh:  # raises: nothing recorded
             stale = await handler.apply(cast(Transaction, _NoTransaction()), fresh)
         now = trio.current_time()
         for entry_id, _ in batch:
-            self.recorded.setdefault((stream_key, entry_id), now)
+            self.records.setdefault((stream_key, entry_id), now)
+        if self.lost_commit_replies:
+            self.lost_commit_replies -= 1
+            raise PostgresUnavailable("postgres: connection reset (the commit's reply was lost)")
         return Applied(fresh, stale)
+
+    async def recorded(self, stream_key: str, entry_ids: Sequence[str]) -> set[str]:
+        if self.down:
+            raise PostgresUnavailable("postgres: connection refused")
+        return {i for i in entry_ids if (stream_key, i) in self.records}
 
     async def probe(self) -> None:
         self.probes.append(trio.current_time())
@@ -234,9 +243,9 @@ class FakeLedger:
         if self.down:
             raise PostgresUnavailable("postgres: connection refused")
         limit = trio.current_time() - older_than
-        old = [k for k, t in self.recorded.items() if k[0] == stream_key and t < limit]
+        old = [k for k, t in self.records.items() if k[0] == stream_key and t < limit]
         for k in old:
-            del self.recorded[k]
+            del self.records[k]
         return len(old)
 
 

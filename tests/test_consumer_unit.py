@@ -77,7 +77,7 @@ async def test_applied_entries_are_acknowledged(autojump_clock: trio.abc.Clock) 
     assert handler.media() == [1, 2, 3, 4]
     assert inbound.acked == [*ids, later]
     assert not inbound.pending and not inbound.dead_letters
-    assert {k for k in ledger.recorded} == {(KEY, i) for i in [*ids, later]}
+    assert {k for k in ledger.records} == {(KEY, i) for i in [*ids, later]}
     assert actor.stats.applied == 4 and actor.stats.dead_lettered == 0
     assert inbound.groups_created == 1
 
@@ -99,7 +99,7 @@ async def test_a_poison_entry_is_dead_lettered_at_once_with_field_and_reason(
     assert letter["mediaId"] == "abc" and letter["correlationId"] == "corr-9"  # the original
     assert inbound.pending == {} and set(inbound.acked) == {good, bad, after}
     assert actor.stats.dead_lettered == 1 and actor.stats.applied == 2
-    assert (KEY, bad) not in ledger.recorded
+    assert (KEY, bad) not in ledger.records
 
 
 async def test_a_handler_error_dead_letters_only_that_entry(
@@ -159,6 +159,23 @@ async def test_failures_are_retried_with_backoff_then_dead_lettered_after_max_de
     assert len(ledger.probes) >= 3
     for probe in ledger.probes[-3:]:
         assert any(abs(read - probe) < 1e-9 for read in reads)
+
+
+async def test_an_entry_applied_whose_commit_replies_were_lost_is_acknowledged_not_dead_lettered(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """Its commit went through, but every reply was lost until it was delivered past
+    max_deliveries: it is acknowledged (its effect stands), not dead-lettered."""
+    inbound, ledger, handler = (
+        FakeInboundStream(),
+        FakeLedger(lost_commit_replies=10),
+        RecordingHandler(),
+    )
+    entry = inbound.add(insight(5))
+    async with running(inbound, ledger, handler, max_deliveries=3) as actor:
+        await until(lambda: entry in inbound.acked)
+    assert inbound.dlq == [] and handler.media() == [5]
+    assert actor.stats.duplicates == 1
 
 
 async def test_postgres_down_probes_with_capped_backoff_and_loses_nothing(
@@ -295,13 +312,13 @@ async def test_trim_keeps_what_is_pending_or_undelivered(autojump_clock: trio.ab
 
 async def test_prune_forgets_only_old_records(autojump_clock: trio.abc.Clock) -> None:
     inbound, ledger, handler = FakeInboundStream(), FakeLedger(), RecordingHandler()
-    ledger.recorded[(KEY, "1-0")] = 0.0
+    ledger.records[(KEY, "1-0")] = 0.0
     await trio.sleep(100)
-    ledger.recorded[(KEY, "2-0")] = trio.current_time()
-    ledger.recorded[("other", "1-0")] = 0.0
+    ledger.records[(KEY, "2-0")] = trio.current_time()
+    ledger.records[("other", "1-0")] = 0.0
     actor = consumer(inbound, ledger, handler, trio.Event(), retention=50)
     assert await actor.prune() == 1
-    assert set(ledger.recorded) == {(KEY, "2-0"), ("other", "1-0")}
+    assert set(ledger.records) == {(KEY, "2-0"), ("other", "1-0")}
 
 
 def test_read_size_starts_small_grows_and_shrinks_to_the_budget() -> None:

@@ -34,7 +34,7 @@ from kaleido.streams.counters import ConsumerCounters, log
 from kaleido.streams.handlers import Handler
 from kaleido.streams.inbound import Entry, InboundStream
 from kaleido.streams.ledger import EffectLedger
-from kaleido.streams.triage import Triaged, triage
+from kaleido.streams.triage import MAX_DELIVERIES_EXCEEDED, Triaged, triage
 
 M = TypeVar("M")
 
@@ -138,6 +138,7 @@ class BatchPipeline(Generic[M]):
 
         good = triaged.good
         try:
+            await self._spare_the_applied(triaged)
             if good:
                 await self._apply(good, applied, refused, one_by_one=retry)
                 failpoints.hit("streams.after_commit")  # crash tests: committed, not acked
@@ -148,6 +149,22 @@ class BatchPipeline(Generic[M]):
             await self.settle(settlement())
             raise
         return settlement()
+
+    async def _spare_the_applied(self, triaged: Triaged[M]) -> None:
+        """Acknowledge, instead of dead-lettering, the entries past `max_deliveries` that were
+        applied already: a commit whose reply was lost (then retried until the limit) applied
+        the entry, and its effect stands. If PostgreSQL cannot say, they stay pending."""
+        over = [r.entry_id for r in triaged.dead if r.error_type == MAX_DELIVERIES_EXCEEDED]
+        if not over:
+            return
+        try:
+            recorded = await self.ledger.recorded(self.stream_key, over)
+        except BaseException:
+            triaged.dead = [r for r in triaged.dead if r.error_type != MAX_DELIVERIES_EXCEEDED]
+            raise
+        triaged.dead = [r for r in triaged.dead if r.entry_id not in recorded]
+        triaged.done += [entry_id for entry_id in over if entry_id in recorded]
+        self.counters.entries("duplicate", len(recorded))
 
     async def _apply(
         self,

@@ -52,6 +52,9 @@ _RECORD_NEW = (
     " SELECT $1, unnest($2::text[])"
     " ON CONFLICT DO NOTHING RETURNING entry_id"
 )
+_RECORDED = (
+    "SELECT entry_id FROM processed_messages WHERE stream = $1 AND entry_id = ANY($2::text[])"
+)
 _PRUNE = (
     "DELETE FROM processed_messages WHERE stream = $1"
     " AND processed_at < now() - make_interval(secs => $2)"
@@ -66,6 +69,10 @@ class EffectLedger(Protocol):
     ) -> Applied[M]:
         """Record the batch's entry ids and apply, with `handler`, the entries not recorded
         before, atomically; return those applied now (in batch order)."""
+        ...
+
+    async def recorded(self, stream_key: str, entry_ids: Sequence[str]) -> set[str]:
+        """Which of `entry_ids` were applied (recorded) before."""
         ...
 
     async def probe(self) -> None:
@@ -126,6 +133,13 @@ class PostgresLedger:
             if fresh:
                 stale = await handler.apply(tx, fresh)
         return Applied(fresh, stale)
+
+    async def recorded(self, stream_key: str, entry_ids: Sequence[str]) -> set[str]:
+        try:
+            rows = await self.postgres.fetch(_RECORDED, stream_key, list(entry_ids))
+        except CircuitOpen as exc:
+            raise PostgresUnavailable(str(exc)) from exc
+        return {row["entry_id"] for row in rows}
 
     async def probe(self) -> None:
         try:

@@ -2,7 +2,8 @@
 and the decoded messages to apply (no I/O).
 
 - An entry with no fields (deleted or trimmed while pending) is acknowledged: nothing is left.
-- An entry delivered more than `max_deliveries` times is dead-lettered (MaxDeliveriesExceeded).
+- An entry delivered more than `max_deliveries` times is dead-lettered (MaxDeliveriesExceeded),
+  unless it was applied already (the batch pipeline asks the ledger).
 - An entry the handler cannot decode is dead-lettered with the `DecodeError` (field: reason);
   any other exception from a decoder (a bug) is dead-lettered too, so it cannot stall the
   stream.
@@ -25,6 +26,7 @@ from kaleido.streams.inbound import Entry
 
 M = TypeVar("M")
 
+MAX_DELIVERIES_EXCEEDED = "MaxDeliveriesExceeded"
 # While decoding beside a transaction, let the transaction's task run at least this often.
 DECODE_SLICE = 0.001
 
@@ -67,7 +69,7 @@ async def triage(
         count = deliveries.get(entry_id, 1)
         if count > max_deliveries:
             reason = f"delivered {count} times, over max_deliveries={max_deliveries}"
-            out.dead.append(Rejection(entry_id, fields, "MaxDeliveriesExceeded", reason, count))
+            out.dead.append(Rejection(entry_id, fields, MAX_DELIVERIES_EXCEEDED, reason, count))
             continue
         try:
             message = decode(fields)
