@@ -36,8 +36,9 @@ from kaleido.views.model import RecordResult, SyncReport
 
 log = get_logger("kaleido.embedded")
 
-# How long start-up waits for PostgreSQL to accept the schema before giving up.
-SCHEMA_WAIT = 30.0
+# Start-up waits for PostgreSQL as long as it is unreachable (a restart, a failover): a process
+# that gave up would need someone to start it again. The wait between attempts is capped.
+SCHEMA_RETRY_CAP = 5.0
 
 
 class SyncFailed(KaleidoError):
@@ -96,19 +97,19 @@ class Kaleido:
         self.service.stop_intake()
 
 
-async def prepare_schema(backends: Backends, wait: float = SCHEMA_WAIT) -> None:
-    """Apply migrations, retrying while PostgreSQL is starting or briefly unreachable."""
-    backoff = Backoff(0.1, 2.0)
-    with trio.fail_after(wait):
-        while True:
-            try:
-                applied = await migrate(backends.postgres)
-                if applied:
-                    log.info("schema.migrated", versions=applied)
-                return
-            except TransientError as exc:
-                log.warning("schema.waiting_for_postgres", error=str(exc))
-                await trio.sleep(backoff.next())
+async def prepare_schema(backends: Backends) -> None:
+    """Apply migrations, retrying for as long as PostgreSQL is unreachable (the caller may
+    cancel); any other error (a refused password, a failed migration) is raised at once."""
+    backoff = Backoff(0.1, SCHEMA_RETRY_CAP)
+    while True:
+        try:
+            applied = await migrate(backends.postgres)
+            if applied:
+                log.info("schema.migrated", versions=applied)
+            return
+        except TransientError as exc:
+            log.warning("schema.waiting_for_postgres", error=str(exc))
+            await trio.sleep(backoff.next())
 
 
 async def check_view_layout(service: Service) -> None:
@@ -144,39 +145,59 @@ async def open_kaleido(settings: Settings, *, demo: bool = False) -> AsyncIterat
     if settings.redis_url is None or settings.database_url is None:
         raise ConfigError("open_kaleido needs Settings.redis_url and Settings.database_url")
     stop = trio.Event()
+    body = trio.CancelScope()  # the caller's block: the host cancels it if the actors fail
     async with trio.open_nursery() as nursery:
-        k: Kaleido = await nursery.start(_host, settings, demo, stop)
-        try:
-            yield k
-        finally:
-            stop.set()  # the host drains, shielded, before this nursery can exit
+        k: Kaleido = await nursery.start(_host, settings, demo, stop, body)
+        with body:
+            try:
+                yield k
+            finally:
+                stop.set()  # the host drains, shielded, before this nursery can exit
 
 
 async def _host(
-    settings: Settings, demo: bool, stop: trio.Event, *, task_status: trio.TaskStatus[Kaleido]
+    settings: Settings,
+    demo: bool,
+    stop: trio.Event,
+    body: trio.CancelScope,
+    *,
+    task_status: trio.TaskStatus[Kaleido],
 ) -> None:
     """Owns the backends (their asyncio loop too) and the actors. Start-up can be cancelled;
     once running, only `stop` ends it, so that a cancelled caller's views are still drained
-    (a cancellation would otherwise stop the loop and the actors before the drain)."""
+    (a cancellation would otherwise stop the loop and the actors before the drain).
+
+    If the actors fail (the supervisor gives up), the caller's block is cancelled and has
+    ended before the backends close: a request of the caller's still waiting on PostgreSQL
+    or Redis must not find their event loop closed under it."""
     with trio.CancelScope() as scope:
         async with open_backends(settings) as backends:
             await prepare_schema(backends)
             await check_redis_user(backends)
-            async with trio.open_nursery() as actors:
-                supervisor = Supervisor(actors)
-                service = Service.build(backends, supervisor, Metrics())
-                await check_view_layout(service)
-                await service.start_actors()
-                if demo:
-                    from kaleido.demo import start_demo
+            started = False
+            try:
+                async with trio.open_nursery() as actors:
+                    supervisor = Supervisor(actors)
+                    service = Service.build(backends, supervisor, Metrics())
+                    await check_view_layout(service)
+                    await service.start_actors()
+                    if demo:
+                        from kaleido.demo import start_demo
 
-                    await start_demo(service)
-                k = Kaleido(service, Views(service))
-                scope.shield = True
-                task_status.started(k)
-                await stop.wait()
-                await _drain(k, settings.shutdown_deadline)
-                actors.cancel_scope.cancel()
+                        await start_demo(service)
+                    k = Kaleido(service, Views(service))
+                    scope.shield = True
+                    task_status.started(k)
+                    started = True
+                    await stop.wait()
+                    await _drain(k, settings.shutdown_deadline)
+                    actors.cancel_scope.cancel()
+            except BaseException:
+                if started and not stop.is_set():
+                    body.cancel()
+                    with trio.CancelScope(shield=True):
+                        await stop.wait()
+                raise
 
 
 async def _drain(k: Kaleido, deadline: float) -> None:

@@ -136,6 +136,16 @@ class FakeInboundStream:
             self._touch(i, self.consumer)
         return [Entry(i, self.entries.get(i, {})) for i in ids]
 
+    async def reread_pending(self, after: str, count: int) -> tuple[list[Entry], dict[str, int]]:
+        self._enter("reread_pending")
+        ids = sorted(
+            (i for i, p in self.pending.items() if p.owner == self.consumer),
+            key=id_key,
+        )
+        ids = [i for i in ids if id_key(i) > id_key(after)][:count]
+        entries = [Entry(i, self.entries.get(i, {})) for i in ids]
+        return entries, {i: self.pending[i].deliveries for i in ids}
+
     async def deliveries(self, entries: Sequence[Entry]) -> dict[str, int]:
         self._enter("deliveries")
         return {e.id: self.pending[e.id].deliveries for e in entries if e.id in self.pending}

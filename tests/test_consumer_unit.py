@@ -217,7 +217,7 @@ async def test_redis_errors_are_retried_with_backoff_without_crashing(
     assert actor.stats.dead_lettered == 0
     # Each attempt after a failure waits twice as long as the one before, up to RETRY_CAP;
     # the first one after Redis is back too (the pause follows the last failure).
-    attempts = [*inbound.failed_at, inbound.calls["read_pending"][-1]]
+    attempts = [*inbound.failed_at, inbound.calls["reread_pending"][-1]]  # quietly: an outage
     gaps = [b - a for a, b in itertools.pairwise(attempts)]
     assert gaps == pytest.approx([0.1, 0.2, 0.4, 0.8, 1.6, 3.2, RETRY_CAP, RETRY_CAP, RETRY_CAP])
 
@@ -408,3 +408,32 @@ def test_the_one_statement_renumbers_every_handlers_placeholders(handler: Any, b
     joined = one_statement(tuple((sql, len(args)) for sql, args in statements))
     total = 2 + sum(len(args) for _, args in statements)
     assert {int(n) for n in re.findall(r"\$(\d+)", joined)} == set(range(1, total + 1))
+
+
+async def test_outages_do_not_bring_a_good_entry_closer_to_the_dlq(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """PostgreSQL goes down under one entry more often than max_deliveries: the re-reads after
+    each outage do not count as deliveries, and the entry is applied, not dead-lettered."""
+    inbound, ledger = FakeInboundStream(), FakeLedger()
+    outages = 0
+
+    class GoesDown(RecordingHandler):
+        async def apply(self, tx: Any, messages: Any) -> Any:
+            nonlocal outages
+            if outages < 5:  # PostgreSQL dies under the entry, and stays down a while
+                outages += 1
+                ledger.down = True
+                raise PostgresUnavailable("postgres: connection reset")
+            return await super().apply(tx, messages)
+
+    handler = GoesDown()
+    entry = inbound.add(insight(1))
+    async with running(inbound, ledger, handler, max_deliveries=2):
+        for seen in range(1, 6):
+            await until(lambda seen=seen: outages == seen)
+            await trio.sleep(2)
+            ledger.down = False
+        await until(lambda: entry in inbound.acked)
+    assert inbound.dlq == [] and handler.media() == [1]
+    assert inbound.pending == {} and "reread_pending" in inbound.calls

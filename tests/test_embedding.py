@@ -12,7 +12,10 @@ import pytest
 import trio
 
 import kaleido
+from kaleido import open_kaleido
 from kaleido.gateways import Backends
+from kaleido.settings import Settings
+from kaleido.supervisor import SupervisorGaveUp
 
 from .views_helpers import create_posts, pg_view_counts
 
@@ -92,3 +95,28 @@ async def test_open_kaleido_needs_both_urls(settings: kaleido.Settings) -> None:
     with pytest.raises(kaleido.ConfigError, match=r"needs Settings\.redis_url"):
         async with kaleido.open_kaleido(attrs.evolve(settings, redis_url=None)):
             pass
+
+
+async def test_actors_giving_up_end_the_callers_block_before_the_backends_close(
+    settings: Settings,
+) -> None:
+    """A caller's call still waiting on PostgreSQL when the supervisor gives up is cancelled
+    while the backends' event loop is still open; the error is the supervisor's."""
+    waiting = trio.Event()
+
+    async def crashing(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        await waiting.wait()
+        raise RuntimeError("a bug")
+
+    with pytest.raises(BaseException) as caught:
+        async with open_kaleido(settings) as k:
+            service = k.service
+            service.supervisor.max_crashes = 0
+            await service.supervisor.start("crashing", crashing)
+            waiting.set()
+            await service.backends.postgres.fetchval("SELECT pg_sleep(10)")
+    error = caught.value
+    assert isinstance(error, BaseExceptionGroup), error
+    gave_up, rest = error.split(SupervisorGaveUp)
+    assert gave_up is not None and rest is None, error

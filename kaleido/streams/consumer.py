@@ -4,7 +4,10 @@ One `StreamConsumer` per inbound stream, in the group `backend-group`, under a s
 name (so that after a restart it finds its own pending entries). Its loop:
 
 1. After (re)start, and after any failure, re-read its own pending entries until none is left,
-   then read new ones, READ_BATCHES batches at a time, blocking up to `block_ms`.
+   then read new ones, READ_BATCHES batches at a time, blocking up to `block_ms`. A re-read
+   after a start counts as a delivery (a process that crashes on an entry gets it to the DLQ
+   eventually); one after an outage of Redis or PostgreSQL does not (XPENDING and XRANGE):
+   an outage is no fault of the entries', and must not dead-letter good ones.
 2. Each read goes through the batch pipeline (`kaleido.streams.batches`): triage, apply
    exactly once in PostgreSQL (`kaleido.streams.ledger`), dead-letter and acknowledge.
 3. Between reads, housekeeping when due (`kaleido.streams.housekeeping`): XAUTOCLAIM entries
@@ -101,6 +104,8 @@ class StreamConsumer(Generic[M]):
     # Where the re-read of our own pending entries stands; None once they are all handled.
     _cursor: str | None = attrs.field(default="0", init=False)
     _group_ready: bool = attrs.field(default=False, init=False)
+    # Re-read our own pending entries without counting it as their delivery (after an outage).
+    _quiet: bool = attrs.field(default=False, init=False)
     _read_size: ReadSize = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
@@ -183,15 +188,18 @@ class StreamConsumer(Generic[M]):
                 self._group_ready = False
             except PostgresUnavailable as exc:
                 self.counters.error("postgres_unavailable", exc)
-                await self._wait_for_postgres()
-                self._cursor = "0"  # retry what is still pending
+                outage = await self._wait_for_postgres()
+                # Retry what is still pending. After an outage, quietly: no fault of the
+                # entries', so it must not bring them closer to the DLQ. When PostgreSQL
+                # answered at once, the failure was the entry's own: that re-read counts.
+                self._cursor, self._quiet = "0", outage
                 continue
             except TransientError as exc:  # Redis down, or its breaker open
                 self.counters.error("redis_unavailable", exc)
             except BackendError as exc:  # e.g. OOM on a DLQ write, a wrong-type key
                 self.counters.error("backend_error", exc)
-            # Whatever happened, entries may be left pending: re-read them first.
-            self._cursor = "0"
+            # Whatever happened, entries may be left pending: re-read them first, quietly.
+            self._cursor, self._quiet = "0", True
             await self._pause(backoff.next())
         log.info("consumer.stopped", stream=self.stream, consumer=self.consumer_name)
 
@@ -209,32 +217,39 @@ class StreamConsumer(Generic[M]):
             if entries:
                 await self.pipeline.handle(entries, {})
             return
-        entries = await self.inbound.read_pending(
-            self._cursor, self._read_size.at_most(self.batch_size)
-        )
+        count = self._read_size.at_most(self.batch_size)
+        if self._quiet:
+            entries, deliveries = await self.inbound.reread_pending(self._cursor, count)
+        else:  # after a start: a crash on an entry must count as its delivery
+            entries = await self.inbound.read_pending(self._cursor, count)
+            deliveries = await self.inbound.deliveries(entries)
         self._read_size.saw(entries)
         if not entries:
-            self._cursor = None  # our own backlog is done: on to new entries
+            self._cursor, self._quiet = None, False  # our own backlog is done: on to new ones
             return
         self._cursor = entries[-1].id
-        await self.pipeline.handle(entries, await self.inbound.deliveries(entries), retry=True)
+        await self.pipeline.handle(entries, deliveries, retry=True)
 
     async def _pause(self, seconds: float) -> None:
         with trio.move_on_after(seconds):
             await self.stopping.wait()
 
-    async def _wait_for_postgres(self) -> None:
-        """Probe PostgreSQL until it answers (or shutdown); nothing is read meanwhile."""
+    async def _wait_for_postgres(self) -> bool:
+        """Probe PostgreSQL until it answers (or shutdown); nothing is read meanwhile. True
+        when a probe failed (an outage), False when PostgreSQL answered the first one."""
         self.stats.postgres_outages += 1
         backoff = Backoff(RETRY_BASE, PG_PROBE_CAP)
+        outage = False
         while not self.stopping.is_set():
             await self._pause(backoff.next())
             try:
                 await self.ledger.probe()
             except PostgresUnavailable:
+                outage = True
                 continue
             log.info("consumer.postgres_back", stream=self.stream)
-            return
+            break
+        return outage
 
     async def reclaim(self) -> int:
         """Take over entries idle longer than `min_idle` and handle them; return how many."""

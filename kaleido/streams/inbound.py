@@ -93,6 +93,12 @@ class InboundStream(Protocol):
         """How often each of `entries` (pending with this consumer) has been delivered."""
         ...
 
+    async def reread_pending(self, after: str, count: int) -> tuple[list[Entry], dict[str, int]]:
+        """Up to `count` of this consumer's own pending entries above `after`, with their
+        delivery counts, WITHOUT counting this as a delivery (XPENDING, then XRANGE): for a
+        re-read after an outage, which is no fault of the entries'."""
+        ...
+
     async def claim_stale(self, min_idle: float, cursor: str, count: int) -> Claimed:
         """Take over up to `count` entries idle over `min_idle` seconds in any consumer's
         pending list, scanning from `cursor` ("0-0" to start)."""
@@ -158,6 +164,22 @@ class RedisInboundStream:
             [self.group, entries[0].id, entries[-1].id, len(entries), self.consumer],
         )
         return {as_text(row[0]): int(row[3]) for row in reply or []}
+
+    async def reread_pending(self, after: str, count: int) -> tuple[list[Entry], dict[str, int]]:
+        start = "-" if after in ("0", "0-0") else f"({after}"
+        rows = await self.redis.run_script(
+            _PENDING_RANGE, [self.stream_key], [self.group, start, "+", count, self.consumer]
+        )
+        deliveries = {as_text(row[0]): int(row[3]) for row in rows or []}
+        if not deliveries:
+            return [], {}
+        replies = await self.redis.pipeline([("XRANGE", self.stream_key, i, i) for i in deliveries])
+        # An entry deleted or trimmed while pending has no fields left (triage acknowledges it).
+        entries = [
+            Entry(i, (found[0][1] or {}) if found else {})
+            for i, found in zip(deliveries, replies, strict=True)
+        ]
+        return entries, deliveries
 
     async def claim_stale(self, min_idle: float, cursor: str, count: int) -> Claimed:
         reply = await self.redis.execute(
