@@ -1,0 +1,253 @@
+"""The checker: after the last fault and a recovery period, what Kaleido holds against what its
+clients were told.
+
+- views: per post, the views answered 202 (or `ok`) count, and at most also those answered
+  otherwise: `acknowledged <= PostgreSQL <= acknowledged + unknown` after a sync; then every
+  view of unknown outcome is sent again until acknowledged (Redis' dedup makes that harmless)
+  and, after another sync, PostgreSQL must equal the acknowledged views exactly;
+- `GET /v1/posts/{id}/views` equals PostgreSQL for every post; nothing left in Redis (counters,
+  in-flight batches) and no `view_journal` row;
+- entries: every entry whose XADD was confirmed is in `processed_messages` and has its effect
+  (its service's value, its face rows, its suggestion); nothing pending, nothing dead-lettered,
+  no face row nobody sent.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+
+import attrs
+import httpx
+import trio
+
+from kaleido.gateways import Backends
+from kaleido.messages import (
+    CONSUMER_GROUP,
+    FACE_DETECTION_STREAM,
+    FACE_RECOGNITION_STREAM,
+    INBOUND_STREAMS,
+    INSIGHTS_STREAM,
+    ImageCaptioning,
+    Moderation,
+    SceneRecognition,
+    Tagging,
+)
+
+from .service import Service
+from .traffic import POSTS, ViewModel, Written, post_views, record
+
+SETTLE_WITHIN = 120.0  # seconds to get every view of unknown outcome acknowledged
+ENTRIES_WITHIN = 90.0  # seconds for every written entry to be processed after the faults
+
+
+@attrs.define
+class Verdict:
+    """What the checker found (figures for the report, failures for the verdict)."""
+
+    acknowledged: int = 0
+    unknown: int = 0
+    lost: int = 0  # acknowledged views missing (before or after settling)
+    doubled: int = 0  # views counted more than once
+    api_mismatch: int = 0
+    redis_left: int = 0
+    journal_left: int = 0
+    entries: int = 0
+    entries_missing: int = 0
+    entries_wrong: int = 0
+    pending: int = 0
+    dead_lettered: int = 0
+    failures: list[str] = attrs.Factory(list)
+
+    def fail(self, message: str) -> None:
+        self.failures.append(message)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+
+async def synced_counts(backends: Backends) -> tuple[Counter[int], int, int]:
+    """Views per post in PostgreSQL, and what is left in Redis and in the journal."""
+    rows = await backends.postgres.fetch(
+        "SELECT post_id, view_count AS v FROM posts UNION ALL "
+        "SELECT post_id, views FROM post_view_backlog"
+    )
+    keys = backends.keys
+    left = await backends.redis.pipeline(
+        [("HLEN", keys.counts(q)) for q in range(keys.partitions)]
+        + [("SCARD", keys.batches(q)) for q in range(keys.partitions)]
+    )
+    journal = await backends.postgres.fetchval("SELECT count(*) FROM view_journal")
+    counts: Counter[int] = Counter()
+    for row in rows:
+        counts[row["post_id"]] += row["v"]
+    return counts, sum(int(x) for x in left), int(journal)
+
+
+async def full_sync(service: Service, http: httpx.AsyncClient, timeout: float = 120) -> None:
+    """Syncs until one finds nothing to move (a sync may be refused while another runs)."""
+    with trio.fail_after(timeout):
+        while True:
+            report = await service.sync(http)
+            if report is not None and not report.get("views") and not report.get(
+                "journal_views"
+            ):
+                return
+            await trio.sleep(0.2 if report is None else 0)
+
+
+async def check_views(
+    verdict: Verdict, model: ViewModel, service: Service, backends: Backends
+) -> None:
+    async with httpx.AsyncClient(base_url=service.base_url, timeout=30) as http:
+        await full_sync(service, http)
+        counts, left, journal = await synced_counts(backends)
+        low, high = model.expected()
+        verdict.acknowledged, verdict.unknown = len(model.acked), len(model.unknown - model.acked)
+        lost = sum(max(0, low[p] - counts[p]) for p in range(1, POSTS + 1))
+        doubled = sum(max(0, counts[p] - high[p]) for p in range(1, POSTS + 1))
+        if lost or doubled:
+            verdict.fail(f"before settling: {lost} acknowledged views missing, {doubled} views "
+                         "counted more than once (or never sent)")
+        await check_api(verdict, http, counts)
+
+        # Every view of unknown outcome, again, until acknowledged: now each must count once.
+        with trio.fail_after(SETTLE_WITHIN):
+            pending = sorted(model.unknown - model.acked)
+            while pending:
+                batch, pending = pending[:200], pending[200:]
+                while (status := await post_views(http, batch)) != "202":
+                    await trio.sleep(0.2)
+                record(model, batch, status)
+        await full_sync(service, http)
+        counts, left, journal = await synced_counts(backends)
+        exact = Counter(post for _, post in model.acked)
+        lost_after = sum((exact - counts).values())
+        doubled_after = sum((counts - exact).values())
+        verdict.lost, verdict.doubled = max(lost, lost_after), max(doubled, doubled_after)
+        if lost_after or doubled_after:
+            verdict.fail(f"after settling: {lost_after} views missing, {doubled_after} doubled")
+        verdict.redis_left, verdict.journal_left = left, journal
+        if left:
+            verdict.fail(f"{left} counters or batches left in Redis after a full sync")
+        if journal:
+            verdict.fail(f"{journal} view_journal rows left after a full sync")
+        await check_api(verdict, http, counts)
+
+
+async def check_api(verdict: Verdict, http: httpx.AsyncClient, counts: Counter[int]) -> None:
+    wrong = []
+    for post in range(1, POSTS + 1):
+        r = await http.get(f"/v1/posts/{post}/views")
+        views = r.json().get("views") if r.status_code == 200 else None
+        if views != counts[post]:
+            wrong.append(f"post {post}: API {views}, PostgreSQL {counts[post]}")
+    verdict.api_mismatch += len(wrong)
+    if wrong:
+        verdict.fail("API totals differ from PostgreSQL: " + "; ".join(wrong[:5]))
+
+
+def _expected_entries(written: list[Written]) -> tuple[dict[int, dict[str, object]],
+                                                        dict[int, dict[str, object]]]:
+    """Per media: the last value of each service (unsafe is sticky); per media: face → the
+    suggestion (None if only detected)."""
+    services: dict[int, dict[str, object]] = defaultdict(dict)
+    faces: dict[int, dict[str, object]] = defaultdict(dict)
+    for w in written:  # stream order within each stream, which is all that matters per field
+        if w.what == "detection":
+            assert isinstance(w.value, tuple)
+            for face_id, _ in w.value:
+                faces[w.media].setdefault(face_id, None)
+        elif w.what == "recognition":
+            assert isinstance(w.value, tuple)
+            faces[w.media][w.value[0]] = w.value[1]
+        else:
+            before = services[w.media].get(w.what)
+            if isinstance(before, Moderation) and not before.is_safe:
+                continue
+            services[w.media][w.what] = w.value
+    return services, faces
+
+
+async def wait_processed(backends: Backends, written: list[Written]) -> set[tuple[str, str]]:
+    """Wait until every written entry is in processed_messages; return those that are not."""
+    wanted = {(backends.keys.stream(w.stream), w.entry_id) for w in written}
+    missing = wanted
+    with trio.move_on_after(ENTRIES_WITHIN):
+        while missing:
+            rows = await backends.postgres.fetch("SELECT stream, entry_id FROM processed_messages")
+            missing = wanted - {(r["stream"], r["entry_id"]) for r in rows}
+            if missing:
+                await trio.sleep(0.5)
+    return missing
+
+
+async def check_entries(verdict: Verdict, written: list[Written], backends: Backends) -> None:
+    verdict.entries = len(written)
+    missing = await wait_processed(backends, written)
+    verdict.entries_missing = len(missing)
+    if missing:
+        verdict.fail(f"{len(missing)} written entries never processed, e.g. {sorted(missing)[:3]}")
+    services, faces = _expected_entries(written)
+    wrong: list[str] = []
+    rows = await backends.postgres.fetch(
+        "SELECT media_id, services_completed, is_safe, tags, scenes, caption "
+        "FROM media_ai_insights WHERE media_id = ANY($1::bigint[])",
+        list(services),
+    )
+    found = {r["media_id"]: r for r in rows}
+    for media, expected in services.items():
+        row = found.get(media)
+        if row is None:
+            wrong.append(f"media {media}: no insights row")
+            continue
+        completed = list(row["services_completed"] or [])
+        if sorted(completed) != sorted(expected) or len(set(completed)) != len(completed):
+            wrong.append(f"media {media}: services {completed}, expected {sorted(expected)}")
+        for what, value in expected.items():
+            match value:
+                case Moderation(is_safe=is_safe) if row["is_safe"] != is_safe:
+                    wrong.append(f"media {media}: is_safe {row['is_safe']}, expected {is_safe}")
+                case Tagging(tags=tags) if tuple(row["tags"] or ()) != tags:
+                    wrong.append(f"media {media}: tags {row['tags']}, expected {list(tags)}")
+                case SceneRecognition(scenes=s) if tuple(row["scenes"] or ()) != s:
+                    wrong.append(f"media {media}: scenes {row['scenes']}, expected {list(s)}")
+                case ImageCaptioning(caption=c) if row["caption"] != c:
+                    wrong.append(f"media {media}: {what} {row['caption']!r}, expected {c!r}")
+    face_rows = await backends.postgres.fetch(
+        "SELECT media_id, face_uid, status, suggested_user_id FROM media_detected_faces"
+    )
+    have: dict[int, dict[str, tuple[str, int | None]]] = defaultdict(dict)
+    for r in face_rows:
+        have[r["media_id"]][r["face_uid"]] = (r["status"], r["suggested_user_id"])
+    for media in set(faces) | set(have):
+        if set(have[media]) != set(faces[media]):
+            wrong.append(f"media {media}: faces {sorted(have[media])}, expected "
+                         f"{sorted(faces[media])}")
+            continue
+        for face, user in faces[media].items():
+            want = ("UNIDENTIFIED", None) if user is None else ("SUGGESTED", user)
+            if have[media][face] != want:
+                wrong.append(f"media {media} face {face}: {have[media][face]}, expected {want}")
+    verdict.entries_wrong = len(wrong)
+    if wrong:
+        verdict.fail(f"{len(wrong)} effects wrong: " + "; ".join(wrong[:5]))
+    await check_streams_clear(verdict, backends)
+
+
+async def check_streams_clear(verdict: Verdict, backends: Backends) -> None:
+    keys, redis = backends.keys, backends.redis
+    for stream in INBOUND_STREAMS:
+        try:
+            summary = await redis.execute("XPENDING", keys.stream(stream), CONSUMER_GROUP)
+        except Exception:  # no group: nothing was ever read from it
+            summary = [0]
+        count = int(summary["pending"] if isinstance(summary, dict) else summary[0])
+        dead = int(await redis.execute("XLEN", keys.dlq(stream)))
+        verdict.pending += count
+        verdict.dead_lettered += dead
+        if count or dead:
+            verdict.fail(f"{stream}: {count} entries pending, {dead} dead-lettered")
+
+
+STREAMS = (INSIGHTS_STREAM, FACE_DETECTION_STREAM, FACE_RECOGNITION_STREAM)
