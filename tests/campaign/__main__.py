@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -22,7 +23,7 @@ from pathlib import Path
 import trio
 
 from ..conftest import REPO
-from .campaign import SCENARIOS, RunResult, run_once, shrink
+from .campaign import SCENARIOS, RunResult, run_guarded, shrink
 from .report import refresh_docs, render, write
 from .stack import Stack
 
@@ -71,15 +72,20 @@ async def main(args: argparse.Namespace) -> int:
             ):
                 seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(3))
                 print(f"seed {seed}: running", flush=True)
-                result = await run_once(stack, scenario, seed, workdir / "runs", indexes(
+                result = await run_guarded(stack, scenario, seed, workdir / "runs", indexes(
                     args.faults))
                 results.append(result)
+                if not result.injected:  # it did not complete: start on fresh backends
+                    stack.stop()
+                    stack = Stack(args.redis, workdir / f"stack-{len(results)}", seed=seed)
+                    stack.dir.mkdir()
+                    await stack.start(nursery)
                 print(result.details() if not result.ok else result.summary(), flush=True)
                 if not result.ok and args.shrink:
 
                     async def replay(subset: list[int], seed: int = seed) -> RunResult:
                         print(f"shrinking: replaying faults {subset}", flush=True)
-                        return await run_once(stack, scenario, seed, workdir / "runs", subset)
+                        return await run_guarded(stack, scenario, seed, workdir / "runs", subset)
 
                     smallest = await shrink(result, replay)
                     faults = ",".join(map(str, smallest)) or "none"
@@ -101,4 +107,6 @@ async def main(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
+    # SIGTERM (a timeout, make interrupted) cleans up like Ctrl-C: no service left running.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     sys.exit(trio.run(main, parse(sys.argv[1:])))

@@ -42,6 +42,7 @@ READY_WITHIN = 30.0  # the service is ready again this long after the last fault
 RSS_BOUND = 300 * 1024 * 1024  # resident memory of any one Kaleido process
 PROBE_EVERY = 0.2
 AFTER_FAULTS = 2.0  # seconds of traffic once the service is ready again
+RUN_OVERHEAD = 600.0  # seconds a run may take beyond its fault window (recovery, checks)
 
 
 @attrs.frozen
@@ -149,6 +150,10 @@ class RunResult:
         lines += [f"failure: {f}" for f in self.verdict.failures]
         lines.append(f"replay: {self.replay()}")
         return "\n".join(lines)
+
+
+def log(text: str) -> None:
+    print(f"  {text}", flush=True)
 
 
 def fmt(seconds: float | None) -> str:
@@ -272,15 +277,17 @@ async def run_once(
 
             nursery.start_soon(watch)
             await nemesis.run(schedule, trio.current_time())
+            log("faults done; waiting for the service to be ready")
             last = max((i.ended for i in nemesis.injected), default=trio.current_time())
             with trio.move_on_after(READY_WITHIN + 30):
                 while (ready_after := probe.recovered_at(last)) is None:
                     await trio.sleep(PROBE_EVERY)
             await trio.sleep(AFTER_FAULTS)  # traffic on a recovered service
             stop.set()
-        if embedded is not None:
-            await embedded.stop()
-            embedded_views.collect()
+            if embedded is not None:
+                await embedded.stop()  # answers what it has, drains and exits
+                embedded_views.collect()
+        log("checking")
         verdict = Verdict()
         if ready_after is None or ready_after > READY_WITHIN:
             verdict.fail(f"not ready within {READY_WITHIN:.0f} s of the last fault "
@@ -292,6 +299,8 @@ async def run_once(
                 await check_entries(verdict, feeder.written, backends)
         if rss_max > RSS_BOUND:
             verdict.fail(f"a Kaleido process reached {rss_max / 2**20:.0f} MB resident")
+        if feeder.unconfirmed:
+            verdict.fail(f"{feeder.unconfirmed} entries could not be written after the faults")
         if service.exits:
             verdict.fail(f"the service exited by itself with status {service.exits}")
         recoveries = [r for i in nemesis.injected if (r := probe.recovered_at(i.ended)) is not None]
@@ -301,6 +310,25 @@ async def run_once(
         service.close()
         if embedded is not None:
             embedded.kill()
+
+
+async def run_guarded(
+    stack: Stack,
+    scenario: Scenario,
+    seed: int,
+    workdir: Path,
+    indexes: Sequence[int] | None = None,
+) -> RunResult:
+    """`run_once` under a deadline; a run that raises or does not finish is a failed run."""
+    try:
+        with trio.fail_after(scenario.seconds + RUN_OVERHEAD):
+            return await run_once(stack, scenario, seed, workdir, indexes)
+    except Exception as exc:
+        verdict = Verdict()
+        verdict.fail(f"the run did not complete: {type(exc).__name__}: {exc}"[:2000])
+        return RunResult(seed, scenario.name, stack.kind, scenario.workers_for(seed),
+                         only(scenario.schedule(seed), indexes), [], verdict, [], None, 0,
+                         Counter(), [])
 
 
 def rss_of_each(service: Service) -> list[int]:

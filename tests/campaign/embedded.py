@@ -19,11 +19,15 @@ from kaleido import Settings, open_kaleido
 from kaleido.embedded import Kaleido
 
 ANSWER_WITHIN = 10.0
+# Answers go to the original standard output; everything else printed (Kaleido's logs) goes
+# to standard error.
+ANSWERS = os.fdopen(os.dup(sys.stdout.fileno()), "w")
+os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
 
 
 def answer(batch: int, ok: bool) -> None:
-    sys.stdout.write(json.dumps({"id": batch, "ok": ok}) + "\n")
-    sys.stdout.flush()
+    ANSWERS.write(json.dumps({"id": batch, "ok": ok}) + "\n")
+    ANSWERS.flush()
 
 
 async def record(k: Kaleido, batch: int, views: list[tuple[int, int]]) -> None:

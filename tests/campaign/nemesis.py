@@ -30,6 +30,7 @@ class Nemesis:
     nursery: trio.Nursery  # where a restarted embedding program's reader runs
     injected: list[Injected] = attrs.Factory(list)
     locks: dict[str, trio.Lock] = attrs.Factory(dict)
+    verbose: bool = True
 
     def busy(self, resource: str) -> bool:
         lock = self.locks.get(resource)
@@ -49,7 +50,11 @@ class Nemesis:
                 detail, error = await self._inject(fault), ""
             except Exception as exc:  # a fault that could not be injected is reported
                 detail, error = "", f"{type(exc).__name__}: {exc}"
-            self.injected.append(Injected(fault, began, trio.current_time(), detail, error))
+            done = Injected(fault, began, trio.current_time(), detail, error)
+            self.injected.append(done)
+            if self.verbose:
+                print(f"  {fault.describe()} -> {detail}{' ERROR ' + error if error else ''}",
+                      flush=True)
 
     async def _inject(self, fault: Fault) -> str:
         stack, service = self.stack, self.service

@@ -51,6 +51,7 @@ IN_FLIGHT = 64  # requests at once; past it a tick sends nothing (counted)
 EMBEDDING_DIM = 16  # KALEIDO_EMBEDDING_DIM of the campaign: small entries, same code paths
 MEDIA_BASE = 1_000_000
 MEDIA_PER_POST = 20  # media rows created per post with a row; others have none
+CONFIRM_WITHIN = 60.0  # seconds an XADD may keep failing once the faults are over
 
 
 Pair = tuple[int, int]
@@ -210,6 +211,7 @@ class StreamFeeder:
     rate: float
     written: list[Written] = attrs.Factory(list)
     attempts: int = 0
+    unconfirmed: int = 0  # entries still not confirmed CONFIRM_WITHIN after the traffic stopped
     _queues: dict[str, list[tuple[Written, dict[str, str]]]] = attrs.Factory(dict)
     _last_ms: dict[str, int] = attrs.Factory(dict)
     _rng: random.Random = attrs.field(init=False)
@@ -303,8 +305,8 @@ class StreamFeeder:
                     return
                 planned, fields = queue.pop(0)
                 entry_id = self._next_id(stream)
-                await self._write(client, stream, entry_id, fields)
-                self.written.append(attrs.evolve(planned, entry_id=entry_id))
+                if await self._write(client, stream, entry_id, fields, stop):
+                    self.written.append(attrs.evolve(planned, entry_id=entry_id))
         finally:
             client.close()
 
@@ -314,19 +316,26 @@ class StreamFeeder:
         stream: str,
         entry_id: str,
         fields: dict[str, str],
-    ) -> None:
+        stop: trio.Event,
+    ) -> bool:
         """XADD with this id until Redis has it (it may have it from an attempt whose reply
         was lost: then it refuses the id as not greater than the last one)."""
+        confirm_by: float | None = None
         while True:
+            if stop.is_set():
+                confirm_by = confirm_by or trio.current_time() + CONFIRM_WITHIN
+                if trio.current_time() > confirm_by:
+                    self.unconfirmed += 1
+                    return False
             self.attempts += 1
             try:
                 await trio.to_thread.run_sync(
                     lambda: client.xadd(stream, fields, id=entry_id)  # type: ignore[arg-type]
                 )
-                return
+                return True
             except sync_redis.ResponseError as exc:
                 if "equal or smaller" in str(exc):
-                    return
+                    return True
                 await trio.sleep(0.1)
             except sync_redis.RedisError:
                 await trio.sleep(0.1)  # down, stalled or a connection dropped: as the ML
