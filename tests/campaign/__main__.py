@@ -72,8 +72,9 @@ async def main(args: argparse.Namespace) -> int:
             ):
                 seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(3))
                 print(f"seed {seed}: running", flush=True)
-                result = await run_guarded(stack, scenario, seed, workdir / "runs", indexes(
-                    args.faults))
+                result = await run_guarded(
+                    stack, scenario, seed, workdir / "runs", indexes(args.faults)
+                )
                 results.append(result)
                 if not result.injected:  # it did not complete: start on fresh backends
                     stack.stop()
@@ -81,6 +82,8 @@ async def main(args: argparse.Namespace) -> int:
                     stack.dir.mkdir()
                     await stack.start(nursery)
                 print(result.details() if not result.ok else result.summary(), flush=True)
+                for note in result.verdict.notes if result.ok else ():
+                    print(f"note: {note}", flush=True)
                 if not result.ok and args.shrink:
 
                     async def replay(subset: list[int], seed: int = seed) -> RunResult:
@@ -89,9 +92,11 @@ async def main(args: argparse.Namespace) -> int:
 
                     smallest = await shrink(result, replay)
                     faults = ",".join(map(str, smallest)) or "none"
-                    print(f"smallest failing schedule: make torture SEED={seed} "
-                          f"SCENARIO={scenario.name} REDIS={args.redis} FAULTS={faults}",
-                          flush=True)
+                    print(
+                        f"smallest failing schedule: make torture SEED={seed} "
+                        f"SCENARIO={scenario.name} REDIS={args.redis} FAULTS={faults}",
+                        flush=True,
+                    )
         finally:
             stack.stop()
             nursery.cancel_scope.cancel()

@@ -8,6 +8,7 @@ to timing: `run_once(seed, only=...)` replays a subset of the schedule with the 
 from __future__ import annotations
 
 import statistics
+import traceback
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -23,7 +24,7 @@ from kaleido.settings import Settings
 from ..conftest import TABLES
 from .checker import Verdict, check_entries, check_views
 from .nemesis import Injected, Nemesis
-from .schedule import Fault, draw_schedule, only, periodic
+from .schedule import NET, STALL, Fault, draw_cover, draw_schedule, only, periodic
 from .service import Embedded, Service, rss_of
 from .stack import Stack
 from .traffic import (
@@ -58,6 +59,9 @@ class Scenario:
     workers: tuple[int, ...] = (1, 2)  # drawn by seed
     sync_interval: float | None = None  # None: drawn by seed between 0.5 and 2 s
     fixed: Callable[[], list[Fault]] | None = None  # a fixed schedule instead of drawing
+    cover: bool = False  # every kind once (network ones once per backend) instead of Poisson
+    stall: tuple[float, float] = STALL  # seconds a backend stays SIGSTOPped
+    net: tuple[float, float] = NET  # seconds a network fault lasts
 
     def workers_for(self, seed: int) -> int:
         return self.workers[seed % len(self.workers)]
@@ -66,6 +70,8 @@ class Scenario:
         if self.fixed is not None:
             return self.fixed()
         kinds = [k for k in self.kinds if applies(k, self.workers_for(seed))]
+        if self.cover:
+            return draw_cover(seed, kinds, self.seconds, self.stall, self.net)
         return draw_schedule(seed, kinds, self.seconds, self.rate)
 
 
@@ -100,8 +106,29 @@ SCENARIOS = {
         sync_interval=1.0,
         fixed=lambda: periodic("drop-redis-clients", 2.0, 20.0),
     ),
+    # Kaleido's Redis calls run and their replies are lost (the proxy drops them after
+    # forwarding the request): every call site's retry meets the ambiguous case.
+    "ambiguous-replies": Scenario(
+        "ambiguous-replies",
+        ("net-drop-reply",),
+        seconds=20.0,
+        sizes=(1, 20),
+        embedded_rate=0.0,
+        stream_rate=0.0,
+        workers=(1,),
+        sync_interval=0.5,
+        fixed=lambda: [Fault(0, "net-drop-reply", 1.0, 19.0, "redis", 0.0, 0.05)],
+    ),
     # The short form of `make test`: a few faults of every kind in 20 s.
-    "short": Scenario("short", ALL_KINDS, seconds=20.0, rate=0.5, http_rate=25.0),
+    "short": Scenario(
+        "short",
+        ALL_KINDS,
+        seconds=15.0,
+        http_rate=25.0,
+        cover=True,
+        stall=(0.5, 4.0),
+        net=(1.0, 3.0),
+    ),
 }
 
 
@@ -126,8 +153,9 @@ class RunResult:
 
     def replay(self) -> str:
         subset = ",".join(str(f.index) for f in self.schedule)
-        return (f"make torture SEED={self.seed} SCENARIO={self.scenario} REDIS={self.redis}"
-                + (f" FAULTS={subset}" if subset else " FAULTS=none"))
+        return f"make torture SEED={self.seed} SCENARIO={self.scenario} REDIS={self.redis}" + (
+            f" FAULTS={subset}" if subset else " FAULTS=none"
+        )
 
     def summary(self) -> str:
         v = self.verdict
@@ -148,6 +176,7 @@ class RunResult:
             note = "" if i is None else f" -> {i.detail}{' ERROR ' + i.error if i.error else ''}"
             lines.append(f"  {fault.describe()}{note}")
         lines += [f"failure: {f}" for f in self.verdict.failures]
+        lines += [f"note: {n}" for n in self.verdict.notes]
         lines.append(f"replay: {self.replay()}")
         return "\n".join(lines)
 
@@ -239,9 +268,7 @@ async def run_once(
     }
     workdir.mkdir(parents=True, exist_ok=True)
     service = Service(env, workdir / f"kaleido-{seed}.log", workers)
-    embedded = (
-        Embedded(env, workdir / f"embedded-{seed}.log") if scenario.embedded_rate else None
-    )
+    embedded = Embedded(env, workdir / f"embedded-{seed}.log") if scenario.embedded_rate else None
     model = ViewModel(seed)
     feeder = StreamFeeder(stack.client, seed, scenario.stream_rate)
     probe = Probe(service, model)
@@ -261,8 +288,9 @@ async def run_once(
                 await embedded.run(nursery)
                 embedded_views = EmbeddedViews(embedded, model, scenario.embedded_rate)
                 nursery.start_soon(embedded_views.run, stop)
-            nursery.start_soon(HttpViews(service.base_url, model, scenario.http_rate,
-                                         scenario.sizes).run, stop)
+            nursery.start_soon(
+                HttpViews(service.base_url, model, scenario.http_rate, scenario.sizes).run, stop
+            )
             if scenario.stream_rate:
                 nursery.start_soon(feeder.run, stop)
             nursery.start_soon(probe.run, stop)
@@ -290,8 +318,10 @@ async def run_once(
         log("checking")
         verdict = Verdict()
         if ready_after is None or ready_after > READY_WITHIN:
-            verdict.fail(f"not ready within {READY_WITHIN:.0f} s of the last fault "
-                         f"(ready after {fmt(ready_after)})")
+            verdict.fail(
+                f"not ready within {READY_WITHIN:.0f} s of the last fault "
+                f"(ready after {fmt(ready_after)})"
+            )
         if ready_after is not None:
             settings = Settings(redis_url=stack.redis_url, database_url=stack.direct_database_url)
             async with open_backends(settings) as backends:
@@ -304,8 +334,20 @@ async def run_once(
         if service.exits:
             verdict.fail(f"the service exited by itself with status {service.exits}")
         recoveries = [r for i in nemesis.injected if (r := probe.recovered_at(i.ended)) is not None]
-        return RunResult(seed, scenario.name, stack.kind, workers, schedule, nemesis.injected,
-                         verdict, recoveries, ready_after, rss_max, model.statuses, service.exits)
+        return RunResult(
+            seed,
+            scenario.name,
+            stack.kind,
+            workers,
+            schedule,
+            nemesis.injected,
+            verdict,
+            recoveries,
+            ready_after,
+            rss_max,
+            model.statuses,
+            service.exits,
+        )
     finally:
         service.close()
         if embedded is not None:
@@ -324,11 +366,23 @@ async def run_guarded(
         with trio.fail_after(scenario.seconds + RUN_OVERHEAD):
             return await run_once(stack, scenario, seed, workdir, indexes)
     except Exception as exc:
+        print("".join(traceback.format_exception(exc)), flush=True)
         verdict = Verdict()
         verdict.fail(f"the run did not complete: {type(exc).__name__}: {exc}"[:2000])
-        return RunResult(seed, scenario.name, stack.kind, scenario.workers_for(seed),
-                         only(scenario.schedule(seed), indexes), [], verdict, [], None, 0,
-                         Counter(), [])
+        return RunResult(
+            seed,
+            scenario.name,
+            stack.kind,
+            scenario.workers_for(seed),
+            only(scenario.schedule(seed), indexes),
+            [],
+            verdict,
+            [],
+            None,
+            0,
+            Counter(),
+            [],
+        )
 
 
 def rss_of_each(service: Service) -> list[int]:

@@ -15,6 +15,7 @@ clients were told.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from typing import Any
 
 import attrs
 import httpx
@@ -32,12 +33,18 @@ from kaleido.messages import (
     SceneRecognition,
     Tagging,
 )
+from kaleido.replies import as_text
+from kaleido.streams.consumer import MIN_IDLE
+from kaleido.streams.housekeeping import RECLAIM_INTERVAL
 
 from .service import Service
 from .traffic import POSTS, ViewModel, Written, post_views, record
 
 SETTLE_WITHIN = 120.0  # seconds to get every view of unknown outcome acknowledged
 ENTRIES_WITHIN = 90.0  # seconds for every written entry to be processed after the faults
+# Entries a consumer read and did not acknowledge (the read's reply was lost, its process was
+# killed) are taken over once idle MIN_IDLE (60 s), at the next reclaim (every 30 s).
+PENDING_WITHIN = MIN_IDLE + RECLAIM_INTERVAL + 30
 
 
 @attrs.define
@@ -54,7 +61,11 @@ class Verdict:
     entries: int = 0
     entries_missing: int = 0
     entries_wrong: int = 0
+    entries_reordered: int = 0  # applied once each, but an older one last (see report_reordered)
+    notes: list[str] = attrs.Factory(list)
     pending: int = 0
+    pending_seen: int = 0  # entries pending when the checks began
+    pending_drained: float | None = None  # seconds until none was
     dead_lettered: int = 0
     failures: list[str] = attrs.Factory(list)
 
@@ -89,9 +100,7 @@ async def full_sync(service: Service, http: httpx.AsyncClient, timeout: float = 
     with trio.fail_after(timeout):
         while True:
             report = await service.sync(http)
-            if report is not None and not report.get("views") and not report.get(
-                "journal_views"
-            ):
+            if report is not None and not report.get("views") and not report.get("journal_views"):
                 return
             await trio.sleep(0.2 if report is None else 0)
 
@@ -107,8 +116,10 @@ async def check_views(
         lost = sum(max(0, low[p] - counts[p]) for p in range(1, POSTS + 1))
         doubled = sum(max(0, counts[p] - high[p]) for p in range(1, POSTS + 1))
         if lost or doubled:
-            verdict.fail(f"before settling: {lost} acknowledged views missing, {doubled} views "
-                         "counted more than once (or never sent)")
+            verdict.fail(
+                f"before settling: {lost} acknowledged views missing, {doubled} views "
+                "counted more than once (or never sent)"
+            )
         await check_api(verdict, http, counts)
 
         # Every view of unknown outcome, again, until acknowledged: now each must count once.
@@ -147,13 +158,14 @@ async def check_api(verdict: Verdict, http: httpx.AsyncClient, counts: Counter[i
         verdict.fail("API totals differ from PostgreSQL: " + "; ".join(wrong[:5]))
 
 
-def _expected_entries(written: list[Written]) -> tuple[dict[int, dict[str, object]],
-                                                        dict[int, dict[str, object]]]:
-    """Per media: the last value of each service (unsafe is sticky); per media: face → the
-    suggestion (None if only detected)."""
-    services: dict[int, dict[str, object]] = defaultdict(dict)
-    faces: dict[int, dict[str, object]] = defaultdict(dict)
-    for w in written:  # stream order within each stream, which is all that matters per field
+def _expected_entries(
+    written: list[Written],
+) -> tuple[dict[int, dict[str, list[Written]]], dict[int, dict[str, int | None]]]:
+    """Per media and service, the entries written, in stream order; per media, face → the
+    suggested user (None if only detected)."""
+    services: dict[int, dict[str, list[Written]]] = defaultdict(lambda: defaultdict(list))
+    faces: dict[int, dict[str, int | None]] = defaultdict(dict)
+    for w in written:  # each stream's entries in stream order
         if w.what == "detection":
             assert isinstance(w.value, tuple)
             for face_id, _ in w.value:
@@ -162,11 +174,40 @@ def _expected_entries(written: list[Written]) -> tuple[dict[int, dict[str, objec
             assert isinstance(w.value, tuple)
             faces[w.media][w.value[0]] = w.value[1]
         else:
-            before = services[w.media].get(w.what)
-            if isinstance(before, Moderation) and not before.is_safe:
-                continue
-            services[w.media][w.what] = w.value
+            services[w.media][w.what].append(w)
     return services, faces
+
+
+def _stored(payload: object, row: Any) -> bool:
+    """Whether the insights row holds this payload's value."""
+    match payload:
+        case Tagging(tags=tags):
+            return tuple(row["tags"] or ()) == tags
+        case SceneRecognition(scenes=scenes):
+            return tuple(row["scenes"] or ()) == scenes
+        case ImageCaptioning(caption=caption):
+            return bool(row["caption"] == caption)
+    raise AssertionError(payload)
+
+
+async def report_reordered(
+    verdict: Verdict, reordered: list[tuple[Written, Written]], backends: Backends
+) -> None:
+    """Results for one media and service whose final value is an older entry's: the older
+    entry was applied after the newer one (a redelivery). Each entry's effect was applied once;
+    the last one applied wins. Counted apart, with when each was applied."""
+    verdict.entries_reordered = len(reordered)
+    old, new = reordered[0]
+    rows = await backends.postgres.fetch(
+        "SELECT entry_id, processed_at FROM processed_messages WHERE entry_id = ANY($1::text[])",
+        [old.entry_id, new.entry_id],
+    )
+    at = {r["entry_id"]: r["processed_at"] for r in rows}
+    verdict.notes.append(
+        f"{len(reordered)} results applied out of stream order, e.g. media {old.media} "
+        f"{old.what}: entry {old.entry_id} applied at {at.get(old.entry_id)}, after the later "
+        f"entry {new.entry_id} at {at.get(new.entry_id)}"
+    )
 
 
 async def wait_processed(backends: Backends, written: list[Written]) -> set[tuple[str, str]]:
@@ -190,6 +231,7 @@ async def check_entries(verdict: Verdict, written: list[Written], backends: Back
         verdict.fail(f"{len(missing)} written entries never processed, e.g. {sorted(missing)[:3]}")
     services, faces = _expected_entries(written)
     wrong: list[str] = []
+    reordered: list[tuple[Written, Written]] = []  # (applied last, written last)
     rows = await backends.postgres.fetch(
         "SELECT media_id, services_completed, is_safe, tags, scenes, caption "
         "FROM media_ai_insights WHERE media_id = ANY($1::bigint[])",
@@ -204,16 +246,19 @@ async def check_entries(verdict: Verdict, written: list[Written], backends: Back
         completed = list(row["services_completed"] or [])
         if sorted(completed) != sorted(expected) or len(set(completed)) != len(completed):
             wrong.append(f"media {media}: services {completed}, expected {sorted(expected)}")
-        for what, value in expected.items():
-            match value:
-                case Moderation(is_safe=is_safe) if row["is_safe"] != is_safe:
-                    wrong.append(f"media {media}: is_safe {row['is_safe']}, expected {is_safe}")
-                case Tagging(tags=tags) if tuple(row["tags"] or ()) != tags:
-                    wrong.append(f"media {media}: tags {row['tags']}, expected {list(tags)}")
-                case SceneRecognition(scenes=s) if tuple(row["scenes"] or ()) != s:
-                    wrong.append(f"media {media}: scenes {row['scenes']}, expected {list(s)}")
-                case ImageCaptioning(caption=c) if row["caption"] != c:
-                    wrong.append(f"media {media}: {what} {row['caption']!r}, expected {c!r}")
+        for what, history in expected.items():
+            if what == "moderation":  # unsafe is sticky: the order does not matter
+                safe = all(isinstance(w.value, Moderation) and w.value.is_safe for w in history)
+                if row["is_safe"] != safe:
+                    wrong.append(f"media {media}: is_safe {row['is_safe']}, expected {safe}")
+            elif not _stored(history[-1].value, row):
+                earlier = [w for w in history[:-1] if _stored(w.value, row)]
+                if earlier:
+                    reordered.append((earlier[-1], history[-1]))
+                else:
+                    wrong.append(f"media {media}: {what} is none of the values written")
+    if reordered:
+        await report_reordered(verdict, reordered, backends)
     face_rows = await backends.postgres.fetch(
         "SELECT media_id, face_uid, status, suggested_user_id FROM media_detected_faces"
     )
@@ -222,8 +267,9 @@ async def check_entries(verdict: Verdict, written: list[Written], backends: Back
         have[r["media_id"]][r["face_uid"]] = (r["status"], r["suggested_user_id"])
     for media in set(faces) | set(have):
         if set(have[media]) != set(faces[media]):
-            wrong.append(f"media {media}: faces {sorted(have[media])}, expected "
-                         f"{sorted(faces[media])}")
+            wrong.append(
+                f"media {media}: faces {sorted(have[media])}, expected {sorted(faces[media])}"
+            )
             continue
         for face, user in faces[media].items():
             want = ("UNIDENTIFIED", None) if user is None else ("SUGGESTED", user)
@@ -235,19 +281,67 @@ async def check_entries(verdict: Verdict, written: list[Written], backends: Back
     await check_streams_clear(verdict, backends)
 
 
-async def check_streams_clear(verdict: Verdict, backends: Backends) -> None:
+async def pending_entries(backends: Backends) -> list[tuple[str, str, str, int, int]]:
+    """(stream, entry id, consumer, idle ms, deliveries) of every pending inbound entry."""
     keys, redis = backends.keys, backends.redis
+    found = []
     for stream in INBOUND_STREAMS:
         try:
-            summary = await redis.execute("XPENDING", keys.stream(stream), CONSUMER_GROUP)
+            rows = await redis.execute(
+                "XPENDING", keys.stream(stream), CONSUMER_GROUP, "-", "+", 1000
+            )
         except Exception:  # no group: nothing was ever read from it
-            summary = [0]
-        count = int(summary["pending"] if isinstance(summary, dict) else summary[0])
-        dead = int(await redis.execute("XLEN", keys.dlq(stream)))
-        verdict.pending += count
+            continue
+        for row in rows:
+            entry, consumer, idle, deliveries = (
+                (
+                    row["message_id"],
+                    row["consumer"],
+                    row["time_since_delivered"],
+                    row["times_delivered"],
+                )
+                if isinstance(row, dict)
+                else row
+            )
+            found.append((stream, as_text(entry), as_text(consumer), int(idle), int(deliveries)))
+    return found
+
+
+async def check_streams_clear(verdict: Verdict, backends: Backends) -> None:
+    """Nothing pending (entries a consumer took and did not acknowledge are taken over after
+    the consumer's MIN_IDLE: waited for, up to PENDING_WITHIN), nothing dead-lettered."""
+    started = trio.current_time()
+    with trio.move_on_after(PENDING_WITHIN):
+        while pending := await pending_entries(backends):
+            if not verdict.pending_seen:
+                verdict.pending_seen = len(pending)
+                processed = await backends.postgres.fetch(
+                    "SELECT stream, entry_id FROM processed_messages"
+                )
+                done = {(r["stream"], r["entry_id"]) for r in processed}
+                print(
+                    f"  {len(pending)} entries pending after the faults, e.g. "
+                    + "; ".join(
+                        f"{s} {e} by {c}, idle {i} ms, delivered {d}, "
+                        f"{'processed' if (s, e) in done else 'not processed'}"
+                        for s, e, c, i, d in pending[:5]
+                    ),
+                    flush=True,
+                )
+            await trio.sleep(1)
+    if verdict.pending_seen:
+        verdict.pending_drained = trio.current_time() - started
+    verdict.pending = len(pending)
+    for stream in INBOUND_STREAMS:
+        dead = int(await backends.redis.execute("XLEN", backends.keys.dlq(stream)))
         verdict.dead_lettered += dead
-        if count or dead:
-            verdict.fail(f"{stream}: {count} entries pending, {dead} dead-lettered")
+        if dead:
+            verdict.fail(f"{stream}: {dead} entries dead-lettered")
+    if pending:
+        verdict.fail(
+            f"{len(pending)} entries still pending {PENDING_WITHIN:.0f} s after the "
+            f"faults, e.g. {pending[:3]}"
+        )
 
 
 STREAMS = (INSIGHTS_STREAM, FACE_DETECTION_STREAM, FACE_RECOGNITION_STREAM)

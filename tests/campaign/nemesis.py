@@ -53,8 +53,10 @@ class Nemesis:
             done = Injected(fault, began, trio.current_time(), detail, error)
             self.injected.append(done)
             if self.verbose:
-                print(f"  {fault.describe()} -> {detail}{' ERROR ' + error if error else ''}",
-                      flush=True)
+                print(
+                    f"  {fault.describe()} -> {detail}{' ERROR ' + error if error else ''}",
+                    flush=True,
+                )
 
     async def _inject(self, fault: Fault) -> str:
         stack, service = self.stack, self.service

@@ -45,6 +45,11 @@ def render(results: list[RunResult], redis: str, scenario: str, seconds: float) 
         f"| stream entries written | {sum(x.entries for x in v)} |",
         f"| entries never processed | {sum(x.entries_missing for x in v)} |",
         f"| entries with a wrong or doubled effect | {sum(x.entries_wrong for x in v)} |",
+        f"| entries applied out of stream order (an older result last) | "
+        f"{sum(x.entries_reordered for x in v)} |",
+        f"| entries pending when the checks began / drained within | "
+        f"{sum(x.pending_seen for x in v)} / "
+        f"{fmt(max((x.pending_drained for x in v if x.pending_drained), default=None))} |",
         f"| entries left pending / dead-lettered | {sum(x.pending for x in v)} / "
         f"{sum(x.dead_lettered for x in v)} |",
         f"| journal rows / Redis counters left | {sum(x.journal_left for x in v)} / "

@@ -68,12 +68,19 @@ def _log_uniform(rng: random.Random, low: float, high: float) -> float:
     return math.exp(rng.uniform(math.log(low), math.log(high)))
 
 
-def draw_fault(rng: random.Random, index: int, kind: str, at: float) -> Fault:
+def draw_fault(
+    rng: random.Random,
+    index: int,
+    kind: str,
+    at: float,
+    stall: tuple[float, float] = STALL,
+    net: tuple[float, float] = NET,
+) -> Fault:
     duration, target, level, flag = 0.0, "", 0.0, False
     if kind.startswith("stall-"):
-        duration = _log_uniform(rng, *STALL)
+        duration = _log_uniform(rng, *stall)
     elif kind.startswith("net-"):
-        duration = rng.uniform(*NET)
+        duration = rng.uniform(*net)
         target = rng.choice(("redis", "postgres"))
         level = {
             "net-latency": rng.uniform(0.005, 0.1),
@@ -90,9 +97,7 @@ def draw_fault(rng: random.Random, index: int, kind: str, at: float) -> Fault:
     return Fault(index, kind, round(at, 3), round(duration, 3), target, rng.random(), level, flag)
 
 
-def draw_schedule(
-    seed: int, kinds: Sequence[str], seconds: float, rate: float
-) -> list[Fault]:
+def draw_schedule(seed: int, kinds: Sequence[str], seconds: float, rate: float) -> list[Fault]:
     """Faults at the arrivals of a Poisson process of `rate` per second over `seconds`, each
     of a kind drawn uniformly from `kinds`."""
     rng = random.Random(f"schedule-{seed}")
@@ -102,6 +107,28 @@ def draw_schedule(
         faults.append(draw_fault(rng, len(faults), rng.choice(kinds), at))
         at += rng.expovariate(rate)
     return faults
+
+
+def draw_cover(
+    seed: int,
+    kinds: Sequence[str],
+    seconds: float,
+    stall: tuple[float, float] = STALL,
+    net: tuple[float, float] = NET,
+) -> list[Fault]:
+    """Each of `kinds` once, at a uniformly drawn moment of the first `seconds`, with network
+    faults on each backend (the short form: every kind in little time)."""
+    rng = random.Random(f"cover-{seed}")
+    plan = [(rng.uniform(0, seconds), kind) for kind in kinds]
+    faults = []
+    for at, kind in sorted(plan):
+        fault = draw_fault(rng, len(faults), kind, at, stall, net)
+        faults.append(fault)
+        if kind.startswith("net-"):
+            other = "postgres" if fault.target == "redis" else "redis"
+            twin = draw_fault(rng, len(faults), kind, rng.uniform(0, seconds), stall, net)
+            faults.append(attrs.evolve(twin, target=other))
+    return sorted(faults, key=lambda f: f.at)
 
 
 def periodic(kind: str, every: float, seconds: float) -> list[Fault]:

@@ -95,11 +95,13 @@ class Stack:
     def __attrs_post_init__(self) -> None:
         self._rng = random.Random(self.seed)
         if self.kind == "cluster":
-            self.redis = RedisCluster(self.dir / "redis-cluster", conf=REPO / "redis.conf",
-                                      overrides=dict(AOF))
+            self.redis = RedisCluster(
+                self.dir / "redis-cluster", conf=REPO / "redis.conf", overrides=dict(AOF)
+            )
         else:
-            self.redis = RedisServer(self.dir / "redis", conf=REPO / "redis.conf",
-                                     overrides=dict(AOF))
+            self.redis = RedisServer(
+                self.dir / "redis", conf=REPO / "redis.conf", overrides=dict(AOF)
+            )
         self.postgres = PostgresServer(
             self.dir / "postgres", fast=True, settings={"synchronous_commit": "on"}
         )
@@ -186,8 +188,13 @@ class Stack:
                 if isinstance(text, bytes):
                     text = text.decode()
                 return [
-                    (self._real_port(v.port), v.node_id, v.master_id,
-                     v.is_master and bool(v.slots), v.failing)
+                    (
+                        self._real_port(v.port),
+                        v.node_id,
+                        v.master_id,
+                        v.is_master and bool(v.slots),
+                        v.failing,
+                    )
                     for v in parse_cluster_nodes(str(text))
                 ]
         raise DevStackError("no node of the redis cluster answers")
@@ -243,7 +250,8 @@ class Stack:
                 info = info.decode() if isinstance(info, bytes) else str(info)
                 views = parse_cluster_nodes(text)
                 if "cluster_state:ok" not in info or any(
-                    v.port not in proxies or v.failing for v in views
+                    v.port not in proxies or v.failing
+                    for v in views
                     if self._real_port(v.port) in {n.port for n in self.redis.nodes if n.running}
                 ):
                     good = False
@@ -295,14 +303,16 @@ class Stack:
                     try:
                         if by_address:
                             me = client.client_id()
-                            others = [c for c in client.client_list(_type="normal")
-                                      if int(c["id"]) != me]
+                            others = [
+                                c for c in client.client_list(_type="normal") if int(c["id"]) != me
+                            ]
                             if others:
                                 victim = others[int(pick * len(others))]
                                 killed += int(client.client_kill_filter(_id=victim["id"]))
                         else:
-                            killed += int(client.execute_command("CLIENT", "KILL", "TYPE",
-                                                                 "normal"))
+                            killed += int(
+                                client.execute_command("CLIENT", "KILL", "TYPE", "normal")
+                            )
                     finally:
                         client.close()
             return f"{'one by address' if by_address else 'TYPE normal'}: {killed} closed"

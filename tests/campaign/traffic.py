@@ -256,7 +256,9 @@ class StreamFeeder:
         for payload in payloads:
             result = InsightResult(media, post, payload, corr, stamp, "1")
             value: object = payload
-            self._queue(INSIGHTS_STREAM, media, post, payload.SERVICE, value, encode_insight(result))
+            self._queue(
+                INSIGHTS_STREAM, media, post, payload.SERVICE, value, encode_insight(result)
+            )
         faces = tuple(
             DetectedFace(
                 str(uuid.UUID(int=rng.getrandbits(128), version=4)),
@@ -267,15 +269,27 @@ class StreamFeeder:
             for _ in range(rng.randint(1, 2))
         )
         detection = FaceDetectionResult(media, post, len(faces), faces, corr, stamp, "1")
-        self._queue(FACE_DETECTION_STREAM, media, post, "detection",
-                    tuple((f.face_id, f.bbox) for f in faces), encode_face_detection(detection))
+        self._queue(
+            FACE_DETECTION_STREAM,
+            media,
+            post,
+            "detection",
+            tuple((f.face_id, f.bbox) for f in faces),
+            encode_face_detection(detection),
+        )
         for face in faces:
             user = rng.randint(1, 10_000)
             recognition = FaceRecognitionResult(
                 media, post, face.face_id, user, round(rng.random(), 4), f"user{user}", corr, stamp
             )
-            self._queue(FACE_RECOGNITION_STREAM, media, post, "recognition",
-                        (face.face_id, user), encode_face_recognition(recognition))
+            self._queue(
+                FACE_RECOGNITION_STREAM,
+                media,
+                post,
+                "recognition",
+                (face.face_id, user),
+                encode_face_recognition(recognition),
+            )
 
     def _queue(
         self, stream: str, media: int, post: int, what: str, value: object, fields: dict[str, str]
@@ -287,11 +301,9 @@ class StreamFeeder:
         self._last_ms[stream] = ms
         return f"{ms}-0"
 
-    async def _writer(
-        self, stream: str, stop: trio.Event, wake: dict[str, trio.Event]
-    ) -> None:
-        client = self.client()
+    async def _writer(self, stream: str, stop: trio.Event, wake: dict[str, trio.Event]) -> None:
         queue = self._queues[stream]
+        holder: list[sync_redis.Redis | sync_redis.RedisCluster] = []
         try:
             while True:
                 if not queue:
@@ -305,21 +317,23 @@ class StreamFeeder:
                     return
                 planned, fields = queue.pop(0)
                 entry_id = self._next_id(stream)
-                if await self._write(client, stream, entry_id, fields, stop):
+                if await self._write(holder, stream, entry_id, fields, stop):
                     self.written.append(attrs.evolve(planned, entry_id=entry_id))
         finally:
-            client.close()
+            for client in holder:
+                client.close()
 
     async def _write(
         self,
-        client: sync_redis.Redis | sync_redis.RedisCluster,
+        holder: list[sync_redis.Redis | sync_redis.RedisCluster],
         stream: str,
         entry_id: str,
         fields: dict[str, str],
         stop: trio.Event,
     ) -> bool:
         """XADD with this id until Redis has it (it may have it from an attempt whose reply
-        was lost: then it refuses the id as not greater than the last one)."""
+        was lost: then it refuses the id as not greater than the last one). False if it still
+        fails CONFIRM_WITHIN after the traffic stopped."""
         confirm_by: float | None = None
         while True:
             if stop.is_set():
@@ -329,8 +343,10 @@ class StreamFeeder:
                     return False
             self.attempts += 1
             try:
+                if not holder:  # a cluster client connects when it is made
+                    holder.append(await trio.to_thread.run_sync(self.client))
                 await trio.to_thread.run_sync(
-                    lambda: client.xadd(stream, fields, id=entry_id)  # type: ignore[arg-type]
+                    lambda: holder[0].xadd(stream, fields, id=entry_id)  # type: ignore[arg-type]
                 )
                 return True
             except sync_redis.ResponseError as exc:
