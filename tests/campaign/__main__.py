@@ -86,7 +86,9 @@ async def main(args: argparse.Namespace) -> int:
                     print(f"note: {note}", flush=True)
                 if not result.ok and args.shrink:
 
-                    async def replay(subset: list[int], seed: int = seed) -> RunResult:
+                    async def replay(
+                        subset: list[int], seed: int = seed, stack: Stack = stack
+                    ) -> RunResult:
                         print(f"shrinking: replaying faults {subset}", flush=True)
                         return await run_guarded(stack, scenario, seed, workdir / "runs", subset)
 

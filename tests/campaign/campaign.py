@@ -160,9 +160,10 @@ class RunResult:
     def summary(self) -> str:
         v = self.verdict
         kinds = Counter(i.fault.kind for i in self.injected)
+        counts = ", ".join(f"{k} {n}" for k, n in sorted(kinds.items()))
         return (
             f"seed {self.seed} {self.scenario} on {self.redis}, {self.workers} worker(s): "
-            f"{len(self.injected)} faults ({', '.join(f'{k} {n}' for k, n in sorted(kinds.items()))}); "
+            f"{len(self.injected)} faults ({counts}); "
             f"views {v.acknowledged} acknowledged, {v.unknown} unknown; entries {v.entries}; "
             f"lost {v.lost}, doubled {v.doubled}; ready {fmt(self.ready_after)} after the last "
             f"fault; RSS max {self.rss_max / 2**20:.0f} MB: {'ok' if self.ok else 'FAILED'}"
@@ -266,7 +267,7 @@ async def run_once(
         "KALEIDO_SHUTDOWN_DEADLINE": "8",
         "KALEIDO_EMBEDDING_DIM": "16",
     }
-    workdir.mkdir(parents=True, exist_ok=True)
+    workdir.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - once, before anything runs
     service = Service(env, workdir / f"kaleido-{seed}.log", workers)
     embedded = Embedded(env, workdir / f"embedded-{seed}.log") if scenario.embedded_rate else None
     model = ViewModel(seed)
@@ -308,8 +309,8 @@ async def run_once(
             log("faults done; waiting for the service to be ready")
             last = max((i.ended for i in nemesis.injected), default=trio.current_time())
             with trio.move_on_after(READY_WITHIN + 30):
-                while (ready_after := probe.recovered_at(last)) is None:
-                    await trio.sleep(PROBE_EVERY)
+                while (ready_after := probe.recovered_at(last)) is None:  # noqa: ASYNC110
+                    await trio.sleep(PROBE_EVERY)  # the probe's next answer
             await trio.sleep(AFTER_FAULTS)  # traffic on a recovered service
             stop.set()
             if embedded is not None:

@@ -16,6 +16,7 @@ so a cut may fall inside one reply or between pipelined ones.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import socket
 import struct
@@ -39,10 +40,8 @@ class Faults:
 
 def _reset(stream: trio.SocketStream) -> None:
     """Close with an RST (SO_LINGER 0), as a crashed peer or a middlebox would."""
-    try:
+    with contextlib.suppress(OSError):
         stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    except OSError:
-        pass
 
 
 @attrs.define(eq=False)

@@ -19,11 +19,13 @@ def render(results: list[RunResult], redis: str, scenario: str, seconds: float) 
     ready = [r.ready_after for r in results if r.ready_after is not None]
     v = [r.verdict for r in results]
     failed = [r for r in results if not r.ok]
+    where = "a Redis Cluster (3+3, AOF)" if redis == "cluster" else "a single Redis (AOF)"
+    seeds = ", ".join(str(r.seed) for r in results[:8]) + (", ..." if len(results) > 8 else "")
     lines = [
-        f"### {scenario} on {'a Redis Cluster (3+3, AOF)' if redis == 'cluster' else 'a single Redis (AOF)'}",
+        f"### {scenario} on {where}",
         "",
         f"{len(results)} runs in {seconds / 60:.1f} minutes, {time.strftime('%Y-%m-%d %H:%M')}; "
-        f"seeds {', '.join(str(r.seed) for r in results[:8])}{', ...' if len(results) > 8 else ''}; "
+        f"seeds {seeds}; "
         f"workers: {dict(sorted(Counter(r.workers for r in results).items()))}.",
         "",
         "| fault | injected | could not be injected |",

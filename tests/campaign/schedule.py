@@ -120,7 +120,7 @@ def draw_cover(
     faults on each backend (the short form: every kind in little time)."""
     rng = random.Random(f"cover-{seed}")
     plan = [(rng.uniform(0, seconds), kind) for kind in kinds]
-    faults = []
+    faults: list[Fault] = []
     for at, kind in sorted(plan):
         fault = draw_fault(rng, len(faults), kind, at, stall, net)
         faults.append(fault)

@@ -4,13 +4,15 @@ of the campaign on their own (the proxy's faults, schedules, shrinking)."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 import trio
 
-from .campaign import SCENARIOS, RunResult, Verdict, run_once, shrink
+from .campaign import SCENARIOS, RunResult, run_once, shrink
+from .checker import Verdict
 from .proxy import FaultProxy
 from .schedule import KINDS, draw_schedule, only
 from .stack import Stack
@@ -162,8 +164,8 @@ async def test_shrinking_finds_the_faults_that_fail_together() -> None:
         if culprits <= set(faults):
             verdict.fail("lost")
         return RunResult(
-            3, "mixed", "single", 1, only(schedule, faults), [], verdict, [], 0.0, 0, {}, []
-        )  # type: ignore[arg-type]
+            3, "mixed", "single", 1, only(schedule, faults), [], verdict, [], 0.0, 0, Counter(), []
+        )
 
     async def replay(faults: list[int]) -> RunResult:
         return result(faults)

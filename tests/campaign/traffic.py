@@ -31,6 +31,7 @@ from kaleido.messages import (
     FaceDetectionResult,
     FaceRecognitionResult,
     ImageCaptioning,
+    InsightPayload,
     InsightResult,
     Moderation,
     SceneRecognition,
@@ -247,7 +248,7 @@ class StreamFeeder:
         rng = self._rng
         stamp = datetime.now(UTC)
         corr = f"campaign-{media}-{rng.randrange(10**9)}"
-        payloads = [
+        payloads: list[InsightPayload] = [
             Moderation(is_safe=rng.random() > 0.1, confidence=round(rng.random(), 3)),
             Tagging(tags=tuple(rng.sample(["a", "b", "c", "d", "e", "f"], 3))),
             SceneRecognition(scenes=(rng.choice(["beach", "city", "forest"]),)),
