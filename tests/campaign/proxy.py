@@ -36,6 +36,9 @@ class Faults:
     black_hole: bool = False
     reset_reply: float = 0.0  # probability per reply chunk: forward a prefix, then reset
     drop_reply: float = 0.0  # probability per reply chunk: forward nothing, then reset
+    # Drop the next reply to a request containing these bytes (once), then reset: one chosen
+    # ambiguous call, e.g. b"XREADGROUP".
+    drop_reply_to: bytes = b""
 
 
 def _reset(stream: trio.SocketStream) -> None:
@@ -52,6 +55,7 @@ class _Connection:
     half_open: bool = False
     # Set while a black hole holds this connection: it is reset when the hole closes.
     swallowed: bool = False
+    last_request: bytes = b""
 
     def reset(self) -> None:
         _reset(self.client)
@@ -70,6 +74,7 @@ class FaultProxy:
     port: int = 0
     connections: set[_Connection] = attrs.Factory(set)
     accepted: int = 0
+    dropped_replies: int = 0  # by drop_reply_to
     _rng: random.Random = attrs.field(init=False)
     _hole_closed: trio.Event = attrs.Factory(trio.Event)
 
@@ -173,6 +178,13 @@ class FaultProxy:
         sink = conn.upstream if request else conn.client
         if sink is None:
             return
+        if request:
+            conn.last_request = data
+        elif faults.drop_reply_to and faults.drop_reply_to in conn.last_request:
+            faults.drop_reply_to = b""
+            self.dropped_replies += 1
+            conn.reset()
+            await trio.sleep_forever()
         if not request:
             roll = self._rng.random()
             if roll < faults.drop_reply:

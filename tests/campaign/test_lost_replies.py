@@ -1,0 +1,74 @@
+"""What the campaign found, each as one deterministic case: the fault proxy drops the reply to
+one chosen call after the call ran (the ambiguous case)."""
+
+from __future__ import annotations
+
+import attrs
+import pytest
+import trio
+
+from kaleido import open_kaleido
+from kaleido.devstack import DevStack, RedisServer
+from kaleido.gateways import Backends
+from kaleido.messages import INSIGHTS_STREAM, InsightResult, Tagging, encode_insight
+from kaleido.settings import Settings
+
+from ..waiting import wait_until
+from .proxy import FaultProxy
+
+MEDIA, POST = 42, 7  # neither has a row: results are recorded all the same
+
+
+def tagging(*tags: str) -> dict[str, str]:
+    return encode_insight(InsightResult(MEDIA, POST, Tagging(tags), "c-1"))
+
+
+async def processed(backends: Backends, entry_id: str) -> bool:
+    return bool(
+        await backends.postgres.fetchval(
+            "SELECT count(*) FROM processed_messages WHERE entry_id = $1", entry_id
+        )
+    )
+
+
+async def stored_tags(backends: Backends) -> list[str]:
+    return list(
+        await backends.postgres.fetchval(
+            "SELECT tags FROM media_ai_insights WHERE media_id = $1", MEDIA
+        )
+    )
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="an entry read by an XREADGROUP whose reply was lost stays pending and is applied "
+    "after the newer entries read since (at a restart, or when reclaimed): the older result wins",
+)
+async def test_a_result_read_again_after_its_reply_was_lost_does_not_undo_a_newer_one(
+    stack: DevStack, settings: Settings, backends: Backends, nursery: trio.Nursery
+) -> None:
+    assert isinstance(stack.redis, RedisServer)
+    proxy = FaultProxy(stack.redis.port)
+    await nursery.start(proxy.run)
+    through_proxy = attrs.evolve(settings, redis_url=f"redis://127.0.0.1:{proxy.port}/0")
+    stream = backends.keys.stream(INSIGHTS_STREAM)
+    async with open_kaleido(through_proxy):
+        # The consumer's blocking read of new entries: its reply (the first result) is dropped
+        # after Redis delivered it, and redis-py sends the read again on a new connection.
+        proxy.faults.drop_reply_to = stream.encode() + b"\r\n$1\r\n>\r\n"
+        older = await backends.redis.execute("XADD", stream, "*", *flat(tagging("older")))
+        await wait_until(lambda: _true(proxy.dropped_replies == 1), timeout=10)
+        newer = await backends.redis.execute("XADD", stream, "*", *flat(tagging("newer")))
+        await wait_until(lambda: processed(backends, newer.decode()), timeout=10)
+        assert await stored_tags(backends) == ["newer"]
+    async with open_kaleido(settings):  # a restart: the consumer re-reads its pending entries
+        await wait_until(lambda: processed(backends, older.decode()), timeout=10)
+        assert await stored_tags(backends) == ["newer"]  # stream order: the newer result wins
+
+
+def flat(fields: dict[str, str]) -> list[str]:
+    return [part for pair in fields.items() for part in pair]
+
+
+async def _true(value: bool) -> bool:
+    return value
