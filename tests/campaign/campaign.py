@@ -62,6 +62,10 @@ class Scenario:
     cover: bool = False  # every kind once (network ones once per backend) instead of Poisson
     stall: tuple[float, float] = STALL  # seconds a backend stays SIGSTOPped
     net: tuple[float, float] = NET  # seconds a network fault lasts
+    # Restart the service and the embedding program before the checks, so that entries left
+    # pending by a lost reply are read again at once rather than reclaimed after MIN_IDLE
+    # (the short form's time budget).
+    restart_before_checks: bool = False
 
     def workers_for(self, seed: int) -> int:
         return self.workers[seed % len(self.workers)]
@@ -128,6 +132,7 @@ SCENARIOS = {
         cover=True,
         stall=(0.5, 4.0),
         net=(1.0, 3.0),
+        restart_before_checks=True,
     ),
 }
 
@@ -325,9 +330,13 @@ async def run_once(
             )
         if ready_after is not None:
             settings = Settings(redis_url=stack.redis_url, database_url=stack.direct_database_url)
-            async with open_backends(settings) as backends:
+            async with open_backends(settings) as backends, trio.open_nursery() as checks:
+                if scenario.restart_before_checks:
+                    await restart(service, embedded, checks)
                 await check_views(verdict, model, service, backends)
                 await check_entries(verdict, feeder.written, backends)
+                if scenario.restart_before_checks and embedded is not None:
+                    await embedded.stop()
         if rss_max > RSS_BOUND:
             verdict.fail(f"a Kaleido process reached {rss_max / 2**20:.0f} MB resident")
         if feeder.unconfirmed:
@@ -353,6 +362,19 @@ async def run_once(
         service.close()
         if embedded is not None:
             embedded.kill()
+
+
+async def restart(service: Service, embedded: Embedded | None, nursery: trio.Nursery) -> None:
+    """Stop the service (SIGTERM) and start it again, start the embedding program again: each
+    consumer re-reads the entries it took and did not acknowledge, as after any restart."""
+    await service.terminate()
+    service.spawn()
+    async with httpx.AsyncClient(timeout=2) as http:
+        with trio.fail_after(60):
+            while not await service.ready(http):  # noqa: ASYNC110 - another process
+                await trio.sleep(0.1)
+    if embedded is not None:
+        await embedded.run(nursery)
 
 
 async def run_guarded(

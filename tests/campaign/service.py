@@ -85,6 +85,16 @@ class Service:
             self.proc.kill()
             self.proc.wait()
 
+    async def terminate(self, timeout: float = 20) -> None:
+        """SIGTERM, and wait for the exit (SIGKILL after `timeout`)."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        with trio.move_on_after(timeout):
+            while self.proc.poll() is None:  # noqa: ASYNC110 - another process
+                await trio.sleep(0.05)
+        self.kill()
+
     def kill_worker(self, pick: float) -> str:
         workers = self.workers_pids()
         if not workers:
