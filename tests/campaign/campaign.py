@@ -8,6 +8,7 @@ to timing: `run_once(seed, only=...)` replays a subset of the schedule with the 
 from __future__ import annotations
 
 import statistics
+import time
 import traceback
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
@@ -80,11 +81,9 @@ class Scenario:
 
 
 def applies(kind: str, workers: int) -> bool:
-    if kind == "kill-service":
-        return workers == 1
-    if kind in ("kill-worker", "kill-supervisor"):
-        return workers > 1
-    return True
+    """Whether a kind of fault applies to a service of `workers` processes (`kill-service`
+    kills all of them at once)."""
+    return workers > 1 or kind not in ("kill-worker", "kill-supervisor")
 
 
 ALL_KINDS = (
@@ -188,7 +187,7 @@ class RunResult:
 
 
 def log(text: str) -> None:
-    print(f"  {text}", flush=True)
+    print(f"  [{time.strftime('%H:%M:%S')}] {text}", flush=True)
 
 
 def fmt(seconds: float | None) -> str:
@@ -332,8 +331,11 @@ async def run_once(
             settings = Settings(redis_url=stack.redis_url, database_url=stack.direct_database_url)
             async with open_backends(settings) as backends, trio.open_nursery() as checks:
                 if scenario.restart_before_checks:
+                    log("restarting the consumers")
                     await restart(service, embedded, checks)
+                log("views")
                 await check_views(verdict, model, service, backends)
+                log("entries")
                 await check_entries(verdict, feeder.written, backends)
                 if scenario.restart_before_checks and embedded is not None:
                     await embedded.stop()

@@ -62,10 +62,10 @@ class Nemesis:
         stack, service = self.stack, self.service
         match fault.kind:
             case "kill-service" | "kill-supervisor":
-                service.kill()
+                killed = service.kill_all() if fault.kind == "kill-service" else service.kill()
                 await trio.sleep(fault.duration)
                 service.spawn()
-                return f"down {fault.duration:.1f} s"
+                return f"{killed} killed, down {fault.duration:.1f} s"
             case "kill-worker":
                 return service.kill_worker(fault.pick)
             case "kill-embedded":

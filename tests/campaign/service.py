@@ -80,10 +80,21 @@ class Service:
             self.exits.append(self.proc.returncode)
             self.spawn()
 
-    def kill(self) -> None:
+    def kill(self) -> str:
+        """SIGKILL of `run.py` (the supervisor of `--workers N`: its workers stop on their own)."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+        return "run.py"
+
+    def kill_all(self) -> str:
+        """SIGKILL of every process of the service at once (workers first)."""
+        pids = self.pids()
+        for pid in reversed(pids[1:]):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        self.kill()
+        return f"{len(pids)} processes"
 
     async def terminate(self, timeout: float = 20) -> None:
         """SIGTERM, and wait for the exit (SIGKILL after `timeout`)."""
