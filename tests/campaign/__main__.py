@@ -63,7 +63,7 @@ async def main(args: argparse.Namespace) -> int:
     started = time.monotonic()
     print(f"campaign: {scenario.name} on {args.redis}; logs in {workdir}", flush=True)
     async with trio.open_nursery() as nursery:
-        stack = Stack(args.redis, workdir / "stack", seed=args.seed or 0)
+        stack = Stack(args.redis, workdir / "stack", seed=args.seed or 0, aof=scenario.aof)
         (workdir / "stack").mkdir()
         await stack.start(nursery)
         try:
@@ -78,7 +78,9 @@ async def main(args: argparse.Namespace) -> int:
                 results.append(result)
                 if not result.injected:  # it did not complete: start on fresh backends
                     stack.stop()
-                    stack = Stack(args.redis, workdir / f"stack-{len(results)}", seed=seed)
+                    stack = Stack(
+                        args.redis, workdir / f"stack-{len(results)}", seed=seed, aof=scenario.aof
+                    )
                     stack.dir.mkdir()
                     await stack.start(nursery)
                 print(result.details() if not result.ok else result.summary(), flush=True)

@@ -29,6 +29,8 @@ from .schedule import NET, STALL, Fault, draw_cover, draw_schedule, only, period
 from .service import Embedded, Service, rss_of
 from .stack import Stack
 from .traffic import (
+    EPOCH_POSTS,
+    EPOCHS,
     POSTS,
     POSTS_WITH_ROWS,
     EmbeddedViews,
@@ -67,6 +69,7 @@ class Scenario:
     # pending by a lost reply are read again at once rather than reclaimed after MIN_IDLE
     # (the short form's time budget).
     restart_before_checks: bool = False
+    aof: bool = True  # Redis' persistence (off only where the scenario names that window)
 
     def workers_for(self, seed: int) -> int:
         return self.workers[seed % len(self.workers)]
@@ -121,6 +124,28 @@ SCENARIOS = {
         workers=(1,),
         sync_interval=0.5,
         fixed=lambda: [Fault(0, "net-drop-reply", 1.0, 19.0, "redis", 0.0, 0.05)],
+    ),
+    # The windows the README documents, and only here: a Redis without persistence restarted,
+    # FLUSHALL, Redis past maxmemory; with faults that overlap them. Views only: the views of
+    # the posts a window may cost are counted apart (ViewModel's epochs).
+    "documented-windows": Scenario(
+        "documented-windows",
+        (
+            "restart-redis",
+            "flushall",
+            "maxmemory",
+            "kill-service",
+            "stall-postgres",
+            "drop-postgres-sessions",
+            "drop-redis-clients",
+            "net-latency",
+        ),
+        seconds=40.0,
+        rate=0.25,
+        embedded_rate=0.0,
+        stream_rate=0.0,
+        workers=(1,),
+        aof=False,
     ),
     # The short form of `make test`: a few faults of every kind in 20 s.
     "short": Scenario(
@@ -209,7 +234,10 @@ async def reset(stack: Stack) -> None:
         await backends.redis.execute("FLUSHALL")
         await backends.postgres.execute(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE")
         await backends.postgres.execute(
-            "INSERT INTO posts (post_id, user_id) SELECT g, 1 FROM generate_series(1, $1) g",
+            "INSERT INTO posts (post_id, user_id) SELECT e * $1 + p, 1 "
+            "FROM generate_series(0, $2 - 1) e, generate_series(1, $3) p",
+            EPOCH_POSTS,
+            EPOCHS,
             POSTS_WITH_ROWS,
         )
         rows = media_rows()
@@ -242,7 +270,7 @@ class Probe:
         if not await self.service.ready(http):
             return False
         self._n += 1
-        views = [(9_000_000 + self._n, 1 + self._n % POSTS)]
+        views = [(9_000_000 + self._n, self.model.post(1 + self._n % POSTS))]
         status = await post_views(http, views)
         record(self.model, views, status)
         return status == "202"
@@ -288,14 +316,13 @@ async def run_once(
                     service.check_alive()
                     await trio.sleep(0.1)
         async with trio.open_nursery() as nursery:
-            nemesis = Nemesis(stack, service, embedded, nursery)
+            http_views = HttpViews(service.base_url, model, scenario.http_rate, scenario.sizes)
+            nemesis = Nemesis(stack, service, embedded, nursery, views=http_views)
             if embedded is not None:
                 await embedded.run(nursery)
                 embedded_views = EmbeddedViews(embedded, model, scenario.embedded_rate)
                 nursery.start_soon(embedded_views.run, stop)
-            nursery.start_soon(
-                HttpViews(service.base_url, model, scenario.http_rate, scenario.sizes).run, stop
-            )
+            nursery.start_soon(http_views.run, stop)
             if scenario.stream_rate:
                 nursery.start_soon(feeder.run, stop)
             nursery.start_soon(probe.run, stop)

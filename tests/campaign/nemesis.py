@@ -5,12 +5,16 @@ transparent)."""
 
 from __future__ import annotations
 
+from collections.abc import Coroutine
+from typing import Any
+
 import attrs
 import trio
 
 from .schedule import Fault
 from .service import Embedded, Service
 from .stack import Stack
+from .traffic import EPOCHS, HttpViews
 
 
 @attrs.frozen
@@ -31,6 +35,7 @@ class Nemesis:
     injected: list[Injected] = attrs.Factory(list)
     locks: dict[str, trio.Lock] = attrs.Factory(dict)
     verbose: bool = True
+    views: HttpViews | None = None  # for the documented windows' epochs
 
     def busy(self, resource: str) -> bool:
         lock = self.locks.get(resource)
@@ -82,11 +87,34 @@ class Nemesis:
                 return await stack.drop_redis_clients(fault.flag, fault.pick)
             case "drop-postgres-sessions":
                 return await stack.drop_postgres_sessions()
+            case "restart-redis" if not stack.aof:
+                return await self._window(fault, stack.restart_redis(fault.duration, fault.pick))
             case "restart-redis":
                 return await stack.restart_redis(fault.duration, fault.pick)
+            case "flushall":
+                return await self._window(fault, stack.flushall())
+            case "maxmemory":
+                return await self._window(fault, stack.fill_redis(fault.duration), after=True)
             case "restart-postgres":
                 return await stack.restart_postgres(fault.duration, fault.flag)
         return await self._network(fault)
+
+    async def _window(
+        self, fault: Fault, inject: Coroutine[Any, Any, str], after: bool = False
+    ) -> str:
+        """A documented window: the views sent so far go to posts counted apart (a new epoch
+        starts, and the window waits for the answers of the requests already sent); with
+        `after`, so do those sent during the window."""
+        assert self.views is not None
+        model = self.views.model
+        if model.epoch + 2 >= EPOCHS:
+            inject.close()
+            raise RuntimeError("no epoch left for another documented window")
+        await self.views.answered(model.new_epoch(fault.kind))
+        detail = await inject
+        if after:
+            model.new_epoch(fault.kind)
+        return f"{detail}; epoch {model.epoch} from now on"
 
     async def _network(self, fault: Fault) -> str:
         proxies = self.stack.proxies[fault.target]

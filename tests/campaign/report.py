@@ -19,7 +19,8 @@ def render(results: list[RunResult], redis: str, scenario: str, seconds: float) 
     ready = [r.ready_after for r in results if r.ready_after is not None]
     v = [r.verdict for r in results]
     failed = [r for r in results if not r.ok]
-    where = "a Redis Cluster (3+3, AOF)" if redis == "cluster" else "a single Redis (AOF)"
+    aof = "no persistence" if scenario == "documented-windows" else "AOF"
+    where = f"a Redis Cluster (3+3, {aof})" if redis == "cluster" else f"a single Redis ({aof})"
     seeds = ", ".join(str(r.seed) for r in results[:8]) + (", ..." if len(results) > 8 else "")
     lines = [
         f"### {scenario} on {where}",
@@ -43,6 +44,8 @@ def render(results: list[RunResult], redis: str, scenario: str, seconds: float) 
         f"| views of unknown outcome (then sent again) | {sum(x.unknown for x in v)} |",
         f"| views lost | {sum(x.lost for x in v)} |",
         f"| views doubled | {sum(x.doubled for x in v)} |",
+        f"| views lost / counted again in documented windows (apart) | "
+        f"{sum(x.window_lost for x in v)} / {sum(x.window_doubled for x in v)} |",
         f"| API totals differing from PostgreSQL | {sum(x.api_mismatch for x in v)} |",
         f"| stream entries written | {sum(x.entries for x in v)} |",
         f"| entries never processed | {sum(x.entries_missing for x in v)} |",

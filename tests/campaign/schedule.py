@@ -32,7 +32,12 @@ KINDS: dict[str, tuple[str, str]] = {
     "net-reset": ("net", "network"),
     "net-half-open": ("net", "network"),
     "net-drop-reply": ("net", "network"),
+    # The windows the README documents, only in the scenario that names them (with a restart of
+    # a Redis without persistence): FLUSHALL, Redis past maxmemory.
+    "flushall": ("redis", "documented window"),
+    "maxmemory": ("redis", "documented window"),
 }
+WINDOWS = ("flushall", "maxmemory")
 NETWORK = tuple(k for k, (_, category) in KINDS.items() if category == "network")
 STALL = (0.5, 20.0)  # seconds a backend is SIGSTOPped, drawn log-uniformly
 NET = (1.0, 8.0)  # seconds a network fault lasts
@@ -92,6 +97,8 @@ def draw_fault(
     elif kind.startswith(("kill-", "restart-")):
         duration = rng.uniform(*DOWN)
         flag = rng.random() < 0.5
+    elif kind == "maxmemory":
+        duration = rng.uniform(1.0, 4.0)
     elif kind == "drop-redis-clients":
         flag = rng.random() < 0.3
     return Fault(index, kind, round(at, 3), round(duration, 3), target, rng.random(), level, flag)

@@ -83,6 +83,7 @@ class Stack:
     kind: str  # "single" or "cluster"
     dir: Path
     seed: int = 0
+    aof: bool = True  # False: the seed's `appendonly no` (a documented window)
     redis: RedisServer | RedisCluster = attrs.field(init=False)
     postgres: PostgresServer = attrs.field(init=False)
     redis_proxies: dict[int, FaultProxy] = attrs.Factory(dict)  # real port → its proxy
@@ -435,3 +436,45 @@ class Stack:
         await trio.sleep(down)
         await self._postgres_thread.run(self.postgres.start)
         return f"{'SIGKILL' if crash else 'fast shutdown'}, down {down:.1f} s"
+
+    # -- the documented windows (only where a scenario names them)
+
+    async def flushall(self) -> str:
+        def flush() -> str:
+            for port in self.redis_ports:
+                with contextlib.suppress(OSError, sync_redis.RedisError):
+                    client = _redis(port)
+                    try:
+                        if client.info("replication")["role"] == "master":
+                            client.flushall()
+                    finally:
+                        client.close()
+            return "every master flushed"
+
+        return await trio.to_thread.run_sync(flush)
+
+    async def fill_redis(self, seconds: float) -> str:
+        """A ballast without TTL takes Redis past maxmemory for `seconds`: volatile-lru evicts
+        dedup data, then writes are refused (OOM); then room again."""
+        assert isinstance(self.redis, RedisServer)
+        client = _redis(self.redis.port, 5)
+
+        def fill() -> int:
+            before = int(client.info("stats")["evicted_keys"])
+            client.set("campaign:ballast", b"x" * (6 * 1024 * 1024))
+            used = int(client.info("memory")["used_memory"])
+            client.config_set("maxmemory", used - 1024 * 1024)
+            return before
+
+        def empty(before: int) -> str:
+            client.delete("campaign:ballast")
+            client.config_set("maxmemory", "200mb")
+            evicted = int(client.info("stats")["evicted_keys"]) - before
+            return f"{seconds:.1f} s full, {evicted} keys evicted"
+
+        try:
+            before = await trio.to_thread.run_sync(fill)
+            await trio.sleep(seconds)
+            return await trio.to_thread.run_sync(lambda: empty(before))
+        finally:
+            client.close()

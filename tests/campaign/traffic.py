@@ -44,6 +44,8 @@ from kaleido.messages import (
 from .service import Embedded
 
 POSTS = 40
+EPOCH_POSTS = 100  # post ids of epoch e: 100 e + 1-40 (see ViewModel)
+EPOCHS = 12  # epochs whose posts 1-30 get rows
 POSTS_WITH_ROWS = 30  # views of posts 31-40 wait in post_view_backlog
 USERS = 5000
 REPEATS = 0.15  # share of views that repeat an acknowledged pair
@@ -60,18 +62,45 @@ Pair = tuple[int, int]
 
 @attrs.define
 class ViewModel:
-    """Every view sent and what its sender was told."""
+    """Every view sent and what its sender was told.
+
+    Views go to the posts of the current epoch (`EPOCH_POSTS * epoch` + 1-40). A documented
+    window (FLUSHALL, Redis without persistence dying, eviction) starts a new epoch: the views
+    it may cost are those of the epochs before, whose posts the checker counts apart; repeats
+    stay within an epoch."""
 
     seed: int
     acked: set[Pair] = attrs.Factory(set)
     unknown: set[Pair] = attrs.Factory(set)
     statuses: Counter[str] = attrs.Factory(Counter)
     skipped: int = 0  # ticks with IN_FLIGHT requests already out
+    epoch: int = 0
+    exposed: dict[int, str] = attrs.Factory(dict)  # epoch → the window that ended it
     _pool: list[Pair] = attrs.Factory(list)
     _rng: random.Random = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         self._rng = random.Random(f"views-{self.seed}")
+
+    def post(self, index: int) -> int:
+        """The `index`-th post (1-40) of the current epoch."""
+        return self.epoch * EPOCH_POSTS + index
+
+    def posts(self, exposed: bool | None = None) -> list[int]:
+        """Every post of every epoch so far (only those of exposed epochs, or of the others)."""
+        return [
+            e * EPOCH_POSTS + p
+            for e in range(self.epoch + 1)
+            if exposed is None or (e in self.exposed) == exposed
+            for p in range(1, POSTS + 1)
+        ]
+
+    def new_epoch(self, window: str) -> int:
+        """Count the current epoch's posts apart (`window` may cost their views); return it."""
+        self.exposed[self.epoch] = window
+        self.epoch += 1
+        self._pool = []
+        return self.epoch - 1
 
     def draw(self, size: int) -> list[Pair]:
         views = []
@@ -79,13 +108,14 @@ class ViewModel:
             if self._pool and self._rng.random() < REPEATS:
                 views.append(self._rng.choice(self._pool))
             else:
-                views.append((self._rng.randint(1, USERS), self._rng.randint(1, POSTS)))
+                views.append((self._rng.randint(1, USERS), self.post(self._rng.randint(1, POSTS))))
         return views
 
     def ack(self, views: list[Pair]) -> None:
         fresh = set(views) - self.acked
         self.acked |= fresh
-        self._pool.extend(fresh)
+        first = self.post(1)
+        self._pool.extend(v for v in fresh if first <= v[1] < first + POSTS)
 
     def expected(self) -> tuple[Counter[int], Counter[int]]:
         """Per post: the views that must count (acknowledged) and the most that may (also
@@ -104,6 +134,7 @@ class HttpViews:
     rate: float
     sizes: tuple[int, ...]
     in_flight: int = 0
+    in_flight_by_epoch: Counter[int] = attrs.Factory(Counter)
     _rng: random.Random = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
@@ -119,19 +150,27 @@ class HttpViews:
                 while not stop.is_set():
                     if self.in_flight < IN_FLIGHT:
                         views = self.model.draw(self._rng.choice(self.sizes))
-                        nursery.start_soon(self._send, http, views)
+                        nursery.start_soon(self._send, http, views, self.model.epoch)
                     else:
                         self.model.skipped += 1
                     tick += 1 / self.rate
                     await trio.sleep_until(tick)
 
-    async def _send(self, http: httpx.AsyncClient, views: list[Pair]) -> None:
+    async def _send(self, http: httpx.AsyncClient, views: list[Pair], epoch: int) -> None:
         self.in_flight += 1
+        self.in_flight_by_epoch[epoch] += 1
         try:
             status = await post_views(http, views)
         finally:
             self.in_flight -= 1
+            self.in_flight_by_epoch[epoch] -= 1
         record(self.model, views, status)
+
+    async def answered(self, epoch: int, timeout: float = REQUEST_TIMEOUT + 5) -> None:
+        """Until every request of `epoch` has its answer."""
+        with trio.move_on_after(timeout):
+            while self.in_flight_by_epoch[epoch] > 0:  # noqa: ASYNC110 - answers arrive
+                await trio.sleep(0.01)
 
 
 async def post_views(http: httpx.AsyncClient, views: list[Pair]) -> str:
