@@ -17,6 +17,9 @@ from .proxy import FaultProxy
 from .schedule import KINDS, WINDOWS, draw_schedule, only
 from .stack import Stack
 
+# The campaign starts its servers from a thread of its own that lives as long as they do.
+pytestmark = pytest.mark.filterwarnings("ignore:kaleido.devstack. a server started from a non-main")
+
 
 @pytest.fixture
 async def single(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[Stack]:
