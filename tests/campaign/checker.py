@@ -34,6 +34,7 @@ from kaleido.messages import (
     Tagging,
 )
 from kaleido.replies import as_text
+from kaleido.streams import dlq_list
 from kaleido.streams.consumer import MIN_IDLE
 from kaleido.streams.housekeeping import RECLAIM_INTERVAL
 
@@ -369,7 +370,14 @@ async def check_streams_clear(verdict: Verdict, backends: Backends) -> None:
         dead = int(await backends.redis.execute("XLEN", backends.keys.dlq(stream)))
         verdict.dead_lettered += dead
         if dead:
-            verdict.fail(f"{stream}: {dead} entries dead-lettered")
+            letters = await dlq_list(backends.redis, backends.keys, stream, 1000)
+            reasons = Counter(
+                f"{x.error_type}: {x.error} ({x.deliveries} deliveries)" for x in letters
+            )
+            verdict.fail(
+                f"{stream}: {dead} entries dead-lettered: "
+                + "; ".join(f"{n} × {reason}" for reason, n in reasons.most_common(3))
+            )
     if pending:
         verdict.fail(
             f"{len(pending)} entries still pending {PENDING_WITHIN:.0f} s after the "
