@@ -12,6 +12,7 @@ from kaleido.devstack import DevStack, RedisServer
 from kaleido.gateways import Backends
 from kaleido.messages import INSIGHTS_STREAM, InsightResult, Tagging, encode_insight
 from kaleido.settings import Settings
+from kaleido.streams import dlq_list
 
 from ..waiting import wait_until
 from .proxy import FaultProxy
@@ -64,6 +65,55 @@ async def test_a_result_read_again_after_its_reply_was_lost_does_not_undo_a_newe
     async with open_kaleido(settings):  # a restart: the consumer re-reads its pending entries
         await wait_until(lambda: processed(backends, older.decode()), timeout=10)
         assert await stored_tags(backends) == ["newer"]  # stream order: the newer result wins
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="every re-read of a pending entry after a PostgreSQL error counts as a delivery: "
+    "MAX_DELIVERIES errors of PostgreSQL while a valid entry waits dead-letter it (here an "
+    "entry that was applied the first time)",
+)
+async def test_postgresql_errors_do_not_dead_letter_a_valid_entry(
+    stack: DevStack, settings: Settings, backends: Backends, nursery: trio.Nursery
+) -> None:
+    proxy = FaultProxy(stack.postgres.port)
+    await nursery.start(proxy.run)
+    through_proxy = attrs.evolve(
+        settings, database_url=f"postgresql://postgres@127.0.0.1:{proxy.port}/kaleido"
+    )
+    stream = backends.keys.stream(INSIGHTS_STREAM)
+    async with open_kaleido(through_proxy):
+        # The reply to each statement on processed_messages (the one that applies the entry
+        # and records it, then the look-ups of a redelivery) is lost after it ran, until the
+        # entry has been delivered MAX_DELIVERIES + 1 times.
+        proxy.faults.drop_reply_to = b"processed_messages"
+        entry = (await backends.redis.execute("XADD", stream, "*", *flat(tagging("one")))).decode()
+
+        async def settled() -> bool:
+            """Acknowledged, after being applied or dead-lettered."""
+            dead = await backends.redis.execute("XLEN", backends.keys.dlq(INSIGHTS_STREAM))
+            return await pending_is_empty(backends, stream) and (
+                dead > 0 or await processed(backends, entry)
+            )
+
+        for _ in range(settings.max_deliveries + 1):
+            drops = proxy.dropped_replies
+
+            async def dropped_or_settled(drops: int = drops) -> bool:
+                return proxy.dropped_replies > drops or await settled()
+
+            await wait_until(dropped_or_settled, timeout=30)
+            proxy.faults.drop_reply_to = b"processed_messages"
+        proxy.faults.drop_reply_to = b""
+        await wait_until(settled, timeout=30)
+        letters = await dlq_list(backends.redis, backends.keys, INSIGHTS_STREAM)
+        assert not letters, [(x.error_type, x.error) for x in letters]
+        assert await processed(backends, entry)
+
+
+async def pending_is_empty(backends: Backends, stream: str) -> bool:
+    summary = await backends.redis.execute("XPENDING", stream, "backend-group")
+    return int(summary["pending"] if isinstance(summary, dict) else summary[0]) == 0
 
 
 def flat(fields: dict[str, str]) -> list[str]:
