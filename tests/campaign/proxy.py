@@ -20,6 +20,7 @@ import contextlib
 import random
 import socket
 import struct
+import traceback
 
 import attrs
 import trio
@@ -122,6 +123,12 @@ class FaultProxy:
     # -- forwarding
 
     async def _handle(self, client: trio.SocketStream) -> None:
+        try:
+            await self._connection(client)
+        except Exception:  # a bug of the proxy's: it drops that connection, not the campaign
+            traceback.print_exc()
+
+    async def _connection(self, client: trio.SocketStream) -> None:
         self.accepted += 1
         conn = _Connection(client)
         self.connections.add(conn)
@@ -136,9 +143,10 @@ class FaultProxy:
                 except OSError:
                     _reset(client)
                     return
+                upstream = conn.upstream
                 async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._pipe, conn, True, nursery.cancel_scope)
-                    nursery.start_soon(self._pipe, conn, False, nursery.cancel_scope)
+                    nursery.start_soon(self._pipe, conn, client, True, nursery.cancel_scope)
+                    nursery.start_soon(self._pipe, conn, upstream, False, nursery.cancel_scope)
         finally:
             self.connections.discard(conn)
             with trio.CancelScope(shield=True):
@@ -154,14 +162,20 @@ class FaultProxy:
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
 
-    async def _pipe(self, conn: _Connection, request: bool, scope: trio.CancelScope) -> None:
-        source = conn.client if request else conn.upstream
-        assert source is not None
+    async def _pipe(
+        self,
+        conn: _Connection,
+        source: trio.SocketStream,
+        request: bool,
+        scope: trio.CancelScope,
+    ) -> None:
+        """Forward what `source` sends (the upstream is passed in: `half_open` may already
+        have taken it off the connection)."""
         try:
             while data := await source.receive_some(CHUNK):
                 if not conn.half_open:  # else the client's side stays open and unanswered
                     await self._forward(conn, request, data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             pass
         if conn.half_open and not request:
             return  # the backend's side was closed on purpose; the client's stays open

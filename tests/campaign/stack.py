@@ -250,10 +250,16 @@ class Stack:
                 text = text.decode() if isinstance(text, bytes) else str(text)
                 info = info.decode() if isinstance(info, bytes) else str(info)
                 views = parse_cluster_nodes(text)
-                if "cluster_state:ok" not in info or any(
-                    v.port not in proxies or v.failing
-                    for v in views
-                    if self._real_port(v.port) in {n.port for n in self.redis.nodes if n.running}
+                link = client_info(node.port)
+                if (
+                    link is None
+                    or "cluster_state:ok" not in info
+                    or any(
+                        v.port not in proxies or v.failing
+                        for v in views
+                        if self._real_port(v.port)
+                        in {n.port for n in self.redis.nodes if n.running}
+                    )
                 ):
                     good = False
                     break
@@ -282,12 +288,32 @@ class Stack:
             with contextlib.suppress(OSError, sync_redis.RedisError):
                 probe = _redis(replica.port, 0.5)
                 try:
-                    if int(probe.info("replication").get("slave_repl_offset", -1)) >= written:
-                        return True
+                    info = probe.info("replication")
                 finally:
                     probe.close()
+                if (
+                    info.get("master_link_status") == "up"
+                    and int(info.get("slave_repl_offset", -1)) >= written
+                ):
+                    return True
             time.sleep(0.01)
         return False
+
+    def _pause_or_refuse(self, node: RedisClusterNode, hold: float) -> None:
+        """`_pause_until_replicated`, or unpause and refuse the fault: a master whose replica
+        lags (stalled, still syncing) would take acknowledged writes with it, which is Redis
+        Cluster's asynchronous replication, not Kaleido."""
+        if not self._pause_until_replicated(node, hold):
+            self._unpause(node)
+            raise RuntimeError(f"the replica of {node.port} is behind: not injected")
+
+    def _unpause(self, node: RedisClusterNode) -> None:
+        with contextlib.suppress(OSError, sync_redis.RedisError):
+            client = _redis(node.port)
+            try:
+                client.execute_command("CLIENT", "UNPAUSE")
+            finally:
+                client.close()
 
     def _pick_master(self, pick: float) -> RedisClusterNode:
         masters = self._masters()
@@ -330,24 +356,17 @@ class Stack:
                 self.redis.resume()
             return f"{seconds:.1f} s"
         node = await self._redis_thread.run(lambda: self._pick_master(pick))
-        caught_up = await self._redis_thread.run(
-            lambda: self._pause_until_replicated(node, seconds + 30)
-        )
+        await self._redis_thread.run(lambda: self._pause_or_refuse(node, seconds + 30))
         node.pause()
         try:
             await trio.sleep(seconds)
         finally:
             node.resume()
         await self._redis_thread.run(lambda: self._after_node_fault(node))
-        return f"{seconds:.1f} s, node {node.port}" + ("" if caught_up else ", replica behind")
+        return f"{seconds:.1f} s, node {node.port}"
 
     def _after_node_fault(self, node: RedisClusterNode) -> None:
-        with contextlib.suppress(OSError, sync_redis.RedisError):
-            client = _redis(node.port)
-            try:
-                client.execute_command("CLIENT", "UNPAUSE")
-            finally:
-                client.close()
+        self._unpause(node)
         self._wait_announced(60)
 
     async def restart_redis(self, down: float, pick: float) -> str:
@@ -361,12 +380,11 @@ class Stack:
             return f"down {down:.1f} s"
         node = await self._redis_thread.run(lambda: self._pick_master(pick))
 
-        def kill() -> bool:
-            caught_up = self._pause_until_replicated(node, 60)
+        def kill() -> None:
+            self._pause_or_refuse(node, 60)
             node.kill()
-            return caught_up
 
-        caught_up = await self._redis_thread.run(kill)
+        await self._redis_thread.run(kill)
         self.redis_proxies[node.port].reset_all()
         started = time.monotonic()
 
@@ -396,9 +414,7 @@ class Stack:
             self._wait_announced(max(1.0, cluster_ok - time.monotonic()))
 
         await self._redis_thread.run(rejoin)
-        return f"master {node.port}, failover in {took:.1f} s" + (
-            "" if caught_up else ", replica behind"
-        )
+        return f"master {node.port}, failover in {took:.1f} s"
 
     # -- PostgreSQL faults
 
@@ -478,3 +494,19 @@ class Stack:
             return await trio.to_thread.run_sync(lambda: empty(before))
         finally:
             client.close()
+
+
+def client_info(port: int) -> dict[str, object] | None:
+    """A node's INFO replication, or None while it is a replica whose link is not up (or it
+    does not answer)."""
+    try:
+        client = _redis(port, 0.5)
+        try:
+            info: dict[str, object] = client.info("replication")
+        finally:
+            client.close()
+    except (OSError, sync_redis.RedisError):
+        return None
+    if info.get("role") == "slave" and info.get("master_link_status") != "up":
+        return None
+    return info
