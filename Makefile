@@ -6,7 +6,7 @@ PYTHON ?= python3.11
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench deps clean container container-test
+.PHONY: run test lint bench deps clean container container-test torture
 
 $(STAMP): pyproject.toml scripts/bootstrap.sh
 	bash scripts/bootstrap.sh $(PYTHON) $(VENV)
@@ -36,6 +36,18 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+
+# `make torture`: the seeded fault campaign (tests/campaign, docs/campaign.md). MINUTES=30 runs
+# random seeds for that long (one run by default); SEED=… replays a seed, FAULTS=1,4,7 only
+# those faults of its schedule, SHRINK=1 looks for the smallest schedule that still fails;
+# SCENARIO=dropped-connections RUNS=50; REDIS=cluster; the report goes to
+# .state/campaign/REPORT.md, and with REFRESH=1 into docs/campaign-report.md too.
+torture: $(STAMP)
+	$(VENV)/bin/python -m tests.campaign \
+		$(if $(SCENARIO),--scenario $(SCENARIO)) $(if $(REDIS),--redis $(REDIS)) \
+		$(if $(MINUTES),--minutes $(MINUTES)) $(if $(RUNS),--runs $(RUNS)) \
+		$(if $(SEED),--seed $(SEED)) $(if $(FAULTS),--faults $(FAULTS)) \
+		$(if $(SHRINK),--shrink) $(if $(REFRESH),--refresh) $(ARGS)
 
 BENCH_STAMP := $(VENV)/.bench-installed
 

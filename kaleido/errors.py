@@ -28,7 +28,16 @@ class RedisUnavailable(TransientError):
 
 
 class PostgresUnavailable(TransientError):
-    """PostgreSQL could not be reached or did not answer in time."""
+    """PostgreSQL could not be reached or did not answer in time.
+
+    `statement` is True when PostgreSQL answered and refused this statement for now (a
+    timeout, a deadlock, a serialization failure: SQLSTATE classes 40, 53, 57): something the
+    statement's own data may cause again. False for a lost connection (class 08, a socket
+    error), which is never the data's doing."""
+
+    def __init__(self, message: str, *, statement: bool = False) -> None:
+        super().__init__(message)
+        self.statement = statement
 
 
 class CircuitOpen(TransientError):

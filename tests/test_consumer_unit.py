@@ -141,7 +141,8 @@ async def test_failures_are_retried_with_backoff_then_dead_lettered_after_max_de
     """PostgreSQL answers the probe but keeps failing on one entry: it is retried (its
     delivery count grows), holds back only itself, and past max_deliveries goes to the DLQ."""
     inbound, ledger = FakeInboundStream(), FakeLedger()
-    handler = RecordingHandler(failures={5: PostgresUnavailable("postgres: flaky on this one")})
+    timeout = PostgresUnavailable("postgres: canceling statement due to timeout", statement=True)
+    handler = RecordingHandler(failures={5: timeout})
     ids = [inbound.add(insight(m)) for m in (4, 5, 6)]
     async with running(inbound, ledger, handler, max_deliveries=3) as actor:
         await until(lambda: len(inbound.acked) == 3)

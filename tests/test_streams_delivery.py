@@ -345,7 +345,9 @@ async def test_a_failure_that_looks_transient_forever_ends_in_the_dlq(backends: 
     each retry, and past max_deliveries it is dead-lettered, unblocking the rest."""
     for media_id in (51, 52):
         await xadd(backends, INSIGHTS_STREAM, _insight(media_id))
-    handler = FailingHandler(PostgresUnavailable("postgres: flaky on this one"), 51)
+    handler = FailingHandler(
+        PostgresUnavailable("postgres: canceling statement due to timeout", statement=True), 51
+    )
     consumer = await _run_with(backends, handler, max_deliveries=3)
     letters = await dlq_list(backends.redis, backends.keys, INSIGHTS_STREAM)
     assert (letters[0].error_type, letters[0].deliveries) == ("MaxDeliveriesExceeded", 4)

@@ -98,7 +98,7 @@ def map_postgres_error(exc: BaseException) -> BaseException:
         sqlstate = getattr(exc, "sqlstate", None) or ""
         message = f"postgres: {type(exc).__name__} [{sqlstate}]: {exc}"
         if sqlstate.startswith(_TRANSIENT_SQLSTATE_PREFIXES):
-            return errors.PostgresUnavailable(message)
+            return errors.PostgresUnavailable(message, statement=not sqlstate.startswith("08"))
         return errors.PostgresQueryError(message, sqlstate=sqlstate)
     if isinstance(
         exc,

@@ -189,10 +189,11 @@ class StreamConsumer(Generic[M]):
             except PostgresUnavailable as exc:
                 self.counters.error("postgres_unavailable", exc)
                 outage = await self._wait_for_postgres()
-                # Retry what is still pending. After an outage, quietly: no fault of the
-                # entries', so it must not bring them closer to the DLQ. When PostgreSQL
-                # answered at once, the failure was the entry's own: that re-read counts.
-                self._cursor, self._quiet = "0", outage
+                # Retry what is still pending. After an outage or a lost connection, quietly:
+                # no fault of the entries', so it must not bring them closer to the DLQ. A
+                # statement refused for now while PostgreSQL answers at once may be the
+                # entry's own doing (a timeout it causes every time): that re-read counts.
+                self._cursor, self._quiet = "0", outage or not exc.statement
                 continue
             except TransientError as exc:  # Redis down, or its breaker open
                 self.counters.error("redis_unavailable", exc)
