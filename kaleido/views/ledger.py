@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import attrs
 
@@ -135,9 +135,22 @@ async def read_synced(
     return int(row["views"]), set(row["applied"])
 
 
-async def prune_batches(postgres: PostgresGateway, older_than_days: float) -> int:
+async def prune_batches(
+    postgres: PostgresGateway, older_than_days: float, keep: Sequence[str] = ()
+) -> int:
+    """Forget applied batch ids older than `older_than_days`, but never one in `keep` (the
+    batches still in flight in Redis); return how many rows went.
+
+    A row is what makes a batch apply once: it is read while the batch is in Redis (step 1 of
+    the next sync skips a batch whose row exists; exact reads ask which in-flight batches are
+    applied). Once the batch is deleted from Redis, nothing reads its row again. The age is a
+    margin for a syncer that read a batch and then stalled (its lock lost) while another
+    finished it: applying it after its row is gone would count it twice.
+    """
     result = await postgres.execute(
-        "DELETE FROM view_sync_batches WHERE applied_at < now() - $1 * interval '1 day'",
+        "DELETE FROM view_sync_batches WHERE applied_at < now() - $1 * interval '1 day' "
+        "AND NOT batch_id = ANY($2::uuid[])",
         older_than_days,
+        [uuid.UUID(b) for b in keep],
     )
     return int(result.split()[-1])

@@ -49,3 +49,4 @@ class SyncReport:
     journal_views: int = 0  # views replayed from the journal (taken while Redis was down)
     backlog_dropped_views: int = 0  # views of posts that never got a row, dropped (bounds)
     backlog_posts: int = -1  # posts without a row holding views after the sync (-1: unknown)
+    forgotten_batches: int = 0  # applied batch ids past their retention, pruned (bounds)

@@ -46,6 +46,9 @@ APPLY_CONCURRENCY = 2
 # and only this many posts' worth (README "Views of posts that do not exist").
 BACKLOG_MAX_AGE_DAYS = 7.0
 BACKLOG_MAX_POSTS = 100_000
+# Applied batch ids (view_sync_batches) are kept this long after their batch left Redis: far
+# beyond any sync run, so only a syncer stalled for a week could meet a forgotten batch id.
+BATCH_RETENTION_DAYS = 7.0
 
 
 @attrs.define
@@ -111,8 +114,21 @@ class ViewSync:
         pruned = await ledger.prune_backlog(self.postgres, BACKLOG_MAX_AGE_DAYS, BACKLOG_MAX_POSTS)
         if pruned.posts:
             log.warning("sync.backlog_pruned", posts=pruned.posts, views=pruned.views)
+        forgotten = await self._forget_old_batches()
         await self._end_takeover()
-        return attrs.evolve(report, backlog_dropped_views=pruned.views, backlog_posts=pruned.left)
+        return attrs.evolve(
+            report,
+            backlog_dropped_views=pruned.views,
+            backlog_posts=pruned.left,
+            forgotten_batches=forgotten,
+        )
+
+    async def _forget_old_batches(self) -> int:
+        """Prune view_sync_batches: rows older than BATCH_RETENTION_DAYS whose batch is no
+        longer in Redis (read after this run finished its own batches, under the lock, so
+        only a stalled syncer's batch can still be there, and it is kept)."""
+        in_flight = [batch_id for _, batch_id in await self.store.in_flight_batches()]
+        return await ledger.prune_batches(self.postgres, BATCH_RETENTION_DAYS, in_flight)
 
     async def _end_takeover(self) -> None:
         """Once v1's counters and batches are all synced, stop reading v1 keys."""
