@@ -11,6 +11,7 @@ values and is retried at the next tick; it never crashes the actor.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -57,6 +58,8 @@ class MetricsReporter:
     _last_sync_failures: float = attrs.field(default=0.0, init=False)
     _last_good: float | None = attrs.field(default=None, init=False)
     _nodes: set[str] = attrs.field(factory=set, init=False)
+    # The consumer groups of each stream as last sampled: series of a group that left go.
+    _groups: dict[str, set[str]] = attrs.field(factory=dict, init=False)
     # The last good sync by any process (Redis), as of the last sample.
     _shared_good: float | None = attrs.field(default=None, init=False)
 
@@ -192,8 +195,23 @@ class MetricsReporter:
             m.redis_node_memory_max.labels(node).set(f.maxmemory)
             m.redis_node_evicted_keys.labels(node).set(f.evicted_keys)
 
+    def _forget_groups(self, status: StreamStatus) -> None:
+        """A group deleted (XGROUP DESTROY, or by whoever owns an outbound stream's groups)
+        stops being exported and alerted on: label sets follow the groups there are now."""
+        m, s = self.metrics, status.stream
+        current = {g.name for g in status.groups}
+        for gone in self._groups.get(s, set()) - current:
+            for gauge in (m.stream_lag, m.stream_pending, m.stream_oldest_pending_age,
+                          m.stream_idle_consumers):  # fmt: skip
+                with contextlib.suppress(KeyError):
+                    gauge.remove(s, gone)
+            self.alerts.update(f"stream_lag:{s}:{gone}", False, stream=s, group=gone)
+            self.alerts.update(f"idle_consumers:{s}:{gone}", False, stream=s, group=gone)
+        self._groups[s] = current
+
     def _record_stream(self, status: StreamStatus) -> None:
         m, s = self.metrics, status.stream
+        self._forget_groups(status)
         m.stream_length.labels(s).set(status.length)
         for g in status.groups:
             m.stream_lag.labels(s, g.name).set(g.lag or 0)
