@@ -6,7 +6,7 @@ PYTHON ?= python3.11
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench deps clean container container-test torture
+.PHONY: run test lint bench deps clean container container-test torture soak
 
 $(STAMP): pyproject.toml scripts/bootstrap.sh
 	bash scripts/bootstrap.sh $(PYTHON) $(VENV)
@@ -58,6 +58,11 @@ $(BENCH_STAMP): $(STAMP) scripts/bench-deps.sh
 # The benchmarks (see benchmarks/__main__.py), after wrk and the bench extra are installed.
 bench: $(BENCH_STAMP)
 	$(VENV)/bin/python -m benchmarks $(ARGS)
+
+# `make soak MINUTES=30`: the service under 5,000 views/s over HTTP for that long (default 30),
+# its resident memory sampled; ARGS=--trace names what grows (benchmarks/soak.py, docs/bounds.md).
+soak: $(STAMP)
+	$(VENV)/bin/python -m benchmarks.soak --minutes $(or $(MINUTES),30) $(ARGS)
 
 clean:
 	rm -rf $(VENV) .state .pytest_cache .mypy_cache .ruff_cache

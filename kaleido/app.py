@@ -15,6 +15,7 @@ from typing import Any
 import attrs
 import trio
 
+from kaleido import memtrace
 from kaleido.embedded import Kaleido, open_kaleido
 from kaleido.http.app import bind_address, create_app, create_ops_app, server_limits
 from kaleido.http.auth import check_exposure
@@ -70,6 +71,8 @@ async def serve(
     async with open_kaleido(settings, demo=demo) as k, trio.open_nursery() as outer:
         if handle_signals:
             outer.start_soon(_watch_signals, stop)
+        if (trace_into := memtrace.folder()) is not None:  # a diagnostic switch, off by default
+            outer.start_soon(memtrace.dump_snapshots, trace_into)
         http_stop = trio.Event()
         async with trio.open_nursery() as listeners:
             limits = server_limits(settings)
