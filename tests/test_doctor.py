@@ -15,7 +15,9 @@ from kaleido.migrate import available_migrations
 from kaleido.ops.doctor import (
     BacklogFacts,
     Level,
+    Measure,
     check_backlog,
+    check_growth,
     check_outbox,
     check_scripts,
     check_streams,
@@ -302,3 +304,42 @@ async def test_the_doctor_reports_the_outbox(settings: Settings, backends: Backe
     text = output(result)
     assert result.returncode == 1
     assert re.search(r"PROBLEM  outbox: 1 announcements waiting, oldest 6\d\d s", text), text
+
+
+def test_growth_past_a_bound_is_a_warning_naming_what_enforces_it() -> None:
+    within, past, capped = check_growth(
+        [
+            Measure("view_sync_batches", 2.5, 8, "days old", "is a syncer running?", "12 rows"),
+            Measure("view_journal", 2_000_000, 1_000_000, "rows", "replayed at the next sync"),
+            Measure("processed_messages", 1_000_000, 2_000_000, "rows", capped=True),
+        ]
+    )
+    assert within.level is Level.OK and within.check == "growth view_sync_batches"
+    assert within.message == "2.5 days old of 8 days old at most (12 rows)" and not within.hint
+    assert past.level is Level.WARNING and past.hint == "replayed at the next sync"
+    assert past.message == "2,000,000 rows of 1,000,000 rows at most"
+    assert capped.message.startswith("over 1,000,000 rows")
+
+
+async def test_the_doctor_reports_sizes_against_their_bounds(
+    settings: Settings, backends: Backends
+) -> None:
+    await shipped_state(backends)
+    # Sync batch ids a month old: the syncs that prune them have not run.
+    await backends.postgres.execute(
+        "INSERT INTO view_sync_batches (batch_id, posts, views, applied_at) "
+        "SELECT gen_random_uuid(), 1, 1, now() - interval '30 days' FROM generate_series(1, 3)"
+    )
+    result = await kaleido(settings, "doctor", *FAST)
+    text = output(result)
+    assert (
+        "WARNING  growth view_sync_batches: 30 days old of 8 days old at most (3 rows)" in text
+    ), text
+    assert "is a syncer running?" in text
+    assert "OK       growth view_journal: 0 rows of 1,000,000 rows at most" in text
+    assert "OK       growth processed_messages: 0 days old" in text
+    assert re.search(r"OK       growth ml-insights-results:dlq: 0 dead letters of 100,100", text)
+    assert re.search(r"OK       growth post-image-processing: 0 entries of 10,100 entries", text)
+    assert "OK       growth console sessions: 0 hours to live" in text
+    assert "OK       growth journal replay markers: 0 markers" in text
+    assert result.returncode == 0  # a warning: nothing is lost yet

@@ -8,8 +8,9 @@ is easy to read and to test; `diagnose` gathers the facts.
 How errors behave: a server that cannot be reached is itself a problem finding; the checks that
 need it are skipped. Nothing here writes to Redis or PostgreSQL.
 
-Modules: ``findings`` (Finding, Level, the exit code), ``redis_checks`` and ``work_checks`` (the
-pure judges), ``gather`` (reading the facts: the only I/O), ``report`` (the terminal report).
+Modules: ``findings`` (Finding, Level, the exit code), ``redis_checks``, ``work_checks`` and
+``growth_checks`` (the pure judges; growth: sizes against their bounds, docs/bounds.md),
+``gather`` (reading the facts: the only I/O), ``report`` (the terminal report).
 """
 
 from kaleido.ops.doctor.findings import Finding, Level, exit_code, on_node
@@ -20,9 +21,12 @@ from kaleido.ops.doctor.gather import (
     SCAN_COUNT,
     diagnose,
     read_backlog,
+    read_pg_growth,
+    read_redis_growth,
     sample_keys,
     script_findings,
 )
+from kaleido.ops.doctor.growth_checks import Measure, check_growth
 from kaleido.ops.doctor.redis_checks import (
     LISTPACK_SETTING,
     NOT_CHECKED,
@@ -55,9 +59,11 @@ __all__ = [
     "Finding",
     "KeySample",
     "Level",
+    "Measure",
     "check_backlog",
     "check_dedup_memory",
     "check_dlq",
+    "check_growth",
     "check_keys",
     "check_memory",
     "check_outbox",
@@ -71,6 +77,8 @@ __all__ = [
     "on_node",
     "print_report",
     "read_backlog",
+    "read_pg_growth",
+    "read_redis_growth",
     "sample_keys",
     "script_findings",
 ]

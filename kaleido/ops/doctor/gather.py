@@ -16,10 +16,12 @@ from kaleido.errors import (
     RedisPermissionDenied,
 )
 from kaleido.gateways import FUNCTIONS, Backends, PostgresGateway, RedisGateway
+from kaleido.http.console.session import LIFETIME
 from kaleido.keys import KeyLayout
 from kaleido.messages import INBOUND_STREAMS
 from kaleido.migrate import available_migrations, schema_version
 from kaleido.ops.doctor.findings import Finding, Level, on_node
+from kaleido.ops.doctor.growth_checks import Measure, check_growth
 from kaleido.ops.doctor.redis_checks import (
     NOT_CHECKED,
     KeySample,
@@ -41,11 +43,16 @@ from kaleido.ops.limits import (
     STALE_SYNC_INTERVALS,
 )
 from kaleido.ops.redis_info import read_node_facts
-from kaleido.ops.streams import ALL_STREAMS, dlq_sizes, read_streams
+from kaleido.ops.streams import ALL_STREAMS, StreamStatus, dlq_sizes, read_streams
 from kaleido.outbox import PostgresOutbox
+from kaleido.outbox.publish import MARK_RETENTION
 from kaleido.redis_functions import library_problem, version
 from kaleido.redis_preflight import check_redis_rights
 from kaleido.redis_url import redis_credentials
+from kaleido.streams.housekeeping import PRUNE_INTERVAL, RETENTION
+from kaleido.streams.inbound import DLQ_MAXLEN
+from kaleido.views.journal import DONE_MARKER_RETENTION
+from kaleido.views.sync import BATCH_RETENTION_DAYS
 
 # Keys sampled by SCAN for the TTL checks: enough to see a pattern, cheap on a big keyspace.
 SAMPLE_SIZE = 2000
@@ -153,6 +160,116 @@ async def read_backlog(postgres: PostgresGateway) -> BacklogFacts:
     return BacklogFacts(int(row["posts"]), int(row["views"]), age)
 
 
+# Rows counted at most: a count stops here (a big table is not scanned whole to say it is big).
+COUNT_CAP = 1_000_000
+# Views journaled while Redis was down, replayed at the next sync once it is back: a journal
+# this large means a long outage, or syncs that cannot replay it.
+JOURNAL_BOUND = 1_000_000
+# MAXLEN ~ trims whole stream nodes (100 entries each by default): a stream may exceed its
+# MAXLEN by this much.
+TRIM_SLACK = 100
+# Relays sweep marks every 10 min (actors.outbox_relay.SWEEP_INTERVAL); a mark up to this much
+# older than MARK_RETENTION is still on schedule.
+SWEEP_SLACK = 3600.0
+_DAY = 86400.0
+
+# Per table: its rows (capped) and its oldest row's age in days (None when it is empty).
+_PG_GROWTH = """
+SELECT
+  (SELECT count(*) FROM (SELECT 1 FROM view_sync_batches LIMIT $1) t) AS batches,
+  (SELECT extract(epoch FROM now() - min(applied_at)) / 86400 FROM view_sync_batches)
+      AS batches_age,
+  (SELECT count(*) FROM (SELECT 1 FROM processed_messages LIMIT $1) t) AS processed,
+  (SELECT extract(epoch FROM now() - min(processed_at)) / 86400 FROM processed_messages)
+      AS processed_age,
+  (SELECT count(*) FROM (SELECT 1 FROM view_journal LIMIT $1) t) AS journal
+"""
+
+
+async def read_pg_growth(postgres: PostgresGateway) -> list[Measure]:
+    """Sizes and ages of the PostgreSQL tables that grow with traffic or time (the backlog and
+    the outbox have checks of their own)."""
+    row = await postgres.fetchrow(_PG_GROWTH, COUNT_CAP + 1)
+    batches, processed = int(row["batches"]), int(row["processed"])
+    return [
+        Measure(
+            "view_sync_batches", _age(row["batches_age"]), BATCH_RETENTION_DAYS + 1,
+            "days old", "each sync prunes ids past 7 days: is a syncer running? (`kaleido sync`)",
+            f"{_rows(batches)} rows",
+        ),
+        Measure(
+            "processed_messages", _age(row["processed_age"]),
+            (RETENTION + 2 * PRUNE_INTERVAL) / _DAY, "days old",
+            "each stream consumer prunes its rows hourly: are the consumers running?",
+            f"{_rows(processed)} rows",
+        ),
+        Measure(
+            "view_journal", min(int(row["journal"]), COUNT_CAP), JOURNAL_BOUND, "rows",
+            "views taken while Redis was down; the next sync replays them once Redis answers",
+            capped=int(row["journal"]) > COUNT_CAP,
+        ),
+    ]  # fmt: skip
+
+
+async def read_redis_growth(
+    redis: RedisGateway, keys: KeyLayout, statuses: list[StreamStatus], maxlen: int
+) -> list[Measure]:
+    """Streams, dead-letter queues, outbox marks, journal replay markers and console sessions
+    against their bounds."""
+    out = []
+    for s in statuses:
+        if s.inbound:
+            out.append(Measure(
+                f"{s.stream}:dlq", s.dlq_size, DLQ_MAXLEN + TRIM_SLACK, "dead letters",
+                "each dead letter is added with MAXLEN ~ 100000: something else writes here?",
+            ))  # fmt: skip
+        else:
+            out.append(Measure(
+                s.stream, s.length, maxlen + TRIM_SLACK, "entries",
+                "the relay adds with MAXLEN ~ KALEIDO_STREAM_MAXLEN: something else writes here?",
+            ))  # fmt: skip
+    outbound = [s.stream for s in statuses if not s.inbound]
+    calls: list[tuple[object, ...]] = [("TIME",)]
+    for stream in outbound:
+        calls += [("ZCARD", keys.outbox_marks(stream)),
+                  ("ZRANGE", keys.outbox_marks(stream), 0, 0, "WITHSCORES")]  # fmt: skip
+    replies = await redis.pipeline(calls)
+    now_ms = int(replies[0][0]) * 1000 + int(replies[0][1]) // 1000
+    for i, stream in enumerate(outbound):
+        count, oldest = int(replies[1 + 2 * i]), replies[2 + 2 * i]
+        age = (now_ms - float(oldest[1])) / 1000 / 3600 if oldest else 0.0
+        out.append(Measure(
+            f"{stream} outbox marks", round(age, 1), (MARK_RETENTION + SWEEP_SLACK) / 3600,
+            "hours old", "relays sweep marks past 24 h every 10 min: is a relay running?",
+            f"{count} marks",
+        ))  # fmt: skip
+    sizes = await redis.pipeline(
+        [("ZCARD", keys.replayed(q)) for q in range(keys.partitions)]
+        + [("HLEN", keys.console_sessions), ("PTTL", keys.console_sessions)]
+    )
+    markers = sum(int(n) for n in sizes[: keys.partitions])
+    out.append(Measure(
+        "journal replay markers", markers, JOURNAL_BOUND // 2000 * keys.partitions, "markers",
+        f"kept {DONE_MARKER_RETENTION // 3600} h, one per replay chunk and partition",
+    ))  # fmt: skip
+    sessions, ttl = int(sizes[-2]), int(sizes[-1])
+    hours = float("inf") if ttl == -1 else max(ttl, 0) / 3_600_000  # -1: no expiry at all
+    out.append(Measure(
+        "console sessions", round(hours, 1), (LIFETIME + 60) / 3600, "hours to live",
+        "every sign-in sets a 12 h expiry on the sessions hash (ops:sessions)",
+        f"{sessions} sessions",
+    ))  # fmt: skip
+    return out
+
+
+def _age(days: object) -> float:
+    return 0.0 if days is None else round(float(days), 1)  # type: ignore[arg-type]
+
+
+def _rows(n: int) -> str:
+    return f"over {COUNT_CAP:,}" if n > COUNT_CAP else f"{n:,}"
+
+
 def _unreachable(what: str, exc: BackendError) -> Finding:
     return Finding(what, Level.PROBLEM, f"cannot reach {what}: {exc}", "is it running?")
 
@@ -186,6 +303,8 @@ async def diagnose(backends: Backends, dlq_interval: float = DLQ_INTERVAL) -> li
         first_dlq = {s.stream: s.dlq_size for s in statuses if s.inbound}
         findings += check_keys(await sample_keys(redis, keys, stale_after), stale_after)
         findings += check_streams(statuses)
+        maxlen = backends.settings.stream_maxlen
+        findings += check_growth(await read_redis_growth(redis, keys, statuses, maxlen))
     except RedisPermissionDenied as exc:
         findings.append(_no_right(backends.settings.redis_url or "", exc))
     except BackendError as exc:
@@ -196,6 +315,7 @@ async def diagnose(backends: Backends, dlq_interval: float = DLQ_INTERVAL) -> li
         if applied is not None:
             findings += check_backlog(await read_backlog(backends.postgres))
             findings += check_outbox(await PostgresOutbox(backends.postgres).backlog())
+            findings += check_growth(await read_pg_growth(backends.postgres))
     except BackendError as exc:
         findings.append(_unreachable("PostgreSQL", exc))
     if first_dlq is not None:
