@@ -6,12 +6,15 @@ Two batches are in flight at once, so that preparing one (Python) overlaps Redis
 other; their order does not matter, since each view's dedup is decided atomically in Redis.
 While Redis is unreachable (or out of memory) a batch goes to the view journal in PostgreSQL
 instead (kaleido.views.journal), which the syncer replays through Redis' dedup once Redis is
-back. If PostgreSQL fails too, the batch is kept and retried (never dropped); the channel
-fills meanwhile, which is the backpressure that `record()` and `record_and_wait()` see.
+back. If PostgreSQL fails too, or the journal holds `journal_max_rows` views already, the
+batch is kept and retried (never dropped); the channel fills meanwhile, which is the
+backpressure that `record()` and `record_and_wait()` see.
 """
 
 from __future__ import annotations
 
+import contextlib
+import math
 from collections.abc import Callable
 
 import attrs
@@ -23,7 +26,7 @@ from kaleido.errors import RedisOutOfMemory, RedisPermissionDenied, TransientErr
 from kaleido.gateways import PostgresGateway
 from kaleido.logs import get_logger
 from kaleido.metrics import Metrics
-from kaleido.views.journal import journal_views
+from kaleido.views.journal import journal_size, journal_views
 from kaleido.views.model import RecordResult
 from kaleido.views.store import ViewStore
 from kaleido.views.tracker import Item, ViewRejected, Waiter
@@ -37,6 +40,11 @@ MAX_BATCH = 2000
 IN_FLIGHT = 2
 RETRY_BASE = 0.05
 RETRY_CAP = 2.0
+# Views the journal may hold (~130 B each with its indexes, so ~1.3 GB): an outage longer than
+# this absorbs is met with backpressure instead (docs/bounds.md). Its size is read at most
+# every JOURNAL_SIZE_EVERY seconds, so it may pass the bound by that much intake.
+JOURNAL_MAX_ROWS = 10_000_000
+JOURNAL_SIZE_EVERY = 10.0
 
 
 @attrs.define
@@ -52,9 +60,13 @@ class ViewIngester:
     on_journaled: Callable[[], None] | None = None
     max_batch: int = MAX_BATCH
     in_flight: int = IN_FLIGHT
+    journal_max_rows: int = JOURNAL_MAX_ROWS
+    journal_size_every: float = JOURNAL_SIZE_EVERY
     # Views whose batch is done (applied, journaled or failed): with the tracker's count of
     # views queued, it tells when everything queued has been dealt with.
     settled: int = attrs.field(default=0, init=False)
+    _journal_rows: int = attrs.field(default=0, init=False)
+    _journal_read_at: float = attrs.field(default=-math.inf, init=False)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run until the channel is closed and drained.
@@ -116,7 +128,7 @@ class ViewIngester:
                 flags, pending = await self.store.record(flat)
             # Refusals (maxmemory, an ACL changed under us) journal too: nothing is lost.
             except (TransientError, RedisOutOfMemory, RedisPermissionDenied) as exc:
-                if self.journal is not None:
+                if self.journal is not None and await self._journal_has_room(self.journal):
                     log.warning("ingest.using_journal", views=len(flat), error=str(exc))
                     flags = await self._write_journal(self.journal, flat)
                     self.metrics.views.labels("journaled").inc(len(flat))
@@ -131,6 +143,18 @@ class ViewIngester:
                     self.on_pending(pending)
                 break
         self._finish(batch, flat, flags)
+
+    async def _journal_has_room(self, journal: PostgresGateway) -> bool:
+        """Whether the journal holds fewer than `journal_max_rows` views, as last read (an
+        unreadable size leaves the last reading: the write itself will retry)."""
+        now = trio.current_time()
+        if now - self._journal_read_at >= self.journal_size_every:
+            self._journal_read_at = now
+            with contextlib.suppress(TransientError):
+                self._journal_rows = await journal_size(journal, self.journal_max_rows)
+            if self._journal_rows >= self.journal_max_rows:
+                log.warning("ingest.journal_full", rows=self._journal_rows)
+        return self._journal_rows < self.journal_max_rows
 
     async def _write_journal(
         self, journal: PostgresGateway, flat: list[tuple[int, int]]

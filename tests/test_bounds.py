@@ -5,11 +5,15 @@ clock is passed in (`now`) or rows are dated in the past; real Redis and Postgre
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 
+import attrs
 import pytest
 import trio
 
 from actors.metrics_reporter import MetricsReporter
+from actors.view_ingester import IN_FLIGHT, ViewIngester
+from kaleido.errors import RedisUnavailable
 from kaleido.gateways import Backends
 from kaleido.http.console.session import LIFETIME, Session
 from kaleido.http.console.store import FAILURE_WINDOW, LOCK_SECONDS, ConsoleStore
@@ -27,11 +31,13 @@ from kaleido.streams.ledger import PostgresLedger
 from kaleido.views import ledger
 from kaleido.views.dedup import Directories
 from kaleido.views.journal import REPLAY_CHUNK, JournalReplayer, journal_views
-from kaleido.views.store import NEARLY_FULL_HINTS
+from kaleido.views.store import NEARLY_FULL_HINTS, ViewStore
 from kaleido.views.sync import BACKLOG_MAX_AGE_DAYS, BATCH_RETENTION_DAYS
+from kaleido.views.tracker import Item, ViewTracker
 from kaleido.views.unknown_posts import KnownPosts, UnknownPostBudget
 
-from .views_helpers import store_of, sync_of
+from .views_helpers import pg_view_counts, store_of, sync_of
+from .waiting import wait_until
 
 pytestmark = pytest.mark.redis_kinds("single")
 
@@ -261,3 +267,54 @@ async def test_nearly_full_bucket_hints_stay_bounded(backends: Backends) -> None
     # Views still count, and buckets still split, once the hints were forgotten.
     flags, _ = await store.record([(u, 7) for u in range(1, 3001)])
     assert all(flags)
+
+
+@attrs.define
+class _RedisDown:
+    """The ingester's store while Redis refuses every call (`down`), then answers again."""
+
+    store: ViewStore
+    down: bool = True
+
+    async def record(self, views: Sequence[tuple[int, int]]) -> tuple[list[bool], int]:
+        if self.down:
+            raise RedisUnavailable("redis: refused by the test")
+        return await self.store.record(views)
+
+
+async def test_the_view_journal_stops_at_its_bound_and_nothing_is_lost(
+    backends: Backends,
+) -> None:
+    """A Redis outage longer than the journal absorbs: past `journal_max_rows` the views wait
+    in the channel (backpressure) instead, and reach Redis once it answers."""
+    bound, batch = 100, 20
+    redis = _RedisDown(store_of(backends))
+    send, receive = trio.open_memory_channel[Item](10_000)
+    ingester = ViewIngester(
+        redis,  # type: ignore[arg-type]  # only record() is called
+        receive,
+        Metrics(),
+        journal=backends.postgres,
+        max_batch=batch,
+        journal_max_rows=bound,
+        journal_size_every=0.0,
+    )
+    tracker = ViewTracker(send)
+    views = [(u, 1 + u % 5) for u in range(1, bound * TEN + 1)]
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(ingester.run)
+        assert tracker.record_many(views) == len(views)
+
+        async def journal_full() -> bool:
+            return await _count(backends, "view_journal") >= bound
+
+        await wait_until(journal_full)
+        for _ in range(20):  # the ingester keeps retrying; the journal does not grow
+            await trio.sleep(0.05)
+            assert await _count(backends, "view_journal") <= bound + batch * IN_FLIGHT
+        assert ingester.settled < len(views)
+        redis.down = False
+        tracker.close()
+    report = await sync_of(backends).run_once()
+    assert report.views == len(views) and report.journal_views > 0
+    assert sum((await pg_view_counts(backends)).values()) == len(views)

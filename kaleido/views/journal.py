@@ -33,6 +33,15 @@ REPLAY_CHUNK = 2000
 DONE_MARKER_RETENTION = 86400
 
 
+async def journal_size(postgres: PostgresGateway, cap: int) -> int:
+    """Rows in the journal, counted up to `cap` (an index-only scan of at most `cap` rows)."""
+    return int(
+        await postgres.fetchval(
+            "SELECT count(*) FROM (SELECT 1 FROM view_journal LIMIT $1) AS j", cap
+        )
+    )
+
+
 async def journal_views(postgres: PostgresGateway, views: Sequence[tuple[int, int]]) -> list[bool]:
     """Store views; return for each whether it is new (a pair already journaled is not)."""
     users = [u for u, _ in views]
