@@ -29,9 +29,9 @@ from kaleido.streams.housekeeping import RETENTION
 from kaleido.streams.inbound import RedisInboundStream
 from kaleido.streams.ledger import PostgresLedger
 from kaleido.views import ledger
-from kaleido.views.dedup import Directories
+from kaleido.views.dedup import NEARLY_FULL_HINTS, Directories, NearlyFull
 from kaleido.views.journal import REPLAY_CHUNK, JournalReplayer, journal_views
-from kaleido.views.store import NEARLY_FULL_HINTS, ViewStore
+from kaleido.views.store import ViewStore
 from kaleido.views.sync import BACKLOG_MAX_AGE_DAYS, BATCH_RETENTION_DAYS
 from kaleido.views.tracker import Item, ViewTracker
 from kaleido.views.unknown_posts import KnownPosts, UnknownPostBudget
@@ -259,14 +259,18 @@ def test_stream_metric_series_follow_the_groups_there_are() -> None:
 
 async def test_nearly_full_bucket_hints_stay_bounded(backends: Backends) -> None:
     """Hints of buckets about to split outlive their buckets; new users keep adding buckets."""
+    hints = NearlyFull()
+    reported = [(1, q, 4, a) for q in range(64) for a in range(NEARLY_FULL_HINTS * TEN // 64)]
+    for start in range(0, len(reported), 1000):
+        hints.add(reported[start : start + 1000])
+        assert len(hints) <= NEARLY_FULL_HINTS + 1000
+    # A store whose hints were forgotten still counts every view once and splits its buckets.
     store = store_of(backends)
-    hints = [(1, q, 4, a) for q in range(64) for a in range(NEARLY_FULL_HINTS * TEN // 64)]
-    for start in range(0, len(hints), 1000):
-        store._hint_nearly_full(hints[start : start + 1000])
-        assert len(store._nearly_full) <= NEARLY_FULL_HINTS + 1000
-    # Views still count, and buckets still split, once the hints were forgotten.
+    store._nearly_full = NearlyFull(size=1)
     flags, _ = await store.record([(u, 7) for u in range(1, 3001)])
     assert all(flags)
+    flags, _ = await store.record([(u, 7) for u in range(1, 3001)])
+    assert not any(flags)
 
 
 @attrs.define

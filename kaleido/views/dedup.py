@@ -20,6 +20,8 @@ half in the calls that touch them, and the script splits a bucket when it passes
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import attrs
 
 # Depth of every bucket of a new window: 16 buckets per partition and window.
@@ -112,3 +114,39 @@ class Directories:
         """Drop copies of windows that can no longer decide anything."""
         for key in [k for k in self.copies if k[1] < window]:
             del self.copies[key]
+
+
+# Nearly-full bucket hints kept per process (~100 B each, so 2 MB at most); past it they are
+# forgotten and learnt again from the next replies.
+NEARLY_FULL_HINTS = 20_000
+
+Bucket = tuple[int, int, int, int]  # (window, partition, depth, address)
+
+
+@attrs.define
+class NearlyFull:
+    """Buckets a record call reported nearly full, so that the next call touching one names
+    its other half (and the script may split it).
+
+    A hint outlives its bucket (split, evicted, or a window that ended without a stale
+    reply) and new users keep making buckets, so without a bound the set grew with traffic
+    (the soak's steady RSS rise). Past `size` hints they are all forgotten: a bucket is
+    reported again by the next call that touches it and splits one call later (buckets stay
+    far below the listpack limit meanwhile)."""
+
+    size: int = NEARLY_FULL_HINTS
+    buckets: set[Bucket] = attrs.Factory(set)
+
+    def __contains__(self, bucket: Bucket) -> bool:
+        return bucket in self.buckets
+
+    def __len__(self) -> int:
+        return len(self.buckets)
+
+    def add(self, reported: Iterable[Bucket]) -> None:
+        if len(self.buckets) >= self.size:
+            self.buckets.clear()
+        self.buckets.update(reported)
+
+    def forget_before(self, window: int) -> None:
+        self.buckets = {b for b in self.buckets if b[0] >= window}

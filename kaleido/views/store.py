@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import struct
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
@@ -24,6 +24,7 @@ from kaleido.views.dedup import (
     MAX_DEPTH,
     VIEW_HEADER,
     Directories,
+    NearlyFull,
     depth_in,
     low_bits,
     pack_pair,
@@ -34,9 +35,6 @@ from kaleido.views.legacy import LegacyKeys, LegacyViews
 # A call finds the caller's directory copy stale only when another process split a bucket
 # since it was read; a few refreshes always settle it.
 MAX_ADDRESS_ATTEMPTS = 8
-# Nearly-full bucket hints kept per process (~100 B each, so 2 MB at most); past it they are
-# forgotten and learnt again from the next replies.
-NEARLY_FULL_HINTS = 20_000
 
 BatchRef = tuple[int | None, str]
 
@@ -75,9 +73,8 @@ class ViewStore:
     _clock_offset_ms: int | None = attrs.field(default=None, init=False)
     _pending: dict[int, int] = attrs.field(factory=dict, init=False)
     _known_batches: dict[int, list[str]] = attrs.field(factory=dict, init=False)
-    # Buckets a record call reported nearly full: (window, partition, depth, address). A hint
-    # (the next call names their other halves, so they can split), at most NEARLY_FULL_HINTS.
-    _nearly_full: set[tuple[int, int, int, int]] = attrs.field(factory=set, init=False)
+    # Buckets a record call reported nearly full: the next call names their other halves.
+    _nearly_full: NearlyFull = attrs.field(factory=NearlyFull, init=False)
 
     def __attrs_post_init__(self) -> None:
         self.legacy = LegacyViews(self.redis, LegacyKeys(self.keys.prefix))
@@ -144,7 +141,7 @@ class ViewStore:
                 changed = iter(reply[5 : 5 + 2 * new_directories])
                 for group, directory in zip(changed, changed, strict=True):
                     self.directories.put(call[int(group) - 1][0], window, directory)
-                self._hint_nearly_full(
+                self._nearly_full.add(
                     (window, *buckets[int(index)]) for index in reply[5 + 2 * new_directories :]
                 )
             if not stale:
@@ -243,18 +240,6 @@ class ViewStore:
         args = [window, self.dedup_ttl * 1000, batch_id, now, b"".join(parts)]
         return keys, args, buckets
 
-    def _hint_nearly_full(self, reported: Iterable[tuple[int, int, int, int]]) -> None:
-        """Remember buckets reported nearly full, forgetting them all past NEARLY_FULL_HINTS.
-
-        A hint outlives its bucket (split, evicted, or a window that ended without a stale
-        reply) and new buckets keep coming with new users, so without a bound the set grew
-        with traffic (a steady RSS rise under load). Forgetting is harmless: a bucket is
-        reported again by the next call that touches it, and splits one call later (buckets
-        stay far below the listpack limit meanwhile)."""
-        if len(self._nearly_full) >= NEARLY_FULL_HINTS:
-            self._nearly_full.clear()
-        self._nearly_full.update(reported)
-
     async def _refresh_directories(self, partitions: list[int], window: int) -> None:
         """Read the directories of these partitions (this window and the previous one)."""
         k = self.keys
@@ -267,7 +252,7 @@ class ViewStore:
             self.directories.put(q, window, next(it))
             self.directories.put(q, window - 1, next(it))
         self.directories.forget_before(window - 1)
-        self._nearly_full = {b for b in self._nearly_full if b[0] >= window}
+        self._nearly_full.forget_before(window)
 
     async def _now_ms(self) -> int:
         """Redis' clock, as estimated from ours: the scripts decide by Redis `TIME`."""
