@@ -116,9 +116,10 @@ class Directories:
             del self.copies[key]
 
 
-# Nearly-full bucket hints kept per process (~100 B each, so 2 MB at most); past it they are
-# forgotten and learnt again from the next replies.
-NEARLY_FULL_HINTS = 20_000
+# Nearly-full bucket hints kept per process (~150 B each, so under 1 MB); past it they are
+# forgotten and learnt again from the next replies (a busy process relearns them every minute
+# or so, which delays each split by one call).
+NEARLY_FULL_HINTS = 5_000
 
 Bucket = tuple[int, int, int, int]  # (window, partition, depth, address)
 
