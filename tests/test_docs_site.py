@@ -55,7 +55,7 @@ def _layout() -> str:
 
 def top_level_modules() -> set[str]:
     kaleido = REPO / "kaleido"
-    modules = {p.name for p in kaleido.glob("*.py") if p.name != "__init__.py"}
+    modules = {p.name for p in kaleido.glob("*.py") if not p.name.startswith("__")}
     modules |= {f"{p.name}/" for p in kaleido.iterdir() if (p / "__init__.py").is_file()}
     return modules
 
