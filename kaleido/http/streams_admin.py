@@ -86,7 +86,7 @@ def replay_limit(request: Request) -> int:
     text = request.query_params.get("limit")
     if text is None:
         return REPLAY_LIMIT
-    if not text.isdigit() or not 1 <= int(text[:9]) <= REPLAY_LIMIT:
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text[:9]) <= REPLAY_LIMIT:
         raise BadRequest(f"limit: expected a whole number from 1 to {REPLAY_LIMIT}, "
                          f"got {text[:20]!r}")  # fmt: skip
     return int(text)

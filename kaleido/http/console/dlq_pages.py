@@ -48,7 +48,7 @@ def _entry_id(value: str, what: str) -> str:
 
 def _count(request: Request, name: str) -> int | None:
     value = request.query_params.get(name, "")
-    return int(value) if value.isdigit() and len(value) < 10 else None
+    return int(value) if value.isascii() and value.isdigit() and len(value) < 10 else None
 
 
 def _service(request: Request) -> Service:
