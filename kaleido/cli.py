@@ -34,7 +34,7 @@ from kaleido.http.auth import ROLES, check_exposure, mint_token
 from kaleido.logs import configure_logging, get_logger
 from kaleido.messages import INBOUND_STREAMS
 from kaleido.ops.doctor import DLQ_INTERVAL
-from kaleido.ops.streams import ENTRY_ID
+from kaleido.ops.streams import is_entry_id
 from kaleido.redis_admin import install_for, redis_acl_rule
 from kaleido.redis_functions import library
 from kaleido.secret_settings import read_secret
@@ -108,7 +108,7 @@ def _user_id(text: str) -> int:
 
 
 def _entry_id(text: str) -> str:
-    if not ENTRY_ID.match(text):
+    if not is_entry_id(text):
         raise argparse.ArgumentTypeError(
             f"expected a stream entry id like 1700000000000-0, got {text!r}"
         )

@@ -72,7 +72,8 @@ PATH_ID: Schema = {"type": "integer", "format": "int64", "minimum": 1, "maximum"
 ENTRY_ID: Schema = {
     "type": "string",
     "pattern": "^[0-9]{1,20}-[0-9]{1,20}$",
-    "description": "A Redis stream entry id, `<milliseconds>-<sequence>`.",
+    "description": "A Redis stream entry id, `<milliseconds>-<sequence>` (each part at most "
+    "2^64-1).",
     "examples": ["1700000000000-0"],
 }
 

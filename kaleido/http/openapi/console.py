@@ -124,8 +124,8 @@ PATHS: Schema = {
                     "name": "after",
                     "in": "query",
                     "required": False,
-                    "description": "The page after this entry.",
-                    "schema": ENTRY_ID,
+                    "description": "The page after this entry (empty: the first page).",
+                    "schema": {"anyOf": [ENTRY_ID, {"const": ""}]},
                 },
                 {
                     "name": "replayed",

@@ -29,6 +29,7 @@ def _nullable(kind: str) -> Schema:
 _URL = {
     "type": "string",
     "maxLength": MAX_URL_CHARS,
+    "pattern": "^https://",
     "description": (
         "A public https URL the ML service may fetch (no credentials, no private or loopback "
         "host; within KALEIDO_MEDIA_URL_PREFIXES when that is set)."
