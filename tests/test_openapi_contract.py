@@ -91,8 +91,9 @@ async def schemathesis(base: str, tokens: dict[str, str], where: Path) -> dict[s
         "--report", "json", "--report-json-path", str(report),
     ]  # fmt: skip
     env = {**os.environ, "NO_COLOR": "1"}
+    # In `where`: schemathesis keeps a cache in its working directory.
     done = await trio.run_process(command, capture_stdout=True, stderr=subprocess.STDOUT,
-                                  check=False, env=env)  # fmt: skip
+                                  check=False, env=env, cwd=where)  # fmt: skip
     output = done.stdout.decode(errors="replace")
     print(output)
     assert report.exists(), output
