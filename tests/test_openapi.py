@@ -16,6 +16,7 @@ from kaleido.http.app import create_app, create_ops_app
 from kaleido.http.openapi import documents, ops_document, public_document
 from kaleido.http.openapi.__main__ import render
 from kaleido.messages import INSIGHTS_STREAM
+from kaleido.streams.dlq import REPLAY_LIMIT
 
 from .conftest import REPO
 from .test_service import client, ops_client
@@ -111,3 +112,27 @@ async def test_a_non_ascii_digit_limit_is_a_400(running: Running) -> None:
         r = await ops.post(f"/v1/admin/dlq/{INSIGHTS_STREAM}/replay?limit=²", headers=headers)
     assert r.status_code == 400, r.text
     assert "limit" in r.json()["error"]
+
+
+async def test_entry_ids_past_64_bits_and_too_many_ids_are_400s(running: Running) -> None:
+    """Found by the contract test: an entry id part past 2^64-1 matched the pattern and Redis's
+    error reply became a 500; 10,000 ids took longer than a client waits; a bad `limit` was
+    ignored when ids were given."""
+    headers = {"Authorization": "Bearer test-admin-token-0123456789"}
+    replay = f"/v1/admin/dlq/{INSIGHTS_STREAM}/replay"
+    huge = "99999999999999999999-0"
+    async with ops_client(running) as ops:
+        r = await ops.post(replay, json={"ids": [huge]}, headers=headers)
+        assert r.status_code == 400 and "ids[0]" in r.json()["error"]
+        ids = [f"1700000000000-{n}" for n in range(REPLAY_LIMIT + 1)]
+        r = await ops.post(replay, json={"ids": ids}, headers=headers)
+        assert r.status_code == 400 and "limit" in r.json()["error"]
+        r = await ops.post(replay + "?limit=0", json={"ids": ids[:1]}, headers=headers)
+        assert r.status_code == 400 and "limit" in r.json()["error"]
+        r = await ops.post(replay, json={"ids": ids[:3] * 2}, headers=headers)
+        assert r.status_code == 200 and r.json()["replayed"] == 0  # none in the DLQ
+        page = await ops.get(f"/ops/dlq/{INSIGHTS_STREAM}?after={huge}", headers=headers)
+        assert page.status_code == 400
+        page = await ops.post(f"/ops/dlq/{INSIGHTS_STREAM}/replay/{huge}", headers=headers,
+                              data={"type": ""})  # fmt: skip
+        assert page.status_code == 400

@@ -37,7 +37,7 @@ from .waiting import wait_until
 SECRET = base64.b64encode(b"k" * 32).decode()
 SERVICE = "contract-service-token-0123456789"
 ADMIN = "contract-admin-token-0123456789"
-MAX_EXAMPLES = 8
+MAX_EXAMPLES = 6
 SEED = 24
 
 
