@@ -13,7 +13,7 @@ from kaleido.devstack import DevStack
 from kaleido.errors import TransientError
 from kaleido.gateways import Backends
 from kaleido.settings import Settings
-from kaleido.views import scripts
+from kaleido.views import ledger, scripts
 from kaleido.views.legacy import MOVE_V1, LegacyKeys
 from kaleido.views.store import ViewStore
 from kaleido.views.sync import ViewSync
@@ -136,3 +136,21 @@ async def test_a_lost_sync_commit_reply_applies_the_batch_once(
     assert await pg_view_counts(backends) == {5: 7}
     assert await backends.postgres.fetchval("SELECT count(*) FROM view_sync_batches") == 1
     assert await redis_leftovers(backends) == []
+
+
+async def test_a_batch_applied_again_folds_a_backlog_its_first_apply_left(
+    backends: Backends,
+) -> None:
+    """The batch committed with views of a post that got its row meanwhile, and the fold after
+    the commit never ran (its connection was lost): applying the batch again folds them."""
+    pg = backends.postgres
+    assert await ledger.apply_batch(pg, BATCH, {6: 4})  # no row yet: backlogged
+    await pg.execute("ALTER TABLE posts DISABLE TRIGGER USER")  # the fold at creation, missed
+    try:
+        await create_posts(backends, 6)
+    finally:
+        await pg.execute("ALTER TABLE posts ENABLE TRIGGER USER")
+    assert await pg.fetchval("SELECT views FROM post_view_backlog WHERE post_id = 6") == 4
+    assert not await ledger.apply_batch(pg, BATCH, {6: 4})
+    assert await pg.fetchval("SELECT view_count FROM posts WHERE post_id = 6") == 4
+    assert await pg.fetchval("SELECT count(*) FROM post_view_backlog") == 0
