@@ -142,11 +142,14 @@ class ViewSync:
                 moved = await store.take_batch(partition, batch_id, self.chunk_size)
                 # A stale move (its first run's batch was finished by another syncer while
                 # the reply was lost) moved nothing: try again with a new id.
-                if moved.taken == 0 and not moved.stale:
+                if moved.stale:
+                    continue
+                # Nothing moved: no counter left, or only counters that are not positive
+                # integers (they stay, and would be taken again and again).
+                if not moved.deltas:
                     break
-                if moved.deltas:
-                    failpoints.hit("sync.after_move")
-                    yield (partition, batch_id), moved.deltas
+                failpoints.hit("sync.after_move")
+                yield (partition, batch_id), moved.deltas
 
     async def _finish(
         self, ref: BatchRef, deltas: dict[int, int] | None = None
