@@ -167,10 +167,12 @@ class FakeInboundStream:
 
     async def dead_letter_and_ack(self, rejected: Sequence[Rejection], done: Sequence[str]) -> None:
         self._enter("dead_letter_and_ack", needs_group=False)
-        for r in rejected:
-            flat = encode_dead_letter(r, "2026-01-01T00:00:00.000000Z")
-            self.dead_letters.append(dict(zip(flat[::2], flat[1::2], strict=True)))
-        for entry_id in [*(r.entry_id for r in rejected), *done]:
+        for r in rejected:  # copied only by the call that acknowledges it, as the script does
+            if self.pending.pop(r.entry_id, None) is not None:
+                self.acked.append(r.entry_id)
+                flat = encode_dead_letter(r, "2026-01-01T00:00:00.000000Z")
+                self.dead_letters.append(dict(zip(flat[::2], flat[1::2], strict=True)))
+        for entry_id in done:
             if self.pending.pop(entry_id, None) is not None:
                 self.acked.append(entry_id)
 

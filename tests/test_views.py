@@ -290,3 +290,16 @@ async def test_views_of_posts_that_never_exist_are_bounded(backends: Backends) -
     assert [r["post_id"] for r in left] == [1, 2, 3, 4, 5, 6]
     report = await sync_of(backends).run_once()  # the syncer applies the same bounds
     assert (report.backlog_dropped_views, report.backlog_posts) == (0, 6)
+
+
+async def test_a_counter_that_is_not_a_number_does_not_stall_the_sync(backends: Backends) -> None:
+    """A counter written by hand as garbage stays where it is (readers see it); the sync moves
+    the others and ends, instead of taking the garbage again and again."""
+    await create_posts(backends, 1, 65)
+    store = store_of(backends)
+    await store.record([(1, 65), (2, 65)])
+    await backends.redis.execute("HSET", backends.keys.counts(1), "1", "abc")
+    with trio.fail_after(10):
+        await sync_of(backends).run_once()
+    assert await pg_view_counts(backends) == {65: 2}
+    assert await backends.redis.execute("HGETALL", backends.keys.counts(1)) == {b"1": b"abc"}

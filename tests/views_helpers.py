@@ -37,8 +37,8 @@ async def pg_view_counts(backends: Backends) -> dict[int, int]:
 
 # Keys that stay once everything is synced: dedup data and bookkeeping.
 _KEPT = re.compile(
-    rb"^(user:view:.*|view:layout|view:synced_at|view:sync:epoch|view:journal:done|"
-    rb"view:\{\d+\}:(seen:.*|dir:.*|epoch|replayed))$"
+    rb"^(user:view:.*|view:layout|view:synced_at|view:sync:(epoch|moved)|view:journal:done|"
+    rb"view:\{\d+\}:(seen:.*|dir:.*|epoch|replayed|moved))$"
 )
 
 
