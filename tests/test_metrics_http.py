@@ -9,9 +9,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from kaleido.app import Running
 from kaleido.messages import CONSUMER_GROUP, INBOUND_STREAMS, INSIGHTS_STREAM
 
+from .service_helpers import client, ops_client
 from .streams_helpers import dlq_len, xadd
-from .test_service import client, ops_client
-from .test_service import running as running  # the fixture
 from .views_helpers import create_posts
 from .waiting import wait_until
 

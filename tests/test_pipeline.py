@@ -34,8 +34,8 @@ from kaleido.messages import (
 )
 from kaleido.settings import Settings
 
-from .conftest import reset
 from .peer_schemas import problems
+from .service_helpers import reset
 from .streams_helpers import dlq_len, processed, xadd
 from .waiting import wait_until
 

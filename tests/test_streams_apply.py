@@ -26,9 +26,9 @@ from .streams_helpers import (
     post_status,
     processed,
     running,
-    wait_until,
     xadd,
 )
+from .waiting import wait_until
 
 pytestmark = pytest.mark.redis_kinds("single", "cluster")
 
@@ -242,7 +242,7 @@ FACE_COLUMNS = (
 
 
 async def _face_after(backends: Backends, order: list[tuple[str, dict[bytes, bytes]]]) -> Any:
-    from .conftest import reset
+    from .service_helpers import reset
 
     await reset(backends)
     async with running(backends, FACE_DETECTION_STREAM, FACE_RECOGNITION_STREAM):

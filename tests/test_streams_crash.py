@@ -11,7 +11,8 @@ from kaleido.messages import INSIGHTS_STREAM
 from kaleido.settings import Settings
 
 from .processes import free_port, kaleido_env, start_kaleido, wait_exit, wait_ready
-from .streams_helpers import pending_count, processed, wait_until, xadd
+from .streams_helpers import pending_count, processed, xadd
+from .waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -52,7 +53,7 @@ async def test_sigkill_after_commit_before_xack_applies_each_entry_once(
                 and await pending_count(backends, INSIGHTS_STREAM) == 0
             )
 
-        await wait_until(drained, seconds=15)
+        await wait_until(drained, timeout=15)
     finally:
         recovering.send_signal(signal.SIGTERM)
         assert await wait_exit(recovering, 20) == 0

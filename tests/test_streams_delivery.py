@@ -43,9 +43,9 @@ from .streams_helpers import (
     pending_count,
     processed,
     running,
-    wait_until,
     xadd,
 )
+from .waiting import wait_until
 
 pytestmark = pytest.mark.redis_kinds("single", "cluster")
 

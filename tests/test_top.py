@@ -21,9 +21,8 @@ from kaleido.settings import Settings
 from .cli_helpers import assert_no_traceback, kaleido, output
 from .conftest import REPO
 from .processes import kaleido_env
+from .service_helpers import client, ops_client
 from .streams_helpers import xadd
-from .test_service import client, ops_client
-from .test_service import running as running  # the fixture
 from .views_helpers import create_posts
 
 pytestmark = pytest.mark.redis_kinds("single", "cluster")

@@ -23,7 +23,7 @@ from kaleido.views.store import BatchRef, ViewStore
 from kaleido.views.sync import ViewSync
 from kaleido.views.totals import read_total
 
-from .conftest import reset
+from .service_helpers import reset
 from .views_helpers import create_posts, pg_view_counts, redis_leftovers
 
 pytestmark = pytest.mark.redis_kinds("single", "cluster")

@@ -15,8 +15,9 @@ from kaleido.messages import INSIGHTS_STREAM
 from kaleido.streams import dlq as dlq_module
 from kaleido.streams.dlq import REPLAY_LIMIT
 
+from ..service_helpers import ADMIN
 from ..waiting import wait_until
-from .conftest import ADMIN, address, connect, ops
+from .conftest import address, connect, ops
 
 REPLAY = f"/v1/admin/dlq/{INSIGHTS_STREAM}/replay"
 
