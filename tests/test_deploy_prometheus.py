@@ -5,9 +5,7 @@ thresholds of kaleido.ops.limits (those of the metrics reporter and `kaleido doc
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -28,6 +26,7 @@ from kaleido.settings import Settings
 from kaleido.views.sync import BACKLOG_MAX_POSTS
 
 from .conftest import REPO
+from .tools import require_tool
 
 PROMETHEUS = REPO / "deploy" / "prometheus"
 RULES = PROMETHEUS / "kaleido-rules.yml"
@@ -52,11 +51,7 @@ def alerts() -> dict[str, dict[str, Any]]:
 
 def promtool(*args: str | Path) -> str:
     """Run promtool; its output, or the test fails with it."""
-    found = shutil.which("promtool")
-    if found is None:
-        if os.environ.get("CI"):
-            pytest.fail("promtool not found: scripts/bootstrap.sh installs it (`make deps`)")
-        pytest.skip("promtool not found: `make deps` installs Debian's prometheus package")
+    found = require_tool("promtool", "`make deps` installs Debian's prometheus package")
     done = subprocess.run(
         [found, *map(str, args)], capture_output=True, text=True, timeout=60, cwd=REPO
     )
@@ -114,3 +109,24 @@ def test_thresholds_are_those_of_the_reporter_and_doctor() -> None:
         assert float(match.group(1)) == pytest.approx(figure), (name, expr)
     idle = found["KaleidoStreamIdleConsumers"]["annotations"]["description"]
     assert f"over {IDLE_LIMIT:g} s" in " ".join(idle.split())
+
+
+@pytest.mark.parametrize(
+    ("environ", "outcome"),
+    [
+        ({"CI": "true"}, pytest.fail.Exception),
+        ({"KALEIDO_REQUIRE_TOOLS": "1"}, pytest.fail.Exception),
+        ({"CI": "false"}, pytest.skip.Exception),
+        ({}, pytest.skip.Exception),
+    ],
+)
+def test_a_missing_promtool_fails_where_tools_are_required(
+    monkeypatch: pytest.MonkeyPatch, environ: dict[str, str], outcome: type[BaseException]
+) -> None:
+    monkeypatch.setenv("PATH", "")
+    for name in ("CI", "KALEIDO_REQUIRE_TOOLS"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(outcome, match="promtool not found"):
+        promtool("check", "rules", RULES)
