@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import attrs
 import pytest
@@ -80,5 +81,5 @@ async def running(settings: Settings) -> AsyncIterator[Running]:
         yield service
 
 
-def with_settings(settings: Settings, **changes: object) -> Settings:
+def with_settings(settings: Settings, **changes: Any) -> Settings:
     return attrs.evolve(settings, **changes)

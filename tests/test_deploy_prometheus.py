@@ -10,7 +10,6 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import attrs
 import pytest
 import yaml
 
@@ -38,7 +37,7 @@ THRESHOLDS = {
     "KaleidoRedisMemoryCritical": MEMORY_PROBLEM,
     "KaleidoStreamLagHigh": LAG_LIMIT,
     "KaleidoStreamPendingStuck": PENDING_AGE_LIMIT,
-    "KaleidoSyncStale": STALE_SYNC_INTERVALS * attrs.fields(Settings).sync_interval.default,
+    "KaleidoSyncStale": STALE_SYNC_INTERVALS * Settings().sync_interval,
     "KaleidoUnknownPostBacklogHigh": 0.8 * BACKLOG_MAX_POSTS,
 }
 _LAST_COMPARISON = re.compile(r"(?:>=?|<=?|==|!=)\s*([0-9.eE+]+)\s*$")

@@ -176,8 +176,8 @@ def generated_entry(rng: random.Random) -> dict[bytes, bytes]:
         elif kind < 0.6:
             value = str(rng.randint(-(2**70), 2**70)).encode()
         elif kind < 0.8:
-            value = json.dumps([rng.random() for _ in range(rng.choice([1, 3, 1408, 1409]))])
-            value = value.encode()
+            floats = [rng.random() for _ in range(rng.choice([1, 3, 1408, 1409]))]
+            value = json.dumps(floats).encode()
         else:
             value = rng.randbytes(rng.randint(0, 300))
         entry[name.encode()] = value

@@ -68,12 +68,12 @@ async def scrape(running: Running) -> dict[tuple[str, frozenset[tuple[str, str]]
             out[(sample.name, frozenset(sample.labels.items()))] = sample.value
     missing = []
     for name, label_sets in REQUIRED.items():
-        family = families.get(name)
-        if family is None:
+        required = families.get(name)
+        if required is None:
             missing.append(name)
             continue
         for labels in label_sets:
-            if not any(set(labels.items()) <= set(s.labels.items()) for s in family.samples):
+            if not any(set(labels.items()) <= set(s.labels.items()) for s in required.samples):
                 missing.append(f"{name}{labels}")
     assert not missing, missing
     return out

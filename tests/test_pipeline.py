@@ -179,7 +179,7 @@ async def test_a_profile_picture_enrols_a_known_face_that_later_posts_are_matche
     second_id = second.json()["requestId"]
 
     async def answered() -> bool:
-        return (
+        return bool(
             await pg.fetchval("SELECT correlation_id FROM user_face_embeddings WHERE user_id = 7")
             == second_id
         )

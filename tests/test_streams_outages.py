@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from functools import partial
 from typing import Any
 
 import trio
@@ -121,7 +122,7 @@ async def test_redis_restart_is_survived_without_a_crash(
         finally:
             stack.redis.start()
         for stream in ALL_STREAMS:
-            await wait_until(lambda s=stream: _try_xadd(backends, s, entry(s, 2)), timeout=15)
+            await wait_until(partial(_try_xadd, backends, stream, entry(stream, 2)), timeout=15)
         await wait_until(lambda: _all_applied(backends, 2), timeout=15)
     for consumer in consumers.values():
         assert consumer.stats.redis_errors >= 1 and consumer.stats.nogroup >= 1

@@ -15,6 +15,7 @@ import attrs
 import httpx
 import redis as sync_redis
 import trio
+from redis.typing import EncodableT, FieldT
 
 from kaleido.gateways import PostgresGateway, open_backends
 from kaleido.messages import CONSUMER_GROUP, INSIGHTS_STREAM
@@ -252,7 +253,7 @@ class EntryWorkload:
         try:
             while not stop.is_set():
                 media = self.next_media
-                fields = {
+                fields: dict[FieldT, EncodableT] = {
                     "mediaId": str(media),
                     "postId": str(media % 40 + 1),
                     "service": "tagging",

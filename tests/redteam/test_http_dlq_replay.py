@@ -5,6 +5,9 @@ says whether more remain, and stops when its client goes."""
 
 from __future__ import annotations
 
+from collections.abc import MutableMapping
+from typing import Any
+
 import httpx
 import pytest
 import trio
@@ -90,7 +93,7 @@ async def test_replay_all_stops_when_the_client_goes(
         await wait_until(started)
         await stream.aclose()  # the client goes while the replay runs
 
-        def stopped() -> list[dict[str, object]]:
+        def stopped() -> list[MutableMapping[str, Any]]:
             return [e for e in logs if e["event"] == "dlq.replay_stopped"]
 
         async def has_stopped() -> bool:
