@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import base64
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -36,11 +36,14 @@ from .report import Outcomes
 OUTCOMES = Outcomes()
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     """Each attack's outcome, for the suite's report (tests/redteam/report.py)."""
-    outcome = yield
-    OUTCOMES.record(item, outcome.get_result())
+    report = yield
+    OUTCOMES.record(item, report)
+    return report
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
