@@ -16,11 +16,12 @@ import attrs
 import trio
 
 from kaleido.embedded import Kaleido, open_kaleido
-from kaleido.http.app import bind_address, create_app, create_ops_app, server_limits
+from kaleido.http.app import create_app, create_ops_app, server_limits
 from kaleido.http.auth import check_exposure
 from kaleido.http.server import serve_http
 from kaleido.logs import get_logger
 from kaleido.service import Service
+from kaleido.setting_values import join_host_port
 from kaleido.settings import Settings
 
 log = get_logger("kaleido.app")
@@ -37,9 +38,12 @@ class Running:
     kaleido: Kaleido | None = None
 
 
-async def _watch_signals(stop: trio.Event) -> None:
-    # Listens until the end: a second signal (Ctrl-C reaches a worker and then its supervisor's
-    # SIGTERM follows) must not fall back to the default action and kill the drain.
+async def stop_on_signals(stop: trio.Event) -> None:
+    """Set `stop` on SIGINT or SIGTERM, until cancelled: the signal handling of `serve` and of
+    the worker supervisor (kaleido.workers), in one place.
+
+    Listens until the end: a second signal (Ctrl-C reaches a worker and then its supervisor's
+    SIGTERM follows) must not fall back to the default action and kill the drain."""
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for signum in signals:
             log.info("shutdown.signal", signal=signal.Signals(signum).name)
@@ -61,15 +65,15 @@ async def serve(
     check_exposure(settings)
     if listen_fds is None:
         binds = (
-            bind_address(settings.http_host, settings.http_port),
-            bind_address(settings.ops_host, settings.ops_port),
+            join_host_port(settings.http_host, settings.http_port),
+            join_host_port(settings.ops_host, settings.ops_port),
         )
     else:
         binds = (f"fd://{listen_fds[0]}", f"fd://{listen_fds[1]}")
     stop = trio.Event()
     async with open_kaleido(settings, demo=demo) as k, trio.open_nursery() as outer:
         if handle_signals:
-            outer.start_soon(_watch_signals, stop)
+            outer.start_soon(stop_on_signals, stop)
         http_stop = trio.Event()
         async with trio.open_nursery() as listeners:
             limits = server_limits(settings)

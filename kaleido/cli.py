@@ -27,6 +27,7 @@ from typing import Any
 import attrs
 import trio
 
+from kaleido.concurrency import unwrap
 from kaleido.dev_access import dev_redis_user, with_dev_urls, write_dev_urls
 from kaleido.devstack import dev_stack
 from kaleido.errors import ConfigError, KaleidoError
@@ -323,7 +324,7 @@ def guarded(run: Callable[[], int]) -> int:
     try:
         return run()
     except BaseException as raised:
-        error = _unwrap(raised)
+        error = unwrap(raised)
         if isinstance(error, KeyboardInterrupt):
             return 0
         if isinstance(error, ConfigError):
@@ -334,14 +335,6 @@ def guarded(run: Callable[[], int]) -> int:
             print(f"kaleido: {error}", file=sys.stderr)
             return 1
         raise
-
-
-def _unwrap(exc: BaseException) -> BaseException:
-    """The single error inside nested exception groups: trio wraps what leaves a nursery (the
-    backends' loop is one), and the user should see one line, not a group's traceback."""
-    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]
-    return exc
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -91,6 +91,11 @@ def host_port(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def join_host_port(host: str, port: int) -> str:
+    """HOST:PORT as `host_port` reads it back and hypercorn binds it (IPv6 hosts in brackets)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def partition_count(text: str) -> int:
     value = positive_int(text)
     if value > 1024 or value & (value - 1):

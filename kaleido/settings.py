@@ -82,10 +82,6 @@ class Settings:
         return load_settings(os.environ if environ is None else environ)
 
     @property
-    def http_bind(self) -> str:
-        return f"{self.http_host}:{self.http_port}"
-
-    @property
     def embedded(self) -> bool:
         """True when Kaleido must start its own private Redis and PostgreSQL."""
         return self.redis_url is None or self.database_url is None
@@ -238,7 +234,7 @@ def settings_to_env(settings: Settings) -> dict[str, str]:
         if name in ("http_bind", "ops_bind"):
             side = name.removesuffix("_bind")
             host, port = getattr(settings, f"{side}_host"), getattr(settings, f"{side}_port")
-            value: Any = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            value: Any = v.join_host_port(host, port)
         else:
             value = getattr(settings, name)
         if isinstance(value, tuple):

@@ -31,7 +31,7 @@ from pathlib import Path
 import attrs
 import trio
 
-from kaleido.app import Running, serve
+from kaleido.app import Running, serve, stop_on_signals
 from kaleido.backoff import Backoff
 from kaleido.http.auth import check_exposure
 from kaleido.logs import get_logger
@@ -109,7 +109,7 @@ class WorkerPool:
         """Run until a signal (or `stopping`); return the exit status for the supervisor."""
         async with trio.open_nursery() as outer:
             if handle_signals:
-                outer.start_soon(self._watch_signals)
+                outer.start_soon(stop_on_signals, self.stopping)
             async with trio.open_nursery() as workers:
                 for index in range(self.settings.workers):
                     workers.start_soon(self._keep, index)
@@ -171,12 +171,6 @@ class WorkerPool:
         if self.processes:
             log.warning("workers.killed", pids=[p.pid for p in self.processes.values()])
             self.signal_all(signal.SIGKILL)
-
-    async def _watch_signals(self) -> None:
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async for signum in signals:
-                log.info("shutdown.signal", signal=signal.Signals(signum).name)
-                self.stopping.set()
 
 
 def run_workers(settings: Settings, *, demo: bool = False) -> int:

@@ -17,7 +17,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import attrs
 import trio
@@ -27,11 +27,12 @@ from kaleido.gateways import Transaction
 from kaleido.messages import INSIGHTS_STREAM, Fields, IgnoredEntry, InsightResult, decode_insight
 from kaleido.messages.dlq import Rejection, encode_dead_letter
 from kaleido.outbox import Announcement, Backlog
-from kaleido.outbox.store import Publish
+from kaleido.outbox.publish import Announcer
+from kaleido.outbox.store import OutboxStore, Publish
 from kaleido.replies import id_key
 from kaleido.streams.handlers import NOTHING_STALE, Handler, Stale
-from kaleido.streams.inbound import Claimed, Entry, GroupPosition
-from kaleido.streams.ledger import Applied
+from kaleido.streams.inbound import Claimed, Entry, GroupPosition, InboundStream
+from kaleido.streams.ledger import Applied, EffectLedger
 
 M = TypeVar("M")
 
@@ -351,6 +352,19 @@ class FakeAnnouncer:
 
     async def sweep(self, retention: float = 0.0) -> int:
         return 0
+
+
+if TYPE_CHECKING:
+    # Each fake against the interface it stands in for: mypy (which checks tests/ too) fails
+    # here when a fake and its interface part ways. Never run.
+    def _stand_ins(
+        stream: FakeInboundStream,
+        ledger: FakeLedger,
+        handler: RecordingHandler,
+        outbox: FakeOutbox,
+        announcer: FakeAnnouncer,
+    ) -> tuple[InboundStream, EffectLedger, Handler[InsightResult], OutboxStore, Announcer]:
+        return stream, ledger, handler, outbox, announcer
 
 
 async def until(predicate: Callable[[], bool], timeout: float = 600.0) -> None:

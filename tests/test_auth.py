@@ -37,7 +37,7 @@ from kaleido.settings import Settings, settings_from_argv
 
 from .conftest import REPO
 from .processes import kaleido_env
-from .test_service import client, ops_client
+from .service_helpers import client, ops_client
 
 KEY = b"kaleidoscope-test-key-of-32-bytes!!"
 SECRET = base64.b64encode(KEY).decode()

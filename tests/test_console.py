@@ -18,10 +18,8 @@ from kaleido.messages import INSIGHTS_STREAM
 from kaleido.ops.streams import read_streams
 from kaleido.settings import Settings
 
+from .service_helpers import ADMIN, ADMIN_TOKEN, ops_client, serving
 from .streams_helpers import dlq_len, insight
-from .test_admin_http import RIGHT, TOKEN, serving
-from .test_service import ops_client
-from .test_service import running as running  # the fixture
 from .waiting import wait_until
 
 DLQ = f"/ops/dlq/{INSIGHTS_STREAM}"
@@ -45,7 +43,7 @@ async def dead_letter(backends: Backends, media_id: int, error_type: str = "Post
 async def signed_in(running: Running) -> AsyncIterator[tuple[httpx.AsyncClient, str]]:
     """An ops client with a session cookie, and the session's CSRF token."""
     async with ops_client(running) as http:
-        r = await http.post("/ops/login", data={"token": TOKEN, "next": "/ops/streams"})
+        r = await http.post("/ops/login", data={"token": ADMIN_TOKEN, "next": "/ops/streams"})
         assert r.status_code == 303 and r.headers["location"] == "/ops/streams", r.text
         page = await http.get("/ops/streams")
         found = re.search(r'name="csrf" value="([^"]+)"', page.text)
@@ -65,7 +63,7 @@ async def test_every_page_needs_the_admin_credential(running: Running, path: str
         wrong = await http.get(path, headers={"Authorization": "Bearer nope-nope"})
         assert wrong.status_code == 403 and "wrong token" in wrong.text
         assert wrong.headers["content-type"].startswith("text/html")
-        right = await http.get(path, headers=RIGHT)
+        right = await http.get(path, headers=ADMIN)
         assert right.status_code in (200, 303), right.text
         if right.status_code == 303:  # /ops/dlq picks a stream
             assert right.headers["location"].startswith("/ops/dlq/")
@@ -85,7 +83,7 @@ async def test_login_sets_a_strict_session_cookie_and_logout_ends_it(running: Ru
         bad = await http.post("/ops/login", data={"token": "nope", "next": "/ops/dlq"})
         assert bad.status_code == 401 and "neither the admin token" in bad.text
         assert "kaleido_ops" not in bad.headers.get("set-cookie", "")
-        evil = await http.post("/ops/login", data={"token": TOKEN, "next": "//evil.example/"})
+        evil = await http.post("/ops/login", data={"token": ADMIN_TOKEN, "next": "//evil.example/"})
         assert evil.status_code == 303 and evil.headers["location"] == "/ops"
         cookie = evil.headers["set-cookie"].lower()
         assert "httponly" in cookie and "samesite=strict" in cookie and "path=/ops" in cookie
@@ -110,9 +108,9 @@ async def test_without_an_admin_secret_the_console_is_disabled(settings: Setting
     async with serving(attrs.evolve(settings, admin_token=None)) as service:
         async with ops_client(service) as http:
             for path in ("/ops", "/ops/login", DLQ):
-                r = await http.get(path, headers=RIGHT)
+                r = await http.get(path, headers=ADMIN)
                 assert r.status_code == 403 and "console is disabled" in r.text, path
-            login = await http.post("/ops/login", data={"token": TOKEN})
+            login = await http.post("/ops/login", data={"token": ADMIN_TOKEN})
             assert login.status_code == 403
 
 

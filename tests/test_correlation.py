@@ -16,9 +16,8 @@ from kaleido.app import Running
 from kaleido.logs import configure_logging
 from kaleido.messages import INSIGHTS_STREAM, POST_IMAGE_STREAM, keeps_type, peer_fields
 
+from .service_helpers import client
 from .streams_helpers import dlq_len, insight, xadd
-from .test_service import client
-from .test_service import running as running  # the fixture
 from .waiting import wait_until
 
 pytestmark = pytest.mark.redis_kinds("single", "cluster")

@@ -18,9 +18,8 @@ from kaleido.messages import INSIGHTS_STREAM
 
 from .conftest import REPO
 from .promql_names import metric_names
+from .service_helpers import client, ops_client
 from .streams_helpers import dlq_len, xadd
-from .test_service import client, ops_client
-from .test_service import running as running  # the fixture
 from .views_helpers import create_posts
 from .waiting import wait_until
 

@@ -9,9 +9,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from kaleido.app import Running
 from kaleido.messages import CONSUMER_GROUP, INBOUND_STREAMS, INSIGHTS_STREAM
 
+from .service_helpers import client, ops_client
 from .streams_helpers import dlq_len, xadd
-from .test_service import client, ops_client
-from .test_service import running as running  # the fixture
 from .views_helpers import create_posts
 from .waiting import wait_until
 
@@ -69,12 +68,12 @@ async def scrape(running: Running) -> dict[tuple[str, frozenset[tuple[str, str]]
             out[(sample.name, frozenset(sample.labels.items()))] = sample.value
     missing = []
     for name, label_sets in REQUIRED.items():
-        family = families.get(name)
-        if family is None:
+        required = families.get(name)
+        if required is None:
             missing.append(name)
             continue
         for labels in label_sets:
-            if not any(set(labels.items()) <= set(s.labels.items()) for s in family.samples):
+            if not any(set(labels.items()) <= set(s.labels.items()) for s in required.samples):
                 missing.append(f"{name}{labels}")
     assert not missing, missing
     return out

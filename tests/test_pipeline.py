@@ -34,8 +34,8 @@ from kaleido.messages import (
 )
 from kaleido.settings import Settings
 
-from .conftest import reset
 from .peer_schemas import problems
+from .service_helpers import reset
 from .streams_helpers import dlq_len, processed, xadd
 from .waiting import wait_until
 
@@ -179,7 +179,7 @@ async def test_a_profile_picture_enrols_a_known_face_that_later_posts_are_matche
     second_id = second.json()["requestId"]
 
     async def answered() -> bool:
-        return (
+        return bool(
             await pg.fetchval("SELECT correlation_id FROM user_face_embeddings WHERE user_id = 7")
             == second_id
         )

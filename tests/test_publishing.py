@@ -20,7 +20,8 @@ from kaleido.messages import decode_post_media, decode_profile_picture
 from kaleido.posts import check_media_url
 from kaleido.settings import Settings, settings_from_argv
 
-from .conftest import reset, with_settings
+from .conftest import with_settings
+from .service_helpers import serving
 from .waiting import wait_until
 
 JSON = {"Content-Type": "application/json"}
@@ -42,14 +43,8 @@ TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 
 @pytest.fixture
 async def running(settings: Settings) -> AsyncIterator[Running]:
-    settings = with_settings(settings, stream_maxlen=MAXLEN)
-    async with trio.open_nursery() as nursery:
-        service: Running = await nursery.start(
-            lambda task_status: serve(settings, handle_signals=False, task_status=task_status)
-        )
-        await reset(service.service.backends)
+    async with serving(with_settings(settings, stream_maxlen=MAXLEN)) as service:
         yield service
-        service.stop.set()
 
 
 @pytest.fixture

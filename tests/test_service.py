@@ -2,47 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-import httpx
 import pytest
 import trio
 from structlog.testing import capture_logs
 
-from kaleido.app import Running, serve
+from kaleido.app import Running
 from kaleido.service import Service
-from kaleido.settings import Settings
 
-from .conftest import reset
+from .service_helpers import JSON, client, ops_client
 from .views_helpers import create_posts, pg_view_counts
 
 pytestmark = pytest.mark.redis_kinds("single", "cluster")
-
-
-@pytest.fixture
-async def running(settings: Settings) -> AsyncIterator[Running]:
-    async with trio.open_nursery() as nursery:
-        service: Running = await nursery.start(
-            lambda task_status: serve(settings, handle_signals=False, task_status=task_status)
-        )
-        await reset(service.service.backends)
-        yield service
-        service.stop.set()
-
-
-JSON = {"Content-Type": "application/json"}
-
-
-def client(running: Running) -> httpx.AsyncClient:
-    """A client of the public listener (the /v1 user routes)."""
-    base = "http://" + running.http_addresses[0].split("://")[-1]
-    return httpx.AsyncClient(base_url=base, timeout=10)
-
-
-def ops_client(running: Running) -> httpx.AsyncClient:
-    """A client of the ops listener (/metrics, the admin routes)."""
-    base = "http://" + running.ops_addresses[0].split("://")[-1]
-    return httpx.AsyncClient(base_url=base, timeout=10)
 
 
 async def test_health_and_readiness(running: Running) -> None:

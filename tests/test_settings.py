@@ -10,7 +10,8 @@ import pytest
 
 from kaleido.errors import ConfigError
 from kaleido.redis_url import parse_cluster_url
-from kaleido.settings import _OPTIONS, Settings, load_settings, redact_url, settings_from_argv
+from kaleido.secret_settings import redact_url
+from kaleido.settings import _OPTIONS, Settings, load_settings, settings_from_argv
 
 from .conftest import REPO
 

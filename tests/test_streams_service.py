@@ -12,9 +12,10 @@ from kaleido.messages import FACE_RECOGNITION_STREAM, INSIGHTS_STREAM
 from kaleido.settings import Settings
 from kaleido.streams import consumer_name
 
-from .conftest import reset
-from .streams_helpers import dlq_len, insight, running, wait_until, xadd
+from .service_helpers import reset
+from .streams_helpers import dlq_len, insight, running, xadd
 from .views_helpers import all_keys
+from .waiting import wait_until
 
 pytestmark = pytest.mark.redis_kinds("single", "cluster")
 
@@ -44,7 +45,7 @@ async def test_the_service_runs_the_three_consumers(settings: Settings) -> None:
         async def applied() -> bool:
             return await insight(backends, 8) is not None
 
-        await wait_until(applied, seconds=10)
+        await wait_until(applied, timeout=10)
         service.stop.set()  # the consumers return within a BLOCK period
     assert all(state.finished for state in actors.values())
 

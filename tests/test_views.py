@@ -12,7 +12,7 @@ from kaleido.gateways import Backends, open_backends
 from kaleido.settings import Settings
 from kaleido.views import ledger
 from kaleido.views.dedup import BUCKET_CAP
-from kaleido.views.store import last_synced
+from kaleido.views.store import ViewStore, last_synced
 from kaleido.views.totals import read_total
 
 from .conftest import with_settings
@@ -58,14 +58,14 @@ async def test_dedup_expires_after_the_ttl(backends: Backends) -> None:
     assert await backends.redis.execute("HGET", backends.keys.counts(50), "50") == b"2"
 
 
-async def test_two_racing_ingesters_count_a_view_once(backends: Backends, settings) -> None:
-    from kaleido.gateways import open_backends
-
+async def test_two_racing_ingesters_count_a_view_once(
+    backends: Backends, settings: Settings
+) -> None:
     async with open_backends(settings) as other:
         a, b = store_of(backends), store_of(other)
         results: list[list[bool]] = []
 
-        async def ingest(store, views) -> None:
+        async def ingest(store: ViewStore, views: list[tuple[int, int]]) -> None:
             results.append((await store.record(views))[0])
 
         views = [(u, 7) for u in range(1, 501)]
@@ -143,9 +143,9 @@ async def test_total_is_exact_between_every_step_of_a_sync(backends: Backends) -
     assert await pg_view_counts(backends) == {1: 13}
 
 
-async def test_two_syncers_without_the_lock_never_apply_twice(backends: Backends, settings) -> None:
-    from kaleido.gateways import open_backends
-
+async def test_two_syncers_without_the_lock_never_apply_twice(
+    backends: Backends, settings: Settings
+) -> None:
     await create_posts(backends, *range(1, 51))
     store = store_of(backends)
     async with open_backends(settings) as other:

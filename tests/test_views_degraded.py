@@ -11,7 +11,7 @@ from kaleido.breaker import BreakerState
 from kaleido.devstack import DevStack
 from kaleido.gateways import Backends
 
-from .test_service import client, running  # noqa: F401 - the fixture
+from .service_helpers import client
 from .views_helpers import create_posts, pg_view_counts, store_of, sync_of
 from .waiting import wait_until
 
@@ -23,7 +23,7 @@ async def journal_rows(backends: Backends) -> int:
 
 
 async def test_a_paused_redis_loses_and_doubles_nothing(
-    running: Running,  # noqa: F811
+    running: Running,
     stack: DevStack,
 ) -> None:
     backends = running.service.backends
@@ -54,7 +54,7 @@ async def test_a_paused_redis_loses_and_doubles_nothing(
 
 
 async def test_a_dead_redis_falls_back_and_recovers(
-    running: Running,  # noqa: F811
+    running: Running,
     stack: DevStack,
 ) -> None:
     backends = running.service.backends

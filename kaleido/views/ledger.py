@@ -141,11 +141,3 @@ async def read_synced(
         [uuid.UUID(b) for b in replayed or []],
     )
     return int(row["views"]), set(row["applied"])
-
-
-async def prune_batches(postgres: PostgresGateway, older_than_days: float) -> int:
-    result = await postgres.execute(
-        "DELETE FROM view_sync_batches WHERE applied_at < now() - $1 * interval '1 day'",
-        older_than_days,
-    )
-    return int(result.split()[-1])

@@ -25,7 +25,7 @@ import attrs
 import trio
 
 from kaleido import failpoints
-from kaleido.concurrency import first_error
+from kaleido.concurrency import raise_unwrapped
 from kaleido.errors import BackendError, RedisOutOfMemory
 from kaleido.gateways import PostgresGateway
 from kaleido.logs import get_logger
@@ -105,8 +105,7 @@ class ViewSync:
                         await slots.acquire()
                         nursery.start_soon(finish, ref, deltas)
         except BaseExceptionGroup as group:
-            exc = first_error(group)
-            raise exc from exc.__cause__  # its own cause, not the group
+            raise_unwrapped(group)
         for applied, posts, views in finished:
             report = self._add(report, applied, posts, views, recovered=False)
         pruned = await ledger.prune_backlog(self.postgres, BACKLOG_MAX_AGE_DAYS, BACKLOG_MAX_POSTS)

@@ -17,7 +17,8 @@ from kaleido.app import Running
 from kaleido.http.console.store import ATTEMPTS_PER_MINUTE
 from kaleido.settings import Settings
 
-from .conftest import ADMIN, ADMIN_TOKEN, ops, secured_settings, serving
+from ..service_helpers import ADMIN, ADMIN_TOKEN, serving
+from .conftest import ops, secured_settings
 
 WRONG = {"token": "not-the-admin-token-at-all"}
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}

@@ -5,6 +5,9 @@ says whether more remain, and stops when its client goes."""
 
 from __future__ import annotations
 
+from collections.abc import MutableMapping
+from typing import Any
+
 import httpx
 import pytest
 import trio
@@ -15,8 +18,9 @@ from kaleido.messages import INSIGHTS_STREAM
 from kaleido.streams import dlq as dlq_module
 from kaleido.streams.dlq import REPLAY_LIMIT
 
+from ..service_helpers import ADMIN
 from ..waiting import wait_until
-from .conftest import ADMIN, address, connect, ops
+from .conftest import address, connect, ops
 
 REPLAY = f"/v1/admin/dlq/{INSIGHTS_STREAM}/replay"
 
@@ -89,7 +93,7 @@ async def test_replay_all_stops_when_the_client_goes(
         await wait_until(started)
         await stream.aclose()  # the client goes while the replay runs
 
-        def stopped() -> list[dict[str, object]]:
+        def stopped() -> list[MutableMapping[str, Any]]:
             return [e for e in logs if e["event"] == "dlq.replay_stopped"]
 
         async def has_stopped() -> bool:

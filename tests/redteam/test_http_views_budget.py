@@ -11,8 +11,9 @@ from kaleido.app import Running
 from kaleido.settings import Settings
 from kaleido.views.unknown_posts import UNKNOWN_POST_VIEWS_PER_HOUR
 
+from ..service_helpers import serving
 from ..views_helpers import create_posts
-from .conftest import SERVICE, bearer, ops, public, secured_settings, serving, user_token
+from .conftest import SERVICE, bearer, ops, public, secured_settings, user_token
 
 BUDGET = 50
 
