@@ -72,6 +72,15 @@ def configure_logging(
     )
 
 
+def use_default_logging(fmt: str = "json") -> None:
+    """Configure logging as `configure_logging(fmt)` does (standard error) unless the process
+    already configured structlog: an embedding program routes or silences Kaleido's lines by
+    configuring structlog (or calling `configure_logging`) first; unconfigured, structlog would
+    print to standard output, which is the program's own (docs/embedding.md)."""
+    if not structlog.is_configured():
+        configure_logging(fmt)
+
+
 def _add_fields(**fields: Any) -> Any:
     def add(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
         event.update(fields)

@@ -16,6 +16,7 @@ import trio
 
 import kaleido
 from kaleido import open_kaleido
+from kaleido.app import service_of
 from kaleido.gateways import Backends
 from kaleido.settings import Settings
 from kaleido.supervisor import SupervisorGaveUp
@@ -73,8 +74,8 @@ async def test_record_read_and_sync_as_the_readme_shows(
 ) -> None:
     await create_posts(backends, 17)
     async with kaleido.open_kaleido(settings) as k:
-        assert k.views.record(42, 17) is True
-        result = await k.views.record_and_wait([(42, 17), (43, 17)])
+        assert k.views.record_nowait(42, 17) is True
+        result = await k.views.record([(42, 17), (43, 17)])
         assert (result.counted, result.duplicates) == (1, 1)  # 42 was queued first
         assert await k.views.total(17) == 2
         report = await k.sync_now()
@@ -94,7 +95,7 @@ async def test_a_cancelled_caller_loses_no_view(
     async def app() -> None:
         async with kaleido.open_kaleido(settings) as k:
             for user in range(1, 1001):
-                assert k.views.record(user, 5)
+                assert k.views.record_nowait(user, 5)
             queued.set()
             await trio.sleep_forever()
 
@@ -110,15 +111,13 @@ async def test_serve_starts_in_the_callers_nursery(
 ) -> None:
     async with trio.open_nursery() as nursery:
         running = await nursery.start(
-            lambda task_status: kaleido.serve(
-                settings, handle_signals=False, task_status=task_status
-            )
+            lambda task_status: kaleido.serve(settings, task_status=task_status)
         )
         base = "http://" + running.http_addresses[0].split("://")[-1]
         async with httpx.AsyncClient(base_url=base, timeout=10) as http:
             r = await http.post("/v1/views", json={"userId": 1, "postId": 3})
             assert r.status_code == 202
-        running.stop.set()
+        running.stop()
     assert await pg_view_counts(backends) == {3: 1}  # synced on the way out
 
 
@@ -142,7 +141,7 @@ async def test_actors_giving_up_end_the_callers_block_before_the_backends_close(
 
     with pytest.raises(BaseException) as caught:
         async with open_kaleido(settings) as k:
-            service = k.service
+            service = service_of(k)
             service.supervisor.max_crashes = 0
             await service.supervisor.start("crashing", crashing)
             waiting.set()

@@ -9,7 +9,7 @@ import pytest
 import trio
 from structlog.testing import capture_logs
 
-from kaleido.app import Running, serve
+from kaleido.app import Running, serve, service_of
 from kaleido.service import Service
 from kaleido.settings import Settings
 
@@ -23,11 +23,11 @@ pytestmark = pytest.mark.redis_kinds("single", "cluster")
 async def running(settings: Settings) -> AsyncIterator[Running]:
     async with trio.open_nursery() as nursery:
         service: Running = await nursery.start(
-            lambda task_status: serve(settings, handle_signals=False, task_status=task_status)
+            lambda task_status: serve(settings, task_status=task_status)
         )
-        await reset(service.service.backends)
+        await reset(service_of(service).backends)
         yield service
-        service.stop.set()
+        service.stop()
 
 
 JSON = {"Content-Type": "application/json"}
@@ -56,7 +56,7 @@ async def test_health_and_readiness(running: Running) -> None:
 
 
 async def test_views_api_round_trip(running: Running) -> None:
-    await create_posts(running.service.backends, 17)
+    await create_posts(service_of(running).backends, 17)
     async with client(running) as http:
         r = await http.post("/v1/views", json={"userId": 42, "postId": 17})
         assert r.status_code == 202 and r.json()["accepted"] == 1 and r.json()["counted"] == 1
@@ -73,7 +73,7 @@ async def test_views_api_round_trip(running: Running) -> None:
         assert sync.status_code == 200 and sync.json()["views"] == 2
     async with client(running) as http:
         assert (await http.get("/v1/posts/17/views")).json() == {"postId": 17, "views": 2}
-    assert await pg_view_counts(running.service.backends) == {17: 2}
+    assert await pg_view_counts(service_of(running).backends) == {17: 2}
 
 
 @pytest.mark.parametrize(

@@ -25,7 +25,7 @@ import jwt
 import pytest
 import trio
 
-from kaleido.app import Running, serve
+from kaleido.app import Running, serve, service_of
 from kaleido.http.middleware import RequestLimits
 from kaleido.http.server import ServerLimits, serve_http
 from kaleido.settings import Settings
@@ -75,11 +75,11 @@ def secured_settings(settings: Settings, **changes: Any) -> Settings:
 async def serving(settings: Settings) -> AsyncIterator[Running]:
     async with trio.open_nursery() as nursery:
         running: Running = await nursery.start(
-            lambda task_status: serve(settings, handle_signals=False, task_status=task_status)
+            lambda task_status: serve(settings, task_status=task_status)
         )
-        await reset(running.service.backends)
+        await reset(service_of(running).backends)
         yield running
-        running.stop.set()
+        running.stop()
 
 
 @pytest.fixture
