@@ -285,7 +285,6 @@ def test_no_import_cycle_at_all() -> None:
 # Every deferred import of one of Kaleido's modules, and why it waits: a new one must be added
 # here, so that none hides a cycle or a layer breach (both tests above count them anyway).
 DEFERRED = {
-    ("kaleido", "kaleido.app"): "the HTTP stack loads only for those who serve HTTP",
     ("kaleido.cli", "kaleido.commands"): "the ops commands' backends load only for them",
     ("kaleido.cli", "kaleido.workers"): "the worker supervisor loads only with --workers N",
     ("kaleido.cli", "kaleido.app"): "the service loads only for `kaleido run`",
