@@ -381,8 +381,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     (
         "kaleido.views", "kaleido.posts", "kaleido.outbox", "kaleido.streams",
         "kaleido.profiles", "kaleido.lock", "kaleido.flagging", "kaleido.migrate",
-        "kaleido.redis_functions", "kaleido.redis_preflight", "kaleido.redis_acl",
-        "kaleido.redis_admin", "kaleido.ops",
+        "kaleido.migrations", "kaleido.redis_functions", "kaleido.redis_preflight",
+        "kaleido.redis_acl", "kaleido.redis_admin", "kaleido.ops",
     ),
     ("actors",),
     (COMPOSITION_ROOT,),
@@ -393,12 +393,19 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "kaleido.app", "kaleido.workers", "kaleido.commands", "kaleido.devstack",
         "kaleido.dev_access",
     ),
-    # entry points: the command line, the pytest plugin, the package
-    ("kaleido.cli", "kaleido.testing", "kaleido"),
+    # entry points: the command line, the pytest plugin
+    ("kaleido.cli", "kaleido.testing"),
 )  # fmt: skip
 
 
+# The package itself imports nothing when loaded (each public name loads its module on first
+# use), so any module may read `kaleido.__version__`: it sits below everything.
+PACKAGE_ROOT = "kaleido"
+
+
 def layer_of(name: str) -> int | None:
+    if name == PACKAGE_ROOT:
+        return 0
     best: tuple[int, int] | None = None  # (prefix length, layer)
     for index, layer in enumerate(LAYERS):
         for prefix in layer:
