@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 import httpx
 import trio
 
-from kaleido.app import Running, serve
+from kaleido.app import Running, serve, service_of
 from kaleido.gateways import Backends
 from kaleido.settings import Settings
 
@@ -39,11 +39,11 @@ async def serving(settings: Settings) -> AsyncIterator[Running]:
     """The service on `settings`, ready, on emptied backends; stopped when the block ends."""
     async with trio.open_nursery() as nursery:
         running: Running = await nursery.start(
-            lambda task_status: serve(settings, handle_signals=False, task_status=task_status)
+            lambda task_status: serve(settings, task_status=task_status)
         )
-        await reset(running.service.backends)
+        await reset(service_of(running).backends)
         yield running
-        running.stop.set()
+        running.stop()
 
 
 def client(running: Running) -> httpx.AsyncClient:

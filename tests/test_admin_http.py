@@ -6,7 +6,7 @@ from __future__ import annotations
 import attrs
 import pytest
 
-from kaleido.app import Running
+from kaleido.app import Running, service_of
 from kaleido.messages import INSIGHTS_STREAM, POST_IMAGE_STREAM
 from kaleido.settings import Settings
 
@@ -50,7 +50,7 @@ async def test_no_configured_token_disables_the_admin_routes(settings: Settings)
 
 
 async def test_streams_overview(running: Running) -> None:
-    backends = running.service.backends
+    backends = service_of(running).backends
     await xadd(backends, INSIGHTS_STREAM, {"service": "tagging"})  # undecodable: dead-lettered
 
     async def dead_lettered() -> bool:
@@ -76,7 +76,7 @@ async def test_streams_overview(running: Running) -> None:
 async def test_replay_puts_dead_letters_back_and_the_consumer_applies_them(
     running: Running,
 ) -> None:
-    backends = running.service.backends
+    backends = service_of(running).backends
     dlq_key = backends.keys.dlq(INSIGHTS_STREAM)
     # Dead letters as the consumer writes them: the original fields plus the failure.
     ids = []
@@ -131,7 +131,7 @@ async def test_bad_replay_requests_get_a_clear_4xx(
 
 
 async def test_admin_sync_syncs(running: Running) -> None:
-    backends = running.service.backends
+    backends = service_of(running).backends
     await backends.postgres.execute("INSERT INTO posts (post_id, user_id) VALUES (90, 1)")
     async with client(running) as public, ops_client(running) as http:
         view = await public.post("/v1/views", json={"userId": 1, "postId": 90})

@@ -254,10 +254,10 @@ async def secured(settings: Settings, backends: Backends) -> AsyncIterator[Runni
     )
     async with trio.open_nursery() as nursery:
         running: Running = await nursery.start(
-            lambda task_status: serve(settings, handle_signals=False, task_status=task_status)
+            lambda task_status: serve(settings, task_status=task_status)
         )
         yield running
-        running.stop.set()
+        running.stop()
 
 
 # Each credential, as a header (None: no header).

@@ -12,7 +12,7 @@ import attrs
 import httpx
 import pytest
 
-from kaleido.app import Running
+from kaleido.app import Running, service_of
 from kaleido.gateways import Backends
 from kaleido.messages import INSIGHTS_STREAM
 from kaleido.ops.streams import read_streams
@@ -117,7 +117,7 @@ async def test_without_an_admin_secret_the_console_is_disabled(settings: Setting
 async def test_posts_without_the_csrf_token_or_from_elsewhere_are_refused(
     running: Running,
 ) -> None:
-    backends = running.service.backends
+    backends = service_of(running).backends
     entry = await dead_letter(backends, 601)
     async with signed_in(running) as (http, csrf):
         path = f"{DLQ}/replay/{entry}"
@@ -138,7 +138,7 @@ async def test_posts_without_the_csrf_token_or_from_elsewhere_are_refused(
 
 
 async def test_hostile_fields_are_shown_escaped(running: Running) -> None:
-    backends = running.service.backends
+    backends = service_of(running).backends
     await dead_letter(
         backends, 602, error_type="<b>Bad</b>",
         caption="<script>alert(1)</script>", note='"><img src=x onerror=alert(2)>',
@@ -155,7 +155,7 @@ async def test_hostile_fields_are_shown_escaped(running: Running) -> None:
 
 
 async def test_replay_one_and_replay_selected(running: Running) -> None:
-    backends = running.service.backends
+    backends = service_of(running).backends
     ids = [await dead_letter(backends, media_id) for media_id in (611, 612, 613)]
     async with signed_in(running) as (http, csrf):
         one = await http.post(f"{DLQ}/replay/{ids[0]}", data={"csrf": csrf})
@@ -179,7 +179,7 @@ async def test_replay_one_and_replay_selected(running: Running) -> None:
 async def test_purge_needs_the_typed_confirmation_and_keeps_later_letters(
     running: Running,
 ) -> None:
-    backends = running.service.backends
+    backends = service_of(running).backends
     for media_id in (621, 622):
         await dead_letter(backends, media_id)
     async with signed_in(running) as (http, csrf):
@@ -201,7 +201,7 @@ async def test_purge_needs_the_typed_confirmation_and_keeps_later_letters(
 
 
 async def test_filter_by_error_type_and_paging(running: Running) -> None:
-    backends = running.service.backends
+    backends = service_of(running).backends
     for i in range(60):
         await dead_letter(backends, 1000 + i, error_type="PostgresUnavailable")
     rare = [await dead_letter(backends, 2000 + i, error_type="DecodeError") for i in range(5)]
@@ -223,14 +223,14 @@ async def test_filter_by_error_type_and_paging(running: Running) -> None:
 
 
 async def test_the_overview_draws_the_reporters_history(running: Running) -> None:
-    backends = running.service.backends
+    backends = service_of(running).backends
 
     async def grouped() -> bool:
         statuses = await read_streams(backends.redis, backends.keys, (INSIGHTS_STREAM,))
         return bool(statuses[0].groups)
 
     await wait_until(grouped)  # the consumer makes its group again after the reset
-    reporter = running.service.reporter
+    reporter = service_of(running).reporter
     assert reporter is not None and reporter.history is not None
     before = len(reporter.history)
     assert await reporter.sample_once()

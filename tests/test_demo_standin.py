@@ -12,7 +12,7 @@ import pytest
 import trio
 from attrs import AttrsInstance
 
-from kaleido.app import Running, serve
+from kaleido.app import Running, _serve, service_of
 from kaleido.demo.aggregator import aggregate
 from kaleido.demo.answers import answers, spoils
 from kaleido.demo.faces import KnownFace, KnownFaces, face_id, seen_face, user_face
@@ -293,11 +293,9 @@ async def test_serve_with_demo_fills_the_streams(settings: Settings, backends: B
     # `backends` has reset both servers: no reset once the demo writes (TRUNCATE would race it).
     async with trio.open_nursery() as nursery:
         running: Running = await nursery.start(
-            lambda task_status: serve(
-                settings, handle_signals=False, demo=True, task_status=task_status
-            )
+            lambda task_status: _serve(settings, demo=True, task_status=task_status)
         )
-        actors = running.service.supervisor.actors
+        actors = service_of(running).supervisor.actors
         assert actors["demo-ml-standin"].running and actors["demo-traffic"].running
         # A post every ~2 s, answered by the stand-in: every stream moves and every table fills.
         await wait_until(_xlen_at_least(backends, FACE_DETECTION_STREAM, 1), timeout=20)
@@ -320,4 +318,4 @@ async def test_serve_with_demo_fills_the_streams(settings: Settings, backends: B
             )
 
         await wait_until(every_table_filled, timeout=90)
-        running.stop.set()
+        running.stop()

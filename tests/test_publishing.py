@@ -12,7 +12,7 @@ import httpx
 import pytest
 import trio
 
-from kaleido.app import Running, serve
+from kaleido.app import Running, serve, service_of
 from kaleido.devstack import DevStack
 from kaleido.errors import ConfigError
 from kaleido.gateways import Backends
@@ -55,7 +55,7 @@ async def http(running: Running) -> AsyncIterator[httpx.AsyncClient]:
 
 
 def backends_of(running: Running) -> Backends:
-    return running.service.backends
+    return service_of(running).backends
 
 
 async def entries(backends: Backends, stream: str) -> list[dict[str, str]]:
@@ -262,7 +262,7 @@ async def test_a_publish_that_fails_delays_the_announcement_and_loses_nothing(
     pg = backends_of(running).postgres
 
     async def failing() -> bool:
-        return running.service.relay.stats.failures >= 2
+        return service_of(running).relay.stats.failures >= 2
 
     await wait_until(failing)
     waiting = "SELECT count(*) FROM outbox WHERE stream <> 'es-sync-queue'"
@@ -557,7 +557,7 @@ async def running_with_prefixes(settings: Settings, backends: Backends) -> Async
     settings = with_settings(settings, media_url_prefixes=("https://cdn.example.com/media/",))
     async with trio.open_nursery() as nursery:
         running: Running = await nursery.start(
-            lambda task_status: serve(settings, handle_signals=False, task_status=task_status)
+            lambda task_status: serve(settings, task_status=task_status)
         )
         yield running
-        running.stop.set()
+        running.stop()

@@ -6,7 +6,7 @@ import pytest
 import trio
 from structlog.testing import capture_logs
 
-from kaleido.app import Running
+from kaleido.app import Running, service_of
 from kaleido.service import Service
 
 from .service_helpers import JSON, client, ops_client
@@ -26,7 +26,7 @@ async def test_health_and_readiness(running: Running) -> None:
 
 
 async def test_views_api_round_trip(running: Running) -> None:
-    await create_posts(running.service.backends, 17)
+    await create_posts(service_of(running).backends, 17)
     async with client(running) as http:
         r = await http.post("/v1/views", json={"userId": 42, "postId": 17})
         assert r.status_code == 202 and r.json()["accepted"] == 1 and r.json()["counted"] == 1
@@ -43,7 +43,7 @@ async def test_views_api_round_trip(running: Running) -> None:
         assert sync.status_code == 200 and sync.json()["views"] == 2
     async with client(running) as http:
         assert (await http.get("/v1/posts/17/views")).json() == {"postId": 17, "views": 2}
-    assert await pg_view_counts(running.service.backends) == {17: 2}
+    assert await pg_view_counts(service_of(running).backends) == {17: 2}
 
 
 @pytest.mark.parametrize(

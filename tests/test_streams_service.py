@@ -6,7 +6,7 @@ import attrs
 import pytest
 import trio
 
-from kaleido.app import Running, serve
+from kaleido.app import Running, serve, service_of
 from kaleido.gateways import Backends
 from kaleido.messages import FACE_RECOGNITION_STREAM, INSIGHTS_STREAM
 from kaleido.settings import Settings
@@ -29,11 +29,11 @@ async def test_the_service_runs_the_three_consumers(settings: Settings) -> None:
     settings = attrs.evolve(settings, instance="w1")
     async with trio.open_nursery() as nursery:
         service: Running = await nursery.start(
-            lambda task_status: serve(settings, handle_signals=False, task_status=task_status)
+            lambda task_status: serve(settings, task_status=task_status)
         )
-        backends = service.service.backends
+        backends = service_of(service).backends
         await reset(backends)
-        actors = service.service.supervisor.actors
+        actors = service_of(service).supervisor.actors
         assert {
             "media-ai-consumer-w1",
             "face-detection-consumer-w1",
@@ -46,7 +46,7 @@ async def test_the_service_runs_the_three_consumers(settings: Settings) -> None:
             return await insight(backends, 8) is not None
 
         await wait_until(applied, timeout=10)
-        service.stop.set()  # the consumers return within a BLOCK period
+        service.stop()  # the consumers return within a BLOCK period
     assert all(state.finished for state in actors.values())
 
 

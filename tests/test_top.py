@@ -11,7 +11,7 @@ import pytest
 import trio
 from rich.console import Console
 
-from kaleido.app import Running
+from kaleido.app import Running, service_of
 from kaleido.messages import INBOUND_STREAMS, INSIGHTS_STREAM, POST_IMAGE_STREAM
 from kaleido.ops.redis_info import RedisFacts
 from kaleido.ops.streams import GroupStatus, StreamStatus
@@ -47,7 +47,7 @@ def cells(line: str) -> list[str]:
 
 
 async def test_top_shows_live_figures_of_a_running_service(running: Running) -> None:
-    backends = running.service.backends
+    backends = service_of(running).backends
     base = "http://" + running.ops_addresses[0].split("://")[-1]
     collector = TopCollector(backends, base)
     await create_posts(backends, 5)

@@ -38,7 +38,11 @@ async def through_proxy(
     stack: DevStack, settings: Settings, nursery: trio.Nursery, *, postgres: bool = False
 ) -> AsyncIterator[tuple[FaultProxy, Backends]]:
     """A proxy in front of the single Redis (or PostgreSQL), and backends that use it."""
-    port = stack.postgres.port if postgres else stack.redis.port
+    if postgres:
+        port = stack.postgres.port
+    else:
+        assert isinstance(stack.redis, RedisServer), "the proxy stands before one redis-server"
+        port = stack.redis.port
     proxy = FaultProxy(port)
     await nursery.start(proxy.run)
     async with open_backends(proxied_settings(stack, settings, proxy, postgres=postgres)) as b:

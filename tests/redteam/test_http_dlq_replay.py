@@ -13,7 +13,7 @@ import pytest
 import trio
 from structlog.testing import capture_logs
 
-from kaleido.app import Running
+from kaleido.app import Running, service_of
 from kaleido.messages import INSIGHTS_STREAM
 from kaleido.streams import dlq as dlq_module
 from kaleido.streams.dlq import REPLAY_LIMIT
@@ -27,7 +27,7 @@ REPLAY = f"/v1/admin/dlq/{INSIGHTS_STREAM}/replay"
 
 async def poison(running: Running, count: int) -> None:
     """`count` dead letters that fail again when replayed (mediaId is no number)."""
-    backends = running.service.backends
+    backends = service_of(running).backends
     entry = ["mediaId", "not-a-number", "postId", "1", "service", "tagging", "tags", "[]",
              "error", "bad", "errorType", "DecodeError", "originalId", "1-1", "deliveries",
              "1", "failedAt", "2024-01-01T00:00:00Z"]  # fmt: skip
@@ -39,7 +39,7 @@ async def poison(running: Running, count: int) -> None:
 
 
 async def lengths(running: Running) -> tuple[int, int]:
-    backends = running.service.backends
+    backends = service_of(running).backends
     keys = backends.keys
     dlq, stream = await backends.redis.pipeline(
         [("XLEN", keys.dlq(INSIGHTS_STREAM)), ("XLEN", keys.stream(INSIGHTS_STREAM))]
