@@ -6,7 +6,7 @@ PYTHON ?= python3.11
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench deps clean container container-test torture soak
+.PHONY: run test lint bench deps clean container container-test torture openapi soak
 
 $(STAMP): pyproject.toml scripts/bootstrap.sh
 	bash scripts/bootstrap.sh $(PYTHON) $(VENV)
@@ -31,6 +31,11 @@ container:
 # against private Redis and PostgreSQL; slow, so not part of `make test`.
 container-test: $(STAMP)
 	$(VENV)/bin/python -m pytest -m container tests/container $(PYTEST_ARGS)
+
+# `make openapi`: writes docs/openapi.yaml and docs/openapi-ops.yaml from kaleido/http/openapi/
+# (validated first); CHECK=1 only says whether the committed ones are current (docs/openapi.md).
+openapi: $(STAMP)
+	$(VENV)/bin/python -m kaleido.http.openapi $(if $(CHECK),--check) docs
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -66,3 +71,10 @@ soak: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .state .pytest_cache .mypy_cache .ruff_cache
+
+# `make docs`: the docs site (mkdocs.yml) into site/, with the last runs' reports
+# (`tests/test_docs_site.py` builds it with --strict in `make test`); `make docs ARGS=serve`
+# serves it while writing.
+.PHONY: docs
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs $(or $(ARGS),build --strict)

@@ -7,7 +7,7 @@ RSS (/proc/PID/status VmRSS) is sampled every SAMPLE_EVERY seconds. The verdict:
 `--window` minutes (10, or the second half of a shorter run) RSS stays within `--limit` MB (2).
 The baseline (same run) is the RSS at the end of the warm-up: the ratio is last / baseline.
 
-With `--trace`, the service runs with KALEIDO_TRACEMALLOC (kaleido.memtrace): it dumps a
+With `--trace`, the service runs with KALEIDO_TRACEMALLOC (kaleido.ops.memtrace): it dumps a
 tracemalloc snapshot every minute, and the report lists the allocation sites that grew most
 between the snapshot at the start of the window and the last one. Tracing costs memory of its
 own, so RSS figures taken with it are not the service's: run once with `--trace` to name what
@@ -36,9 +36,9 @@ import orjson
 import trio
 
 from kaleido.gateways import open_backends
-from kaleido.memtrace import ENV as TRACE_ENV
-from kaleido.memtrace import EVERY_ENV as TRACE_EVERY_ENV
 from kaleido.migrate import migrate
+from kaleido.ops.memtrace import ENV as TRACE_ENV
+from kaleido.ops.memtrace import EVERY_ENV as TRACE_EVERY_ENV
 from kaleido.settings import Settings
 
 from .bench_http import python_process, wait_ready

@@ -2,7 +2,7 @@
 
 `kaleido run` (the default) starts the long-lived process on `KALEIDO_REDIS_URL` and
 `KALEIDO_DATABASE_URL`. Without them it refuses, unless `--dev` asks for a private redis-server
-(with the repo's redis.conf; with `--cluster`, a private Redis Cluster of 3 masters and 3
+(with the shipped redis.conf; with `--cluster`, a private Redis Cluster of 3 masters and 3
 replicas) and a private PostgreSQL under the state folder, stopped on exit: throwaway data.
 
 `sync`, `doctor`, `streams`, `dlq list|replay|purge` and `top` act on the deployment those two
@@ -19,7 +19,7 @@ import argparse
 import os
 import secrets
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -28,13 +28,14 @@ import attrs
 import trio
 
 from kaleido.dev_access import dev_redis_user, with_dev_urls, write_dev_urls
-from kaleido.devstack import dev_stack
-from kaleido.errors import ConfigError, KaleidoError
+from kaleido.devstack import default_redis_conf, dev_stack
+from kaleido.errors import ConfigError
+from kaleido.exit_status import guarded
 from kaleido.http.auth import ROLES, check_exposure, mint_token
 from kaleido.logs import configure_logging, get_logger
 from kaleido.messages import INBOUND_STREAMS
 from kaleido.ops.doctor import DLQ_INTERVAL
-from kaleido.ops.streams import ENTRY_ID
+from kaleido.ops.streams import is_entry_id
 from kaleido.redis_admin import install_for, redis_acl_rule
 from kaleido.redis_functions import library
 from kaleido.secret_settings import read_secret
@@ -46,15 +47,6 @@ log = get_logger("kaleido.cli")
 
 # The admin's Redis URL for `kaleido redis-acl --setuser` (a secret: environment or file only).
 ADMIN_URL_VARIABLE = "KALEIDO_REDIS_ADMIN_URL"
-
-# The repo's redis.conf sits beside run.py; an installed package falls back to its own copy.
-_REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-def default_redis_conf() -> Path | None:
-    candidate = _REPO_ROOT / "redis.conf"
-    return candidate if candidate.is_file() else None
-
 
 DEMO_HELP = "also run a stand-in ML service and simulated users (every stream and table fills)"
 DEV_HELP = (
@@ -108,7 +100,7 @@ def _user_id(text: str) -> int:
 
 
 def _entry_id(text: str) -> str:
-    if not ENTRY_ID.match(text):
+    if not is_entry_id(text):
         raise argparse.ArgumentTypeError(
             f"expected a stream entry id like 1700000000000-0, got {text!r}"
         )
@@ -315,33 +307,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         run = partial(run_service, settings, demo=args.demo, dev=args.dev, cluster=args.cluster)
         return guarded(run)
     return guarded(partial(run_ops_command, settings, args))
-
-
-def guarded(run: Callable[[], int]) -> int:
-    """Run a command; turn what it raises into an exit status and one line on stderr (a
-    configuration error: 2; another Kaleido error: 1; Ctrl-C: 0)."""
-    try:
-        return run()
-    except BaseException as raised:
-        error = _unwrap(raised)
-        if isinstance(error, KeyboardInterrupt):
-            return 0
-        if isinstance(error, ConfigError):
-            print(f"kaleido: configuration error: {error}", file=sys.stderr)
-            return 2
-        if isinstance(error, KaleidoError):
-            log.error("kaleido.failed", error=str(error))
-            print(f"kaleido: {error}", file=sys.stderr)
-            return 1
-        raise
-
-
-def _unwrap(exc: BaseException) -> BaseException:
-    """The single error inside nested exception groups: trio wraps what leaves a nursery (the
-    backends' loop is one), and the user should see one line, not a group's traceback."""
-    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]
-    return exc
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,9 +1,9 @@
 """The Redis key layout, behind an optional deployment prefix.
 
-View counting uses layout v2 (the README's key table): per-post state lives in a fixed number
-of partitions (post id mod `partitions`), and every key of a partition carries the hash tag
-`{n}`, so each script call touches one Redis Cluster slot. The seed's layout (v1) is only read
-when a Redis that holds it is taken over (`kaleido.views.legacy`).
+View counting uses layout v2 (its keys: docs/views.md "The keys"): per-post state lives in a
+fixed number of partitions (post id mod `partitions`), and every key of a partition carries the
+hash tag `{n}`, so each script call touches one Redis Cluster slot. The seed's layout (v1) is
+only read when a Redis that holds it is taken over (`kaleido.views.legacy`).
 """
 
 from __future__ import annotations
@@ -66,6 +66,11 @@ class KeyLayout:
     def batch(self, partition: int, batch_id: str) -> str:
         """Hash postId → views of one in-flight sync batch."""
         return f"{self.prefix}view:{{{partition}}}:batch:{batch_id}"
+
+    def moved(self, partition: int) -> str:
+        """Sorted set of the partition's latest sync batch ids (scored by when they were
+        moved): a move run again after its reply was lost finds its batch by id."""
+        return f"{self.prefix}view:{{{partition}}}:moved"
 
     def replayed(self, partition: int) -> str:
         """Sorted set of journal replay batches applied to this partition (scored by time)."""

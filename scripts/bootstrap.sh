@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up a fresh Debian machine for Kaleido: redis-server and PostgreSQL binaries (only the
 # binaries are used: Kaleido starts private instances itself), headless Chromium and its driver
-# (the ops console's browser test), then a virtualenv with the project and its test extra.
+# (the ops console's browser test), npm (a TypeScript client of the OpenAPI documents), then a
+# virtualenv with the project and its test extra.
 # Safe to run again.
 set -euo pipefail
 python=${1:-python3.11}
@@ -27,6 +28,9 @@ command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 # systemd-analyze checks deploy/systemd/kaleido.service (tests/test_deploy_systemd.py).
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+# npm (and node) build a TypeScript client from the OpenAPI documents
+# (tests/test_openapi_typescript.py; its packages go to .state/npm).
+command -v npm >/dev/null 2>&1 || need+=(npm)
 "$python" -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
     echo "bootstrap: installing ${need[*]}"

@@ -81,8 +81,8 @@ async def test_a_batch_still_in_redis_keeps_its_id_however_old(backends: Backend
     await store.record([(1, 5)])
     batch_id = str(uuid.uuid4())
     partition = backends.keys.partition_of(5)
-    _, deltas = await store.take_batch(partition, batch_id, 100)
-    assert await ledger.apply_batch(backends.postgres, batch_id, deltas)
+    moved = await store.take_batch(partition, batch_id, 100)
+    assert await ledger.apply_batch(backends.postgres, batch_id, moved.deltas)
     await backends.postgres.execute(
         "UPDATE view_sync_batches SET applied_at = now() - interval '100 days'"
     )
@@ -150,10 +150,15 @@ async def test_a_dead_letter_queue_keeps_about_its_maxlen(backends: Backends) ->
         "c",
         dlq_maxlen=maxlen,
     )
-    for n in range(TEN):
-        rejected = [
-            Rejection(f"{n}-{i}", {b"f": b"v"}, "DecodeError", "bad", 1) for i in range(maxlen)
-        ]
+    stream = keys.stream(INSIGHTS_STREAM)
+    await backends.redis.execute("XGROUP", "CREATE", stream, "backend-group", "0", "MKSTREAM")
+    for _ in range(TEN):  # only entries delivered (pending) are dead-lettered
+        await backends.redis.pipeline([("XADD", stream, "*", "f", "v")] * maxlen)
+        reply = await backends.redis.execute(
+            "XREADGROUP", "GROUP", "backend-group", "c", "COUNT", maxlen, "STREAMS", stream, ">"
+        )
+        ids = [i.decode() for i, _ in reply[0][1]]
+        rejected = [Rejection(i, {b"f": b"v"}, "DecodeError", "bad", 1) for i in ids]
         await inbound.dead_letter_and_ack(rejected, [])
     size = int(await backends.redis.execute("XLEN", keys.dlq(INSIGHTS_STREAM)))
     assert maxlen <= size <= 2 * maxlen  # MAXLEN ~ trims whole nodes (100 entries each)
@@ -307,7 +312,7 @@ async def test_the_view_journal_stops_at_its_bound_and_nothing_is_lost(
     views = [(u, 1 + u % 5) for u in range(1, bound * TEN + 1)]
     async with trio.open_nursery() as nursery:
         nursery.start_soon(ingester.run)
-        assert tracker.record_many(views) == len(views)
+        assert all(tracker.record(u, p) for u, p in views)
 
         async def journal_full() -> bool:
             return await _count(backends, "view_journal") >= bound

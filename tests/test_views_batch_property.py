@@ -31,7 +31,7 @@ from kaleido.views.store import ViewStore
 from kaleido.views.totals import read_total
 from kaleido.views.tracker import Item, ViewTracker
 
-from .conftest import reset
+from .service_helpers import reset
 from .views_helpers import create_posts, pg_view_counts, store_of, sync_of
 
 pytestmark = pytest.mark.redis_kinds("single")

@@ -40,10 +40,11 @@ from kaleido.devstack.cluster import RedisCluster
 from kaleido.devstack.postgres import PostgresServer, postgres_bindir
 from kaleido.devstack.process import DevStackError, new_password, pid_alive
 from kaleido.devstack.redis import RedisClusterNode, RedisServer
-from kaleido.devstack.stack import DevStack, dev_stack
+from kaleido.devstack.stack import SHIPPED_REDIS_CONF, DevStack, default_redis_conf, dev_stack
 from kaleido.devstack.topology import ClusterNodeView, parse_cluster_nodes
 
 __all__ = [
+    "SHIPPED_REDIS_CONF",
     "ClusterNodeView",
     "DevStack",
     "DevStackError",
@@ -51,6 +52,7 @@ __all__ = [
     "RedisCluster",
     "RedisClusterNode",
     "RedisServer",
+    "default_redis_conf",
     "dev_stack",
     "main",
     "new_password",

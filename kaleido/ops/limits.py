@@ -18,3 +18,6 @@ STALE_SYNC_INTERVALS = 3
 # The relay publishes within a second unless Redis fails it: an announcement this old waits
 # for Redis (the ML service hears of nothing meanwhile).
 OUTBOX_AGE_LIMIT = 60.0
+# A console sign-in lasts this long (kaleido.http.console.session); the sessions hash expires
+# then after the newest, which `kaleido doctor` checks.
+SESSION_LIFETIME = 12 * 3600

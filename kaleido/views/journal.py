@@ -14,6 +14,8 @@ a batch and applying it cannot apply it again after another finished it. The syn
 under its lock, so two replays rarely overlap at all. A view
 seen before the outage is deduplicated by its Redis flag, so it is not counted twice; if Redis
 lost its flags (restarted empty) it had lost those counters too, and counting again is right.
+
+The protocol in full: docs/views.md "Redis down".
 """
 
 from __future__ import annotations
@@ -43,7 +45,11 @@ async def journal_size(postgres: PostgresGateway, cap: int) -> int:
 
 
 async def journal_views(postgres: PostgresGateway, views: Sequence[tuple[int, int]]) -> list[bool]:
-    """Store views; return for each whether it is new (a pair already journaled is not)."""
+    """Store views; return for each whether it is new (a pair already journaled is not).
+
+    Ambiguous call: when the reply is lost the ingester writes the batch again; the primary
+    key keeps one row per pair (the second answer calls them duplicates, the count is exact).
+    """
     users = [u for u, _ in views]
     posts = [p for _, p in views]
     rows = await postgres.fetch(
@@ -84,6 +90,8 @@ class JournalReplayer:
         interrupted = await self.postgres.fetch(
             "SELECT DISTINCT replay_batch FROM view_journal WHERE replay_batch IS NOT NULL"
         )
+        # A mark or a delete whose reply was lost: marked rows are found here and finished
+        # (their partitions' `replayed` sets skip what was applied); a second delete is a no-op.
         for row in interrupted:
             report = self._add(report, *await self._finish(str(row["replay_batch"])))
         while True:

@@ -22,7 +22,7 @@ from kaleido.gateways import open_backends
 from kaleido.migrate import migrate
 from kaleido.settings import Settings
 
-from ..conftest import TABLES
+from ..service_helpers import TABLES
 from .checker import Verdict, check_entries, check_views
 from .nemesis import Injected, Nemesis
 from .schedule import NET, STALL, Fault, draw_cover, draw_schedule, only, periodic
@@ -126,9 +126,9 @@ SCENARIOS = {
         sync_interval=0.5,
         fixed=lambda: [Fault(0, "net-drop-reply", 1.0, 19.0, "redis", 0.0, 0.05)],
     ),
-    # The windows the README documents, and only here: a Redis without persistence restarted,
-    # FLUSHALL, Redis past maxmemory; with faults that overlap them. Views only: the views of
-    # the posts a window may cost are counted apart (ViewModel's epochs).
+    # The windows docs/resilience.md documents, and only here: a Redis without persistence
+    # restarted, FLUSHALL, Redis past maxmemory; with faults that overlap them. Views only: the
+    # views of the posts a window may cost are counted apart (ViewModel's epochs).
     "documented-windows": Scenario(
         "documented-windows",
         (

@@ -22,9 +22,11 @@ import secrets
 import attrs
 from itsdangerous import BadSignature, Signer, URLSafeTimedSerializer
 
+from kaleido.ops.limits import SESSION_LIFETIME
+
 SECURE_COOKIE = "__Host-kaleido_ops"
 LOOPBACK_COOKIE = "kaleido_ops"
-LIFETIME = 12 * 3600  # seconds a login lasts
+LIFETIME = SESSION_LIFETIME  # seconds a login lasts
 MAX_COOKIE = 512  # characters of a cookie value worth verifying
 _KINDS = ("admin", "user")  # the admin token, or a JWT with ROLE_ADMIN
 

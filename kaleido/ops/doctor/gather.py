@@ -16,7 +16,6 @@ from kaleido.errors import (
     RedisPermissionDenied,
 )
 from kaleido.gateways import FUNCTIONS, Backends, PostgresGateway, RedisGateway
-from kaleido.http.console.session import LIFETIME
 from kaleido.keys import KeyLayout
 from kaleido.messages import INBOUND_STREAMS
 from kaleido.migrate import available_migrations, schema_version
@@ -40,6 +39,7 @@ from kaleido.ops.doctor.work_checks import (
     check_streams,
 )
 from kaleido.ops.limits import (
+    SESSION_LIFETIME,
     STALE_SYNC_INTERVALS,
 )
 from kaleido.ops.redis_info import read_node_facts
@@ -255,7 +255,7 @@ async def read_redis_growth(
     sessions, ttl = int(sizes[-2]), int(sizes[-1])
     hours = float("inf") if ttl == -1 else max(ttl, 0) / 3_600_000  # -1: no expiry at all
     out.append(Measure(
-        "console sessions", round(hours, 1), (LIFETIME + 60) / 3600, "hours to live",
+        "console sessions", round(hours, 1), (SESSION_LIFETIME + 60) / 3600, "hours to live",
         "every sign-in sets a 12 h expiry on the sessions hash (ops:sessions)",
         f"{sessions} sessions",
     ))  # fmt: skip

@@ -22,7 +22,7 @@ EVERY_ENV = "KALEIDO_TRACEMALLOC_EVERY"
 # Frames kept per allocation: enough to see who called the allocator's caller.
 FRAMES = 6
 
-log = get_logger("kaleido.memtrace")
+log = get_logger("kaleido.ops.memtrace")
 
 
 def folder() -> Path | None:
