@@ -28,7 +28,7 @@ from kaleido.views.model import RecordResult, SyncReport
 if TYPE_CHECKING:
     from kaleido.app import Running, serve
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 
 def __getattr__(name: str) -> Any:

@@ -30,8 +30,7 @@ import attrs
 import pytest
 import trio
 
-from kaleido.cli import default_redis_conf
-from kaleido.devstack import DevStack, dev_stack
+from kaleido.devstack import DevStack, default_redis_conf, dev_stack
 from kaleido.embedded import Kaleido, Views, open_kaleido
 from kaleido.gateways import open_backends
 from kaleido.messages import CONSUMER_GROUP, INBOUND_STREAMS

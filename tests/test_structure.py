@@ -34,7 +34,13 @@ HOSTS = (
 # Loaded only when asked for (`--dev`, `--demo`, tests, benchmarks), never by the service itself.
 ON_DEMAND = ("kaleido.devstack", "kaleido.demo")
 # Who may import them at module level: themselves, the test helpers, the command line.
-ON_DEMAND_USERS = ("kaleido.devstack", "kaleido.demo", "kaleido.testing", "kaleido.cli")
+ON_DEMAND_USERS = (
+    "kaleido.devstack",
+    "kaleido.demo",
+    "kaleido.testing",
+    "kaleido.cli",
+    "kaleido.dev_run",
+)
 
 
 @attrs.frozen
