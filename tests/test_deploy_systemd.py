@@ -29,8 +29,8 @@ def systemd_analyze() -> str:
     found = shutil.which("systemd-analyze")
     if found is None:
         if os.environ.get("CI"):
-            pytest.fail("systemd-analyze not found: scripts/bootstrap.sh installs systemd")
-        pytest.skip("systemd-analyze not found: `make deps` installs Debian's systemd")
+            pytest.fail("systemd-analyze not found: `make bootstrap-test` installs systemd")
+        pytest.skip("systemd-analyze not found: `make bootstrap-test` installs systemd")
     return found
 
 
