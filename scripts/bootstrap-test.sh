@@ -34,7 +34,12 @@ if ! command -v promtool >/dev/null 2>&1 && [ ! -x "$venv/bin/promtool" ]; then
     apt_update
     work=$(mktemp -d)
     trap 'rm -rf "$work"' EXIT
-    (cd "$work" && apt-get download -qq prometheus >/dev/null 2>&1)
+    # As root apt warns that its _apt user cannot write the folder; the download still works.
+    if ! (cd "$work" && apt-get download -qq prometheus >"$work/log" 2>&1); then
+        cat "$work/log" >&2
+        echo "bootstrap-test: could not download Debian's prometheus package for promtool" >&2
+        exit 1
+    fi
     dpkg-deb -x "$work"/prometheus_*.deb "$work/root"
     install -m 755 "$work/root/usr/bin/promtool" "$venv/bin/promtool"
 fi
