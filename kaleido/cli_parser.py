@@ -16,6 +16,7 @@ from kaleido.http.auth import ROLES
 from kaleido.messages import INBOUND_STREAMS
 from kaleido.ops.doctor import DLQ_INTERVAL
 from kaleido.ops.streams import ENTRY_ID
+from kaleido.secret_settings import SECRET_URLS, SECRETS, flag
 from kaleido.settings import add_arguments
 from kaleido.streams.dlq import REPLAY_LIMIT
 
@@ -89,8 +90,19 @@ def build_parser() -> argparse.ArgumentParser:
 def _command(sub: Any, name: str, text: str, **kwargs: Any) -> argparse.ArgumentParser:
     """A command's parser with the settings it reads (COMMAND_SETTINGS) as flags."""
     parser: argparse.ArgumentParser = sub.add_parser(name, help=text, description=text, **kwargs)
-    add_arguments(parser, COMMAND_SETTINGS[name])
+    _settings_flags(parser, name)
     return parser
+
+
+def _settings_flags(parser: argparse.ArgumentParser, command: str) -> None:
+    names = COMMAND_SETTINGS[command]
+    add_arguments(parser, names)
+    # A secret flag a command does not read is still refused by name, in one line: argparse's
+    # "unrecognized arguments" would print the secret.
+    for name in (*SECRETS, *SECRET_URLS):
+        if names is not None and name not in names:
+            parser.add_argument(flag(name), dest=name, default=argparse.SUPPRESS,
+                                help=argparse.SUPPRESS)  # fmt: skip
 
 
 def _add_json(parser: argparse.ArgumentParser) -> None:
@@ -145,7 +157,7 @@ def _add_ops_commands(sub: Any) -> None:
         ("purge", "delete every dead letter of the stream"),
     ]:
         parser = actions.add_parser(action, help=text, description=text)
-        add_arguments(parser, COMMAND_SETTINGS["dlq"])
+        _settings_flags(parser, "dlq")
         parser.add_argument("stream", metavar="STREAM", choices=INBOUND_STREAMS,
                             help=f"one of {', '.join(INBOUND_STREAMS)}")  # fmt: skip
         if action == "list":

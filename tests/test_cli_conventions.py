@@ -190,3 +190,17 @@ def test_dev_with_urls_set_is_one_clear_error(tmp_path: Path) -> None:
     (line,) = started.stderr.splitlines()
     assert "--dev starts private servers, but KALEIDO_REDIS_URL and KALEIDO_DATABASE_URL" in line
     assert not state.exists()  # nothing was started or written
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["sync"], ["streams"], ["dlq", "list", "ml-insights-results"], ["token", "--user-id", "1"],
+     ["redis-acl"], ["top"]],
+)  # fmt: skip
+def test_a_secret_flag_a_command_does_not_read_is_refused_without_echo(
+    capsys: pytest.CaptureFixture[str], command: list[str]
+) -> None:
+    secret = "hunter2-" + "x" * 32
+    assert main([*command, "--service-token", secret]) == 2
+    err = capsys.readouterr().err
+    assert secret not in err and "--service-token: a secret is not accepted as a flag" in err
