@@ -56,9 +56,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("redis_kind", kinds, indirect=True)
 
 
-# Whole suites that are slow by nature: the fault and campaign suites, the container image, the
-# real browser, the ML contract edge. `make test-fast` (`-m "not slow"`) skips them.
-SLOW_SUITES = ("tests/campaign/", "tests/faults/", "tests/container/", "tests/redteam/test_redis_")
+# Whole suites that are slow by nature: the fault, campaign and red-team suites, the container
+# image, the real browser, the ML contract edge. `make test-fast` (`-m "not slow"`) skips them.
+SLOW_SUITES = ("tests/campaign/", "tests/faults/", "tests/container/", "tests/redteam/")
 SLOW_MODULES = ("test_console_browser.py", "test_peer_edge.py", "test_cluster_failover.py")
 
 
