@@ -84,3 +84,10 @@ bench: $(BENCH_STAMP)
 
 clean:
 	rm -rf $(VENV) .state .pytest_cache .mypy_cache .ruff_cache
+
+# `make docs`: the docs site (mkdocs.yml) into site/, with the last runs' reports
+# (`tests/test_docs_site.py` builds it with --strict in `make test`); `make docs ARGS=serve`
+# serves it while writing.
+.PHONY: docs
+docs: $(TEST_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs $(or $(ARGS),build --strict)

@@ -1,4 +1,4 @@
-"""Start Kaleido: `python run.py [run|doctor|streams|dlq|sync|top] [--flags]` (see README)."""
+"""Start Kaleido: `python run.py [run|doctor|streams|dlq|sync|top] [--flags]` (see README.md)."""
 
 import sys
 

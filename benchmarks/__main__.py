@@ -11,7 +11,8 @@
 Scenarios run one after the other, each on emptied servers, and every row is printed beside
 its same-run baseline. Raw figures go to benchmarks/results/{scenario}.json and summary.json.
 The table goes to .state/reports/benchmarks/RESULTS.md; to the tracked benchmarks/RESULTS.md
-(the README's) with KALEIDO_REFRESH_REPORTS=1 or through `python scripts/readme_tables.py`.
+with KALEIDO_REFRESH_REPORTS=1. The docs site shows the former when it is there, else the
+latter (docs/benchmarks.md).
 """
 
 from __future__ import annotations

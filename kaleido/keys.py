@@ -1,9 +1,9 @@
 """The Redis key layout, behind an optional deployment prefix.
 
-View counting uses layout v2 (the README's key table): per-post state lives in a fixed number
-of partitions (post id mod `partitions`), and every key of a partition carries the hash tag
-`{n}`, so each script call touches one Redis Cluster slot. The seed's layout (v1) is only read
-when a Redis that holds it is taken over (`kaleido.views.legacy`).
+View counting uses layout v2 (its keys: docs/views.md "The keys"): per-post state lives in a
+fixed number of partitions (post id mod `partitions`), and every key of a partition carries the
+hash tag `{n}`, so each script call touches one Redis Cluster slot. The seed's layout (v1) is
+only read when a Redis that holds it is taken over (`kaleido.views.legacy`).
 """
 
 from __future__ import annotations

@@ -2,6 +2,8 @@
 
 The lock is for efficiency (one syncer works at a time); correctness never depends on it: a
 holder that stalls past its TTL and loses the lock is fenced by the sync protocol's batch ids.
+
+The sync protocol in full: docs/views.md "Syncing".
 """
 
 from __future__ import annotations

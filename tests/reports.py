@@ -1,9 +1,10 @@
 """Where a test run writes its reports (the fuzz counts, the fault table).
 
 By default under `.state/reports/` (untracked), at the tracked file's path: a test run never
-changes the tree. `KALEIDO_REFRESH_REPORTS=1` writes the tracked copies that the README quotes
-instead (`tests/FUZZ.md`, `tests/faults/REPORT.md`); `python scripts/readme_tables.py` copies
-a run's reports there too, and into the README.
+changes the tree. `KALEIDO_REFRESH_REPORTS=1` writes the tracked copies instead (`tests/FUZZ.md`,
+`tests/faults/REPORT.md`, `tests/redteam/REPORT.md`). The docs site shows a run's report when
+there is one, else the tracked copy (`scripts/docs_hooks.py`; docs/resilience.md "How the
+tables get here").
 """
 
 from __future__ import annotations

@@ -242,7 +242,12 @@ async def test_the_overview_draws_the_reporters_history(running: Running) -> Non
     assert latest is not None and latest.memory_used and latest.lag == 0
     async with signed_in(running) as (http, _):
         page = await http.get("/ops")
-        streams = await http.get("/ops/streams")
-    assert "Redis memory" in page.text and "<svg" in page.text
-    assert "Breaker · redis" in page.text
-    assert "backend-group" in streams.text and "media-ai-consumer" in streams.text
+        assert "Redis memory" in page.text and "<svg" in page.text
+        assert "Breaker · redis" in page.text
+
+        async def consumer_shown() -> bool:
+            # The consumer shows in the group once its first XREADGROUP after the reset ran.
+            streams = await http.get("/ops/streams")
+            return "backend-group" in streams.text and "media-ai-consumer" in streams.text
+
+        await wait_until(consumer_shown)

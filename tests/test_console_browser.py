@@ -1,7 +1,7 @@
 """The ops console in a real browser (headless Chromium through selenium) against the service
 run as a process with demo traffic: sign in through the form, load the three pages, replay a
 dead letter by its button and see it applied in PostgreSQL; screenshots of the pages go to
-a temporary folder, or to $KALEIDO_SCREENSHOTS (docs/screenshots for the README)."""
+a temporary folder, or to $KALEIDO_SCREENSHOTS (docs/screenshots for docs/operations.md)."""
 
 from __future__ import annotations
 
@@ -29,8 +29,8 @@ from .waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
-# `KALEIDO_SCREENSHOTS=docs/screenshots make test` refreshes the README's pictures; by default
-# they go to the test's temporary folder, so a run leaves the tree clean.
+# `KALEIDO_SCREENSHOTS=docs/screenshots make test` refreshes the pictures of docs/operations.md;
+# by default they go to the test's temporary folder, so a run leaves the tree clean.
 SHOTS_ENV = "KALEIDO_SCREENSHOTS"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")

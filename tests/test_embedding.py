@@ -1,10 +1,13 @@
 """Kaleido embedded in a trio program through the public API only (`import kaleido`), as the
-README shows it."""
+README shows it: `test_the_readme_snippet_runs` runs the README's snippet itself."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+import textwrap
+from typing import Any
 
 import attrs
 import httpx
@@ -17,7 +20,35 @@ from kaleido.gateways import Backends
 from kaleido.settings import Settings
 from kaleido.supervisor import SupervisorGaveUp
 
+from .conftest import REPO
 from .views_helpers import create_posts, pg_view_counts
+
+
+def readme_snippet() -> str:
+    """The Python block of the README's "Embedding Kaleido in a trio program" section."""
+    readme = (REPO / "README.md").read_text("utf-8")
+    section = readme.split("## Embedding Kaleido in a trio program", 1)[1].split("\n## ", 1)[0]
+    block = re.search(r"```python\n(.*?)```", section, re.S)
+    assert block is not None, "README.md: no python block under its Embedding section"
+    return block[1]
+
+
+async def test_the_readme_snippet_runs(settings: kaleido.Settings, backends: Backends) -> None:
+    """The snippet, its placeholders filled: this test's settings, one user and one post, the
+    list's `...` dropped. The same view twice counts once, and the sync moves it."""
+    code = readme_snippet()
+    code = code.replace("kaleido.Settings(redis_url=..., database_url=...)", "settings")
+    code = code.replace(", ...]", "]")
+    assert "..." not in code, code
+    body = textwrap.indent(code, "    ")
+    source = f"async def snippet(settings, user_id, post_id):\n{body}\n    return locals()\n"
+    namespace: dict[str, Any] = {}
+    exec(compile(source, "README.md", "exec"), namespace)
+    await create_posts(backends, 17)
+    done = await namespace["snippet"](settings, 42, 17)
+    assert done["n"] == 1
+    assert done["report"].views == 1
+    assert await pg_view_counts(backends) == {17: 1}
 
 
 def test_the_public_api_is_declared_and_light() -> None:

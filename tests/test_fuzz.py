@@ -2,7 +2,7 @@
 the inbound streams. Requests never get a 5xx (a 503 only while a backend is down, which it is
 not here) and the service keeps serving; entries never crash a consumer, and each one that
 cannot apply is in the DLQ with a reason. The outcome counts go to .state/reports/tests/FUZZ.md
-(with KALEIDO_REFRESH_REPORTS=1 to tests/FUZZ.md, the README's table: tests/reports.py)."""
+(with KALEIDO_REFRESH_REPORTS=1 to tests/FUZZ.md, the tracked copy: tests/reports.py)."""
 
 from __future__ import annotations
 

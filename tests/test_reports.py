@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .conftest import REPO
 from .faults.conftest import REPORT as FAULT_REPORT
+from .redteam.report import TRACKED as REDTEAM_TRACKED
 from .reports import REFRESH_ENV, RUN_REPORTS, report_path
 from .test_fuzz import REPORT as FUZZ_REPORT
 
@@ -23,3 +24,4 @@ def test_refreshing_writes_the_tracked_copy() -> None:
 def test_the_suites_use_it() -> None:
     assert report_path(TRACKED) == FUZZ_REPORT
     assert report_path(REPO / "tests" / "faults" / "REPORT.md") == FAULT_REPORT
+    assert report_path(REDTEAM_TRACKED) == RUN_REPORTS / "tests" / "redteam" / "REPORT.md"

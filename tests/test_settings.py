@@ -151,11 +151,21 @@ def test_bad_value_exits_2_with_one_line() -> None:
     ]
 
 
-def test_the_readme_table_lists_every_setting() -> None:
-    readme = (REPO / "README.md").read_text("utf-8")
-    table = readme.split("## Configuration", 1)[1].split("\n\n")[2]
-    listed = set(re.findall(r"^\| `(KALEIDO_[A-Z0-9_]+)` \|", table, re.MULTILINE))
-    assert listed == {f"KALEIDO_{name.upper()}" for name in _OPTIONS}
+def test_the_configuration_page_is_generated_from_the_declaration_and_current() -> None:
+    """docs/configuration.md's table is `scripts/settings_docs.py`'s output: one row per
+    setting, nothing stale (rerun the script after changing a setting)."""
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "settings_docs.py"), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+    )
+    assert proc.returncode == 0, proc.stdout
+    page = (REPO / "docs" / "configuration.md").read_text("utf-8")
+    table = page.split("<!-- settings:start -->", 1)[1].split("<!-- settings:end -->", 1)[0]
+    listed = re.findall(r"^\| `(KALEIDO_[A-Z0-9_]+)` \|", table, re.MULTILINE)
+    assert listed == [f"KALEIDO_{name.upper()}" for name in _OPTIONS]
 
 
 def test_image_and_face_embedding_sizes_are_two_settings() -> None:

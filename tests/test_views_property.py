@@ -103,7 +103,8 @@ async def run_example(backends: Backends, ops: list[tuple[str, object]], offset:
     applied: list[BatchRef] = []  # of those, the ones committed to PostgreSQL
 
     async def check_read(post: int) -> None:
-        # A journal row counts in the total until its replay decides it (README: journal).
+        # A journal row counts in the total until its replay decides it (docs/views.md
+        # "Redis down").
         expected = model.counted[post] + sum(1 for _, p in journaled if p == post)
         assert (await read_total(store, pg, post)).views == expected
 

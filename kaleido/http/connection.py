@@ -132,11 +132,21 @@ async def _run_app(
     messages: trio.MemoryReceiveChannel[Any],
     send: Callable[[Any], Awaitable[None]],
 ) -> None:
+    answered = False
+
+    async def watched_send(message: Any) -> None:
+        nonlocal answered
+        answered = answered or message.get("type") == "http.response.start"
+        await send(message)
+
     try:
         with messages:
-            await app(scope, messages.receive, send)
-    except Exception as exc:  # the application's own handlers answer everything they can
-        log.error("http.unhandled", path=scope.get("path"), exc_info=exc)
+            await app(scope, messages.receive, watched_send)
+    except Exception as exc:
+        # The application's error handler answers and logs a bug, then re-raises it (Starlette's
+        # ServerErrorMiddleware); logging it again here would report one bug twice.
+        if not answered:
+            log.error("http.unhandled", path=scope.get("path"), exc_info=exc)
     finally:
         await send(None)  # hypercorn: the application is done with this stream
 

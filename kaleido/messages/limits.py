@@ -7,8 +7,9 @@ from typing import Final
 
 # The largest real field, a 1408-float embedding, is ~30 KB of JSON: 1 MiB is ample headroom.
 MAX_FIELD_BYTES: Final = 1024 * 1024
-# Caps on what one inbound entry may carry (README "What an inbound entry may be"): with them a
-# batch's memory is bounded whatever the ML service (or whoever can write to its streams) sends.
+# Caps on what one inbound entry may carry (docs/streams.md "What an inbound entry may be"): with
+# them a batch's memory is bounded whatever the ML service (or whoever can write to its streams)
+# sends.
 MAX_ENTRY_BYTES: Final = 2 * 1024 * 1024  # all fields together
 # Floats in an embedding (configurable): the ML service's Google platform sends 1408 for both,
 # its HuggingFace platform 512 for images and 1408 for faces (CONTRACT 2b).

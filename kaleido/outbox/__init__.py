@@ -7,6 +7,8 @@ its entry; the publish is idempotent per row (`publish`: a row's id is marked be
 stream, in the same script that adds the entry), so a crash, a lost reply or a Redis outage
 delays an announcement but never loses or repeats it. `store` is the PostgreSQL side the relay
 calls, `render` turns an aggregation claim into its trigger when it is published.
+
+The protocol in full: docs/pipeline.md "Announcements go through an outbox".
 """
 
 from kaleido.outbox.announce import (

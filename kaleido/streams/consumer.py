@@ -22,6 +22,8 @@ counts are not burnt), then the pending entries are retried. NOGROUP (Redis flus
 restarted empty): the group is recreated, with backoff. Redis down or any other backend error:
 retried with capped backoff, counted, never a crash. Nothing but a bug escapes to the
 supervisor.
+
+The protocol in full: docs/streams.md "Inbound".
 """
 
 from __future__ import annotations

@@ -134,7 +134,14 @@ class RedisInboundStream:
     dlq_maxlen: int = DLQ_MAXLEN
 
     async def create_group(self) -> bool:
-        return await ensure_group(self.redis, self.stream_key, self.group)
+        created = await ensure_group(self.redis, self.stream_key, self.group)
+        # A blocked XREADGROUP registers its consumer only when it returns entries, and the
+        # quiet re-read after an outage (XPENDING, XRANGE) never does: without this, a consumer
+        # waiting on a quiet stream is missing from XINFO CONSUMERS (the console, the doctor).
+        await self.redis.execute(
+            "XGROUP", "CREATECONSUMER", self.stream_key, self.group, self.consumer
+        )
+        return created
 
     async def read_new(self, count: int, block_ms: int) -> list[Entry]:
         return await self._read(">", count, block_ms)

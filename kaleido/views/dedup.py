@@ -16,6 +16,8 @@ client keeps a copy of each directory, names the buckets from it, and the script
 copy against Redis (a stale copy is refreshed and the call retried; see `ViewStore.record`).
 A record call reports the buckets it filled nearly to the cap; the client then names their other
 half in the calls that touch them, and the script splits a bucket when it passes the cap.
+
+The protocol in full: docs/views.md "Dedup, compactly".
 """
 
 from __future__ import annotations

@@ -14,6 +14,8 @@ a batch and applying it cannot apply it again after another finished it. The syn
 under its lock, so two replays rarely overlap at all. A view
 seen before the outage is deduplicated by its Redis flag, so it is not counted twice; if Redis
 lost its flags (restarted empty) it had lost those counters too, and counting again is right.
+
+The protocol in full: docs/views.md "Redis down".
 """
 
 from __future__ import annotations

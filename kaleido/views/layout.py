@@ -8,6 +8,8 @@ with a `ConfigError` on a mismatch.
 A Redis that holds v1 keys and no record is taken over: the record notes that v1 counters may
 remain (`v1_counters`, cleared by the syncer once it has drained them) and until when v1 dedup
 flags may still decide repeats (`v1_flags_until`, unix ms: now plus the dedup TTL).
+
+The takeover in full: docs/views.md "Taking over a v1 Redis".
 """
 
 from __future__ import annotations

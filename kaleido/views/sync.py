@@ -1,6 +1,6 @@
 """The exactly-once sync of buffered view counters from Redis to PostgreSQL.
 
-Under `view:batch:lock` (docs/DESIGN.md "View counting"):
+Under `view:batch:lock` (the protocol: docs/views.md "Syncing"):
   1. finish every in-flight batch a crashed or stalled syncer left behind;
   2. one Lua script moves a chunk of one partition's counters into a new batch (a hash keyed
      by a UUID, in that partition);
@@ -43,7 +43,7 @@ CHUNK_SIZE = 5000
 # Batches applied at once (each in its own transaction and connection), while the next moves.
 APPLY_CONCURRENCY = 2
 # Views of posts with no row wait in post_view_backlog for their post; not longer than this,
-# and only this many posts' worth (README "Views of posts that do not exist").
+# and only this many posts' worth (docs/views.md "Views of posts that do not exist").
 BACKLOG_MAX_AGE_DAYS = 7.0
 BACKLOG_MAX_POSTS = 100_000
 

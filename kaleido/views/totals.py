@@ -8,6 +8,8 @@ replayed into it (and v1's, during a takeover, likewise); if it did not
 change, no counter the Redis snapshot holds can also be in PostgreSQL, an in-flight batch is
 counted exactly when PostgreSQL says it is not applied yet, and a journal row exactly when
 its replay batch is not in Redis yet. Otherwise the read is retried.
+
+The protocol in full: docs/views.md "Exact totals".
 """
 
 from __future__ import annotations

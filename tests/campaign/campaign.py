@@ -126,9 +126,9 @@ SCENARIOS = {
         sync_interval=0.5,
         fixed=lambda: [Fault(0, "net-drop-reply", 1.0, 19.0, "redis", 0.0, 0.05)],
     ),
-    # The windows the README documents, and only here: a Redis without persistence restarted,
-    # FLUSHALL, Redis past maxmemory; with faults that overlap them. Views only: the views of
-    # the posts a window may cost are counted apart (ViewModel's epochs).
+    # The windows docs/resilience.md documents, and only here: a Redis without persistence
+    # restarted, FLUSHALL, Redis past maxmemory; with faults that overlap them. Views only: the
+    # views of the posts a window may cost are counted apart (ViewModel's epochs).
     "documented-windows": Scenario(
         "documented-windows",
         (

@@ -32,8 +32,8 @@ KINDS: dict[str, tuple[str, str]] = {
     "net-reset": ("net", "network"),
     "net-half-open": ("net", "network"),
     "net-drop-reply": ("net", "network"),
-    # The windows the README documents, only in the scenario that names them (with a restart of
-    # a Redis without persistence): FLUSHALL, Redis past maxmemory.
+    # The windows docs/resilience.md documents, only in the scenario that names them (with a
+    # restart of a Redis without persistence): FLUSHALL, Redis past maxmemory.
     "flushall": ("redis", "documented window"),
     "maxmemory": ("redis", "documented window"),
 }

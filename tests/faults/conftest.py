@@ -1,6 +1,6 @@
 """The fault suite's report: one table, a row per scenario, rewritten by each session, under
-.state/reports/ (with KALEIDO_REFRESH_REPORTS=1: tests/faults/REPORT.md, the README's table;
-see tests/reports.py)."""
+.state/reports/ (with KALEIDO_REFRESH_REPORTS=1: tests/faults/REPORT.md, the tracked copy the docs
+site falls back to; see tests/reports.py)."""
 
 from __future__ import annotations
 

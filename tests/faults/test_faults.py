@@ -4,8 +4,8 @@ PostgreSQL, a known workload, one injected fault per scenario, and a check again
 For each scenario: views lost, views double-counted, stream entries whose effect is missing,
 entries left pending or dead-lettered, and the recovery time; each writes one row of the
 report (.state/reports/tests/faults/REPORT.md; with KALEIDO_REFRESH_REPORTS=1,
-tests/faults/REPORT.md, the README's table). Every figure is zero except where Redis without
-persistence dies or is flushed: the views only it held are the one known window, and the
+tests/faults/REPORT.md; docs/resilience.md shows it). Every figure is zero except where Redis
+without persistence dies or is flushed: the views only it held are the one known window, and the
 `appendonly yes` scenario shows that persistence closes it. At maxmemory, a repeat of a pair
 whose dedup bucket was evicted counts again, bounded by the evicted buckets' fields.
 """

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import base64
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -31,6 +31,21 @@ from kaleido.http.server import ServerLimits, serve_http
 from kaleido.settings import Settings
 
 from ..conftest import reset
+from .report import Outcomes
+
+OUTCOMES = Outcomes()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """Each attack's outcome, for the suite's report (tests/redteam/report.py)."""
+    outcome = yield
+    OUTCOMES.record(item, outcome.get_result())
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    OUTCOMES.write()
+
 
 KEY = b"k" * 32
 JWT_SECRET = base64.b64encode(KEY).decode()
