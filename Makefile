@@ -13,7 +13,7 @@ TEST_STAMP := $(VENV)/.test-installed
 TEST_ENV := PATH="$(CURDIR)/$(VENV)/bin:$$PATH"
 
 .PHONY: run test test-fast lint bench deps bootstrap bootstrap-test clean container \
-	container-test torture
+	container-test torture openapi
 
 $(STAMP): pyproject.toml scripts/bootstrap.sh
 	bash scripts/bootstrap.sh $(PYTHON) $(VENV)
@@ -54,6 +54,11 @@ container:
 # against private Redis and PostgreSQL; slow, so not part of `make test`.
 container-test: $(TEST_STAMP)
 	$(VENV)/bin/python -m pytest -m container tests/container $(PYTEST_ARGS)
+
+# `make openapi`: writes docs/openapi.yaml and docs/openapi-ops.yaml from kaleido/http/openapi/
+# (validated first); CHECK=1 only says whether the committed ones are current (docs/openapi.md).
+openapi: $(TEST_STAMP)
+	$(VENV)/bin/python -m kaleido.http.openapi $(if $(CHECK),--check) docs
 
 lint: $(TEST_STAMP)
 	$(VENV)/bin/ruff check .

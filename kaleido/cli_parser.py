@@ -15,7 +15,7 @@ from kaleido import __version__
 from kaleido.http.auth import ROLES
 from kaleido.messages import INBOUND_STREAMS
 from kaleido.ops.doctor import DLQ_INTERVAL
-from kaleido.ops.streams import ENTRY_ID
+from kaleido.ops.streams import is_entry_id
 from kaleido.secret_settings import SECRET_URLS, SECRETS, flag
 from kaleido.settings import add_arguments
 from kaleido.streams.dlq import REPLAY_LIMIT
@@ -132,7 +132,7 @@ def _user_id(text: str) -> int:
 
 
 def _entry_id(text: str) -> str:
-    if not ENTRY_ID.match(text):
+    if not is_entry_id(text):
         raise argparse.ArgumentTypeError(
             f"expected a stream entry id like 1700000000000-0, got {text!r}"
         )

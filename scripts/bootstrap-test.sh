@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # What `make test` needs beyond scripts/bootstrap.sh: headless Chromium and its driver (the ops
-# console's browser test), systemd-analyze (deploy/systemd/), promtool (deploy/prometheus/),
-# and the project's test and dev extras. Nothing but packages changes on the machine: promtool
+# console's browser test), systemd-analyze (deploy/systemd/), npm (a TypeScript client of the
+# OpenAPI documents), promtool (deploy/prometheus/), and the project's test and dev extras. Nothing but packages changes on the machine: promtool
 # is unpacked from Debian's prometheus package into the virtualenv, so no Prometheus server is
 # installed, started or enabled. Safe to run again; one line per step.
 set -euo pipefail
@@ -21,8 +21,11 @@ need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+# npm (and node) build a TypeScript client from the OpenAPI documents
+# (tests/test_openapi_typescript.py; its packages go to .state/npm).
+command -v npm >/dev/null 2>&1 || need+=(npm)
 if [ ${#need[@]} -gt 0 ]; then
-    step "apt-get install ${need[*]} (the browser test, the systemd unit's check)"
+    step "apt-get install ${need[*]} (the browser test, the unit's check, the OpenAPI client)"
     apt_update
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
 fi

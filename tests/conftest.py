@@ -57,9 +57,16 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 # Whole suites that are slow by nature: the fault, campaign and red-team suites, the container
-# image, the real browser, the ML contract edge. `make test-fast` (`-m "not slow"`) skips them.
+# image, the real browser, the ML and OpenAPI contract tests. `make test-fast` (`-m "not
+# slow"`) skips them.
 SLOW_SUITES = ("tests/campaign/", "tests/faults/", "tests/container/", "tests/redteam/")
-SLOW_MODULES = ("test_console_browser.py", "test_peer_edge.py", "test_cluster_failover.py")
+SLOW_MODULES = (
+    "test_console_browser.py",
+    "test_peer_edge.py",
+    "test_cluster_failover.py",
+    "test_openapi_contract.py",
+    "test_openapi_typescript.py",
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
-from kaleido.http import console, health, metrics, posts, streams_admin, views
+from kaleido.http import console, health, metrics, openapi, posts, streams_admin, views
 from kaleido.http.auth import Authenticator
 from kaleido.http.errors import EXCEPTION_HANDLERS
 from kaleido.http.middleware import CorrelationIdMiddleware, ProxyHeaders, RequestLimits
@@ -21,8 +21,9 @@ from kaleido.views.unknown_posts import UnknownPostBudget
 
 
 def create_app(service: Service) -> Starlette:
-    """The public application: `/v1` user routes, `/healthz`, `/readyz`."""
-    app = _app(service, [*health.routes, *views.routes, *posts.routes])
+    """The public application: `/v1` user routes, `/healthz`, `/readyz`, `/openapi.json`."""
+    document = openapi.route(openapi.public_document())
+    app = _app(service, [*health.routes, document, *views.routes, *posts.routes])
     backends = service.backends
     app.state.unknown_posts = UnknownPostBudget(backends.postgres, backends.redis, backends.keys)
     return app
@@ -30,8 +31,9 @@ def create_app(service: Service) -> Starlette:
 
 def create_ops_app(service: Service) -> Starlette:
     """The operators' application: `/metrics`, the admin routes, the `/ops` console,
-    `/healthz`, `/readyz`."""
-    routes = [*health.routes, *metrics.routes, *views.admin_routes, *streams_admin.routes]
+    `/healthz`, `/readyz`, `/openapi.json`."""
+    routes = [*health.routes, openapi.route(openapi.ops_document()), *metrics.routes]
+    routes += [*views.admin_routes, *streams_admin.routes]
     app = _app(service, [*routes, *console.routes])
     app.state.console = console.console_state(app.state.auth, service)
     return app

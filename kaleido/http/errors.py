@@ -35,7 +35,8 @@ async def on_bad_request(request: Request, exc: Exception) -> Response:
 
 async def on_http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    return error_response(exc.detail, exc.status_code)
+    headers = dict(exc.headers) if exc.headers else None  # a 405's `Allow`
+    return error_response(exc.detail, exc.status_code, headers)
 
 
 async def on_backend_error(request: Request, exc: Exception) -> Response:

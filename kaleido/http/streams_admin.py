@@ -17,13 +17,14 @@ from kaleido.http.admin import require_admin
 from kaleido.http.body import read_json
 from kaleido.http.errors import BadRequest
 from kaleido.messages import INBOUND_STREAMS
-from kaleido.ops.streams import ENTRY_ID, read_streams
+from kaleido.ops.streams import is_entry_id, read_streams
 from kaleido.service import Service
 from kaleido.streams import dlq_replay, dlq_replay_all
 from kaleido.streams.dlq import REPLAY_LIMIT
 
-# Ids per replay request; a whole DLQ is replayed by sending no ids.
-MAX_IDS = 10_000
+# Ids per replay request, as many as a replay without ids puts back (each is one round trip:
+# 10,000 took longer than a client waits); a whole DLQ is replayed by sending no ids.
+MAX_IDS = REPLAY_LIMIT
 
 
 async def list_streams(request: Request) -> Response:
@@ -52,14 +53,15 @@ def parse_replay_ids(payload: Any) -> list[str]:
     if len(ids) > MAX_IDS:
         raise BadRequest(f"ids: {len(ids)} ids, limit {MAX_IDS}; send no body to replay all")
     for index, value in enumerate(ids):
-        if not isinstance(value, str) or not ENTRY_ID.match(value):
+        if not isinstance(value, str) or not is_entry_id(value):
             raise BadRequest(f"ids[{index}]: expected a stream entry id like '1700000000000-0'")
-    return [str(v) for v in ids]
+    return list(dict.fromkeys(str(v) for v in ids))  # a repeat would find nothing to replay
 
 
 async def replay_dlq(request: Request) -> Response:
     require_admin(request)
     stream = dlq_stream_name(request)
+    limit = replay_limit(request)  # checked even when ids make it moot: a bad one is a 400
     ids: list[str] | None = None
     if request.headers.get("content-length", "0") != "0" or "transfer-encoding" in request.headers:
         ids = parse_replay_ids(await read_json(request))
@@ -70,7 +72,7 @@ async def replay_dlq(request: Request) -> Response:
         return JSONResponse(
             {"stream": stream, "replayed": len(new_ids), "newIds": new_ids, "more": False}
         )
-    report = await dlq_replay_all(redis, keys, stream, limit=replay_limit(request))
+    report = await dlq_replay_all(redis, keys, stream, limit=limit)
     return JSONResponse(
         {
             "stream": stream,
@@ -86,7 +88,7 @@ def replay_limit(request: Request) -> int:
     text = request.query_params.get("limit")
     if text is None:
         return REPLAY_LIMIT
-    if not text.isdigit() or not 1 <= int(text[:9]) <= REPLAY_LIMIT:
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text[:9]) <= REPLAY_LIMIT:
         raise BadRequest(f"limit: expected a whole number from 1 to {REPLAY_LIMIT}, "
                          f"got {text[:20]!r}")  # fmt: skip
     return int(text)

@@ -20,6 +20,15 @@ from kaleido.replies import as_text, id_key, text_keys
 ALL_STREAMS = INBOUND_STREAMS + OUTBOUND_STREAMS
 # A stream entry id as an operator may type it (`1700000000000-0`).
 ENTRY_ID = re.compile(r"^[0-9]{1,20}-[0-9]{1,20}$")
+MAX_ENTRY_PART = 2**64 - 1
+
+
+def is_entry_id(text: str) -> bool:
+    """A stream entry id Redis takes: two unsigned 64-bit parts (a larger one is an error
+    reply, not a miss)."""
+    if not ENTRY_ID.match(text):
+        return False
+    return all(int(part) <= MAX_ENTRY_PART for part in text.split("-"))
 
 
 def _text(value: Any) -> str:

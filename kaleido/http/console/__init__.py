@@ -9,6 +9,8 @@ credential (kaleido.http.console.guard).
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -37,6 +39,19 @@ async def _stylesheet(request: Request) -> Response:
     return response
 
 
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def _by_method(get: Endpoint, post: Endpoint) -> Endpoint:
+    """One route for a page and its form: so a 405 names both methods in `Allow`."""
+
+    async def endpoint(request: Request) -> Response:
+        return await (post if request.method == "POST" else get)(request)
+
+    endpoint.__name__ = getattr(post, "__name__", "page")
+    return endpoint
+
+
 routes = [
     Route("/ops", console_route(pages.overview), methods=["GET"]),
     Route("/ops/streams", console_route(pages.streams), methods=["GET"]),
@@ -48,10 +63,12 @@ routes = [
         console_route(dlq_pages.replay_one),
         methods=["POST"],
     ),
-    Route("/ops/dlq/{stream}/purge", console_route(dlq_pages.purge_confirm), methods=["GET"]),
-    Route("/ops/dlq/{stream}/purge", console_route(dlq_pages.purge), methods=["POST"]),
-    Route("/ops/login", login.login_form, methods=["GET"]),
-    Route("/ops/login", login.login, methods=["POST"]),
+    Route(
+        "/ops/dlq/{stream}/purge",
+        _by_method(console_route(dlq_pages.purge_confirm), console_route(dlq_pages.purge)),
+        methods=["GET", "POST"],
+    ),
+    Route("/ops/login", _by_method(login.login_form, login.login), methods=["GET", "POST"]),
     Route("/ops/logout", console_route(login.logout), methods=["POST"]),
     Route("/ops/logout/everywhere", console_route(login.logout_everywhere), methods=["POST"]),
     Route("/ops/static/console.css", _stylesheet, methods=["GET"]),

@@ -17,7 +17,7 @@ from kaleido.http.console.guard import Access, Form
 from kaleido.http.console.render import page
 from kaleido.http.errors import BadRequest
 from kaleido.messages import INBOUND_STREAMS
-from kaleido.ops.streams import ENTRY_ID, dlq_sizes
+from kaleido.ops.streams import dlq_sizes, is_entry_id
 from kaleido.service import Service
 from kaleido.streams.dlq import (
     dlq_last_id,
@@ -40,7 +40,7 @@ def _stream(request: Request) -> str:
 
 
 def _entry_id(value: str, what: str) -> str:
-    if not ENTRY_ID.match(value):
+    if not is_entry_id(value):
         raise BadRequest(f"{what}: expected a stream entry id like '1700000000000-0', "
                          f"got {value[:40]!r}")  # fmt: skip
     return value
@@ -48,7 +48,7 @@ def _entry_id(value: str, what: str) -> str:
 
 def _count(request: Request, name: str) -> int | None:
     value = request.query_params.get(name, "")
-    return int(value) if value.isdigit() and len(value) < 10 else None
+    return int(value) if value.isascii() and value.isdigit() and len(value) < 10 else None
 
 
 def _service(request: Request) -> Service:
