@@ -40,8 +40,9 @@ run: $(STAMP)
 test: $(TEST_STAMP)
 	$(TEST_ENV) $(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
-# `make test-fast`: the suite without the tests marked slow (service processes, the fault and
-# campaign suites, the browser, cluster failover, the container image).
+# `make test-fast`: the suite without the tests marked slow (tests/conftest.py: service
+# processes, the fault, campaign, red-team, property and fuzz suites, the browser, the Redis
+# Cluster runs, the contract tests, the container image).
 test-fast: $(TEST_STAMP)
 	$(TEST_ENV) $(VENV)/bin/python -m pytest -m "not slow and not container" $(PYTEST_ARGS)
 

@@ -57,8 +57,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 # Whole suites that are slow by nature: the fault, campaign and red-team suites, the container
-# image, the real browser, the ML and OpenAPI contract tests. `make test-fast` (`-m "not
-# slow"`) skips them.
+# image, the real browser, the ML and OpenAPI contract tests, the property and fuzz suites.
+# `make test-fast` (`-m "not slow"`) skips them.
 SLOW_SUITES = ("tests/campaign/", "tests/faults/", "tests/container/", "tests/redteam/")
 SLOW_MODULES = (
     "test_console_browser.py",
@@ -66,6 +66,10 @@ SLOW_MODULES = (
     "test_cluster_failover.py",
     "test_openapi_contract.py",
     "test_openapi_typescript.py",
+    # hypothesis against real servers: tens of seconds each
+    "test_views_property.py",
+    "test_streams_batch_property.py",
+    "test_fuzz.py",
 )
 
 
@@ -74,7 +78,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     six nodes take seconds to start and to check)."""
     for item in items:
         where = Path(str(item.path)).relative_to(REPO).as_posix()
-        on_a_cluster = "cluster_stack" in getattr(item, "fixturenames", ())
+        on_a_cluster = "cluster_stack" in getattr(item, "fixturenames", ()) or (
+            Path(where).name == "test_devstack.py" and "cluster" in item.name
+        )
         if (
             where.startswith(SLOW_SUITES)
             or Path(where).name in SLOW_MODULES
