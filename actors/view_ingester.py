@@ -18,7 +18,7 @@ import attrs
 import trio
 
 from kaleido.backoff import Backoff
-from kaleido.concurrency import first_error
+from kaleido.concurrency import raise_unwrapped
 from kaleido.errors import RedisOutOfMemory, RedisPermissionDenied, TransientError
 from kaleido.gateways import PostgresGateway
 from kaleido.logs import get_logger
@@ -74,10 +74,7 @@ class ViewIngester:
                         return
                     nursery.start_soon(self._apply_batch, batch, slots)
         except BaseExceptionGroup as group:
-            exc = first_error(group)
-            if exc is group:
-                raise
-            raise exc from exc.__cause__
+            raise_unwrapped(group)
 
     async def _next_batch(self) -> list[Item] | None:
         try:

@@ -2,7 +2,7 @@
 
 `kaleido run` (the default) starts the long-lived process on `KALEIDO_REDIS_URL` and
 `KALEIDO_DATABASE_URL`. Without them it refuses, unless `--dev` asks for a private redis-server
-(with the repo's redis.conf; with `--cluster`, a private Redis Cluster of 3 masters and 3
+(with the shipped redis.conf; with `--cluster`, a private Redis Cluster of 3 masters and 3
 replicas) and a private PostgreSQL under the state folder, stopped on exit: throwaway data
 (kaleido.dev_run).
 
@@ -19,7 +19,6 @@ configuration or arguments.
 from __future__ import annotations
 
 import argparse
-import errno
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -33,10 +32,11 @@ from kaleido.cli_parser import ADMIN_URL_VARIABLE, build_parser
 from kaleido.completion import bash_completion
 from kaleido.dev_access import with_dev_urls
 from kaleido.dev_run import run_dev
-from kaleido.errors import ConfigError, KaleidoError
+from kaleido.errors import ConfigError
+from kaleido.exit_status import guarded
 from kaleido.http.auth import check_exposure, mint_token
 from kaleido.logs import configure_logging, get_logger
-from kaleido.ports import check_listen_addresses, describe_bind_error
+from kaleido.ports import check_listen_addresses
 from kaleido.redis_admin import install_for, redis_acl_rule
 from kaleido.redis_functions import library
 from kaleido.secret_settings import read_secret
@@ -136,11 +136,11 @@ def _run(settings: Settings, ready: Callable[[], None], *, demo: bool) -> int:
 
         ready()
         return run_workers(settings, demo=demo)
-    from kaleido.app import serve
+    from kaleido.app import _serve
 
     async def serve_then_report() -> None:
         async with trio.open_nursery() as nursery:
-            await nursery.start(partial(serve, settings, demo=demo))
+            await nursery.start(partial(_serve, settings, handle_signals=True, demo=demo))
             ready()
 
     trio.run(serve_then_report)
@@ -170,41 +170,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _log_format_given(args: argparse.Namespace) -> bool:
     return "log_format" in vars(args) or "KALEIDO_LOG_FORMAT" in os.environ
-
-
-def guarded(run: Callable[[], int]) -> int:
-    """Run a command; turn what it raises into an exit status and one line on stderr (a
-    configuration error: 2; another Kaleido error: 1; Ctrl-C: 0)."""
-    try:
-        return run()
-    except BaseException as raised:
-        error = _unwrap(raised)
-        if isinstance(error, KeyboardInterrupt):
-            return 0
-        if isinstance(error, BrokenPipeError):  # `kaleido streams --json | head`: reader gone
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            return 1
-        if isinstance(error, ConfigError):
-            print(f"kaleido: configuration error: {error}", file=sys.stderr)
-            return 2
-        if isinstance(error, KaleidoError):
-            log.error("kaleido.failed", error=str(error))
-            print(f"kaleido: {error}", file=sys.stderr)
-            return 1
-        if isinstance(error, OSError) and error.errno == errno.EADDRINUSE:
-            # A listener lost the race for its port after the check before start-up.
-            print(f"kaleido: a listener's address {describe_bind_error(error)}: set "
-                  "KALEIDO_HTTP_BIND / KALEIDO_OPS_BIND to free ones", file=sys.stderr)  # fmt: skip
-            return 2
-        raise
-
-
-def _unwrap(exc: BaseException) -> BaseException:
-    """The single error inside nested exception groups: trio wraps what leaves a nursery (the
-    backends' loop is one), and the user should see one line, not a group's traceback."""
-    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]
-    return exc
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,30 +1,39 @@
 """`open_kaleido(settings)`: Kaleido inside another trio program, without HTTP.
 
     async with kaleido.open_kaleido(kaleido.Settings(redis_url=..., database_url=...)) as k:
-        k.views.record(user_id, post_id)                  # never waits; False when full
-        await k.views.record_and_wait([(user_id, post_id)])  # durable when it returns
+        k.views.record_nowait(user_id, post_id)           # never waits; False when full
+        await k.views.record([(user_id, post_id)])        # durable when it returns
         n = await k.views.total(post_id)                  # exact
+        await k.posts.create(post_id, user_id, [(media_id, "https://cdn.example.com/a.jpg")])
         report = await k.sync_now()
 
 The block owns the backends, the schema, every actor (the stream consumers too) and the drain:
 on the way out, however the block ends (an exception, a cancellation of the caller's nursery),
 intake stops, the ingester writes what is queued to Redis, in-flight stream batches finish and a
 last sync runs, shielded and under `settings.shutdown_deadline`. What is unfinished then stays
-safely in Redis.
+safely in Redis. Kaleido installs no signal handler: the program decides when to stop.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Iterable
 from contextlib import asynccontextmanager
+from typing import Any, overload
 
 import attrs
 import trio
 
 from kaleido.backoff import Backoff
-from kaleido.errors import ConfigError, KaleidoError, RedisPermissionDenied, TransientError
+from kaleido.embedded_posts import Posts
+from kaleido.errors import (
+    ConfigError,
+    RedisPermissionDenied,
+    SyncFailed,
+    TransientError,
+    warn_deprecated,
+)
 from kaleido.gateways import Backends, open_backends
-from kaleido.logs import get_logger
+from kaleido.logs import get_logger, use_default_logging
 from kaleido.metrics import Metrics
 from kaleido.migrate import migrate
 from kaleido.redis_preflight import check_functions, check_redis_rights
@@ -39,10 +48,10 @@ log = get_logger("kaleido.embedded")
 # Start-up waits for PostgreSQL as long as it is unreachable (a restart, a failover): a process
 # that gave up would need someone to start it again. The wait between attempts is capped.
 SCHEMA_RETRY_CAP = 5.0
+# How often `drained()` looks at the ingester's counters.
+DRAIN_POLL = 0.005
 
-
-class SyncFailed(KaleidoError):
-    """`Kaleido.sync_now()` could not sync (the reason is the message)."""
+__all__ = ["Kaleido", "SyncFailed", "Views", "open_kaleido"]  # SyncFailed: its old home
 
 
 @attrs.frozen
@@ -51,14 +60,31 @@ class Views:
 
     _service: Service
 
-    def record(self, user_id: int, post_id: int) -> bool:
+    def record_nowait(self, user_id: int, post_id: int) -> bool:
         """Queue one view without waiting; False when the queue is full or closed. Raises
         ValueError naming a bad id."""
         return self._service.tracker.record(user_id, post_id)
 
+    @overload
+    def record(self, views: Iterable[tuple[int, int]], /) -> Awaitable[RecordResult]: ...
+
+    @overload
+    def record(self, user_id: int, post_id: int, /) -> bool: ...
+
+    def record(self, *args: Any) -> Awaitable[RecordResult] | bool:
+        """`await record(views)`: record views and return once they are durable (in Redis, or
+        in PostgreSQL's journal while Redis is down): counted and duplicates.
+
+        `record(user_id, post_id)` (deprecated) is `record_nowait(user_id, post_id)`."""
+        if len(args) == 2:
+            warn_deprecated("Views.record(user_id, post_id)", "Views.record_nowait")
+            return self.record_nowait(*args)
+        (views,) = args
+        return self._service.tracker.record_and_wait(views)
+
     async def record_and_wait(self, views: Iterable[tuple[int, int]]) -> RecordResult:
-        """Record views and return once they are durable (in Redis, or in PostgreSQL's journal
-        while Redis is down): counted and duplicates."""
+        """Deprecated: `await record(views)`."""
+        warn_deprecated("Views.record_and_wait(views)", "await Views.record(views)")
         return await self._service.tracker.record_and_wait(views)
 
     async def total(self, post_id: int) -> int:
@@ -68,33 +94,64 @@ class Views:
 
 @attrs.define
 class Kaleido:
-    """A running Kaleido, as `open_kaleido` yields it."""
+    """A running Kaleido, as `open_kaleido` yields it: `views`, `posts`, `sync_now()` and
+    `drained()`."""
 
-    service: Service
     views: Views
+    posts: Posts
+    _service: Service = attrs.field(repr=False)
     # When the drain must be done by (trio time); set by whoever asked to stop first.
-    drain_deadline: float | None = None
+    _drain_deadline: float | None = attrs.field(default=None, init=False, repr=False)
 
     async def sync_now(self) -> SyncReport:
         """Sync buffered views to PostgreSQL now (under the shared lock; waits for a running
         sync); raises SyncFailed with the reason."""
-        done = await self.service.syncer.request()
+        done = await self._service.syncer.request()
         if done.report is None:
             raise SyncFailed(done.error or "the sync did not run")
         return done.report
 
-    async def wait_drained(self, poll: float = 0.005) -> None:
+    async def drained(self) -> None:
         """Wait until every view queued so far has been dealt with by the ingester (in Redis, in
         the journal, or refused with an error to its waiter)."""
-        tracker, ingester = self.service.tracker, self.service.ingester
+        tracker, ingester = self._service.tracker, self._service.ingester
         while ingester.settled < tracker.stats.queued:  # noqa: ASYNC110 - counters, no event
-            await trio.sleep(poll)
+            await trio.sleep(DRAIN_POLL)
+
+    # Deprecated names, kept for one release.
+
+    @property
+    def service(self) -> Service:
+        warn_deprecated("Kaleido.service", "Kaleido.views and Kaleido.posts")
+        return self._service
+
+    @property
+    def drain_deadline(self) -> float | None:
+        warn_deprecated("Kaleido.drain_deadline", "leaving the open_kaleido block")
+        return self._drain_deadline
+
+    async def wait_drained(self, poll: float = DRAIN_POLL) -> None:
+        warn_deprecated("Kaleido.wait_drained()", "Kaleido.drained()")
+        await self.drained()
 
     def stop_intake(self, deadline: float) -> None:
-        """Refuse new views from now on; the drain is to finish `deadline` seconds from now."""
-        if self.drain_deadline is None:
-            self.drain_deadline = trio.current_time() + deadline
-        self.service.stop_intake()
+        warn_deprecated("Kaleido.stop_intake()", "leaving the open_kaleido block")
+        begin_drain(self, deadline)
+
+
+def service_of(k: Kaleido) -> Service:
+    """The Service behind `k`: for Kaleido's own hosts (kaleido.app, kaleido.testing) and
+    tests, not part of the public API."""
+    return k._service
+
+
+def begin_drain(k: Kaleido, seconds: float) -> float:
+    """Refuse new views from now on; the drain is to finish `seconds` from now (or by the
+    deadline an earlier call set). Returns that deadline (trio time)."""
+    if k._drain_deadline is None:
+        k._drain_deadline = trio.current_time() + seconds
+    k._service.stop_intake()
+    return k._drain_deadline
 
 
 async def prepare_schema(backends: Backends) -> None:
@@ -139,11 +196,25 @@ async def check_redis_user(backends: Backends) -> None:
 
 
 @asynccontextmanager
-async def open_kaleido(settings: Settings, *, demo: bool = False) -> AsyncIterator[Kaleido]:
+async def open_kaleido(settings: Settings, **deprecated: Any) -> AsyncIterator[Kaleido]:
     """Run Kaleido's backends and actors for the duration of the block (see the module
-    docstring); `demo` adds the stand-in ML service and simulated users."""
+    docstring)."""
+    demo = bool(deprecated.pop("demo", False))
+    if deprecated:
+        raise TypeError(f"open_kaleido() got unexpected arguments: {', '.join(deprecated)}")
+    if demo:
+        warn_deprecated("open_kaleido(demo=True)", "kaleido run --demo")
+    async with _open_kaleido(settings, demo=demo) as k:
+        yield k
+
+
+@asynccontextmanager
+async def _open_kaleido(settings: Settings, *, demo: bool = False) -> AsyncIterator[Kaleido]:
+    """`open_kaleido`, and for Kaleido's own hosts `demo`: the stand-in ML service and
+    simulated users."""
     if settings.redis_url is None or settings.database_url is None:
         raise ConfigError("open_kaleido needs Settings.redis_url and Settings.database_url")
+    use_default_logging(settings.log_format)
     stop = trio.Event()
     body = trio.CancelScope()  # the caller's block: the host cancels it if the actors fail
     async with trio.open_nursery() as nursery:
@@ -185,7 +256,7 @@ async def _host(
                         from kaleido.demo import start_demo
 
                         await start_demo(service)
-                    k = Kaleido(service, Views(service))
+                    k = Kaleido(Views(service), Posts(service), service)
                     scope.shield = True
                     task_status.started(k)
                     started = True
@@ -201,11 +272,11 @@ async def _host(
 
 
 async def _drain(k: Kaleido, deadline: float) -> None:
-    k.stop_intake(deadline)  # before `stopping`: the ingester finishes once intake is closed
-    assert k.drain_deadline is not None
+    # Intake closes before `stopping`: the ingester finishes once the queue is closed.
+    drain_by = begin_drain(k, deadline)
     log.info("shutdown.begin", deadline=deadline)
-    supervisor = k.service.supervisor
-    with trio.move_on_at(k.drain_deadline) as scope:
+    supervisor = k._service.supervisor
+    with trio.move_on_at(drain_by) as scope:
         # The ingester first: it ends once the closed queue is written to Redis, so that the
         # syncer's last run (on `stopping`) takes those views to PostgreSQL too.
         ingester = supervisor.actors.get("view-ingester")

@@ -6,6 +6,8 @@ single place, so that the rest of the code base only ever catches Kaleido except
 
 from __future__ import annotations
 
+import warnings
+
 
 class KaleidoError(Exception):
     """Base class of every exception Kaleido raises on purpose."""
@@ -91,3 +93,31 @@ class PostgresQueryError(BackendError):
     def __init__(self, message: str, *, sqlstate: str = "") -> None:
         super().__init__(message)
         self.sqlstate = sqlstate
+
+
+class SyncFailed(KaleidoError):
+    """`Kaleido.sync_now()` could not sync (the reason is the message)."""
+
+
+class SettingError(ConfigError):
+    """A `Settings` field holds a bad value: `field` names it, `reason` says what is wrong (the
+    environment layer reports it under the variable or flag it came from)."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"Settings.{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+class KaleidoDeprecationWarning(DeprecationWarning):
+    """A name of Kaleido's public API that goes in the next release; the message says what
+    replaces it."""
+
+
+def warn_deprecated(old: str, new: str) -> None:
+    """Warn, at the caller's caller, that `old` is deprecated in favour of `new`."""
+    warnings.warn(
+        f"{old} is deprecated and goes in the next release; use {new}",
+        KaleidoDeprecationWarning,
+        stacklevel=3,
+    )

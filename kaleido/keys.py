@@ -67,6 +67,11 @@ class KeyLayout:
         """Hash postId → views of one in-flight sync batch."""
         return f"{self.prefix}view:{{{partition}}}:batch:{batch_id}"
 
+    def moved(self, partition: int) -> str:
+        """Sorted set of the partition's latest sync batch ids (scored by when they were
+        moved): a move run again after its reply was lost finds its batch by id."""
+        return f"{self.prefix}view:{{{partition}}}:moved"
+
     def replayed(self, partition: int) -> str:
         """Sorted set of journal replay batches applied to this partition (scored by time)."""
         return f"{self.prefix}view:{{{partition}}}:replayed"

@@ -21,8 +21,19 @@ from kaleido.logs import get_logger
 
 log = get_logger("kaleido.lock")
 
+# KEYS: the lock; ARGV: the owner's token, the TTL in ms. Returns 1 if the owner holds it now.
+# Ambiguous call: when the reply to a SET NX was lost after it ran, redis-py sends it again and
+# the lock is taken, by this owner; a plain SET NX would answer "busy" and the lock would sit
+# unrenewed until its TTL ran out. Held already by the same token, acquiring renews it.
+_ACQUIRE = Script(
+    "lock_acquire",
+    "if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end "
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then "
+    "return redis.call('PEXPIRE', KEYS[1], ARGV[2]) else return 0 end",
+)
 # KEYS: the lock; ARGV: the owner's token, the TTL in ms. Both scripts run even past
-# maxmemory (they add nothing), so a full Redis does not cost the syncer its lock.
+# maxmemory (they add nothing), so a full Redis does not cost the syncer its lock. Run twice
+# (a lost reply), each leaves the same state as once.
 _RENEW = Script(
     "lock_renew",
     "if redis.call('GET', KEYS[1]) == ARGV[1] then "
@@ -54,10 +65,11 @@ class RedisLock:
     token: str = attrs.field(factory=lambda: secrets.token_hex(16))
 
     async def acquire(self) -> bool:
-        reply = await self.redis.execute(
-            "SET", self.key, self.token, "NX", "PX", int(self.ttl * 1000)
+        """Take the lock unless another owner holds it (safe to run again: _ACQUIRE)."""
+        reply = await self.redis.run_script(
+            _ACQUIRE, [self.key], [self.token, int(self.ttl * 1000)]
         )
-        return reply is not None and reply is not False
+        return bool(reply)
 
     async def renew(self) -> bool:
         reply = await self.redis.run_script(_RENEW, [self.key], [self.token, int(self.ttl * 1000)])

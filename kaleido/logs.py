@@ -38,7 +38,8 @@ def configure_logging(
     """Configure structlog once for the process; `fmt` is "json" or "console"; `worker` (a
     process of `kaleido run --workers N`) is added to every line.
 
-    Lines go to `stream` (default: standard error). JSON lines are serialised by orjson and
+    Lines go to `stream` (default: standard error); a `level` above logging.CRITICAL logs
+    nothing. JSON lines are serialised by orjson and
     written as bytes where the stream has a binary buffer: a consumer logs one line per
     entry, so a line must cost microseconds.
     """
@@ -58,6 +59,9 @@ def configure_logging(
     processors: list[Any] = [structlog.contextvars.merge_contextvars]
     if worker is not None:
         processors.append(_add_fields(worker=worker))
+    if level > logging.CRITICAL:
+        processors = [_drop]
+        level = logging.CRITICAL
     structlog.configure(
         processors=[
             *processors,
@@ -70,6 +74,19 @@ def configure_logging(
         logger_factory=factory,
         cache_logger_on_first_use=False,
     )
+
+
+def use_default_logging(fmt: str = "json") -> None:
+    """Configure logging as `configure_logging(fmt)` does (standard error) unless the process
+    already configured structlog: an embedding program routes or silences Kaleido's lines by
+    configuring structlog (or calling `configure_logging`) first; unconfigured, structlog would
+    print to standard output, which is the program's own (docs/embedding.md)."""
+    if not structlog.is_configured():
+        configure_logging(fmt)
+
+
+def _drop(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+    raise structlog.DropEvent
 
 
 def _add_fields(**fields: Any) -> Any:

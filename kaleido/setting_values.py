@@ -1,5 +1,8 @@
-"""The parsers of setting values: each takes a variable's text and returns the value, or raises
-ValueError with the reason (`kaleido.settings` adds which variable it was)."""
+"""Setting values: the text converters of the environment layer (a variable's text to a
+number, a list, ...) and the checks `Settings` runs on construction (its attrs validators).
+
+Each raises ValueError with the reason only: `Settings` adds the field's name (SettingError),
+the environment layer the variable's or the flag's."""
 
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from kaleido.errors import ConfigError
+from kaleido.media_urls import check_media_url
 from kaleido.redis_url import is_cluster_url, parse_cluster_url
 from kaleido.secret_settings import redact_url
 
@@ -20,26 +24,55 @@ from kaleido.secret_settings import redact_url
 MAX_WORKERS = 64
 
 
-def positive_float(text: str) -> float:
+def seconds_text(text: str) -> float:
+    """A number of seconds (text to float; the check is `positive_seconds`)."""
     try:
-        value = float(text)
+        return float(text)
     except ValueError:
         raise ValueError(f"expected a number of seconds, got {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"expected a positive number of seconds, got {text!r}")
-    return value
 
 
-def positive_int(text: str) -> int:
+def whole_text(text: str) -> int:
+    """A whole number of decimal digits (text to int; the checks say what range)."""
     if not re.fullmatch(r"[0-9]+", text.strip()):
         raise ValueError(f"expected a positive whole number, got {text!r}")
-    value = int(text)
-    if value <= 0:
-        raise ValueError(f"expected a positive whole number, got {text!r}")
-    return value
+    return int(text)
 
 
-def redis_url_text(text: str) -> str:
+def comma_list(text: str) -> tuple[str, ...]:
+    """`a, b,,c` as ("a", "b", "c")."""
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def _number(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"expected a number of seconds, got {value!r:.80}")
+    return float(value)
+
+
+def positive_seconds(value: object) -> None:
+    if not math.isfinite(_number(value)) or _number(value) <= 0:
+        raise ValueError(f"expected a positive number of seconds, got {value!r}")
+
+
+def positive_whole(value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"expected a positive whole number, got {value!r:.80}")
+
+
+def port(value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
+        raise ValueError(f"expected a port from 0 to 65535, got {value!r:.80}")
+
+
+def host(value: object) -> None:
+    if not isinstance(value, str) or not value or any(c.isspace() for c in value):
+        raise ValueError(f"expected a host name or address, got {value!r:.80}")
+
+
+def redis_url(text: str) -> str:
+    if not isinstance(text, str):
+        raise ValueError(f"expected a Redis URL, got {text!r:.80}")
     if is_cluster_url(text):
         try:
             parse_cluster_url(text)
@@ -61,12 +94,14 @@ def redis_url_text(text: str) -> str:
 def check_redis_url(text: str, variable: str) -> str:
     """`text` if it is a Redis URL the gateway can use, else ConfigError naming `variable`."""
     try:
-        return redis_url_text(text)
+        return redis_url(text)
     except ValueError as exc:
         raise ConfigError(f"{variable}: {exc}") from None
 
 
-def database_url_text(text: str) -> str:
+def database_url(text: str) -> str:
+    if not isinstance(text, str):
+        raise ValueError(f"expected a postgresql:// URL, got {text!r:.80}")
     parts = urlsplit(text)
     if parts.scheme not in ("postgres", "postgresql"):
         raise ValueError(f"expected a postgresql:// URL, got {redact_url(text)!r}")
@@ -91,37 +126,37 @@ def host_port(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def partition_count(text: str) -> int:
-    value = positive_int(text)
+def join_host_port(host: str, port: int) -> str:
+    """HOST:PORT as `host_port` reads it back and hypercorn binds it (IPv6 hosts in brackets)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def partition_count(value: int) -> None:
+    positive_whole(value)
     if value > 1024 or value & (value - 1):
-        raise ValueError(f"expected a power of two from 1 to 1024, got {text!r}")
-    return value
+        raise ValueError(f"expected a power of two from 1 to 1024, got {value!r}")
 
 
-def workers_count(text: str) -> int:
-    value = positive_int(text)
+def workers_count(value: int) -> None:
+    positive_whole(value)
     if value > MAX_WORKERS:
-        raise ValueError(f"expected from 1 to {MAX_WORKERS} workers, got {text!r}")
-    return value
+        raise ValueError(f"expected from 1 to {MAX_WORKERS} workers, got {value!r}")
 
 
-def lock_ttl(text: str) -> float:
-    value = positive_float(text)
+def lock_ttl(value: float) -> None:
+    positive_seconds(value)
     if value < 1:
-        raise ValueError(f"expected at least 1 second, got {text!r}")
-    return value
+        raise ValueError(f"expected at least 1 second, got {value!r}")
 
 
-def admin_token_text(text: str) -> str:
-    if len(text) < 16:
+def admin_token(text: str) -> None:
+    if not isinstance(text, str) or len(text) < 16:
         raise ValueError("the admin token must be at least 16 characters long")
-    return text
 
 
-def service_token_text(text: str) -> str:
-    if len(text) < 32:
+def service_token(text: str) -> None:
+    if not isinstance(text, str) or len(text) < 32:
         raise ValueError("the service token must be at least 32 characters long")
-    return text
 
 
 def jwt_key(secret: str) -> bytes:
@@ -136,57 +171,53 @@ def jwt_key(secret: str) -> bytes:
     return key
 
 
-def embedding_dim(text: str) -> int:
-    value = positive_int(text)
+def embedding_dim(value: int) -> None:
+    positive_whole(value)
     if value > 65536:
-        raise ValueError(f"expected at most 65536 floats, got {text!r}")
-    return value
+        raise ValueError(f"expected at most 65536 floats, got {value!r}")
 
 
-def url_prefixes(text: str) -> tuple[str, ...]:
-    from kaleido.posts import check_media_url
-
-    prefixes = tuple(p.strip() for p in text.split(",") if p.strip())
+def url_prefixes(prefixes: tuple[str, ...]) -> None:
     for prefix in prefixes:
         check_media_url(prefix, f"prefix {prefix!r}")
         if prefix.count("/") < 3:  # https://cdn.example.com would admit cdn.example.com.evil.org
             raise ValueError(f"prefix {prefix!r}: end the host with a path, e.g. {prefix}/")
-    return prefixes
 
 
-def jwt_secret_text(text: str) -> str:
+def jwt_secret(text: str) -> None:
+    if not isinstance(text, str):
+        raise ValueError("expected the base64 text of the key (the backend's JWT_SECRET)")
     jwt_key(text)
-    return text.strip()
 
 
-def matching(regex: re.Pattern[str], what: str) -> Callable[[str], str]:
-    def parse(text: str) -> str:
-        if not regex.fullmatch(text):
-            raise ValueError(f"expected {what}, got {text!r}")
-        return text
+def matching(regex: re.Pattern[str], what: str) -> Callable[[str], None]:
+    def check(text: str) -> None:
+        if not isinstance(text, str) or not regex.fullmatch(text):
+            raise ValueError(f"expected {what}, got {text!r:.80}")
 
-    return parse
+    return check
 
 
-def one_of(*options: str) -> Callable[[str], str]:
-    def parse(text: str) -> str:
+def one_of(*options: str) -> Callable[[str], None]:
+    def check(text: str) -> None:
         if text not in options:
-            raise ValueError(f"expected one of {', '.join(options)}, got {text!r}")
-        return text
+            raise ValueError(f"expected one of {', '.join(options)}, got {text!r:.80}")
 
-    return parse
-
-
-# name (lower case, without prefix) → (parser, settings field(s), help)
+    return check
 
 
-def networks(text: str) -> tuple[str, ...]:
-    """KALEIDO_TRUSTED_PROXIES: comma-separated addresses or networks (`10.0.0.5`,
-    `10.0.0.0/8`, `::1`), normalised; ValueError naming the first bad one."""
+def networks(items: object) -> tuple[str, ...]:
+    """KALEIDO_TRUSTED_PROXIES: addresses or networks (`10.0.0.5`, `10.0.0.0/8`, `::1`),
+    normalised (a converter: `Settings` stores the normal form); ValueError naming the first
+    bad one."""
+    if isinstance(items, str):
+        items = comma_list(items)
+    if not isinstance(items, tuple | list):
+        raise ValueError(f"expected IP addresses or CIDR networks, got {items!r:.80}")
     out = []
-    for item in (part.strip() for part in text.split(",")):
-        if not item:
-            continue
+    for item in items:
+        if not isinstance(item, str) or not item:
+            raise ValueError(f"expected IP addresses or CIDR networks, got {item!r:.60}")
         try:
             out.append(str(ipaddress.ip_network(item, strict=False)))
         except ValueError:

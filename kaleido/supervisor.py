@@ -21,6 +21,7 @@ import attrs
 import trio
 
 from kaleido.backoff import Backoff
+from kaleido.concurrency import leaves
 from kaleido.errors import KaleidoError, TransientError
 from kaleido.logs import get_logger
 
@@ -54,15 +55,6 @@ class ActorState:
     @property
     def finished(self) -> bool:
         return self.done.is_set()
-
-
-def _leaves(exc: BaseException) -> list[BaseException]:
-    if isinstance(exc, BaseExceptionGroup):
-        out: list[BaseException] = []
-        for inner in exc.exceptions:
-            out.extend(_leaves(inner))
-        return out
-    return [exc]
 
 
 @attrs.define
@@ -115,10 +107,10 @@ class Supervisor:
                 return
             except BaseException as exc:  # classified below; re-raised if not an Exception
                 state.running = False
-                leaves = _leaves(exc)
-                if any(not isinstance(leaf, Exception) for leaf in leaves):
+                errors = leaves(exc)
+                if any(not isinstance(leaf, Exception) for leaf in errors):
                     raise  # cancellation, KeyboardInterrupt: not ours to handle
-                self._record_failure(state, leaves)
+                self._record_failure(state, errors)
             if not reported:
                 reported = True
                 task_status.started()
@@ -129,10 +121,10 @@ class Supervisor:
                 return
             state.restarts += 1
 
-    def _record_failure(self, state: ActorState, leaves: list[BaseException]) -> None:
-        first = leaves[0]
+    def _record_failure(self, state: ActorState, errors: list[BaseException]) -> None:
+        first = errors[0]
         state.last_error = f"{type(first).__name__}: {first}"
-        if all(isinstance(leaf, TransientError) for leaf in leaves):
+        if all(isinstance(leaf, TransientError) for leaf in errors):
             state.transient_failures += 1
             log.warning("actor.transient_failure", actor=state.name, error=state.last_error)
             kind = "transient"

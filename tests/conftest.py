@@ -5,24 +5,20 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import attrs
 import pytest
 
+from kaleido.app import Running
 from kaleido.devstack import DevStack
 from kaleido.gateways import Backends, open_backends
 from kaleido.settings import Settings
 from kaleido.testing import migrated_servers
 
-REPO = Path(__file__).resolve().parent.parent
+from .service_helpers import ADMIN_TOKEN, reset, serving
 
-TABLES = (
-    "posts, post_media, media_ai_insights, media_detected_faces, processed_messages, "
-    "view_sync_batches, post_view_backlog, view_journal, outbox, profile_picture_requests, "
-    "user_face_embeddings, read_model_known_faces, read_model_face_search, "
-    "read_model_recommendations_knn, read_model_feed_personalized, post_aggregations, "
-    "post_insights"
-)
+REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="session")
@@ -105,14 +101,9 @@ def settings(stack: DevStack, redis_kind: str, request: pytest.FixtureRequest) -
         http_port=0,
         ops_port=0,
         sync_interval=300.0,
-        admin_token="test-admin-token-0123456789",
+        admin_token=ADMIN_TOKEN,
         log_format="console",
     )
-
-
-async def reset(backends: Backends) -> None:
-    await backends.redis.execute("FLUSHALL")
-    await backends.postgres.execute(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE")
 
 
 @pytest.fixture
@@ -122,5 +113,12 @@ async def backends(settings: Settings) -> AsyncIterator[Backends]:
         yield opened
 
 
-def with_settings(settings: Settings, **changes: object) -> Settings:
+@pytest.fixture
+async def running(settings: Settings) -> AsyncIterator[Running]:
+    """The whole service in-process on the test's settings, on emptied backends."""
+    async with serving(settings) as service:
+        yield service
+
+
+def with_settings(settings: Settings, **changes: Any) -> Settings:
     return attrs.evolve(settings, **changes)

@@ -17,6 +17,8 @@ import attrs
 import httpx
 import trio
 
+from kaleido.settings import Settings
+
 from .conftest import REPO
 
 
@@ -103,6 +105,17 @@ def kaleido_env(**extra: str) -> dict[str, str]:
     env["KALEIDO_OPS_BIND"] = f"127.0.0.1:{free_port()}"
     env.update(extra)
     return env
+
+
+def servers_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """`kaleido_env` for a process on the test's servers (`settings`' URLs), console logs."""
+    assert settings.redis_url and settings.database_url
+    return kaleido_env(
+        KALEIDO_REDIS_URL=settings.redis_url,
+        KALEIDO_DATABASE_URL=settings.database_url,
+        KALEIDO_LOG_FORMAT="console",
+        **extra,
+    )
 
 
 def start_kaleido(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -58,17 +58,6 @@ async def running(
             await nursery.start(consumer.run)
         yield consumers
         stopping.set()
-
-
-async def wait_until(
-    predicate: Callable[[], Awaitable[bool]], seconds: float = 5.0, interval: float = 0.02
-) -> None:
-    """Poll `predicate` until it is true; fail (trio.TooSlowError) after `seconds`."""
-    with trio.fail_after(seconds):
-        while True:
-            if await predicate():
-                return
-            await trio.sleep(interval)
 
 
 async def xadd(backends: Backends, stream: str, fields: Mapping[Any, Any]) -> str:

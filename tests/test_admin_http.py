@@ -3,41 +3,24 @@ replay (end to end: a replayed dead letter is applied by the running consumer) a
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-
 import attrs
 import pytest
-import trio
 
-from kaleido.app import Running, serve
+from kaleido.app import Running, service_of
 from kaleido.messages import INSIGHTS_STREAM, POST_IMAGE_STREAM
 from kaleido.settings import Settings
 
+from .service_helpers import ADMIN, JSON, client, ops_client, serving
 from .streams_helpers import dlq_len, insight, xadd
-from .test_service import JSON, client, ops_client
-from .test_service import running as running  # the fixture
 from .waiting import wait_until
 
 pytestmark = pytest.mark.redis_kinds("single", "cluster")
 
-TOKEN = "test-admin-token-0123456789"
-RIGHT = {"Authorization": f"Bearer {TOKEN}"}
 ROUTES = [
     ("GET", "/v1/admin/streams"),
     ("POST", f"/v1/admin/dlq/{INSIGHTS_STREAM}/replay"),
     ("POST", "/v1/admin/sync"),
 ]
-
-
-@asynccontextmanager
-async def serving(settings: Settings) -> AsyncIterator[Running]:
-    async with trio.open_nursery() as nursery:
-        service: Running = await nursery.start(
-            lambda task_status: serve(settings, handle_signals=False, task_status=task_status)
-        )
-        yield service
-        service.stop.set()
 
 
 @pytest.mark.parametrize(("method", "path"), ROUTES)
@@ -50,7 +33,7 @@ async def test_the_token_guards_every_admin_route(running: Running, method: str,
         assert basic.status_code == 401
         wrong = await http.request(method, path, headers={"Authorization": "Bearer nope-nope"})
         assert wrong.status_code == 403 and wrong.json() == {"error": "admin route: wrong token"}
-        right = await http.request(method, path, headers=RIGHT)
+        right = await http.request(method, path, headers=ADMIN)
         assert right.status_code == 200, right.text
 
 
@@ -60,14 +43,14 @@ async def test_no_configured_token_disables_the_admin_routes(settings: Settings)
         ops_client(service) as http,
     ):
         for method, path in ROUTES:
-            for headers in ({}, RIGHT):
+            for headers in ({}, ADMIN):
                 r = await http.request(method, path, headers=headers)
                 assert r.status_code == 403, (path, r.text)
                 assert "KALEIDO_ADMIN_TOKEN is not set" in r.json()["error"]
 
 
 async def test_streams_overview(running: Running) -> None:
-    backends = running.service.backends
+    backends = service_of(running).backends
     await xadd(backends, INSIGHTS_STREAM, {"service": "tagging"})  # undecodable: dead-lettered
 
     async def dead_lettered() -> bool:
@@ -76,7 +59,7 @@ async def test_streams_overview(running: Running) -> None:
     await wait_until(dead_lettered)
     await xadd(backends, POST_IMAGE_STREAM, {"postId": "1", "mediaId": "2"})
     async with ops_client(running) as http:
-        r = await http.get("/v1/admin/streams", headers=RIGHT)
+        r = await http.get("/v1/admin/streams", headers=ADMIN)
     assert r.status_code == 200
     streams = {s["stream"]: s for s in r.json()["streams"]}
     assert len(streams) == 10
@@ -93,7 +76,7 @@ async def test_streams_overview(running: Running) -> None:
 async def test_replay_puts_dead_letters_back_and_the_consumer_applies_them(
     running: Running,
 ) -> None:
-    backends = running.service.backends
+    backends = service_of(running).backends
     dlq_key = backends.keys.dlq(INSIGHTS_STREAM)
     # Dead letters as the consumer writes them: the original fields plus the failure.
     ids = []
@@ -106,16 +89,16 @@ async def test_replay_puts_dead_letters_back_and_the_consumer_applies_them(
         ids.append(entry_id.decode())
     async with ops_client(running) as http:
         one = await http.post(
-            f"/v1/admin/dlq/{INSIGHTS_STREAM}/replay", json={"ids": [ids[0]]}, headers=RIGHT
+            f"/v1/admin/dlq/{INSIGHTS_STREAM}/replay", json={"ids": [ids[0]]}, headers=ADMIN
         )
         assert one.status_code == 200, one.text
         assert one.json()["replayed"] == 1 and one.json()["stream"] == INSIGHTS_STREAM
         assert await dlq_len(backends, INSIGHTS_STREAM) == 2
         again = await http.post(
-            f"/v1/admin/dlq/{INSIGHTS_STREAM}/replay", json={"ids": [ids[0]]}, headers=RIGHT
+            f"/v1/admin/dlq/{INSIGHTS_STREAM}/replay", json={"ids": [ids[0]]}, headers=ADMIN
         )
         assert again.json()["replayed"] == 0  # already replayed: not twice
-        rest = await http.post(f"/v1/admin/dlq/{INSIGHTS_STREAM}/replay", headers=RIGHT)
+        rest = await http.post(f"/v1/admin/dlq/{INSIGHTS_STREAM}/replay", headers=ADMIN)
         assert rest.json()["replayed"] == 2
     assert await dlq_len(backends, INSIGHTS_STREAM) == 0
 
@@ -142,18 +125,18 @@ async def test_bad_replay_requests_get_a_clear_4xx(
     running: Running, path: str, body: bytes | None, status: int, message: str
 ) -> None:
     async with ops_client(running) as http:
-        r = await http.post(path, content=body, headers={**RIGHT, **JSON})
+        r = await http.post(path, content=body, headers={**ADMIN, **JSON})
     assert r.status_code == status, r.text
     assert message in r.json()["error"]
 
 
 async def test_admin_sync_syncs(running: Running) -> None:
-    backends = running.service.backends
+    backends = service_of(running).backends
     await backends.postgres.execute("INSERT INTO posts (post_id, user_id) VALUES (90, 1)")
     async with client(running) as public, ops_client(running) as http:
         view = await public.post("/v1/views", json={"userId": 1, "postId": 90})
         assert view.status_code == 202
-        r = await http.post("/v1/admin/sync", headers=RIGHT)
+        r = await http.post("/v1/admin/sync", headers=ADMIN)
     assert r.status_code == 200 and r.json()["synced"] is True and r.json()["views"] == 1
     count = await backends.postgres.fetchval("SELECT view_count FROM posts WHERE post_id = 90")
     assert count == 1

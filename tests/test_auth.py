@@ -37,7 +37,7 @@ from kaleido.settings import Settings, settings_from_argv
 
 from .conftest import REPO
 from .processes import kaleido_env
-from .test_service import client, ops_client
+from .service_helpers import client, ops_client
 
 KEY = b"kaleidoscope-test-key-of-32-bytes!!"
 SECRET = base64.b64encode(KEY).decode()
@@ -254,10 +254,10 @@ async def secured(settings: Settings, backends: Backends) -> AsyncIterator[Runni
     )
     async with trio.open_nursery() as nursery:
         running: Running = await nursery.start(
-            lambda task_status: serve(settings, handle_signals=False, task_status=task_status)
+            lambda task_status: serve(settings, task_status=task_status)
         )
         yield running
-        running.stop.set()
+        running.stop()
 
 
 # Each credential, as a header (None: no header).

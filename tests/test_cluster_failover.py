@@ -16,8 +16,9 @@ from kaleido.messages import INSIGHTS_STREAM
 from kaleido.views.store import ViewStore
 from kaleido.views.totals import read_total
 
-from .streams_helpers import insight, running, wait_until, xadd
+from .streams_helpers import insight, running, xadd
 from .views_helpers import store_of
+from .waiting import wait_until
 
 pytestmark = [pytest.mark.redis_kinds("cluster"), pytest.mark.slow]
 
@@ -77,7 +78,7 @@ async def test_a_master_fails_over_under_views_and_a_consumer(
                 row = await insight(backends, 77)
                 return row is not None and row["tags"] == ["after-failover"]
 
-            await wait_until(applied, seconds=30)
+            await wait_until(applied, timeout=30)
             assert consumers[INSIGHTS_STREAM].stats.applied >= 1  # it never crashed out
     finally:
         if victim is not None:

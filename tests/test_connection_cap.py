@@ -22,10 +22,10 @@ async def running(settings: Settings) -> AsyncIterator[Running]:
     capped = attrs.evolve(settings, max_connections=CAP)
     async with trio.open_nursery() as nursery:
         service: Running = await nursery.start(
-            lambda task_status: serve(capped, handle_signals=False, task_status=task_status)
+            lambda task_status: serve(capped, task_status=task_status)
         )
         yield service
-        service.stop.set()
+        service.stop()
 
 
 async def connect(address: str) -> trio.SocketStream:
@@ -78,7 +78,7 @@ async def test_a_request_head_not_complete_within_the_header_timeout_is_closed(
     monkeypatch.setattr("kaleido.http.connection.HEADER_TIMEOUT", 0.5)
     async with trio.open_nursery() as nursery:
         running: Running = await nursery.start(
-            lambda task_status: serve(settings, handle_signals=False, task_status=task_status)
+            lambda task_status: serve(settings, task_status=task_status)
         )
         stream = await connect(running.http_addresses[0])
         async with stream:
@@ -88,4 +88,4 @@ async def test_a_request_head_not_complete_within_the_header_timeout_is_closed(
                 while chunk := await stream.receive_some(4096):
                     reply += chunk
         assert not reply.startswith(b"HTTP/1.1 200")  # closed (hypercorn answers nothing)
-        running.stop.set()
+        running.stop()

@@ -12,16 +12,14 @@ import attrs
 import httpx
 import pytest
 
-from kaleido.app import Running
+from kaleido.app import Running, service_of
 from kaleido.gateways import Backends
 from kaleido.messages import INSIGHTS_STREAM
 from kaleido.ops.streams import read_streams
 from kaleido.settings import Settings
 
+from .service_helpers import ADMIN, ADMIN_TOKEN, ops_client, serving
 from .streams_helpers import dlq_len, insight
-from .test_admin_http import RIGHT, TOKEN, serving
-from .test_service import ops_client
-from .test_service import running as running  # the fixture
 from .waiting import wait_until
 
 DLQ = f"/ops/dlq/{INSIGHTS_STREAM}"
@@ -45,7 +43,7 @@ async def dead_letter(backends: Backends, media_id: int, error_type: str = "Post
 async def signed_in(running: Running) -> AsyncIterator[tuple[httpx.AsyncClient, str]]:
     """An ops client with a session cookie, and the session's CSRF token."""
     async with ops_client(running) as http:
-        r = await http.post("/ops/login", data={"token": TOKEN, "next": "/ops/streams"})
+        r = await http.post("/ops/login", data={"token": ADMIN_TOKEN, "next": "/ops/streams"})
         assert r.status_code == 303 and r.headers["location"] == "/ops/streams", r.text
         page = await http.get("/ops/streams")
         found = re.search(r'name="csrf" value="([^"]+)"', page.text)
@@ -65,7 +63,7 @@ async def test_every_page_needs_the_admin_credential(running: Running, path: str
         wrong = await http.get(path, headers={"Authorization": "Bearer nope-nope"})
         assert wrong.status_code == 403 and "wrong token" in wrong.text
         assert wrong.headers["content-type"].startswith("text/html")
-        right = await http.get(path, headers=RIGHT)
+        right = await http.get(path, headers=ADMIN)
         assert right.status_code in (200, 303), right.text
         if right.status_code == 303:  # /ops/dlq picks a stream
             assert right.headers["location"].startswith("/ops/dlq/")
@@ -85,7 +83,7 @@ async def test_login_sets_a_strict_session_cookie_and_logout_ends_it(running: Ru
         bad = await http.post("/ops/login", data={"token": "nope", "next": "/ops/dlq"})
         assert bad.status_code == 401 and "neither the admin token" in bad.text
         assert "kaleido_ops" not in bad.headers.get("set-cookie", "")
-        evil = await http.post("/ops/login", data={"token": TOKEN, "next": "//evil.example/"})
+        evil = await http.post("/ops/login", data={"token": ADMIN_TOKEN, "next": "//evil.example/"})
         assert evil.status_code == 303 and evil.headers["location"] == "/ops"
         cookie = evil.headers["set-cookie"].lower()
         assert "httponly" in cookie and "samesite=strict" in cookie and "path=/ops" in cookie
@@ -110,16 +108,16 @@ async def test_without_an_admin_secret_the_console_is_disabled(settings: Setting
     async with serving(attrs.evolve(settings, admin_token=None)) as service:
         async with ops_client(service) as http:
             for path in ("/ops", "/ops/login", DLQ):
-                r = await http.get(path, headers=RIGHT)
+                r = await http.get(path, headers=ADMIN)
                 assert r.status_code == 403 and "console is disabled" in r.text, path
-            login = await http.post("/ops/login", data={"token": TOKEN})
+            login = await http.post("/ops/login", data={"token": ADMIN_TOKEN})
             assert login.status_code == 403
 
 
 async def test_posts_without_the_csrf_token_or_from_elsewhere_are_refused(
     running: Running,
 ) -> None:
-    backends = running.service.backends
+    backends = service_of(running).backends
     entry = await dead_letter(backends, 601)
     async with signed_in(running) as (http, csrf):
         path = f"{DLQ}/replay/{entry}"
@@ -140,7 +138,7 @@ async def test_posts_without_the_csrf_token_or_from_elsewhere_are_refused(
 
 
 async def test_hostile_fields_are_shown_escaped(running: Running) -> None:
-    backends = running.service.backends
+    backends = service_of(running).backends
     await dead_letter(
         backends, 602, error_type="<b>Bad</b>",
         caption="<script>alert(1)</script>", note='"><img src=x onerror=alert(2)>',
@@ -157,7 +155,7 @@ async def test_hostile_fields_are_shown_escaped(running: Running) -> None:
 
 
 async def test_replay_one_and_replay_selected(running: Running) -> None:
-    backends = running.service.backends
+    backends = service_of(running).backends
     ids = [await dead_letter(backends, media_id) for media_id in (611, 612, 613)]
     async with signed_in(running) as (http, csrf):
         one = await http.post(f"{DLQ}/replay/{ids[0]}", data={"csrf": csrf})
@@ -181,7 +179,7 @@ async def test_replay_one_and_replay_selected(running: Running) -> None:
 async def test_purge_needs_the_typed_confirmation_and_keeps_later_letters(
     running: Running,
 ) -> None:
-    backends = running.service.backends
+    backends = service_of(running).backends
     for media_id in (621, 622):
         await dead_letter(backends, media_id)
     async with signed_in(running) as (http, csrf):
@@ -203,7 +201,7 @@ async def test_purge_needs_the_typed_confirmation_and_keeps_later_letters(
 
 
 async def test_filter_by_error_type_and_paging(running: Running) -> None:
-    backends = running.service.backends
+    backends = service_of(running).backends
     for i in range(60):
         await dead_letter(backends, 1000 + i, error_type="PostgresUnavailable")
     rare = [await dead_letter(backends, 2000 + i, error_type="DecodeError") for i in range(5)]
@@ -225,14 +223,14 @@ async def test_filter_by_error_type_and_paging(running: Running) -> None:
 
 
 async def test_the_overview_draws_the_reporters_history(running: Running) -> None:
-    backends = running.service.backends
+    backends = service_of(running).backends
 
     async def grouped() -> bool:
         statuses = await read_streams(backends.redis, backends.keys, (INSIGHTS_STREAM,))
         return bool(statuses[0].groups)
 
     await wait_until(grouped)  # the consumer makes its group again after the reset
-    reporter = running.service.reporter
+    reporter = service_of(running).reporter
     assert reporter is not None and reporter.history is not None
     before = len(reporter.history)
     assert await reporter.sample_once()

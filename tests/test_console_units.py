@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from kaleido.http.console.charts import chart_span, line_chart, nice_max
+from kaleido.http.console.charts import Point, chart_span, line_chart, nice_max
 from kaleido.http.console.login import safe_next
 from kaleido.http.console.pages import outbox_tile
 from kaleido.http.console.render import ENV, cut
@@ -19,8 +19,8 @@ from kaleido.outbox import Backlog
 NOW = 1_700_000_000.0
 
 
-def sample(at: float, counted: float = 0.0, duplicate: float = 0.0, **redis: int) -> Sample:
-    return Sample(at=at, views_counted=counted, views_duplicate=duplicate, **redis)
+def sample(at: float, counted: float = 0.0, duplicate: float = 0.0) -> Sample:
+    return Sample(at=at, views_counted=counted, views_duplicate=duplicate)
 
 
 def test_the_history_ring_keeps_one_hour_and_no_more() -> None:
@@ -79,7 +79,7 @@ def test_a_chart_with_one_sample_draws_a_dot() -> None:
 
 
 def test_a_chart_with_many_samples_draws_lines_broken_at_gaps() -> None:
-    points = [(NOW - 3600 + 60 * i, float(i)) for i in range(61)]
+    points: list[Point] = [(NOW - 3600 + 60 * i, float(i)) for i in range(61)]
     points[30] = (points[30][0], None)  # Redis was not sampled then
     chart = line_chart("Lag", [("lag", "tone-1", points)], now=NOW, fmt=lambda v: f"{v:.0f}")
     (line,) = chart.lines

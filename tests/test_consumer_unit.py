@@ -10,6 +10,7 @@ import itertools
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 import pytest
@@ -373,7 +374,7 @@ async def test_shutdown_is_prompt_while_blocked(autojump_clock: trio.abc.Clock) 
 
 def _sample_batches() -> list[tuple[Any, list[tuple[str, Any]]]]:
     """A batch per handler touching every kind of effect it has."""
-    common = {"media_id": 11, "post_id": 12, "correlation_id": "c-1"}
+    common: dict[str, Any] = {"media_id": 11, "post_id": 12, "correlation_id": "c-1"}
     insights = [
         InsightResult(payload=Moderation(is_safe=False, confidence=0.9), **common),
         InsightResult(payload=Tagging(tags=("dog",)), **common),
@@ -431,8 +432,12 @@ async def test_outages_do_not_bring_a_good_entry_closer_to_the_dlq(
     handler = GoesDown()
     entry = inbound.add(insight(1))
     async with running(inbound, ledger, handler, max_deliveries=2):
+
+        def outages_reach(count: int) -> bool:
+            return outages == count
+
         for seen in range(1, 6):
-            await until(lambda seen=seen: outages == seen)
+            await until(partial(outages_reach, seen))
             await trio.sleep(2)
             ledger.down = False
         await until(lambda: entry in inbound.acked)

@@ -12,13 +12,12 @@ from typing import Any
 import pytest
 import structlog
 
-from kaleido.app import Running
+from kaleido.app import Running, service_of
 from kaleido.logs import configure_logging
 from kaleido.messages import INSIGHTS_STREAM, POST_IMAGE_STREAM, keeps_type, peer_fields
 
+from .service_helpers import client
 from .streams_helpers import dlq_len, insight, xadd
-from .test_service import client
-from .test_service import running as running  # the fixture
 from .waiting import wait_until
 
 pytestmark = pytest.mark.redis_kinds("single", "cluster")
@@ -46,7 +45,7 @@ def lines(buffer: io.StringIO) -> list[dict[str, Any]]:
 async def test_a_correlation_id_follows_a_post_through_the_ml_pipeline(
     log_buffer: io.StringIO, running: Running
 ) -> None:
-    backends = running.service.backends
+    backends = service_of(running).backends
     post = {"postId": 300, "userId": 3,
             "media": [{"mediaId": 301, "mediaUrl": "https://cdn.example/301.jpg"}]}  # fmt: skip
     async with client(running) as http:
@@ -94,7 +93,7 @@ async def test_a_correlation_id_follows_a_post_through_the_ml_pipeline(
 async def test_a_dead_lettered_result_is_logged_with_its_correlation_id(
     log_buffer: io.StringIO, running: Running
 ) -> None:
-    backends = running.service.backends
+    backends = service_of(running).backends
     bad_id = await xadd(backends, INSIGHTS_STREAM, {
         "mediaId": "not-a-number", "service": "tagging", "correlationId": "abc-124",
     })  # fmt: skip
@@ -119,7 +118,7 @@ CHANGED_BY_THE_PEER = ["1234567890", "0", "-1", "1e5", "1.5", "true", "false", "
 async def test_a_caller_id_the_ml_service_would_decode_is_replaced_and_logged(
     log_buffer: io.StringIO, running: Running, caller_id: str
 ) -> None:
-    backends = running.service.backends
+    backends = service_of(running).backends
     post = {"postId": 400, "userId": 4,
             "media": [{"mediaId": 401, "mediaUrl": "https://cdn.example/401.jpg"},
                       {"mediaId": 402, "mediaUrl": "https://cdn.example/402.jpg"}]}  # fmt: skip

@@ -5,12 +5,14 @@ from __future__ import annotations
 import random
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import attrs
 import pytest
 import trio
+from attrs import AttrsInstance
 
-from kaleido.app import Running, serve
+from kaleido.app import Running, _serve, service_of
 from kaleido.demo.aggregator import aggregate
 from kaleido.demo.answers import answers, spoils
 from kaleido.demo.faces import KnownFace, KnownFaces, face_id, seen_face, user_face
@@ -89,9 +91,11 @@ def event(post_id: int, media_id: int, correlation_id: str) -> PostMediaEvent:
     return PostMediaEvent(post_id, media_id, f"https://img.example/{media_id}", 9, correlation_id)
 
 
-def comparable(message: Decoded) -> Decoded:
+def comparable(message: AttrsInstance) -> dict[str, Any]:
     """The parts of an answer that depend on the ids only."""
-    return attrs.evolve(message, correlation_id="", timestamp=None)
+    fields = attrs.asdict(message, recurse=False)
+    fields.update(correlation_id="", timestamp=None)
+    return {"type": type(message).__name__, **fields}
 
 
 async def test_standin_answers_in_the_real_wire_format(
@@ -127,8 +131,7 @@ async def test_standin_answers_in_the_real_wire_format(
     # The answers are exactly what the pure function says (timestamps aside).
     expected = [answer for sent in events for answer in answers(sent)]
     assert sorted(map(repr, map(comparable, [*insights, *detections]))) == sorted(
-        repr(comparable(decode_inbound(stream, fields)))
-        for stream, fields in expected  # type: ignore[arg-type]
+        repr(comparable(decode_inbound(stream, fields))) for stream, fields in expected
     )
 
     async def all_acknowledged() -> bool:
@@ -141,9 +144,9 @@ async def test_standin_answers_in_the_real_wire_format(
     await wait_until(all_acknowledged)
     # The enrolment worker answered the profile picture with the user's face.
     ((_, fields),) = await backends.redis.execute("XRANGE", PROFILE_FACE_STREAM, "-", "+")
-    answer = decode_profile_face(fields)
-    assert (answer.user_id, answer.correlation_id) == (5, "c-pp")
-    assert answer.embedding == user_face(5, 1408) and answer.usable
+    profile_face = decode_profile_face(fields)
+    assert (profile_face.user_id, profile_face.correlation_id) == (5, "c-pp")
+    assert profile_face.embedding == user_face(5, 1408) and profile_face.usable
 
 
 async def test_same_ids_give_the_same_answers_and_updates_go_unread(
@@ -290,11 +293,9 @@ async def test_serve_with_demo_fills_the_streams(settings: Settings, backends: B
     # `backends` has reset both servers: no reset once the demo writes (TRUNCATE would race it).
     async with trio.open_nursery() as nursery:
         running: Running = await nursery.start(
-            lambda task_status: serve(
-                settings, handle_signals=False, demo=True, task_status=task_status
-            )
+            lambda task_status: _serve(settings, demo=True, task_status=task_status)
         )
-        actors = running.service.supervisor.actors
+        actors = service_of(running).supervisor.actors
         assert actors["demo-ml-standin"].running and actors["demo-traffic"].running
         # A post every ~2 s, answered by the stand-in: every stream moves and every table fills.
         await wait_until(_xlen_at_least(backends, FACE_DETECTION_STREAM, 1), timeout=20)
@@ -317,4 +318,4 @@ async def test_serve_with_demo_fills_the_streams(settings: Settings, backends: B
             )
 
         await wait_until(every_table_filled, timeout=90)
-        running.stop.set()
+        running.stop()

@@ -13,14 +13,13 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from kaleido.app import Running
+from kaleido.app import Running, service_of
 from kaleido.messages import INSIGHTS_STREAM
 
 from .conftest import REPO
 from .promql_names import metric_names
+from .service_helpers import client, ops_client
 from .streams_helpers import dlq_len, xadd
-from .test_service import client, ops_client
-from .test_service import running as running  # the fixture
 from .views_helpers import create_posts
 from .waiting import wait_until
 
@@ -178,7 +177,7 @@ def test_dashboard_shape() -> None:
 async def test_every_metric_name_is_exported(running: Running) -> None:
     """Every name of the dashboard and the rules, against /metrics after the service did a bit
     of everything: views, a sync, a dead letter, a reporter sample."""
-    backends = running.service.backends
+    backends = service_of(running).backends
     await create_posts(backends, 3)
     await xadd(backends, INSIGHTS_STREAM, {"service": "tagging"})  # undecodable → DLQ
     async with client(running) as http:
@@ -192,8 +191,8 @@ async def test_every_metric_name_is_exported(running: Running) -> None:
         return await dlq_len(backends, INSIGHTS_STREAM) == 1
 
     await wait_until(dead_lettered)
-    assert running.service.reporter is not None
-    assert await running.service.reporter.sample_once()
+    reporter = service_of(running).reporter
+    assert reporter is not None and await reporter.sample_once()
     async with ops_client(running) as ops:
         exposition = (await ops.get("/metrics")).text
     exported = exported_names(exposition)

@@ -5,15 +5,11 @@ thresholds of kaleido.ops.limits (those of the metrics reporter and `kaleido doc
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
-import attrs
 import pytest
 import yaml
 
@@ -29,6 +25,7 @@ from kaleido.settings import Settings
 from kaleido.views.sync import BACKLOG_MAX_POSTS
 
 from .conftest import REPO
+from .tools import require_tool
 
 PROMETHEUS = REPO / "deploy" / "prometheus"
 RULES = PROMETHEUS / "kaleido-rules.yml"
@@ -40,7 +37,7 @@ THRESHOLDS = {
     "KaleidoRedisMemoryCritical": MEMORY_PROBLEM,
     "KaleidoStreamLagHigh": LAG_LIMIT,
     "KaleidoStreamPendingStuck": PENDING_AGE_LIMIT,
-    "KaleidoSyncStale": STALE_SYNC_INTERVALS * attrs.fields(Settings).sync_interval.default,
+    "KaleidoSyncStale": STALE_SYNC_INTERVALS * Settings().sync_interval,
     "KaleidoUnknownPostBacklogHigh": 0.8 * BACKLOG_MAX_POSTS,
 }
 _LAST_COMPARISON = re.compile(r"(?:>=?|<=?|==|!=)\s*([0-9.eE+]+)\s*$")
@@ -53,13 +50,7 @@ def alerts() -> dict[str, dict[str, Any]]:
 
 def promtool(*args: str | Path) -> str:
     """Run promtool; its output, or the test fails with it."""
-    # `make bootstrap-test` unpacks it into the virtualenv when the machine has none.
-    beside_python = Path(sys.executable).with_name("promtool")
-    found = shutil.which("promtool") or (str(beside_python) if beside_python.is_file() else None)
-    if found is None:
-        if os.environ.get("CI"):
-            pytest.fail("promtool not found: `make bootstrap-test` unpacks it into .venv/bin")
-        pytest.skip("promtool not found: `make bootstrap-test` unpacks it into .venv/bin")
+    found = require_tool("promtool", "`make bootstrap-test` unpacks it into .venv/bin")
     done = subprocess.run(
         [found, *map(str, args)], capture_output=True, text=True, timeout=60, cwd=REPO
     )
@@ -117,3 +108,24 @@ def test_thresholds_are_those_of_the_reporter_and_doctor() -> None:
         assert float(match.group(1)) == pytest.approx(figure), (name, expr)
     idle = found["KaleidoStreamIdleConsumers"]["annotations"]["description"]
     assert f"over {IDLE_LIMIT:g} s" in " ".join(idle.split())
+
+
+@pytest.mark.parametrize(
+    ("environ", "outcome"),
+    [
+        ({"CI": "true"}, pytest.fail.Exception),
+        ({"KALEIDO_REQUIRE_TOOLS": "1"}, pytest.fail.Exception),
+        ({"CI": "false"}, pytest.skip.Exception),
+        ({}, pytest.skip.Exception),
+    ],
+)
+def test_a_missing_promtool_fails_where_tools_are_required(
+    monkeypatch: pytest.MonkeyPatch, environ: dict[str, str], outcome: type[BaseException]
+) -> None:
+    monkeypatch.setenv("PATH", "")
+    for name in ("CI", "KALEIDO_REQUIRE_TOOLS"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(outcome, match="promtool not found"):
+        promtool("check", "rules", RULES)

@@ -5,19 +5,18 @@ KALEIDO_*_FILE variables as deploy/compose.yaml, and its example settings load."
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
 import yaml
 
 from kaleido.http.auth import check_exposure
 from kaleido.settings import load_settings
 
 from .conftest import REPO
+from .tools import require_tool
 
 SYSTEMD = REPO / "deploy" / "systemd"
 UNIT = SYSTEMD / "kaleido.service"
@@ -26,12 +25,7 @@ MAX_EXPOSURE = 2.0
 
 
 def systemd_analyze() -> str:
-    found = shutil.which("systemd-analyze")
-    if found is None:
-        if os.environ.get("CI"):
-            pytest.fail("systemd-analyze not found: `make bootstrap-test` installs systemd")
-        pytest.skip("systemd-analyze not found: `make bootstrap-test` installs systemd")
-    return found
+    return require_tool("systemd-analyze", "`make bootstrap-test` installs Debian's systemd")
 
 
 def unit_lines(text: str) -> list[tuple[str, str]]:

@@ -26,6 +26,7 @@ from .processes import free_port, kaleido_env, start_kaleido, wait_exit, wait_re
 from .waiting import wait_until
 
 URLS = {"redis_url": "redis://kaleido:pw@127.0.0.1:6400/0", "database_url": "postgresql://p:pw@h/k"}
+WITH_URLS = Settings(redis_url=URLS["redis_url"], database_url=URLS["database_url"])
 
 
 def private(path: Path) -> bool:
@@ -35,7 +36,7 @@ def private(path: Path) -> bool:
 def test_the_state_file_names_the_stack_and_is_found_while_its_process_lives(
     tmp_path: Path,
 ) -> None:
-    settings = Settings(**URLS)
+    settings = WITH_URLS
     path = write_dev_urls(
         tmp_path, settings, http_url="http://127.0.0.1:8080", ops_url="http://127.0.0.1:9090",
         admin_token_file=tmp_path / "admin-token",
@@ -56,7 +57,7 @@ def test_the_state_file_names_the_stack_and_is_found_while_its_process_lives(
 def test_a_state_file_left_by_a_killed_process_is_ignored(tmp_path: Path) -> None:
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True)  # fmt: skip
-    write_dev_urls(tmp_path, Settings(**URLS))
+    write_dev_urls(tmp_path, WITH_URLS)
     text = (tmp_path / "dev-urls.env").read_text()
     pid = f"KALEIDO_DEV_PID={os.getpid()}"
     (tmp_path / "dev-urls.env").write_text(text.replace(pid, f"KALEIDO_DEV_PID={gone.stdout}"))
@@ -67,7 +68,7 @@ def test_a_state_file_left_by_a_killed_process_is_ignored(tmp_path: Path) -> Non
 def test_one_claim_per_state_folder_and_the_refusal_says_where(tmp_path: Path) -> None:
     write_dev_urls(
         tmp_path,
-        Settings(**URLS),
+        WITH_URLS,
         http_url="http://127.0.0.1:8080",
         ops_url="http://127.0.0.1:9090",
     )
@@ -103,7 +104,7 @@ def test_the_admin_token_stays_across_starts_and_the_sign_in_page_can_say_where(
 
 def test_the_banner_says_where_everything_is_and_how_to_stop(tmp_path: Path) -> None:
     write_dev_urls(
-        tmp_path, Settings(**URLS), http_url="http://127.0.0.1:8080",
+        tmp_path, WITH_URLS, http_url="http://127.0.0.1:8080",
         ops_url="http://127.0.0.1:9090", admin_token_file=tmp_path / "admin-token",
     )  # fmt: skip
     found = find_dev_stack(tmp_path)

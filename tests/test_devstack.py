@@ -254,6 +254,7 @@ def test_postgres_bad_setting_reports_log_tail(pg_server: PostgresServer) -> Non
 
 def test_dev_stack_stops_both_on_exception(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="boom"), dev_stack(tmp_path, None, fast=True) as stack:
+        assert isinstance(stack.redis, RedisServer)
         pids = (stack.redis.pid, stack.postgres.pid)
         assert _ping(stack.redis_url)
         assert stack.postgres.psql("select 1") == "1\n"

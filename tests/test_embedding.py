@@ -3,10 +3,13 @@ README shows it: `test_the_readme_snippet_runs` runs the README's snippet itself
 
 from __future__ import annotations
 
+import json
 import re
+import signal
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -16,12 +19,16 @@ import trio
 
 import kaleido
 from kaleido import open_kaleido
+from kaleido.app import service_of
 from kaleido.gateways import Backends
 from kaleido.settings import Settings
 from kaleido.supervisor import SupervisorGaveUp
 
 from .conftest import REPO
+from .docs_snippets import snippet
+from .processes import free_port, kaleido_env, wait_ready
 from .views_helpers import create_posts, pg_view_counts
+from .waiting import wait_until
 
 
 def readme_snippet() -> str:
@@ -73,8 +80,8 @@ async def test_record_read_and_sync_as_the_readme_shows(
 ) -> None:
     await create_posts(backends, 17)
     async with kaleido.open_kaleido(settings) as k:
-        assert k.views.record(42, 17) is True
-        result = await k.views.record_and_wait([(42, 17), (43, 17)])
+        assert k.views.record_nowait(42, 17) is True
+        result = await k.views.record([(42, 17), (43, 17)])
         assert (result.counted, result.duplicates) == (1, 1)  # 42 was queued first
         assert await k.views.total(17) == 2
         report = await k.sync_now()
@@ -94,7 +101,7 @@ async def test_a_cancelled_caller_loses_no_view(
     async def app() -> None:
         async with kaleido.open_kaleido(settings) as k:
             for user in range(1, 1001):
-                assert k.views.record(user, 5)
+                assert k.views.record_nowait(user, 5)
             queued.set()
             await trio.sleep_forever()
 
@@ -110,15 +117,13 @@ async def test_serve_starts_in_the_callers_nursery(
 ) -> None:
     async with trio.open_nursery() as nursery:
         running = await nursery.start(
-            lambda task_status: kaleido.serve(
-                settings, handle_signals=False, task_status=task_status
-            )
+            lambda task_status: kaleido.serve(settings, task_status=task_status)
         )
         base = "http://" + running.http_addresses[0].split("://")[-1]
         async with httpx.AsyncClient(base_url=base, timeout=10) as http:
             r = await http.post("/v1/views", json={"userId": 1, "postId": 3})
             assert r.status_code == 202
-        running.stop.set()
+        running.stop()
     assert await pg_view_counts(backends) == {3: 1}  # synced on the way out
 
 
@@ -142,7 +147,7 @@ async def test_actors_giving_up_end_the_callers_block_before_the_backends_close(
 
     with pytest.raises(BaseException) as caught:
         async with open_kaleido(settings) as k:
-            service = k.service
+            service = service_of(k)
             service.supervisor.max_crashes = 0
             await service.supervisor.start("crashing", crashing)
             waiting.set()
@@ -151,3 +156,104 @@ async def test_actors_giving_up_end_the_callers_block_before_the_backends_close(
     assert isinstance(error, BaseExceptionGroup), error
     gave_up, rest = error.split(SupervisorGaveUp)
     assert gave_up is not None and rest is None, error
+
+
+# --------------------------------------------------------------------------- the host's signals
+
+
+def _host_env(settings: Settings, port: int) -> dict[str, str]:
+    assert settings.redis_url is not None and settings.database_url is not None
+    return kaleido_env(
+        KALEIDO_REDIS_URL=settings.redis_url,
+        KALEIDO_DATABASE_URL=settings.database_url,
+        KALEIDO_HTTP_BIND=f"127.0.0.1:{port}",
+        KALEIDO_SYNC_INTERVAL="3600",  # only the drain's last sync takes views to PostgreSQL
+        KALEIDO_LOG_FORMAT="json",
+        PYTHONPATH=str(REPO),
+    )
+
+
+def _events(log: Path) -> list[str]:
+    lines = log.read_text().splitlines()
+    return [json.loads(line)["event"] for line in lines if line.startswith("{")]
+
+
+@pytest.mark.slow
+async def test_a_program_with_its_own_sigint_handling_embeds_serve(
+    settings: Settings, backends: Backends, tmp_path: Path
+) -> None:
+    """docs/embedding.md's host program: Ctrl-C reaches the program, not Kaleido; Kaleido drains
+    when the program cancels it (the views reach PostgreSQL only through the drain's last
+    sync), and its logs go to standard error, not to the program's output."""
+    await create_posts(backends, 3)
+    program = tmp_path / "host.py"
+    program.write_text(snippet("docs/embedding.md", "host_program"))
+    port = free_port()
+    out, err = tmp_path / "stdout", tmp_path / "stderr"
+    with out.open("wb") as stdout, err.open("wb") as stderr:
+        proc = await trio.lowlevel.open_process(
+            [sys.executable, str(program)], env=_host_env(settings, port), stdout=stdout,
+            stderr=stderr, cwd=tmp_path,
+        )  # fmt: skip
+        try:
+            await wait_ready(port, proc, timeout=60, log=err)  # type: ignore[arg-type]
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+                for user in (1, 2, 3):
+                    r = await http.post("/v1/views", json={"userId": user, "postId": 3})
+                    assert r.status_code == 202, r.text
+            proc.send_signal(signal.SIGINT)
+            with trio.fail_after(60):
+                status = await proc.wait()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert status == 0, err.read_text()[-3000:]
+    assert out.read_text().splitlines() == [
+        f"serving on http://127.0.0.1:{port}",
+        "the program got SIGINT",
+        "Kaleido has drained",
+    ]
+    events = _events(err)
+    assert "shutdown.signal" not in events  # Kaleido never saw the signal
+    assert "shutdown.begin" in events  # the drain ran
+    assert await pg_view_counts(backends) == {3: 3}
+
+
+@pytest.mark.slow
+async def test_the_example_app_drains_on_sigterm(
+    settings: Settings, backends: Backends, tmp_path: Path
+) -> None:
+    """`docker stop` sends SIGTERM: the example finishes its requests and drains Kaleido
+    (a last sync) before it exits 0."""
+    await create_posts(backends, 5)
+    port = free_port()
+    env = _host_env(settings, free_port())
+    env["TRENDING_BIND"] = f"127.0.0.1:{port}"
+    err = tmp_path / "stderr"
+    with err.open("wb") as stderr:
+        proc = await trio.lowlevel.open_process(
+            [sys.executable, "-m", "examples.trending.app"], env=env, cwd=REPO,
+            stdout=subprocess.DEVNULL, stderr=stderr,
+        )  # fmt: skip
+        try:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+
+                async def answers() -> bool:
+                    assert proc.poll() is None, err.read_text()[-3000:]
+                    try:
+                        return (await http.get("/trending")).status_code == 200
+                    except httpx.TransportError:
+                        return False
+
+                await wait_until(answers, timeout=60, interval=0.1)
+                r = await http.post("/users/7/seen", json={"postIds": [5]})
+                assert r.json() == {"new": 1}
+            proc.send_signal(signal.SIGTERM)
+            with trio.fail_after(60):
+                status = await proc.wait()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert status == 0, err.read_text()[-3000:]
+    assert "shutdown.begin" in _events(err)
+    assert await pg_view_counts(backends) == {5: 1}

@@ -35,7 +35,8 @@ from kaleido.messages import (
 
 from .processes import free_port, kaleido_env, rss_sampler, start_kaleido, wait_ready
 from .reports import report_path
-from .streams_helpers import create_post, dlq_len, pending_count, running, wait_until, xadd
+from .streams_helpers import create_post, dlq_len, pending_count, running, xadd
+from .waiting import wait_until
 
 REPORT = report_path(Path(__file__).with_name("FUZZ.md"))
 HTTP_EXAMPLES = 400
@@ -175,8 +176,8 @@ def generated_entry(rng: random.Random) -> dict[bytes, bytes]:
         elif kind < 0.6:
             value = str(rng.randint(-(2**70), 2**70)).encode()
         elif kind < 0.8:
-            value = json.dumps([rng.random() for _ in range(rng.choice([1, 3, 1408, 1409]))])
-            value = value.encode()
+            floats = [rng.random() for _ in range(rng.choice([1, 3, 1408, 1409]))]
+            value = json.dumps(floats).encode()
         else:
             value = rng.randbytes(rng.randint(0, 300))
         entry[name.encode()] = value
@@ -198,7 +199,7 @@ async def test_generated_entries_never_crash_a_consumer(backends: Backends) -> N
             done = stats.applied + stats.duplicates + stats.ignored + stats.dead_lettered
             return done >= len(batch) and not await pending_count(backends, INSIGHTS_STREAM)
 
-        await wait_until(settled, seconds=60)
+        await wait_until(settled, timeout=60)
     dead = await dlq_len(backends, INSIGHTS_STREAM)
     assert dead == stats.dead_lettered
     assert stats.applied >= len(valid)  # the bad entries around them held none back
@@ -271,7 +272,7 @@ async def test_maximum_size_entries_keep_memory_bounded(backends: Backends) -> N
                         return False
                 return True
 
-            await wait_until(settled, seconds=120)
+            await wait_until(settled, timeout=120)
     grown_mb = peak.growth / 2**20
     entry_outcomes["max-size tried"] += sum(expected.values())
     entry_outcomes["max-size applied"] += sum(consumers[s].stats.applied for s in streams)

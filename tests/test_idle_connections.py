@@ -46,7 +46,7 @@ async def test_postgres_terminated_connection_is_invisible(
     await wait_until(backend_gone, timeout=10)  # the server closed it while it sat idle
 
     async def still_answers() -> bool:
-        return await pg.fetchval("SELECT pg_backend_pid()") != own
+        return bool(await pg.fetchval("SELECT pg_backend_pid()") != own)
 
     for _ in range(5):  # every call succeeds: a dead pooled connection is never handed out
         assert await still_answers()

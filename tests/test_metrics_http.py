@@ -6,12 +6,11 @@ from __future__ import annotations
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from kaleido.app import Running
+from kaleido.app import Running, service_of
 from kaleido.messages import CONSUMER_GROUP, INBOUND_STREAMS, INSIGHTS_STREAM
 
+from .service_helpers import client, ops_client
 from .streams_helpers import dlq_len, xadd
-from .test_service import client, ops_client
-from .test_service import running as running  # the fixture
 from .views_helpers import create_posts
 from .waiting import wait_until
 
@@ -69,12 +68,12 @@ async def scrape(running: Running) -> dict[tuple[str, frozenset[tuple[str, str]]
             out[(sample.name, frozenset(sample.labels.items()))] = sample.value
     missing = []
     for name, label_sets in REQUIRED.items():
-        family = families.get(name)
-        if family is None:
+        required = families.get(name)
+        if required is None:
             missing.append(name)
             continue
         for labels in label_sets:
-            if not any(set(labels.items()) <= set(s.labels.items()) for s in family.samples):
+            if not any(set(labels.items()) <= set(s.labels.items()) for s in required.samples):
                 missing.append(f"{name}{labels}")
     assert not missing, missing
     return out
@@ -86,7 +85,7 @@ def value(samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: st
 
 
 async def test_metrics_parse_and_carry_every_figure(running: Running) -> None:
-    backends = running.service.backends
+    backends = service_of(running).backends
     await create_posts(backends, 7)
     await xadd(backends, INSIGHTS_STREAM, {"service": "tagging"})  # undecodable → DLQ
     async with client(running) as http:
@@ -101,7 +100,7 @@ async def test_metrics_parse_and_carry_every_figure(running: Running) -> None:
         return await dlq_len(backends, INSIGHTS_STREAM) == 1
 
     await wait_until(dead_lettered)
-    reporter = running.service.reporter
+    reporter = service_of(running).reporter
     assert reporter is not None
     assert await reporter.sample_once()
     samples = await scrape(running)

@@ -4,7 +4,7 @@ alerts are logged once when a condition starts and once when it clears."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, MutableMapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -37,7 +37,9 @@ def gauge(reporter: MetricsReporter, name: str, **labels: str) -> float | None:
     return reporter.metrics.registry.get_sample_value(name, labels)
 
 
-def alert_events(logs: list[dict[str, Any]], event: str, alert: str) -> list[dict[str, Any]]:
+def alert_events(
+    logs: Sequence[MutableMapping[str, Any]], event: str, alert: str
+) -> list[MutableMapping[str, Any]]:
     return [e for e in logs if e["event"] == event and e.get("alert") == alert]
 
 

@@ -11,7 +11,7 @@ import yaml
 from openapi_spec_validator import validate
 from starlette.routing import Route
 
-from kaleido.app import Running
+from kaleido.app import Running, service_of
 from kaleido.http.app import create_app, create_ops_app
 from kaleido.http.openapi import documents, ops_document, public_document
 from kaleido.http.openapi.__main__ import render
@@ -19,8 +19,7 @@ from kaleido.messages import INSIGHTS_STREAM
 from kaleido.streams.dlq import REPLAY_LIMIT
 
 from .conftest import REPO
-from .test_service import client, ops_client
-from .test_service import running as running  # the fixture
+from .service_helpers import client, ops_client
 
 METHODS = {"get", "put", "post", "delete", "patch", "options", "head", "trace"}
 
@@ -73,8 +72,8 @@ def documented(document: dict[str, Any]) -> set[tuple[str, str]]:
 
 
 async def test_every_mounted_route_is_documented_and_nothing_else(running: Running) -> None:
-    public = mounted(create_app(running.service).routes)
-    ops = mounted(create_ops_app(running.service).routes)
+    public = mounted(create_app(service_of(running)).routes)
+    ops = mounted(create_ops_app(service_of(running)).routes)
     assert public == documented(public_document())
     assert ops == documented(ops_document())
     assert ("/openapi.json", "get") in public & ops

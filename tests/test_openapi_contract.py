@@ -23,13 +23,13 @@ import httpx
 import pytest
 import trio
 
-from kaleido.app import Running, serve
+from kaleido.app import Running, serve, service_of
 from kaleido.http.console import store as console_store
 from kaleido.http.openapi import ops_document, public_document
 from kaleido.messages import INSIGHTS_STREAM
 from kaleido.settings import Settings
 
-from .conftest import reset
+from .service_helpers import reset
 from .streams_helpers import dlq_len, xadd
 from .views_helpers import create_posts
 from .waiting import wait_until
@@ -66,11 +66,11 @@ async def running(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> AsyncI
     settings = attrs.evolve(settings, jwt_secret=SECRET, service_token=SERVICE, admin_token=ADMIN)
     async with trio.open_nursery() as nursery:
         service: Running = await nursery.start(
-            lambda task_status: serve(settings, handle_signals=False, task_status=task_status)
+            lambda task_status: serve(settings, task_status=task_status)
         )
-        await reset(service.service.backends)
+        await reset(service_of(service).backends)
         yield service
-        service.stop.set()
+        service.stop()
 
 
 def base_url(addresses: list[str]) -> str:
@@ -115,13 +115,13 @@ def check(result: dict[str, Any]) -> None:
 
 
 async def test_the_public_listener_keeps_its_contract(running: Running, tmp_path: Path) -> None:
-    await create_posts(running.service.backends, 1, 2, 3)
+    await create_posts(service_of(running).backends, 1, 2, 3)
     base = base_url(running.http_addresses)
     check(await schemathesis(base, {"serviceToken": SERVICE}, tmp_path))
 
 
 async def test_the_ops_listener_keeps_its_contract(running: Running, tmp_path: Path) -> None:
-    backends = running.service.backends
+    backends = service_of(running).backends
     await xadd(backends, INSIGHTS_STREAM, {"service": "tagging"})  # undecodable: a dead letter
 
     async def dead_lettered() -> bool:

@@ -13,7 +13,7 @@ from kaleido.gateways import Backends
 from kaleido.messages import POST_IMAGE_STREAM
 from kaleido.settings import Settings
 
-from .processes import free_port, kaleido_env, start_kaleido, wait_exit, wait_ready
+from .processes import free_port, servers_env, start_kaleido, wait_exit, wait_ready
 from .waiting import wait_until
 
 pytestmark = pytest.mark.slow
@@ -33,12 +33,7 @@ async def test_a_crash_around_publication_delays_it_and_never_repeats_it(
     backends: Backends, settings: Settings, failpoint: str
 ) -> None:
     port = free_port()
-    env = kaleido_env(
-        KALEIDO_REDIS_URL=settings.redis_url or "",
-        KALEIDO_DATABASE_URL=settings.database_url or "",
-        KALEIDO_HTTP_BIND=f"127.0.0.1:{port}",
-        KALEIDO_LOG_FORMAT="console",
-    )
+    env = servers_env(settings, KALEIDO_HTTP_BIND=f"127.0.0.1:{port}")
     crashing = start_kaleido([], {**env, "KALEIDO_FAILPOINTS": failpoint})
     await wait_ready(port, crashing, 30)
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as http:

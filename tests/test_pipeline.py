@@ -15,7 +15,7 @@ import httpx
 import pytest
 import trio
 
-from kaleido.app import Running, serve
+from kaleido.app import Running, serve, service_of
 from kaleido.demo.answers import answers
 from kaleido.demo.faces import cosine, user_face
 from kaleido.demo.ml_standin import MlStandin
@@ -34,8 +34,8 @@ from kaleido.messages import (
 )
 from kaleido.settings import Settings
 
-from .conftest import reset
 from .peer_schemas import problems
+from .service_helpers import reset
 from .streams_helpers import dlq_len, processed, xadd
 from .waiting import wait_until
 
@@ -52,16 +52,16 @@ class Pipeline:
 
     @property
     def backends(self) -> Backends:
-        return self.running.service.backends
+        return service_of(self.running).backends
 
 
 @pytest.fixture
 async def pipeline(settings: Settings) -> AsyncIterator[Pipeline]:
     async with trio.open_nursery() as nursery:
         running: Running = await nursery.start(
-            lambda task_status: serve(settings, handle_signals=False, task_status=task_status)
+            lambda task_status: serve(settings, task_status=task_status)
         )
-        backends = running.service.backends
+        backends = service_of(running).backends
         await reset(backends)
         standin = MlStandin(
             backends.redis, backends.keys, trio.Event(), backends.postgres, malformed_rate=0.0
@@ -71,7 +71,7 @@ async def pipeline(settings: Settings) -> AsyncIterator[Pipeline]:
         async with httpx.AsyncClient(base_url=base, timeout=10) as http:
             yield Pipeline(running, standin, http)
         standin.stopping.set()
-        running.stop.set()
+        running.stop()
 
 
 def media(*ids: int) -> list[dict[str, Any]]:
@@ -179,14 +179,14 @@ async def test_a_profile_picture_enrols_a_known_face_that_later_posts_are_matche
     second_id = second.json()["requestId"]
 
     async def answered() -> bool:
-        return (
+        return bool(
             await pg.fetchval("SELECT correlation_id FROM user_face_embeddings WHERE user_id = 7")
             == second_id
         )
 
     await wait_until(answered, timeout=15)
     consumer = next(
-        c for c in pipeline.running.service.consumers if c.stream == PROFILE_FACE_STREAM
+        c for c in service_of(pipeline.running).consumers if c.stream == PROFILE_FACE_STREAM
     )
     stale_before = consumer.stats.stale
     await xadd(backends, PROFILE_FACE_STREAM, {"userId": "7", "correlationId":
@@ -253,9 +253,9 @@ async def test_image_and_face_embedding_sizes_are_checked_apart(settings: Settin
     settings = attrs.evolve(settings, image_embedding_dim=512)  # the HuggingFace platform
     async with trio.open_nursery() as nursery:
         running: Running = await nursery.start(
-            lambda task_status: serve(settings, handle_signals=False, task_status=task_status)
+            lambda task_status: serve(settings, task_status=task_status)
         )
-        backends = running.service.backends
+        backends = service_of(running).backends
         await reset(backends)
         uid = "8d0f3a52-6c1e-4b7a-9f3e-2a1b0c9d8e7f"
 
@@ -306,7 +306,7 @@ async def test_image_and_face_embedding_sizes_are_checked_apart(settings: Settin
             "imageEmbedding: 1408 floats, expected exactly 512",
             "faces: face 0 embedding: 512 floats, expected exactly 1408",
         ]
-        running.stop.set()
+        running.stop()
 
 
 @pytest.mark.redis_kinds("single")
@@ -317,12 +317,12 @@ async def test_one_trigger_whatever_the_order_duplicates_and_consumers(settings:
     async with trio.open_nursery() as nursery:
         one: Running = await nursery.start(
             lambda task_status: serve(attrs.evolve(settings, instance="a"),
-                                      handle_signals=False, task_status=task_status))  # fmt: skip
-        await reset(one.service.backends)
+                                      task_status=task_status))  # fmt: skip
+        await reset(service_of(one).backends)
         two: Running = await nursery.start(
             lambda task_status: serve(attrs.evolve(settings, instance="b"),
-                                      handle_signals=False, task_status=task_status))  # fmt: skip
-        backends = one.service.backends
+                                      task_status=task_status))  # fmt: skip
+        backends = service_of(one).backends
         base = "http://" + one.http_addresses[0].split("://")[-1]
         async with httpx.AsyncClient(base_url=base, timeout=10) as http:
             r = await http.post("/v1/posts", json={"postId": 9, "userId": 3,
@@ -354,7 +354,7 @@ async def test_one_trigger_whatever_the_order_duplicates_and_consumers(settings:
             await wait_until(relayed)
             (trigger,) = await outbound(backends, AGGREGATION_TRIGGER_STREAM)
             assert len(decode_aggregation_trigger(trigger).media_insights) == 12
-            consumers = [*one.service.consumers, *two.service.consumers]
+            consumers = [*service_of(one).consumers, *service_of(two).consumers]
             assert sum(c.stats.applied for c in consumers if c.stream == INSIGHTS_STREAM) == 24
 
             answer = {"postId": "9", "mediaCount": "3", "allAiTags": '["dog","dog","dog"]',
@@ -379,5 +379,5 @@ async def test_one_trigger_whatever_the_order_duplicates_and_consumers(settings:
             enriched = [c for c in consumers if c.stream == POST_INSIGHTS_STREAM]
             assert sum(c.stats.stale for c in enriched) == 1
             assert sum(c.stats.applied for c in enriched) == 1
-        one.stop.set()
-        two.stop.set()
+        one.stop()
+        two.stop()

@@ -12,7 +12,7 @@ import httpx
 import pytest
 import trio
 
-from kaleido.app import Running, serve
+from kaleido.app import Running, serve, service_of
 from kaleido.devstack import DevStack
 from kaleido.errors import ConfigError
 from kaleido.gateways import Backends
@@ -20,7 +20,8 @@ from kaleido.messages import decode_post_media, decode_profile_picture
 from kaleido.posts import check_media_url
 from kaleido.settings import Settings, settings_from_argv
 
-from .conftest import reset, with_settings
+from .conftest import with_settings
+from .service_helpers import serving
 from .waiting import wait_until
 
 JSON = {"Content-Type": "application/json"}
@@ -42,14 +43,8 @@ TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 
 @pytest.fixture
 async def running(settings: Settings) -> AsyncIterator[Running]:
-    settings = with_settings(settings, stream_maxlen=MAXLEN)
-    async with trio.open_nursery() as nursery:
-        service: Running = await nursery.start(
-            lambda task_status: serve(settings, handle_signals=False, task_status=task_status)
-        )
-        await reset(service.service.backends)
+    async with serving(with_settings(settings, stream_maxlen=MAXLEN)) as service:
         yield service
-        service.stop.set()
 
 
 @pytest.fixture
@@ -60,7 +55,7 @@ async def http(running: Running) -> AsyncIterator[httpx.AsyncClient]:
 
 
 def backends_of(running: Running) -> Backends:
-    return running.service.backends
+    return service_of(running).backends
 
 
 async def entries(backends: Backends, stream: str) -> list[dict[str, str]]:
@@ -267,7 +262,7 @@ async def test_a_publish_that_fails_delays_the_announcement_and_loses_nothing(
     pg = backends_of(running).postgres
 
     async def failing() -> bool:
-        return running.service.relay.stats.failures >= 2
+        return service_of(running).relay.stats.failures >= 2
 
     await wait_until(failing)
     waiting = "SELECT count(*) FROM outbox WHERE stream <> 'es-sync-queue'"
@@ -562,7 +557,7 @@ async def running_with_prefixes(settings: Settings, backends: Backends) -> Async
     settings = with_settings(settings, media_url_prefixes=("https://cdn.example.com/media/",))
     async with trio.open_nursery() as nursery:
         running: Running = await nursery.start(
-            lambda task_status: serve(settings, handle_signals=False, task_status=task_status)
+            lambda task_status: serve(settings, task_status=task_status)
         )
         yield running
-        running.stop.set()
+        running.stop()

@@ -15,6 +15,7 @@ import pytest
 import trio
 
 from kaleido import SyncFailed, open_kaleido
+from kaleido.app import service_of
 from kaleido.devstack import DevStack
 from kaleido.errors import ConfigError, RedisPermissionDenied
 from kaleido.gateways import EVAL, RedisGateway, open_backends
@@ -147,9 +148,9 @@ async def test_a_right_revoked_while_running_loses_no_view(
     await set_user(admin, kaleido_settings)
     async with open_kaleido(as_user(kaleido_settings)) as k:
         await admin.execute("ACL", "SETUSER", USER, "-fcall")  # view scripts refused
-        result = await k.views.record_and_wait([(1, 9), (2, 9)])
+        result = await k.views.record([(1, 9), (2, 9)])
         assert result.counted == 2  # journaled in PostgreSQL, not lost
-        assert k.service.supervisor.actors["view-ingester"].finished is False
+        assert service_of(k).supervisor.actors["view-ingester"].finished is False
         await admin.execute("ACL", "SETUSER", USER, "+fcall")
         await k.sync_now()  # replays the journal into the counts
         assert await k.views.total(9) == 2
@@ -218,7 +219,7 @@ async def test_the_admin_step_installs_the_user_and_the_library(
     assert "no aclfile" in report  # the test Redis keeps users in memory only: said so
     assert PASSWORD not in report and "default:" not in report
     async with open_kaleido(restricted) as k:  # starts: the user and the library are there
-        assert (await k.views.record_and_wait([(1, 3)])).counted == 1
+        assert (await k.views.record([(1, 3)])).counted == 1
 
 
 async def test_an_outdated_library_stops_start_up(
@@ -242,9 +243,9 @@ async def test_a_library_lost_while_running_loses_no_view(
     async with open_kaleido(settings) as k:
         await admin.execute("FUNCTION", "DELETE", LIBRARY)
         try:
-            result = await k.views.record_and_wait([(1, 8), (2, 8)])
+            result = await k.views.record([(1, 8), (2, 8)])
             assert result.counted == 2  # journaled in PostgreSQL, not lost
-            findings = await diagnose(k.service.backends, dlq_interval=0)
+            findings = await diagnose(service_of(k).backends, dlq_interval=0)
             (scripts,) = [f for f in findings if f.check == "scripts"]
             assert scripts.level is Level.PROBLEM and "no function library" in scripts.message
         finally:

@@ -2,47 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-import httpx
 import pytest
 import trio
 from structlog.testing import capture_logs
 
-from kaleido.app import Running, serve
+from kaleido.app import Running, service_of
 from kaleido.service import Service
-from kaleido.settings import Settings
 
-from .conftest import reset
+from .service_helpers import JSON, client, ops_client
 from .views_helpers import create_posts, pg_view_counts
 
 pytestmark = pytest.mark.redis_kinds("single", "cluster")
-
-
-@pytest.fixture
-async def running(settings: Settings) -> AsyncIterator[Running]:
-    async with trio.open_nursery() as nursery:
-        service: Running = await nursery.start(
-            lambda task_status: serve(settings, handle_signals=False, task_status=task_status)
-        )
-        await reset(service.service.backends)
-        yield service
-        service.stop.set()
-
-
-JSON = {"Content-Type": "application/json"}
-
-
-def client(running: Running) -> httpx.AsyncClient:
-    """A client of the public listener (the /v1 user routes)."""
-    base = "http://" + running.http_addresses[0].split("://")[-1]
-    return httpx.AsyncClient(base_url=base, timeout=10)
-
-
-def ops_client(running: Running) -> httpx.AsyncClient:
-    """A client of the ops listener (/metrics, the admin routes)."""
-    base = "http://" + running.ops_addresses[0].split("://")[-1]
-    return httpx.AsyncClient(base_url=base, timeout=10)
 
 
 async def test_health_and_readiness(running: Running) -> None:
@@ -56,7 +26,7 @@ async def test_health_and_readiness(running: Running) -> None:
 
 
 async def test_views_api_round_trip(running: Running) -> None:
-    await create_posts(running.service.backends, 17)
+    await create_posts(service_of(running).backends, 17)
     async with client(running) as http:
         r = await http.post("/v1/views", json={"userId": 42, "postId": 17})
         assert r.status_code == 202 and r.json()["accepted"] == 1 and r.json()["counted"] == 1
@@ -73,7 +43,7 @@ async def test_views_api_round_trip(running: Running) -> None:
         assert sync.status_code == 200 and sync.json()["views"] == 2
     async with client(running) as http:
         assert (await http.get("/v1/posts/17/views")).json() == {"postId": 17, "views": 2}
-    assert await pg_view_counts(running.service.backends) == {17: 2}
+    assert await pg_view_counts(service_of(running).backends) == {17: 2}
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,7 @@ PostgreSQL."""
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable
 from typing import Any
 
 import pytest
@@ -26,9 +27,9 @@ from .streams_helpers import (
     post_status,
     processed,
     running,
-    wait_until,
     xadd,
 )
+from .waiting import wait_until
 
 pytestmark = pytest.mark.redis_kinds("single", "cluster")
 
@@ -210,7 +211,7 @@ async def test_unknown_service_is_acknowledged_and_ignored(backends: Backends) -
     assert (stats.ignored, stats.applied, stats.dead_lettered) == (1, 1, 0)
 
 
-async def _zero(value: Any) -> bool:
+async def _zero(value: Awaitable[int]) -> bool:
     return await value == 0
 
 
@@ -242,7 +243,7 @@ FACE_COLUMNS = (
 
 
 async def _face_after(backends: Backends, order: list[tuple[str, dict[bytes, bytes]]]) -> Any:
-    from .conftest import reset
+    from .service_helpers import reset
 
     await reset(backends)
     async with running(backends, FACE_DETECTION_STREAM, FACE_RECOGNITION_STREAM):
@@ -339,5 +340,6 @@ async def test_an_unsafe_media_with_no_post_yet_flags_its_post_once_attached(
         await _drained(backends, INSIGHTS_STREAM, 1)
     assert (await insight(backends, 555) or {}).get("status") == "UNSAFE"  # still recorded
     assert await post_status(backends, 6000) == "PUBLISHED"  # no owner proven: nothing flagged
-    await replace_media(backends.postgres, 6000, [MediaItem(555, "https://cdn.example.com/5")])
+    async with backends.postgres.transaction() as tx:
+        await replace_media(tx, 6000, [MediaItem(555, "https://cdn.example.com/5")])
     assert await post_status(backends, 6000) == "FLAGGED"

@@ -10,8 +10,9 @@ from kaleido.gateways import Backends
 from kaleido.messages import INSIGHTS_STREAM
 from kaleido.settings import Settings
 
-from .processes import free_port, kaleido_env, start_kaleido, wait_exit, wait_ready
-from .streams_helpers import pending_count, processed, wait_until, xadd
+from .processes import free_port, servers_env, start_kaleido, wait_exit, wait_ready
+from .streams_helpers import pending_count, processed, xadd
+from .waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -25,12 +26,7 @@ async def test_sigkill_after_commit_before_xack_applies_each_entry_once(
         fields = {"mediaId": str(n), "postId": "1", "service": "image_captioning"}
         await xadd(backends, INSIGHTS_STREAM, {**fields, "caption": f"caption {n}"})
     port = free_port()
-    env = kaleido_env(
-        KALEIDO_REDIS_URL=settings.redis_url or "",
-        KALEIDO_DATABASE_URL=settings.database_url or "",
-        KALEIDO_HTTP_BIND=f"127.0.0.1:{port}",
-        KALEIDO_LOG_FORMAT="console",
-    )
+    env = servers_env(settings, KALEIDO_HTTP_BIND=f"127.0.0.1:{port}")
     crashing = start_kaleido([], {**env, "KALEIDO_FAILPOINTS": "streams.after_commit"})
     assert await wait_exit(crashing, 30) == -signal.SIGKILL
     # The first batch (the first read's entries: the read is sized, so maybe not all of them).
@@ -52,7 +48,7 @@ async def test_sigkill_after_commit_before_xack_applies_each_entry_once(
                 and await pending_count(backends, INSIGHTS_STREAM) == 0
             )
 
-        await wait_until(drained, seconds=15)
+        await wait_until(drained, timeout=15)
     finally:
         recovering.send_signal(signal.SIGTERM)
         assert await wait_exit(recovering, 20) == 0

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -43,9 +43,9 @@ from .streams_helpers import (
     pending_count,
     processed,
     running,
-    wait_until,
     xadd,
 )
+from .waiting import wait_until
 
 pytestmark = pytest.mark.redis_kinds("single", "cluster")
 
@@ -97,7 +97,7 @@ async def test_an_entry_delivered_twice_has_one_effect(backends: Backends) -> No
     assert await processed(backends, INSIGHTS_STREAM) == len(ids)
 
 
-async def _equals(value: Any, expected: int) -> bool:
+async def _equals(value: Awaitable[int], expected: int) -> bool:
     return await value == expected
 
 

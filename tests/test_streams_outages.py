@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from functools import partial
 from typing import Any
 
 import trio
@@ -14,15 +15,8 @@ from kaleido.gateways import Backends
 from kaleido.messages import FACE_DETECTION_STREAM, FACE_RECOGNITION_STREAM, INSIGHTS_STREAM
 from kaleido.streams import StreamConsumer
 
-from .streams_helpers import (
-    ALL_STREAMS,
-    dlq_len,
-    pending_count,
-    processed,
-    running,
-    wait_until,
-    xadd,
-)
+from .streams_helpers import ALL_STREAMS, dlq_len, pending_count, processed, running, xadd
+from .waiting import wait_until
 
 
 def entry(stream: str, n: int) -> dict[str, str]:
@@ -56,13 +50,13 @@ async def test_flushall_while_consuming_recreates_the_groups(backends: Backends)
         await backends.redis.execute("FLUSHALL")
         for stream in ALL_STREAMS:
             await xadd(backends, stream, entry(stream, 2))
-        await wait_until(lambda: _all_applied(backends, 2), seconds=5)
+        await wait_until(lambda: _all_applied(backends, 2), timeout=5)
         # and again, this time with nothing written after the flush for a moment
         await backends.redis.execute("FLUSHALL")
-        await wait_until(lambda: _groups_exist(backends), seconds=5)
+        await wait_until(lambda: _groups_exist(backends), timeout=5)
         for stream in ALL_STREAMS:
             await xadd(backends, stream, entry(stream, 3))
-        await wait_until(lambda: _all_applied(backends, 3), seconds=5)
+        await wait_until(lambda: _all_applied(backends, 3), timeout=5)
     for consumer in consumers.values():
         assert consumer.stats.nogroup >= 1
         assert consumer.stats.dead_lettered == 0
@@ -99,7 +93,7 @@ async def test_postgres_down_keeps_entries_pending_then_applies_them(
                 assert await pending_count(backends, stream) >= 1
         finally:
             stack.postgres.start()
-        await wait_until(lambda: _all_applied(backends, per_stream), seconds=15)
+        await wait_until(lambda: _all_applied(backends, per_stream), timeout=15)
         for stream in ALL_STREAMS:
             assert await dlq_len(backends, stream) == 0
             assert await processed(backends, stream) == per_stream
@@ -124,12 +118,12 @@ async def test_redis_restart_is_survived_without_a_crash(
         await wait_until(lambda: _all_applied(backends, 1))
         stack.redis.stop()
         try:
-            await wait_until(lambda: _all_saw_redis_errors(consumers.values()), seconds=10)
+            await wait_until(lambda: _all_saw_redis_errors(consumers.values()), timeout=10)
         finally:
             stack.redis.start()
         for stream in ALL_STREAMS:
-            await wait_until(lambda s=stream: _try_xadd(backends, s, entry(s, 2)), seconds=15)
-        await wait_until(lambda: _all_applied(backends, 2), seconds=15)
+            await wait_until(partial(_try_xadd, backends, stream, entry(stream, 2)), timeout=15)
+        await wait_until(lambda: _all_applied(backends, 2), timeout=15)
     for consumer in consumers.values():
         assert consumer.stats.redis_errors >= 1 and consumer.stats.nogroup >= 1
         assert consumer.stats.dead_lettered == 0

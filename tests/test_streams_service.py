@@ -6,15 +6,16 @@ import attrs
 import pytest
 import trio
 
-from kaleido.app import Running, serve
+from kaleido.app import Running, serve, service_of
 from kaleido.gateways import Backends
 from kaleido.messages import FACE_RECOGNITION_STREAM, INSIGHTS_STREAM
 from kaleido.settings import Settings
 from kaleido.streams import consumer_name
 
-from .conftest import reset
-from .streams_helpers import dlq_len, insight, running, wait_until, xadd
+from .service_helpers import reset
+from .streams_helpers import dlq_len, insight, running, xadd
 from .views_helpers import all_keys
+from .waiting import wait_until
 
 pytestmark = pytest.mark.redis_kinds("single", "cluster")
 
@@ -28,11 +29,11 @@ async def test_the_service_runs_the_three_consumers(settings: Settings) -> None:
     settings = attrs.evolve(settings, instance="w1")
     async with trio.open_nursery() as nursery:
         service: Running = await nursery.start(
-            lambda task_status: serve(settings, handle_signals=False, task_status=task_status)
+            lambda task_status: serve(settings, task_status=task_status)
         )
-        backends = service.service.backends
+        backends = service_of(service).backends
         await reset(backends)
-        actors = service.service.supervisor.actors
+        actors = service_of(service).supervisor.actors
         assert {
             "media-ai-consumer-w1",
             "face-detection-consumer-w1",
@@ -44,8 +45,8 @@ async def test_the_service_runs_the_three_consumers(settings: Settings) -> None:
         async def applied() -> bool:
             return await insight(backends, 8) is not None
 
-        await wait_until(applied, seconds=10)
-        service.stop.set()  # the consumers return within a BLOCK period
+        await wait_until(applied, timeout=10)
+        service.stop()  # the consumers return within a BLOCK period
     assert all(state.finished for state in actors.values())
 
 

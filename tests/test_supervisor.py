@@ -101,11 +101,19 @@ async def test_crashes_outside_the_window_are_forgiven(autojump_clock: trio.abc.
             await trio.sleep_forever()
         raise ValueError("occasional")
 
-    async with trio.open_nursery() as nursery:
-        sup = Supervisor(nursery, max_crashes=2, crash_window=60)
-        await sup.start("x", slow_crasher)
-        await done.wait()
-        nursery.cancel_scope.cancel()
+    # More than a window's worth of crashes: without forgiveness the third gives up
+    # (SupervisorGaveUp out of the nursery), and a supervisor that stopped restarting would
+    # leave `done` unset (the deadline, in virtual time).
+    with trio.fail_after(600):
+        async with trio.open_nursery() as nursery:
+            sup = Supervisor(nursery, max_crashes=2, crash_window=60)
+            await sup.start("x", slow_crasher)
+            await done.wait()
+            state = sup.actors["x"]
+            assert (state.crashes, state.restarts) == (5, 5)
+            assert state.running and not state.finished
+            assert state.last_error == "ValueError: occasional"
+            nursery.cancel_scope.cancel()
 
 
 async def test_stopping_lets_actors_finish(autojump_clock: trio.abc.Clock) -> None:

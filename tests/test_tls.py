@@ -150,7 +150,7 @@ async def test_views_and_syncs_run_over_tls_to_both(tls_servers: TlsServers) -> 
         )
         assert await backends.redis.ping()  # the port speaks only TLS
     async with open_kaleido(config) as k:
-        result = await k.views.record_and_wait([(1, 7), (2, 7), (1, 7)])
+        result = await k.views.record([(1, 7), (2, 7), (1, 7)])
         assert result.counted == 2
         assert (await k.sync_now()).views == 2
         assert await k.views.total(7) == 2

@@ -11,7 +11,7 @@ import pytest
 import trio
 from rich.console import Console
 
-from kaleido.app import Running
+from kaleido.app import Running, service_of
 from kaleido.messages import INBOUND_STREAMS, INSIGHTS_STREAM, POST_IMAGE_STREAM
 from kaleido.ops.redis_info import RedisFacts
 from kaleido.ops.streams import GroupStatus, StreamStatus
@@ -20,10 +20,9 @@ from kaleido.settings import Settings
 
 from .cli_helpers import assert_no_traceback, kaleido, output
 from .conftest import REPO
-from .processes import kaleido_env
+from .processes import servers_env
+from .service_helpers import client, ops_client
 from .streams_helpers import xadd
-from .test_service import client, ops_client
-from .test_service import running as running  # the fixture
 from .views_helpers import create_posts
 
 pytestmark = pytest.mark.redis_kinds("single", "cluster")
@@ -48,7 +47,7 @@ def cells(line: str) -> list[str]:
 
 
 async def test_top_shows_live_figures_of_a_running_service(running: Running) -> None:
-    backends = running.service.backends
+    backends = service_of(running).backends
     base = "http://" + running.ops_addresses[0].split("://")[-1]
     collector = TopCollector(backends, base)
     await create_posts(backends, 5)
@@ -124,12 +123,7 @@ async def test_top_once_prints_one_screen(settings: Settings) -> None:
 
 
 async def test_ctrl_c_ends_top_cleanly(settings: Settings) -> None:
-    assert settings.redis_url and settings.database_url
-    env = kaleido_env(
-        KALEIDO_REDIS_URL=settings.redis_url,
-        KALEIDO_DATABASE_URL=settings.database_url,
-        KALEIDO_LOG_FORMAT="console",
-    )
+    env = servers_env(settings)
     command = [sys.executable, str(REPO / "run.py"), "top", "--refresh", "0.2"]
     proc = await trio.lowlevel.open_process(
         command, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE

@@ -12,7 +12,7 @@ from kaleido.gateways import Backends, open_backends
 from kaleido.settings import Settings
 from kaleido.views import ledger
 from kaleido.views.dedup import BUCKET_CAP
-from kaleido.views.store import last_synced
+from kaleido.views.store import ViewStore, last_synced
 from kaleido.views.totals import read_total
 
 from .conftest import with_settings
@@ -58,14 +58,14 @@ async def test_dedup_expires_after_the_ttl(backends: Backends) -> None:
     assert await backends.redis.execute("HGET", backends.keys.counts(50), "50") == b"2"
 
 
-async def test_two_racing_ingesters_count_a_view_once(backends: Backends, settings) -> None:
-    from kaleido.gateways import open_backends
-
+async def test_two_racing_ingesters_count_a_view_once(
+    backends: Backends, settings: Settings
+) -> None:
     async with open_backends(settings) as other:
         a, b = store_of(backends), store_of(other)
         results: list[list[bool]] = []
 
-        async def ingest(store, views) -> None:
+        async def ingest(store: ViewStore, views: list[tuple[int, int]]) -> None:
             results.append((await store.record(views))[0])
 
         views = [(u, 7) for u in range(1, 501)]
@@ -143,9 +143,9 @@ async def test_total_is_exact_between_every_step_of_a_sync(backends: Backends) -
     assert await pg_view_counts(backends) == {1: 13}
 
 
-async def test_two_syncers_without_the_lock_never_apply_twice(backends: Backends, settings) -> None:
-    from kaleido.gateways import open_backends
-
+async def test_two_syncers_without_the_lock_never_apply_twice(
+    backends: Backends, settings: Settings
+) -> None:
     await create_posts(backends, *range(1, 51))
     store = store_of(backends)
     async with open_backends(settings) as other:
@@ -290,3 +290,16 @@ async def test_views_of_posts_that_never_exist_are_bounded(backends: Backends) -
     assert [r["post_id"] for r in left] == [1, 2, 3, 4, 5, 6]
     report = await sync_of(backends).run_once()  # the syncer applies the same bounds
     assert (report.backlog_dropped_views, report.backlog_posts) == (0, 6)
+
+
+async def test_a_counter_that_is_not_a_number_does_not_stall_the_sync(backends: Backends) -> None:
+    """A counter written by hand as garbage stays where it is (readers see it); the sync moves
+    the others and ends, instead of taking the garbage again and again."""
+    await create_posts(backends, 1, 65)
+    store = store_of(backends)
+    await store.record([(1, 65), (2, 65)])
+    await backends.redis.execute("HSET", backends.keys.counts(1), "1", "abc")
+    with trio.fail_after(10):
+        await sync_of(backends).run_once()
+    assert await pg_view_counts(backends) == {65: 2}
+    assert await backends.redis.execute("HGETALL", backends.keys.counts(1)) == {b"1": b"abc"}

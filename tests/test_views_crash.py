@@ -16,7 +16,7 @@ from kaleido.views.sync import APPLY_CONCURRENCY
 from kaleido.views.totals import read_total
 
 from .conftest import REPO
-from .processes import kaleido_env
+from .processes import servers_env
 from .views_helpers import create_posts, pg_view_counts, redis_leftovers, store_of
 
 pytestmark = pytest.mark.slow
@@ -25,12 +25,7 @@ pytestmark = pytest.mark.slow
 def run_sync(
     settings: Settings, failpoint: str | None, lock_ttl: float = 30
 ) -> subprocess.CompletedProcess[str]:
-    env = kaleido_env(
-        KALEIDO_REDIS_URL=settings.redis_url or "",
-        KALEIDO_DATABASE_URL=settings.database_url or "",
-        KALEIDO_LOG_FORMAT="console",
-        KALEIDO_SYNC_LOCK_TTL=str(lock_ttl),
-    )
+    env = servers_env(settings, KALEIDO_SYNC_LOCK_TTL=str(lock_ttl))
     if failpoint:
         env["KALEIDO_FAILPOINTS"] = failpoint
     return subprocess.run(

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import pytest
 
-from kaleido.app import Running
+from kaleido.app import Running, service_of
 from kaleido.breaker import BreakerState
 from kaleido.devstack import DevStack
 from kaleido.gateways import Backends
 
-from .test_service import client, running  # noqa: F401 - the fixture
+from .service_helpers import client
 from .views_helpers import create_posts, pg_view_counts, store_of, sync_of
 from .waiting import wait_until
 
@@ -23,10 +23,10 @@ async def journal_rows(backends: Backends) -> int:
 
 
 async def test_a_paused_redis_loses_and_doubles_nothing(
-    running: Running,  # noqa: F811
+    running: Running,
     stack: DevStack,
 ) -> None:
-    backends = running.service.backends
+    backends = service_of(running).backends
     await create_posts(backends, 1)
     async with client(running) as http:
         assert (await http.post("/v1/views", json={"userId": 1, "postId": 1})).status_code == 202
@@ -54,10 +54,10 @@ async def test_a_paused_redis_loses_and_doubles_nothing(
 
 
 async def test_a_dead_redis_falls_back_and_recovers(
-    running: Running,  # noqa: F811
+    running: Running,
     stack: DevStack,
 ) -> None:
-    backends = running.service.backends
+    backends = service_of(running).backends
     await create_posts(backends, 1)
     async with client(running) as http:
         assert (await http.post("/v1/views", json={"userId": 1, "postId": 1})).status_code == 202
@@ -92,7 +92,7 @@ async def test_a_dead_redis_falls_back_and_recovers(
             return breaker.state is BreakerState.CLOSED
 
         await wait_until(closed, timeout=20)
-        transitions = running.service.metrics.breaker_transitions
+        transitions = service_of(running).metrics.breaker_transitions
         for state in ("open", "half_open", "closed"):  # each change is counted and logged
             assert transitions.labels("redis", state)._value.get() >= 1, state
         # Redis restarted empty: the view it held is the known loss of running without AOF

@@ -9,6 +9,7 @@ import math
 import time
 import uuid
 from collections import Counter
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -23,7 +24,7 @@ from kaleido.views.store import BatchRef, ViewStore
 from kaleido.views.sync import ViewSync
 from kaleido.views.totals import read_total
 
-from .conftest import reset
+from .service_helpers import reset
 from .views_helpers import create_posts, pg_view_counts, redis_leftovers
 
 pytestmark = pytest.mark.redis_kinds("single", "cluster")
@@ -82,7 +83,7 @@ class DedupModel:
 )
 @given(ops=operations, offset=st.one_of(st.sampled_from([W - 1, W - TICK]), st.integers(0, W - 1)))
 async def test_every_read_and_the_final_counts_match_the_model(
-    settings: Settings, ops: list[tuple[str, object]], offset: int
+    settings: Settings, ops: list[tuple[str, Any]], offset: int
 ) -> None:
     # pytest-trio runs each hypothesis example in a trio run of its own: open backends per run.
     async with open_backends(settings) as backends:
@@ -90,7 +91,7 @@ async def test_every_read_and_the_final_counts_match_the_model(
         await run_example(backends, ops, offset)
 
 
-async def run_example(backends: Backends, ops: list[tuple[str, object]], offset: int) -> None:
+async def run_example(backends: Backends, ops: list[tuple[str, Any]], offset: int) -> None:
     # Bucket expiry follows Redis' real clock: start the test clock after the real time, and
     # only move it forward, so that Redis expires no bucket while the model still needs it.
     now = [(int(time.time() * 1000) // W + 1) * W + offset]
@@ -117,18 +118,19 @@ async def run_example(backends: Backends, ops: list[tuple[str, object]], offset:
     for op, arg in ops:
         if op in ("record", "crowd", "again"):
             if op == "crowd":
-                post, users = arg  # type: ignore[misc]
+                post, users = arg
                 batch = [(u, post) for u in range(1, users + 1)]
             elif op == "record":
-                batch = arg  # type: ignore[assignment]
+                batch = arg
             flags, _ = await store.record(batch)
             assert flags == [model.view(pair, now[0]) for pair in batch]
         elif op == "advance":
-            now[0] += arg  # type: ignore[operator]
+            now[0] += arg
         elif op == "move":
-            post, count = arg  # type: ignore[misc]
-            ref = (backends.keys.partition_of(post), str(uuid.uuid4()))
-            await store.take_batch(ref[0], ref[1], count)
+            post, count = arg
+            partition = backends.keys.partition_of(post)
+            ref: BatchRef = (partition, str(uuid.uuid4()))
+            await store.take_batch(partition, ref[1], count)
             moved.append(ref)
         elif op == "apply" and moved:
             ref = moved[0] if arg else moved[-1]
@@ -142,21 +144,21 @@ async def run_example(backends: Backends, ops: list[tuple[str, object]], offset:
             if ref in moved:
                 moved.remove(ref)
         elif op == "sync":
-            await ViewSync(store, pg, chunk_size=arg).run_once()  # type: ignore[arg-type]
+            await ViewSync(store, pg, chunk_size=arg).run_once()
             replayed_all()
             moved.clear()
             applied.clear()
         elif op == "read":
-            await check_read(arg)  # type: ignore[arg-type]
+            await check_read(arg)
         elif op == "journal":
-            await journal_views(pg, arg)  # type: ignore[arg-type]
-            journaled.update(arg)  # type: ignore[arg-type]
+            await journal_views(pg, arg)
+            journaled.update(arg)
         elif op == "replay":
-            await JournalReplayer(store, pg, chunk=arg).replay()  # type: ignore[arg-type]
+            await JournalReplayer(store, pg, chunk=arg).replay()
             replayed_all()
         elif op == "create" and arg not in created:
-            await create_posts(backends, arg)  # type: ignore[arg-type]
-            created.add(arg)  # type: ignore[arg-type]
+            await create_posts(backends, arg)
+            created.add(arg)
         for post in POSTS:
             await check_read(post)
 

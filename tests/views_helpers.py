@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections import Counter
 
 from kaleido.gateways import Backends
 from kaleido.views.store import ViewStore
@@ -37,8 +38,8 @@ async def pg_view_counts(backends: Backends) -> dict[int, int]:
 
 # Keys that stay once everything is synced: dedup data and bookkeeping.
 _KEPT = re.compile(
-    rb"^(user:view:.*|view:layout|view:synced_at|view:sync:epoch|view:journal:done|"
-    rb"view:\{\d+\}:(seen:.*|dir:.*|epoch|replayed))$"
+    rb"^(user:view:.*|view:layout|view:synced_at|view:sync:(epoch|moved)|view:journal:done|"
+    rb"view:\{\d+\}:(seen:.*|dir:.*|epoch|replayed|moved))$"
 )
 
 
@@ -51,3 +52,21 @@ async def redis_leftovers(backends: Backends) -> list[bytes]:
     """Keys that should be gone once everything is synced (counters, batches)."""
     keys = await all_keys(backends)
     return sorted(k for k in keys if not _KEPT.match(k))
+
+
+async def synced_views(backends: Backends) -> tuple[Counter[int], int]:
+    """Views per post in PostgreSQL (posts and the unknown posts' backlog), and how many view
+    counters and batches are still in Redis (none after a final sync)."""
+    rows = await backends.postgres.fetch(
+        "SELECT post_id, view_count AS v FROM posts UNION ALL "
+        "SELECT post_id, views FROM post_view_backlog"
+    )
+    keys = backends.keys
+    left = await backends.redis.pipeline(
+        [("HLEN", keys.counts(q)) for q in range(keys.partitions)]
+        + [("SCARD", keys.batches(q)) for q in range(keys.partitions)]
+    )
+    counts: Counter[int] = Counter()
+    for row in rows:
+        counts[row["post_id"]] += row["v"]
+    return counts, sum(int(x) for x in left)

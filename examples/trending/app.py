@@ -2,11 +2,15 @@
 page ranks posts by their exact view totals. It uses only the public API (`kaleido`).
 
 Run it: `KALEIDO_REDIS_URL=... KALEIDO_DATABASE_URL=... python -m examples.trending.app`
-(port 8000).
+(`TRENDING_BIND`, default 127.0.0.1:8000). SIGINT or SIGTERM (`docker stop`) stops it
+gracefully: hypercorn finishes the open requests, then leaving the `open_kaleido` block drains
+Kaleido (queued views written, a last sync).
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 
 import trio
@@ -29,7 +33,7 @@ def create_app(k: kaleido.Kaleido) -> Starlette:
         if not isinstance(post_ids, list) or not post_ids:
             return JSONResponse({"error": 'expected {"postIds": [...]}'}, status_code=400)
         try:
-            result = await k.views.record_and_wait([(user_id, p) for p in post_ids])
+            result = await k.views.record([(user_id, p) for p in post_ids])
         except ValueError as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
         return JSONResponse({"new": result.counted}, status_code=202)
@@ -49,11 +53,20 @@ def create_app(k: kaleido.Kaleido) -> Starlette:
     )
 
 
+async def stop_requested() -> None:
+    """Return on the first SIGINT or SIGTERM. The program owns its signals: Kaleido installs
+    no handler of its own."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for _ in signals:
+            return
+
+
 async def main() -> None:
     async with kaleido.open_kaleido(kaleido.Settings.from_env()) as k:
         config = Config()
-        config.bind = ["127.0.0.1:8000"]
-        await serve(create_app(k), config)  # until Ctrl-C; leaving the block drains Kaleido
+        config.bind = [os.environ.get("TRENDING_BIND", "127.0.0.1:8000")]
+        await serve(create_app(k), config, shutdown_trigger=stop_requested)
+    # Here Kaleido has drained: queued views are in Redis and synced to PostgreSQL.
 
 
 if __name__ == "__main__":

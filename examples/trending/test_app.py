@@ -32,7 +32,7 @@ async def test_a_post_seen_twice_by_one_user_counts_once(kaleido_app: KaleidoDri
 
 async def test_totals_stay_exact_across_a_sync(kaleido_app: KaleidoDriver) -> None:
     for user in range(1, 51):
-        assert kaleido_app.views.record(user, 5)  # fire and forget, as a feed would
+        assert kaleido_app.views.record_nowait(user, 5)  # fire and forget, as a feed would
     await kaleido_app.drained()
     assert await kaleido_app.views.total(5) == 50
     report = await kaleido_app.sync()

@@ -32,8 +32,7 @@ Modules: ``process`` (spawning, death signal, run-as account, ports, polling), `
 lifecycle both servers share), ``redis`` (redis-server and cluster nodes, RESP probing),
 ``topology`` (parsing and judging a cluster's view of itself), ``cluster`` (RedisCluster),
 ``postgres`` (PostgresServer, template cache), ``pg_auth`` (its password and ``pg_hba.conf``),
-``stack`` (DevStack, dev_stack), ``redis_conf`` (the repository's redis.conf), ``cli``
-(``python -m kaleido.devstack``).
+``stack`` (DevStack, dev_stack), ``cli`` (``python -m kaleido.devstack``).
 """
 
 from kaleido.devstack.cli import main
@@ -41,11 +40,11 @@ from kaleido.devstack.cluster import RedisCluster
 from kaleido.devstack.postgres import PostgresServer, postgres_bindir
 from kaleido.devstack.process import DevStackError, new_password, pid_alive
 from kaleido.devstack.redis import RedisClusterNode, RedisServer
-from kaleido.devstack.redis_conf import default_redis_conf
-from kaleido.devstack.stack import DevStack, dev_stack
+from kaleido.devstack.stack import SHIPPED_REDIS_CONF, DevStack, default_redis_conf, dev_stack
 from kaleido.devstack.topology import ClusterNodeView, parse_cluster_nodes
 
 __all__ = [
+    "SHIPPED_REDIS_CONF",
     "ClusterNodeView",
     "DevStack",
     "DevStackError",

@@ -15,6 +15,15 @@ from kaleido.devstack.postgres import PostgresServer
 from kaleido.devstack.process import DevStackError
 from kaleido.devstack.redis import RedisServer
 
+# The Redis configuration Kaleido is tested with: package data, so that a pip install's
+# private servers run with it too (the repository's top-level redis.conf links to it).
+SHIPPED_REDIS_CONF = Path(__file__).resolve().parent / "redis.conf"
+
+
+def default_redis_conf() -> Path:
+    """The shipped redis.conf, which the private servers include."""
+    return SHIPPED_REDIS_CONF
+
 
 @attrs.define
 class DevStack:

@@ -85,7 +85,7 @@ _TRANSIENT_SQLSTATE_PREFIXES = ("08", "53", "57", "40")
 
 
 # asyncpg raises its client-side DataError (not the SQLSTATE 22 class of the same name) when a
-# parameter cannot be encoded.
+# parameter cannot be encoded. It is only in the private module: tests/test_asyncpg_canary.py.
 _ENCODER_ERRORS = (asyncpg.exceptions._base.DataError, TypeError, ValueError)
 
 
@@ -105,7 +105,7 @@ def map_postgres_error(exc: BaseException) -> BaseException:
         asyncpg.InterfaceError
         # e.g. "cannot switch to state 15; another operation is in progress": the connection
         # broke mid-operation (the server stopped), not a fault of the statement.
-        | asyncpg.exceptions._base.InternalClientError
+        | asyncpg.InternalClientError
         | OSError
         | asyncio.TimeoutError
         | asyncio.CancelledError

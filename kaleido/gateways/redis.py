@@ -256,7 +256,7 @@ class RedisGateway:
                 **_client_options(),
             )
             try:
-                return await single.execute_command(*command)  # type: ignore[no-untyped-call]
+                return await single.execute_command(*command)
             except rexc.ResponseError as exc:
                 if return_errors:
                     return map_redis_error(exc)

@@ -64,8 +64,3 @@ def server_limits(settings: Settings) -> ServerLimits:
         http2=settings.http2 == "on",
         trusted_proxies=TrustedProxies.of(settings.trusted_proxies),
     )
-
-
-def bind_address(host: str, port: int) -> str:
-    """hypercorn's form of HOST:PORT (IPv6 hosts in brackets)."""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

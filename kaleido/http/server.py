@@ -26,6 +26,7 @@ from hypercorn.trio.worker_context import WorkerContext
 from kaleido.http.connection import AsgiApp, Connection
 from kaleido.http.proxies import TrustedProxies
 from kaleido.logs import get_logger
+from kaleido.setting_values import join_host_port
 
 log = get_logger("kaleido.http")
 
@@ -144,7 +145,7 @@ async def serve_http(
         sock.listen(config.backlog)
         listeners.append(trio.SocketListener(trio.socket.from_stdlib_socket(sock)))
         host, port = sock.getsockname()[:2]
-        binds.append(f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}")
+        binds.append(f"http://{join_host_port(host, port)}")
     listener = _Listener(app, config, WorkerContext(None), limits)
     async with trio.open_nursery() as connections:
         async with trio.open_nursery() as accepting:

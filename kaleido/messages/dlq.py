@@ -42,10 +42,6 @@ class DeadLetter:
     failed_at: str
     fields: Mapping[str, str]  # the original entry's fields
 
-    @classmethod
-    def from_entry(cls, dlq_id: bytes | str, raw: Mapping[bytes, bytes]) -> DeadLetter:
-        return decode_dead_letter(dlq_id, raw)
-
 
 def encode_dead_letter(rejection: Rejection, failed_at: str) -> list[bytes | str]:
     """The DLQ entry's fields, flat (name, value, name, value, ...) as XADD takes them: the

@@ -37,10 +37,6 @@ class Sample:
     dlq: int | None = None  # dead letters, summed over the inbound streams
     last_good_sync: float | None = None  # unix time, by any process
 
-    @property
-    def sampled_redis(self) -> bool:
-        return self.memory_used is not None
-
 
 @attrs.frozen
 class Rate:

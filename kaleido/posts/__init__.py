@@ -7,10 +7,10 @@ the change and write its announcements to the outbox in one transaction (kaleido
 Modules: ``model`` (values, errors, validation), ``sql`` (the rows), ``facade`` (`Posts`).
 """
 
+from kaleido.media_urls import MAX_URL_CHARS, check_media_url
 from kaleido.posts.facade import Posts
 from kaleido.posts.model import (
     MAX_MEDIA,
-    MAX_URL_CHARS,
     Face,
     Insights,
     MediaItem,
@@ -23,7 +23,6 @@ from kaleido.posts.model import (
     PostRecord,
     Stored,
     check_media,
-    check_media_url,
 )
 from kaleido.posts.sql import insert_post, read_post, replace_media
 

@@ -1,5 +1,5 @@
 """The batch pipeline of a consumer: triage, apply exactly once, then dead-letter and
-acknowledge ("settle") in one MULTI round trip. At-least-once delivery, exactly-once effects.
+acknowledge ("settle") in one script call. At-least-once delivery, exactly-once effects.
 
 Entries are applied `batch_size` per transaction, in order. When more than one batch was read
 at once they are pipelined: while one batch's transaction runs, the next batch is decoded and
@@ -242,9 +242,10 @@ class BatchPipeline(Generic[M]):
         self.counters.batch()
 
     async def settle(self, settlement: Settlement) -> None:
-        """Dead-letter and acknowledge in one MULTI round trip (a DLQ copy is never lost),
-        shielded from cancellation but bounded: whatever is left unacknowledged is simply
-        delivered again."""
+        """Dead-letter and acknowledge in one script call (a DLQ copy is never lost, and made
+        only by the XACK that acknowledged its entry: a call run again after its reply was
+        lost copies nothing twice), shielded from cancellation but bounded: whatever is left
+        unacknowledged is simply delivered again."""
         dead, done = settlement
         if not dead and not done:
             return

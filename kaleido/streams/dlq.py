@@ -43,6 +43,8 @@ SCAN_FETCH = 100
 
 # KEYS: dlq, stream; ARGV: dlq entry id, then the DLQ's own field names. Returns the new id,
 # or false when the entry is no longer in the DLQ (replayed or purged meanwhile).
+# Ambiguous call: run again after its reply was lost, the dead letter is gone from the DLQ, so
+# it is put back once; only that call's answer says "not replayed".
 _REPLAY = Script(
     "dlq_replay",
     """

@@ -36,6 +36,33 @@ _PENDING_RANGE = Script(
     read_only=True,
 )
 
+# Dead-letter entries and acknowledge them, with the ids acknowledged as they are, in one step.
+# KEYS: the stream, its DLQ. ARGV: group, DLQ MAXLEN, the number of dead letters, then for
+# each its entry id, its field count and its fields; then the ids acknowledged as they are.
+# Returns how many dead letters were written.
+# Ambiguous call: a dead letter is copied only when this call's XACK acknowledged its entry.
+# Run again after its reply was lost (redis-py resends it), the entries are acknowledged
+# already: nothing is copied twice, and acknowledging twice changes nothing.
+_DEAD_LETTER_AND_ACK = Script(
+    "dead_letter_and_ack",
+    """
+local group, maxlen = ARGV[1], ARGV[2]
+local at, written = 4, 0
+for _ = 1, tonumber(ARGV[3]) do
+  local size = tonumber(ARGV[at + 1])
+  if redis.call('XACK', KEYS[1], group, ARGV[at]) == 1 then
+    redis.call('XADD', KEYS[2], 'MAXLEN', '~', maxlen, '*', unpack(ARGV, at + 2, at + 1 + size))
+    written = written + 1
+  end
+  at = at + 2 + size
+end
+for first = at, #ARGV, 1000 do  -- well below Lua's limit on unpack()ed arguments
+  redis.call('XACK', KEYS[1], group, unpack(ARGV, first, math.min(first + 999, #ARGV)))
+end
+return written
+""",
+)
+
 
 @attrs.frozen
 class Entry:
@@ -105,8 +132,9 @@ class InboundStream(Protocol):
         ...
 
     async def dead_letter_and_ack(self, rejected: Sequence[Rejection], done: Sequence[str]) -> None:
-        """Copy `rejected` to the DLQ and acknowledge them with `done`, atomically (one
-        MULTI): a dead letter is never acknowledged without its copy."""
+        """Copy `rejected` to the DLQ and acknowledge them with `done`, atomically: a dead
+        letter is never acknowledged without its copy, and copied only by the call that
+        acknowledged it (run twice, the second copies nothing)."""
         ...
 
     async def group_positions(self) -> list[GroupPosition]:
@@ -144,6 +172,9 @@ class RedisInboundStream:
         return created
 
     async def read_new(self, count: int, block_ms: int) -> list[Entry]:
+        # Ambiguous call: entries whose reply was lost are pending with this consumer; the
+        # retry reads the next ones, and those come back by a re-read of the pending ones
+        # (after a restart or an outage) or by XAUTOCLAIM once idle: applied once by the ledger.
         return await self._read(">", count, block_ms)
 
     async def read_pending(self, after: str, count: int) -> list[Entry]:
@@ -189,6 +220,8 @@ class RedisInboundStream:
         return entries, deliveries
 
     async def claim_stale(self, min_idle: float, cursor: str, count: int) -> Claimed:
+        # Ambiguous call: entries claimed by a call whose reply was lost are pending with this
+        # consumer (their delivery counted once more); they are handled as a lost read's are.
         reply = await self.redis.execute(
             "XAUTOCLAIM",
             self.stream_key,
@@ -205,11 +238,12 @@ class RedisInboundStream:
         if not rejected and not done:
             return
         failed_at = utc_timestamp()
-        head = ["XADD", self.dlq_key, "MAXLEN", "~", self.dlq_maxlen, "*"]
-        commands: list[list[Any]] = [[*head, *encode_dead_letter(r, failed_at)] for r in rejected]
-        ids = [r.entry_id for r in rejected] + list(done)
-        commands.append(["XACK", self.stream_key, self.group, *ids])
-        await self.redis.pipeline(commands, transaction=True)
+        args: list[Any] = [self.group, self.dlq_maxlen, len(rejected)]
+        for r in rejected:
+            fields = encode_dead_letter(r, failed_at)
+            args += [r.entry_id, len(fields), *fields]
+        args += done
+        await self.redis.run_script(_DEAD_LETTER_AND_ACK, [self.stream_key, self.dlq_key], args)
 
     async def group_positions(self) -> list[GroupPosition]:
         groups = await self.redis.execute("XINFO", "GROUPS", self.stream_key)

@@ -105,7 +105,8 @@ class PostgresLedger:
         self, stream_key: str, handler: Handler[M], batch: Sequence[tuple[str, M]]
     ) -> Applied[M] | None:
         """Everything in one statement; None when an id was recorded before (then nothing
-        was applied), or when the handler gives no statements."""
+        was applied), or when the handler gives no statements. A reply lost after it ran is
+        as a lost COMMIT (`_apply_in_transaction`): the redelivery finds the ids recorded."""
         if not isinstance(handler, StatementHandler):
             return None
         statements = handler.statements(batch)
@@ -124,7 +125,11 @@ class PostgresLedger:
     async def _apply_in_transaction(
         self, stream_key: str, handler: Handler[M], batch: Sequence[tuple[str, M]]
     ) -> Applied[M]:
-        """One transaction: record the entry ids, apply those not recorded before, COMMIT."""
+        """One transaction: record the entry ids, apply those not recorded before, COMMIT.
+
+        Ambiguous call: a COMMIT whose reply was lost leaves the entries unacknowledged; when
+        they are delivered again their recorded ids make this apply nothing, and they are
+        acknowledged (tests/campaign/test_lost_replies.py)."""
         stale = NOTHING_STALE
         async with self.postgres.transaction() as tx:
             rows = await tx.fetch(_RECORD_NEW, stream_key, [entry_id for entry_id, _ in batch])

@@ -36,7 +36,11 @@ DONE_MARKER_RETENTION = 86400
 
 
 async def journal_views(postgres: PostgresGateway, views: Sequence[tuple[int, int]]) -> list[bool]:
-    """Store views; return for each whether it is new (a pair already journaled is not)."""
+    """Store views; return for each whether it is new (a pair already journaled is not).
+
+    Ambiguous call: when the reply is lost the ingester writes the batch again; the primary
+    key keeps one row per pair (the second answer calls them duplicates, the count is exact).
+    """
     users = [u for u, _ in views]
     posts = [p for _, p in views]
     rows = await postgres.fetch(
@@ -77,6 +81,8 @@ class JournalReplayer:
         interrupted = await self.postgres.fetch(
             "SELECT DISTINCT replay_batch FROM view_journal WHERE replay_batch IS NOT NULL"
         )
+        # A mark or a delete whose reply was lost: marked rows are found here and finished
+        # (their partitions' `replayed` sets skip what was applied); a second delete is a no-op.
         for row in interrupted:
             report = self._add(report, *await self._finish(str(row["replay_batch"])))
         while True:

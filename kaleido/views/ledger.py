@@ -76,6 +76,12 @@ async def apply_batch(postgres: PostgresGateway, batch_id: str, deltas: Mapping[
 
     Returns False when the batch id was already recorded (nothing applied now). Two callers
     racing on one batch serialise on its primary key: the second finds it and applies nothing.
+
+    Ambiguous call: when the COMMIT's reply is lost, the caller cannot know whether the batch
+    was applied. It keeps the batch in Redis and the next sync calls this again: the recorded
+    id makes that second call apply nothing. The fold that follows the transaction is run
+    again then too (it only moves backlog rows of posts that exist, so twice is once), in case
+    the first call's fold never ran.
     """
     posts = sorted(deltas)  # in key order: the UPDATE visits the index and heap in order
     views = [deltas[p] for p in posts]
@@ -87,9 +93,11 @@ async def apply_batch(postgres: PostgresGateway, batch_id: str, deltas: Mapping[
             len(posts),
             sum(views),
         )
-        if not inserted:
-            return False
-        backlogged = [row["post_id"] for row in await tx.fetch(_APPLY_DELTAS, posts, views)]
+        if inserted:
+            backlogged = [row["post_id"] for row in await tx.fetch(_APPLY_DELTAS, posts, views)]
+    if not inserted:
+        await fold_backlog(postgres, posts)
+        return False
     if backlogged:
         await fold_backlog(postgres, backlogged)
     return True
@@ -133,11 +141,3 @@ async def read_synced(
         [uuid.UUID(b) for b in replayed or []],
     )
     return int(row["views"]), set(row["applied"])
-
-
-async def prune_batches(postgres: PostgresGateway, older_than_days: float) -> int:
-    result = await postgres.execute(
-        "DELETE FROM view_sync_batches WHERE applied_at < now() - $1 * interval '1 day'",
-        older_than_days,
-    )
-    return int(result.split()[-1])

@@ -12,6 +12,7 @@ from __future__ import annotations
 import attrs
 
 from kaleido.gateways import RedisGateway, Script
+from kaleido.views.moves import Moved, again_lua, mark_lua, parse_move
 
 
 @attrs.frozen
@@ -40,20 +41,27 @@ class LegacyKeys:
         return f"{self.prefix}view:sync:epoch"
 
     @property
+    def moved(self) -> str:
+        """Not v1's: the latest ids of batches moved out of v1's counters (as `view:{q}:moved`)."""
+        return f"{self.prefix}view:sync:moved"
+
+    @property
     def journal_done(self) -> str:
         return f"{self.prefix}view:journal:done"
 
 
 # v1's move: pop pending posts, move their counters into a batch hash. Returns
-# {posts popped, views moved, post, views, ...}; a counter that is not a positive integer stays.
-# KEYS: pending set, batch set, the batch hash, epoch; ARGV: prefix, batch id, posts to pop.
-# The counter keys are built here from the prefix (v1 never ran on a cluster). Runs past
-# maxmemory, as MOVE_TO_BATCH.
+# {'moved', posts popped, views moved, post, views, ...}; a counter that is not a positive
+# integer stays. KEYS: pending set, batch set, the batch hash, epoch, the moved batch ids;
+# ARGV: prefix, batch id, posts to pop. The counter keys are built here from the prefix (v1
+# never ran on a cluster). Runs past maxmemory, as MOVE_TO_BATCH, and is as safe to run again
+# for the same batch id: it answers 'again' or 'stale' (kaleido.views.moves).
 MOVE_V1 = Script(
     "move_to_batch_v1",
-    """
+    again_lua(moved=5, batch_id=2)
+    + """
 local popped = redis.call('SPOP', KEYS[1], ARGV[3])
-local out, views = {#popped, 0}, 0
+local out, views = {'moved', #popped, 0}, 0
 for first = 1, #popped, 1000 do
   local posts, keys = {}, {}
   for i = first, math.min(first + 999, #popped) do
@@ -78,10 +86,13 @@ for first = 1, #popped, 1000 do
     redis.call('HSET', KEYS[3], unpack(fields))
   end
 end
-out[2] = views
-if #out > 2 then
+out[3] = views
+if #out > 3 then
   redis.call('SADD', KEYS[2], ARGV[2])
   redis.call('INCR', KEYS[4])
+"""
+    + mark_lua(moved=5, batch_id=2)
+    + """
 end
 return out
 """,
@@ -127,15 +138,16 @@ class LegacyViews:
     redis: RedisGateway
     keys: LegacyKeys
 
-    async def take_batch(self, batch_id: str, count: int) -> tuple[int, dict[int, int]]:
+    async def take_batch(self, batch_id: str, count: int) -> Moved:
+        """Move up to `count` pending posts' counters into the batch `batch_id` (safe to run
+        again: kaleido.views.moves)."""
         keys = self.keys
         reply = await self.redis.run_script(
             MOVE_V1,
-            [keys.pending, keys.batches, keys.batch(batch_id), keys.sync_epoch],
+            [keys.pending, keys.batches, keys.batch(batch_id), keys.sync_epoch, keys.moved],
             [keys.prefix, batch_id, count],
         )
-        it = iter(reply[2:])
-        return int(reply[0]), {int(post): int(views) for post, views in zip(it, it, strict=True)}
+        return parse_move(reply)
 
     async def in_flight_batches(self) -> list[str]:
         members = await self.redis.execute("SMEMBERS", self.keys.batches)

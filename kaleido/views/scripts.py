@@ -14,6 +14,7 @@ from kaleido.views.dedup import (
     TICKS,
     VIEW_HEADER,
 )
+from kaleido.views.moves import again_lua, mark_lua
 
 # Per view: decide from the dedup buckets (kaleido.views.dedup) whether it counts; if so, store
 # the pair's time and add one to the post's counter. With a replay batch id, the call is a
@@ -37,6 +38,10 @@ from kaleido.views.dedup import (
 # indexes}: flags has one character per view, '1' counted, '0' duplicate. A group whose replay
 # was applied before counts nothing. {'stale', window}: the caller's window or a directory copy
 # was out of date and nothing was written.
+# Ambiguous call (its reply lost after it ran; redis-py sends it again, or the ingester gives
+# up and journals the views): run again, every view's pair is found stored and counts nothing
+# more, and a replay's batch id is found in `replayed`. The count stays exact; only the second
+# reply's flags call the first run's views duplicates (docs/ambiguity.md).
 RECORD_VIEWS = Script(
     "record_views_v2",
     """
@@ -190,23 +195,29 @@ return out
 )
 
 # Move up to ARGV[2] of a partition's counters into the in-flight batch ARGV[1].
-# KEYS: counts, the partition's batch set, the batch hash, epoch.
-# Returns {posts taken, views moved, post, views, post, views, ...}. A counter that is not a
-# positive integer is left where it is (and stays visible to readers) rather than guessed at.
-# It moves memory rather than adding any, so it runs even past maxmemory: the sync drains a
-# full Redis.
+# KEYS: counts, the partition's batch set, the batch hash, epoch, the moved batch ids.
+# Returns {'moved', posts taken, views moved, post, views, post, views, ...}. A counter that is
+# not a positive integer is left where it is (and stays visible to readers) rather than
+# guessed at. It moves memory rather than adding any, so it runs even past maxmemory: the
+# sync drains a full Redis.
+# Run again for a batch id it moved before (its reply was lost and redis-py sent it again, or
+# it ran late), it moves nothing and answers {'again', posts, views, post, views, ...}: the
+# batch as it is, or {'stale', 0, 0} once the batch was applied and forgotten
+# (kaleido.views.moves).
 MOVE_TO_BATCH = Script(
     "move_to_batch_v2",
-    """
+    (
+        again_lua(moved=5, batch_id=1)
+        + """
 local size = redis.call('HLEN', KEYS[1])
-if size == 0 then return {0, 0} end
+if size == 0 then return {'moved', 0, 0} end
 local entries
 if size <= tonumber(ARGV[2]) then
   entries = redis.call('HGETALL', KEYS[1])
 else
   entries = redis.call('HRANDFIELD', KEYS[1], ARGV[2], 'WITHVALUES')
 end
-local out, views, taken = {0, 0}, 0, {}
+local out, views, taken = {'moved', 0, 0}, 0, {}
 for first = 1, #entries, 2 * GROUP do
   local names, fields = {}, {}
   for k = first, math.min(first + 2 * GROUP - 1, #entries), 2 do
@@ -225,13 +236,17 @@ for first = 1, #entries, 2 * GROUP do
     redis.call('HSET', KEYS[3], unpack(fields))
   end
 end
-out[1], out[2] = #entries / 2, views
-if #out > 2 then
+out[2], out[3] = #entries / 2, views
+if #out > 3 then
   redis.call('SADD', KEYS[2], ARGV[1])
   redis.call('INCR', KEYS[4])
+"""
+        + mark_lua(moved=5, batch_id=1)
+        + """
 end
 return out
-""".replace("GROUP", "1000"),  # well below Lua's limit on unpack()ed arguments
+"""
+    ).replace("GROUP", "1000"),  # well below Lua's limit on unpack()ed arguments
     allow_oom=True,
 )
 

@@ -30,6 +30,7 @@ from kaleido.views.dedup import (
 )
 from kaleido.views.layout import LayoutState, open_layout, read_state
 from kaleido.views.legacy import LegacyKeys, LegacyViews
+from kaleido.views.moves import Moved, parse_move
 
 # A call finds the caller's directory copy stale only when another process split a bucket
 # since it was read; a few refreshes always settle it.
@@ -271,10 +272,12 @@ class ViewStore:
         )
         return [q for q, size in enumerate(replies) if size]
 
-    async def take_batch(
-        self, partition: int, batch_id: str, count: int
-    ) -> tuple[int, dict[int, int]]:
-        """Move up to `count` of a partition's counters into a batch: (taken, its contents)."""
+    async def take_batch(self, partition: int, batch_id: str, count: int) -> Moved:
+        """Move up to `count` of a partition's counters into the batch `batch_id`.
+
+        Ambiguous call: a reply lost after the move ran is retried by redis-py with the same
+        id, which answers the batch made the first time (`again`), or `stale` if it was
+        applied and forgotten since; nothing is moved twice (kaleido.views.moves)."""
         k = self.keys
         reply = await self.redis.run_script(
             scripts.MOVE_TO_BATCH,
@@ -283,11 +286,11 @@ class ViewStore:
                 k.batches(partition),
                 k.batch(partition, batch_id),
                 k.epoch(partition),
+                k.moved(partition),
             ],
             [batch_id, count],
         )
-        it = iter(reply[2:])
-        return int(reply[0]), {int(post): int(views) for post, views in zip(it, it, strict=True)}
+        return parse_move(reply)
 
     async def in_flight_batches(self) -> list[BatchRef]:
         """Every batch moved and not yet forgotten: v1's first, then by partition."""
@@ -309,7 +312,8 @@ class ViewStore:
         return {int(post): int(views) for post, views in raw.items()}
 
     async def forget_batch(self, ref: BatchRef) -> None:
-        """Delete an applied batch (idempotent)."""
+        """Delete an applied batch (idempotent: run again after a lost reply, it finds nothing
+        to delete; a batch left by a reply lost before it ran is finished by the next sync)."""
         partition, batch_id = ref
         if partition is None:
             await self.legacy.forget_batch(batch_id)

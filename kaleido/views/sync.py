@@ -3,7 +3,8 @@
 Under `view:batch:lock` (the protocol: docs/views.md "Syncing"):
   1. finish every in-flight batch a crashed or stalled syncer left behind;
   2. one Lua script moves a chunk of one partition's counters into a new batch (a hash keyed
-     by a UUID, in that partition);
+     by a UUID, in that partition); run again for that UUID (a lost reply) it moves nothing
+     more and answers the batch it made (kaleido.views.moves);
   3. one PostgreSQL transaction records the batch id and applies all its deltas, or applies
      nothing if the id is already recorded;
   4. the batch is deleted from Redis; repeat from 2 until no partition has counters.
@@ -24,7 +25,7 @@ import attrs
 import trio
 
 from kaleido import failpoints
-from kaleido.concurrency import first_error
+from kaleido.concurrency import raise_unwrapped
 from kaleido.errors import BackendError, RedisOutOfMemory
 from kaleido.gateways import PostgresGateway
 from kaleido.logs import get_logger
@@ -108,8 +109,7 @@ class ViewSync:
                         await slots.acquire()
                         nursery.start_soon(finish, ref, deltas)
         except BaseExceptionGroup as group:
-            exc = first_error(group)
-            raise exc from exc.__cause__  # its own cause, not the group
+            raise_unwrapped(group)
         for applied, posts, views in finished:
             report = self._add(report, applied, posts, views, recovered=False)
         pruned = await ledger.prune_backlog(self.postgres, BACKLOG_MAX_AGE_DAYS, BACKLOG_MAX_POSTS)
@@ -133,21 +133,26 @@ class ViewSync:
         if (await store.layout()).v1_counters:
             while True:
                 batch_id = str(uuid.uuid4())
-                popped, deltas = await store.legacy.take_batch(batch_id, self.chunk_size)
-                if popped == 0:
+                moved = await store.legacy.take_batch(batch_id, self.chunk_size)
+                if moved.taken == 0 and not moved.stale:
                     break
-                if deltas:
+                if moved.deltas:
                     failpoints.hit("sync.after_move")
-                    yield (None, batch_id), deltas
+                    yield (None, batch_id), moved.deltas
         for partition in await store.partitions_pending():
             while True:
                 batch_id = str(uuid.uuid4())
-                popped, deltas = await store.take_batch(partition, batch_id, self.chunk_size)
-                if popped == 0:
+                moved = await store.take_batch(partition, batch_id, self.chunk_size)
+                # A stale move (its first run's batch was finished by another syncer while
+                # the reply was lost) moved nothing: try again with a new id.
+                if moved.stale:
+                    continue
+                # Nothing moved: no counter left, or only counters that are not positive
+                # integers (they stay, and would be taken again and again).
+                if not moved.deltas:
                     break
-                if deltas:
-                    failpoints.hit("sync.after_move")
-                    yield (partition, batch_id), deltas
+                failpoints.hit("sync.after_move")
+                yield (partition, batch_id), moved.deltas
 
     async def _finish(
         self, ref: BatchRef, deltas: dict[int, int] | None = None

@@ -65,20 +65,6 @@ class ViewTracker:
         self.stats.queued += 1
         return True
 
-    def record_many(self, views: Iterable[tuple[int, int]]) -> int:
-        """Queue many views; return how many were taken (the rest are counted as rejected)."""
-        checked = [(check_id(u, "userId"), check_id(p, "postId")) for u, p in views]
-        taken = 0
-        for view in checked:
-            try:
-                self._send.send_nowait(view)
-            except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
-                self.stats.rejected += len(checked) - taken
-                break
-            taken += 1
-        self.stats.queued += taken
-        return taken
-
     async def record_and_wait(self, views: Iterable[tuple[object, object]]) -> RecordResult:
         """Queue views (waiting for room) and return once they are durable.
 

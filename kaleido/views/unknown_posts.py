@@ -111,6 +111,9 @@ class UnknownPostBudget:
         """Take up to `wanted` from the user's budget of this hour; how many it gave (None
         while Redis does not answer)."""
         key = self.keys.unknown_post_views(int(now // _HOUR))
+        # Ambiguous call: run again after a lost reply, the budget is charged twice. Views
+        # past it are refused, not answered 202 (the caller may send them again): a budget
+        # spent early loses no acknowledged view.
         try:
             total, _ = await self.redis.pipeline(
                 [("HINCRBY", key, user_id, wanted), ("PEXPIRE", key, 2 * _HOUR * 1000)]

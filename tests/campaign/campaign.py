@@ -22,7 +22,7 @@ from kaleido.gateways import open_backends
 from kaleido.migrate import migrate
 from kaleido.settings import Settings
 
-from ..conftest import TABLES
+from ..service_helpers import TABLES
 from .checker import Verdict, check_entries, check_views
 from .nemesis import Injected, Nemesis
 from .schedule import NET, STALL, Fault, draw_cover, draw_schedule, only, periodic

@@ -38,6 +38,7 @@ from kaleido.streams import dlq_list
 from kaleido.streams.consumer import MIN_IDLE
 from kaleido.streams.housekeeping import RECLAIM_INTERVAL
 
+from ..views_helpers import synced_views
 from .service import Service
 from .traffic import EPOCH_POSTS, POSTS, ViewModel, Written, post_views, record
 
@@ -82,20 +83,9 @@ class Verdict:
 
 async def synced_counts(backends: Backends) -> tuple[Counter[int], int, int]:
     """Views per post in PostgreSQL, and what is left in Redis and in the journal."""
-    rows = await backends.postgres.fetch(
-        "SELECT post_id, view_count AS v FROM posts UNION ALL "
-        "SELECT post_id, views FROM post_view_backlog"
-    )
-    keys = backends.keys
-    left = await backends.redis.pipeline(
-        [("HLEN", keys.counts(q)) for q in range(keys.partitions)]
-        + [("SCARD", keys.batches(q)) for q in range(keys.partitions)]
-    )
+    counts, left = await synced_views(backends)
     journal = await backends.postgres.fetchval("SELECT count(*) FROM view_journal")
-    counts: Counter[int] = Counter()
-    for row in rows:
-        counts[row["post_id"]] += row["v"]
-    return counts, sum(int(x) for x in left), int(journal)
+    return counts, left, int(journal)
 
 
 async def full_sync(service: Service, http: httpx.AsyncClient, timeout: float = 120) -> None:

@@ -1,6 +1,6 @@
 """A program that embeds Kaleido (`kaleido.open_kaleido`), as a user's trio program would, for
 the campaign: it reads `{"id", "views": [[user, post], ...]}` lines on its standard input,
-records each batch with `record_and_wait`, and answers `{"id", "ok"}` once the views are
+records each batch with `await views.record`, and answers `{"id", "ok"}` once the views are
 durable (ok false: the call failed or took longer than `ANSWER_WITHIN`). It exits, drained, when
 its input closes.
 
@@ -34,10 +34,10 @@ async def record(k: Kaleido, batch: int, views: list[tuple[int, int]]) -> None:
     ok = False
     with trio.move_on_after(ANSWER_WITHIN):
         try:
-            await k.views.record_and_wait(views)
+            await k.views.record(views)
             ok = True
         except Exception as exc:  # the outcome is unknown; the campaign counts it so
-            print(f"record_and_wait failed: {exc!r}", file=sys.stderr)
+            print(f"record failed: {exc!r}", file=sys.stderr)
     answer(batch, ok)
 
 

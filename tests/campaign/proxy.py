@@ -21,6 +21,7 @@ import random
 import socket
 import struct
 import traceback
+from collections.abc import Awaitable, Callable
 
 import attrs
 import trio
@@ -40,6 +41,13 @@ class Faults:
     # Drop the next reply to a request containing these bytes (once), then reset: one chosen
     # ambiguous call, e.g. b"XREADGROUP".
     drop_reply_to: bytes = b""
+    # With drop_reply_to: only on a connection that sent these bytes since its last drop (a
+    # COMMIT that follows a chosen statement: b"view_sync_batches").
+    drop_armed_by: bytes = b""
+    # With drop_reply_to: awaited after the reply is dropped and before the connection is
+    # reset, i.e. after the call ran and before its caller can retry it (writes that land
+    # in between, deterministically).
+    before_reset: Callable[[], Awaitable[None]] | None = None
 
 
 def _reset(stream: trio.SocketStream) -> None:
@@ -57,6 +65,7 @@ class _Connection:
     # Set while a black hole holds this connection: it is reset when the hole closes.
     swallowed: bool = False
     last_request: bytes = b""
+    armed: bool = False  # sent Faults.drop_armed_by
 
     def reset(self) -> None:
         _reset(self.client)
@@ -194,9 +203,18 @@ class FaultProxy:
             return
         if request:
             conn.last_request = data
-        elif faults.drop_reply_to and faults.drop_reply_to in conn.last_request:
+            if faults.drop_armed_by and faults.drop_armed_by in data:
+                conn.armed = True
+        elif (
+            faults.drop_reply_to
+            and faults.drop_reply_to in conn.last_request
+            and (conn.armed or not faults.drop_armed_by)
+        ):
             faults.drop_reply_to = b""
+            conn.armed = False
             self.dropped_replies += 1
+            if faults.before_reset is not None:
+                await faults.before_reset()
             conn.reset()
             await trio.sleep_forever()
         if not request:

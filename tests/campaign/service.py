@@ -146,7 +146,7 @@ class Service:
 @attrs.define
 class Embedded:
     """`python -m tests.campaign.embedded`: a program that embeds Kaleido (`open_kaleido`) and
-    records the batches of views written to its standard input with `record_and_wait`, one
+    records the batches of views written to its standard input with `await views.record`, one
     JSON line each way (`{"id", "views"}` in, `{"id", "ok"}` out)."""
 
     env: dict[str, str]

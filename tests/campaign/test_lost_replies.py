@@ -9,11 +9,22 @@ import trio
 from kaleido import open_kaleido
 from kaleido.devstack import DevStack, RedisServer
 from kaleido.gateways import Backends
-from kaleido.messages import INSIGHTS_STREAM, InsightResult, Tagging, encode_insight
+from kaleido.lock import _ACQUIRE, RedisLock
+from kaleido.messages import (
+    INSIGHTS_STREAM,
+    POST_IMAGE_STREAM,
+    InsightResult,
+    Tagging,
+    encode_insight,
+)
+from kaleido.outbox.publish import PUBLISH_ONCE, RedisAnnouncer
+from kaleido.outbox.store import Announcement
 from kaleido.settings import Settings
 from kaleido.streams import dlq_list
+from kaleido.streams.inbound import _DEAD_LETTER_AND_ACK
 
 from ..waiting import wait_until
+from .proxied import call_of, drop_reply, proxied_settings, through_proxy
 from .proxy import FaultProxy
 
 MEDIA, POST = 42, 7  # neither has a row: results are recorded all the same
@@ -100,6 +111,61 @@ async def test_postgresql_errors_do_not_dead_letter_a_valid_entry(
         letters = await dlq_list(backends.redis, backends.keys, INSIGHTS_STREAM)
         assert not letters, [(x.error_type, x.error) for x in letters]
         assert await processed(backends, entry)
+
+
+async def test_a_lock_acquired_again_after_a_lost_reply_is_held_by_the_same_owner(
+    stack: DevStack, settings: Settings, backends: Backends, nursery: trio.Nursery
+) -> None:
+    """SET NX ran, its reply was lost, redis-py sent it again: the lock is ours, not busy
+    until its TTL runs out."""
+    async with through_proxy(stack, settings, nursery) as (proxy, proxied):
+        lock = RedisLock(proxied.redis, proxied.keys.lock, ttl=30)
+        drop_reply(proxy, call_of(_ACQUIRE, settings))
+        assert await lock.acquire()
+        assert proxy.dropped_replies == 1
+        assert await backends.redis.execute("GET", backends.keys.lock) == lock.token.encode()
+        assert await backends.redis.execute("PTTL", backends.keys.lock) > 0
+        assert not await RedisLock(backends.redis, backends.keys.lock).acquire()  # still owned
+        async with lock.hold():  # acquiring again renews: the same owner holds it
+            assert await backends.redis.execute("GET", backends.keys.lock) == lock.token.encode()
+        assert not await backends.redis.execute("EXISTS", backends.keys.lock)
+
+
+async def test_a_dead_letter_whose_reply_was_lost_is_copied_once(
+    stack: DevStack, settings: Settings, backends: Backends, nursery: trio.Nursery
+) -> None:
+    """The copy to the DLQ and the XACK ran, their reply was lost, redis-py sent them again:
+    one dead letter, nothing pending."""
+    assert isinstance(stack.redis, RedisServer)
+    proxy = FaultProxy(stack.redis.port)
+    await nursery.start(proxy.run)
+    stream = backends.keys.stream(INSIGHTS_STREAM)
+    async with open_kaleido(proxied_settings(stack, settings, proxy)):
+        drop_reply(proxy, call_of(_DEAD_LETTER_AND_ACK, settings))
+        poison = {"mediaId": "x", "postId": "1", "service": "tagging", "tags": "[]"}
+        entry = (await backends.redis.execute("XADD", stream, "*", *flat(poison))).decode()
+        await wait_until(lambda: _true(proxy.dropped_replies == 1), timeout=10)
+        good = await backends.redis.execute("XADD", stream, "*", *flat(tagging("after")))
+        await wait_until(lambda: processed(backends, good.decode()), timeout=10)
+        await wait_until(lambda: pending_is_empty(backends, stream), timeout=10)
+    letters = await dlq_list(backends.redis, backends.keys, INSIGHTS_STREAM)
+    assert [letter.original_id for letter in letters] == [entry]
+
+
+async def test_an_announcement_whose_reply_was_lost_is_published_once(
+    stack: DevStack, settings: Settings, backends: Backends, nursery: trio.Nursery
+) -> None:
+    """PUBLISH_ONCE added the entry and its mark, the reply was lost, redis-py sent it again:
+    the mark says it was published, and nothing is added twice."""
+    row = Announcement(1, POST_IMAGE_STREAM, (("mediaId", "10"), ("postId", "1")))
+    async with through_proxy(stack, settings, nursery) as (proxy, proxied):
+        announcer = RedisAnnouncer(proxied.redis, proxied.keys, maxlen=1000)
+        drop_reply(proxy, call_of(PUBLISH_ONCE, settings))
+        assert await announcer.publish([row]) == 0  # the retry found it published
+        assert proxy.dropped_replies == 1
+        assert await announcer.publish([row]) == 0  # and so does a relay that retries the row
+    stream = backends.keys.stream(POST_IMAGE_STREAM)
+    assert await backends.redis.execute("XLEN", stream) == 1
 
 
 async def pending_is_empty(backends: Backends, stream: str) -> bool:

@@ -15,6 +15,7 @@ import attrs
 import httpx
 import redis as sync_redis
 import trio
+from redis.typing import EncodableT, FieldT
 
 from kaleido.gateways import PostgresGateway, open_backends
 from kaleido.messages import CONSUMER_GROUP, INSIGHTS_STREAM
@@ -22,6 +23,7 @@ from kaleido.redis_url import is_cluster_url, parse_cluster_url
 from kaleido.settings import Settings
 
 from ..processes import free_port, kaleido_env, start_kaleido, wait_exit, wait_ready
+from ..views_helpers import synced_views
 
 ADMIN_TOKEN = "fault-suite-admin-token"
 # Requests carry a few views each: realistic for a feed page, and enough load to matter.
@@ -193,19 +195,8 @@ async def sync_now(ops_url: str) -> None:
 async def synced_counts(settings: Settings) -> Counter[int]:
     """Views per post in PostgreSQL; asserts a final sync left nothing in Redis."""
     async with open_backends(settings) as backends:
-        rows = await backends.postgres.fetch(
-            "SELECT post_id, view_count AS v FROM posts UNION ALL "
-            "SELECT post_id, views FROM post_view_backlog"
-        )
-        keys = backends.keys
-        left = await backends.redis.pipeline(
-            [("HLEN", keys.counts(q)) for q in range(keys.partitions)]
-            + [("SCARD", keys.batches(q)) for q in range(keys.partitions)]
-        )
-    assert not any(left), "a final sync must leave no counters and no batches in Redis"
-    actual: Counter[int] = Counter()
-    for row in rows:
-        actual[row["post_id"]] += row["v"]
+        actual, left = await synced_views(backends)
+    assert not left, "a final sync must leave no counters and no batches in Redis"
     return actual
 
 
@@ -252,7 +243,7 @@ class EntryWorkload:
         try:
             while not stop.is_set():
                 media = self.next_media
-                fields = {
+                fields: dict[FieldT, EncodableT] = {
                     "mediaId": str(media),
                     "postId": str(media % 40 + 1),
                     "service": "tagging",

@@ -31,7 +31,7 @@ from kaleido.settings import Settings
 from ..conftest import REPO
 from ..processes import children
 from .harness import EntryWorkload, ServiceProcess, ViewWorkload
-from .test_faults import (
+from .scenarios import (
     ROWS_WITH_POSTS,
     Scenario,
     assert_clean,

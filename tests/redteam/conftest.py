@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import base64
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -25,22 +25,25 @@ import jwt
 import pytest
 import trio
 
-from kaleido.app import Running, serve
+from kaleido.app import Running
 from kaleido.http.middleware import RequestLimits
 from kaleido.http.server import ServerLimits, serve_http
 from kaleido.settings import Settings
 
-from ..conftest import reset
+from ..service_helpers import ADMIN_TOKEN, serving
 from .report import Outcomes
 
 OUTCOMES = Outcomes()
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     """Each attack's outcome, for the suite's report (tests/redteam/report.py)."""
-    outcome = yield
-    OUTCOMES.record(item, outcome.get_result())
+    report = yield
+    OUTCOMES.record(item, report)
+    return report
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
@@ -50,8 +53,6 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 KEY = b"k" * 32
 JWT_SECRET = base64.b64encode(KEY).decode()
 SERVICE_TOKEN = "service-token-0123456789-0123456789"
-ADMIN_TOKEN = "test-admin-token-0123456789"
-ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 SERVICE = {"Authorization": f"Bearer {SERVICE_TOKEN}"}
 
 
@@ -69,17 +70,6 @@ def bearer(token: str) -> dict[str, str]:
 def secured_settings(settings: Settings, **changes: Any) -> Settings:
     return attrs.evolve(settings, jwt_secret=JWT_SECRET, service_token=SERVICE_TOKEN,
                         admin_token=ADMIN_TOKEN, **changes)  # fmt: skip
-
-
-@asynccontextmanager
-async def serving(settings: Settings) -> AsyncIterator[Running]:
-    async with trio.open_nursery() as nursery:
-        running: Running = await nursery.start(
-            lambda task_status: serve(settings, handle_signals=False, task_status=task_status)
-        )
-        await reset(running.service.backends)
-        yield running
-        running.stop.set()
 
 
 @pytest.fixture

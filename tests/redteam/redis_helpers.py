@@ -10,13 +10,13 @@ import attrs
 import trio
 
 from kaleido import open_kaleido
+from kaleido.app import service_of
 from kaleido.gateways import FUNCTIONS, RedisGateway
 from kaleido.keys import KeyLayout
 from kaleido.messages import INBOUND_STREAMS, POST_IMAGE_STREAM
 from kaleido.ops.doctor import diagnose
 from kaleido.ops.streams import read_streams
-from kaleido.posts import MediaItem, NewPost
-from kaleido.profiles import ProfilePicture
+from kaleido.posts import MediaItem
 from kaleido.redis_acl import acl_setuser_args
 from kaleido.redis_preflight import check_redis_rights
 from kaleido.settings import Settings
@@ -79,7 +79,7 @@ async def exercise(settings: Settings, *, post_id: int, media_id: int) -> None:
     """Views, streams and operations, each at least once, as the user `settings` names."""
     async with open_kaleido(settings) as k:
         driver = KaleidoDriver(k, settings)
-        backends = k.service.backends
+        backends = service_of(k).backends
         await backends.postgres.execute(
             "INSERT INTO posts (post_id, user_id, status) VALUES ($1, 1, 'PUBLISHED') "
             "ON CONFLICT DO NOTHING",
@@ -92,19 +92,15 @@ async def exercise(settings: Settings, *, post_id: int, media_id: int) -> None:
             post_id,
         )
         # Views: record, read exactly, sync, read again.
-        result = await k.views.record_and_wait(
-            [(u, post_id) for u in range(1, 21)] + [(1, post_id)]
-        )
+        result = await k.views.record([(u, post_id) for u in range(1, 21)] + [(1, post_id)])
         assert result.counted == 20
         assert await k.views.total(post_id) == 20
         assert (await k.sync_now()).views == 20
         assert await k.views.total(post_id) == 20
         # Streams: announce (the outbox relay publishes), consume, dead-letter, replay, purge.
         new_media = MediaItem(media_id + 1, "https://cdn.example.com/n.jpg")
-        await k.service.posts.create(NewPost(post_id + 1, 1, (new_media,)))
-        await k.service.profiles.change_picture(
-            ProfilePicture(1, "https://cdn.example.com/p.jpg", "alice")
-        )
+        await k.posts.create(post_id + 1, 1, [new_media])
+        await k.posts.set_profile_picture(1, "https://cdn.example.com/p.jpg", username="alice")
 
         async def relayed() -> bool:
             return not await backends.postgres.fetchval("SELECT count(*) FROM outbox")
@@ -133,8 +129,9 @@ async def exercise(settings: Settings, *, post_id: int, media_id: int) -> None:
         assert await dlq_purge_through(backends.redis, keys, INBOUND_STREAMS[0], last) == 1
         assert await dlq_purge(backends.redis, keys, INBOUND_STREAMS[0]) == 0
         # Operations: the reporter, housekeeping, the stream snapshot and the doctor.
-        assert k.service.reporter is not None and await k.service.reporter.sample_once()
-        for consumer in k.service.consumers:
+        reporter = service_of(k).reporter
+        assert reporter is not None and await reporter.sample_once()
+        for consumer in service_of(k).consumers:
             await consumer.reclaim()
             await consumer.trim()
             await consumer.prune()

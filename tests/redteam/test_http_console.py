@@ -13,11 +13,12 @@ import httpx
 import pytest
 from structlog.testing import capture_logs
 
-from kaleido.app import Running
+from kaleido.app import Running, service_of
 from kaleido.http.console.store import ATTEMPTS_PER_MINUTE
 from kaleido.settings import Settings
 
-from .conftest import ADMIN, ADMIN_TOKEN, ops, secured_settings, serving
+from ..service_helpers import ADMIN, ADMIN_TOKEN, serving
+from .conftest import ops, secured_settings
 
 WRONG = {"token": "not-the-admin-token-at-all"}
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
@@ -50,7 +51,7 @@ async def test_sign_in_attempts_are_slowed_and_every_failure_is_logged(
     async with ops(secured) as http:
         for _ in range(2):  # a second go only if the first straddled a minute
             minute = int(time.time() // 60)
-            await secured.service.backends.redis.execute("FLUSHALL")
+            await service_of(secured).backends.redis.execute("FLUSHALL")
             with capture_logs() as logs:
                 codes = [(await http.post("/ops/login", data=WRONG)).status_code
                          for _ in range(ATTEMPTS_PER_MINUTE + 1)]  # fmt: skip
@@ -164,4 +165,4 @@ async def test_the_sign_in_never_redirects_off_the_console(secured: Running) -> 
         for target in ("//evil.example/", "https://evil.example/ops", "/ops/\\evil.example"):
             r = await http.post("/ops/login", data={"token": ADMIN_TOKEN, "next": target})
             assert r.status_code == 303 and r.headers["location"] == "/ops", target
-            await secured.service.backends.redis.execute("FLUSHALL")  # attempts of this minute
+            await service_of(secured).backends.redis.execute("FLUSHALL")  # attempts of this minute

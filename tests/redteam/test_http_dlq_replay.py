@@ -5,25 +5,29 @@ says whether more remain, and stops when its client goes."""
 
 from __future__ import annotations
 
+from collections.abc import MutableMapping
+from typing import Any
+
 import httpx
 import pytest
 import trio
 from structlog.testing import capture_logs
 
-from kaleido.app import Running
+from kaleido.app import Running, service_of
 from kaleido.messages import INSIGHTS_STREAM
 from kaleido.streams import dlq as dlq_module
 from kaleido.streams.dlq import REPLAY_LIMIT
 
+from ..service_helpers import ADMIN
 from ..waiting import wait_until
-from .conftest import ADMIN, address, connect, ops
+from .conftest import address, connect, ops
 
 REPLAY = f"/v1/admin/dlq/{INSIGHTS_STREAM}/replay"
 
 
 async def poison(running: Running, count: int) -> None:
     """`count` dead letters that fail again when replayed (mediaId is no number)."""
-    backends = running.service.backends
+    backends = service_of(running).backends
     entry = ["mediaId", "not-a-number", "postId", "1", "service", "tagging", "tags", "[]",
              "error", "bad", "errorType", "DecodeError", "originalId", "1-1", "deliveries",
              "1", "failedAt", "2024-01-01T00:00:00Z"]  # fmt: skip
@@ -35,7 +39,7 @@ async def poison(running: Running, count: int) -> None:
 
 
 async def lengths(running: Running) -> tuple[int, int]:
-    backends = running.service.backends
+    backends = service_of(running).backends
     keys = backends.keys
     dlq, stream = await backends.redis.pipeline(
         [("XLEN", keys.dlq(INSIGHTS_STREAM)), ("XLEN", keys.stream(INSIGHTS_STREAM))]
@@ -89,7 +93,7 @@ async def test_replay_all_stops_when_the_client_goes(
         await wait_until(started)
         await stream.aclose()  # the client goes while the replay runs
 
-        def stopped() -> list[dict[str, object]]:
+        def stopped() -> list[MutableMapping[str, Any]]:
             return [e for e in logs if e["event"] == "dlq.replay_stopped"]
 
         async def has_stopped() -> bool:

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import pytest
 
-from kaleido.app import Running
+from kaleido.app import Running, service_of
 from kaleido.settings import Settings
 from kaleido.views.unknown_posts import UNKNOWN_POST_VIEWS_PER_HOUR
 
+from ..service_helpers import serving
 from ..views_helpers import create_posts
-from .conftest import SERVICE, bearer, ops, public, secured_settings, serving, user_token
+from .conftest import SERVICE, bearer, ops, public, secured_settings, user_token
 
 BUDGET = 50
 
@@ -29,7 +30,7 @@ async def test_one_user_cannot_flood_the_backlog_with_posts_that_do_not_exist(
 ) -> None:
     monkeypatch.setattr("kaleido.views.unknown_posts.UNKNOWN_POST_VIEWS_PER_HOUR", BUDGET)
     async with serving(secured_settings(settings)) as running, public(running) as http:
-        await create_posts(running.service.backends, 1, 2)
+        await create_posts(service_of(running).backends, 1, 2)
         attacker = bearer(user_token(666))
         flood = [{"postId": 1_000_000 + n} for n in range(2000)]
         first = await http.post("/v1/views", json=flood, headers=attacker)

@@ -60,6 +60,7 @@ def test_the_files_that_hold_a_password_are_the_owners_alone(stack: DevStack) ->
 
 
 def test_redis_refuses_a_connection_without_the_password(stack: DevStack) -> None:
+    assert isinstance(stack.redis, RedisServer)
     port = stack.redis.port
     assert redis_reply(port, b"PING").startswith(b"-NOAUTH")
     assert redis_reply(port, b"CONFIG GET requirepass").startswith(b"-NOAUTH")

@@ -41,7 +41,6 @@ class Chart:
     height: int = HEIGHT
     plot_left: int = LEFT
     plot_right: int = WIDTH - RIGHT
-    plot_bottom: int = HEIGHT - BOTTOM
 
 
 def nice_max(value: float) -> float:

@@ -27,6 +27,7 @@ from starlette.responses import RedirectResponse, Response
 
 from kaleido.errors import BackendError, TransientError
 from kaleido.http.auth import Authenticator
+from kaleido.http.body import read_body
 from kaleido.http.console.render import error_page, secure
 from kaleido.http.console.session import (
     LOOPBACK_COOKIE,
@@ -180,15 +181,7 @@ def check_csrf(request: Request, access: Access, form: Form) -> None:
 
 async def read_form(request: Request) -> Form:
     """The urlencoded body, or a 4xx naming the problem."""
-    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media_type != "application/x-www-form-urlencoded":
-        raise BadRequest(f"expected a form (application/x-www-form-urlencoded), got "
-                         f"{media_type[:80] or 'none'}", 415)  # fmt: skip
-    body = bytearray()
-    async for chunk in request.stream():  # already read whole, within BODY_DEADLINE
-        body.extend(chunk)
-        if len(body) > MAX_FORM_BYTES:
-            raise BadRequest(f"form too large: over {MAX_FORM_BYTES} bytes", 413)
+    body = await read_body(request, "application/x-www-form-urlencoded", "form", MAX_FORM_BYTES)
     try:
         return parse_qs(body.decode(), keep_blank_values=True, max_num_fields=1000)
     except (UnicodeDecodeError, ValueError) as exc:

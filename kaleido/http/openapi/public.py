@@ -14,7 +14,8 @@ from kaleido.http.openapi.components import (
     ref,
 )
 from kaleido.http.views import MAX_VIEWS_PER_REQUEST
-from kaleido.posts.model import MAX_MEDIA, MAX_URL_CHARS
+from kaleido.media_urls import MAX_URL_CHARS
+from kaleido.posts.model import MAX_MEDIA
 from kaleido.profiles import MAX_DEPARTMENT_CHARS, MAX_USERNAME_CHARS
 
 _TIME = {"type": "string", "format": "date-time"}
