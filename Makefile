@@ -1,26 +1,50 @@
-# The two commands of the README: `make run` and `make test`. Each sets up what it needs:
-# the system packages (redis-server, PostgreSQL; installed with apt-get when missing), a
-# virtualenv in .venv with the project and its test extra.
+# The two commands of the README: `make run` and `make test`. Each sets up what it needs on a
+# fresh Debian machine with Python 3.11, and only that: `make run` the system packages for
+# running (redis-server, PostgreSQL; apt-get when missing) and a virtualenv in .venv with the
+# project (`make bootstrap`); `make test` also the test toolchain (`make bootstrap-test`:
+# Chromium and its driver, systemd-analyze, promtool, the test and dev extras). Each step
+# prints one line; a stamp in .venv makes it run once.
 
 PYTHON ?= python3.11
 VENV := .venv
 STAMP := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.test-installed
+# promtool may be unpacked into the virtualenv (scripts/bootstrap-test.sh).
+TEST_ENV := PATH="$(CURDIR)/$(VENV)/bin:$$PATH"
 
-.PHONY: run test lint bench deps clean container container-test torture openapi soak
+.PHONY: run test test-fast lint bench deps bootstrap bootstrap-test clean container \
+	container-test torture openapi soak
 
 $(STAMP): pyproject.toml scripts/bootstrap.sh
 	bash scripts/bootstrap.sh $(PYTHON) $(VENV)
 	touch $(STAMP)
 
-deps: $(STAMP)
+$(TEST_STAMP): $(STAMP) scripts/bootstrap-test.sh
+	bash scripts/bootstrap-test.sh $(VENV)
+	touch $(TEST_STAMP)
+
+bootstrap: $(STAMP)
+
+bootstrap-test: $(TEST_STAMP)
+
+# Everything a developer needs (running, tests, linters).
+deps: $(TEST_STAMP)
 
 # `make run`: the service on private throwaway servers (`--dev`); `make run ARGS=--cluster`: a
 # private Redis Cluster (3 masters, 3 replicas, needs redis-cli) instead of one redis-server.
+# The command line is $(VENV)/bin/kaleido (docs/cli.md); it finds this stack by itself.
 run: $(STAMP)
+	@echo "make run: the CLI is $(CURDIR)/$(VENV)/bin/kaleido (docs/cli.md: putting it on PATH)"
 	$(VENV)/bin/python run.py --dev $(ARGS)
 
-test: $(STAMP)
-	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+test: $(TEST_STAMP)
+	$(TEST_ENV) $(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+# `make test-fast`: the suite without the tests marked slow (tests/conftest.py: service
+# processes, the fault, campaign, red-team, property and fuzz suites, the browser, the Redis
+# Cluster runs, the contract tests, the container image).
+test-fast: $(TEST_STAMP)
+	$(TEST_ENV) $(VENV)/bin/python -m pytest -m "not slow and not container" $(PYTEST_ARGS)
 
 # `make container`: the service image (deploy/container/Containerfile) built with buildah on a
 # Debian base made with debootstrap (scripts/container-build.sh; see docs/deploy.md).
@@ -29,15 +53,15 @@ container:
 
 # `make container-test`: builds the image (cached layers when nothing changed) and runs it
 # against private Redis and PostgreSQL; slow, so not part of `make test`.
-container-test: $(STAMP)
+container-test: $(TEST_STAMP)
 	$(VENV)/bin/python -m pytest -m container tests/container $(PYTEST_ARGS)
 
 # `make openapi`: writes docs/openapi.yaml and docs/openapi-ops.yaml from kaleido/http/openapi/
 # (validated first); CHECK=1 only says whether the committed ones are current (docs/openapi.md).
-openapi: $(STAMP)
+openapi: $(TEST_STAMP)
 	$(VENV)/bin/python -m kaleido.http.openapi $(if $(CHECK),--check) docs
 
-lint: $(STAMP)
+lint: $(TEST_STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
@@ -47,7 +71,7 @@ lint: $(STAMP)
 # those faults of its schedule, SHRINK=1 looks for the smallest schedule that still fails;
 # SCENARIO=dropped-connections RUNS=50; REDIS=cluster; the report goes to
 # .state/campaign/REPORT.md, and with REFRESH=1 into docs/campaign-report.md too.
-torture: $(STAMP)
+torture: $(TEST_STAMP)
 	$(VENV)/bin/python -m tests.campaign \
 		$(if $(SCENARIO),--scenario $(SCENARIO)) $(if $(REDIS),--redis $(REDIS)) \
 		$(if $(MINUTES),--minutes $(MINUTES)) $(if $(RUNS),--runs $(RUNS)) \
@@ -56,7 +80,7 @@ torture: $(STAMP)
 
 BENCH_STAMP := $(VENV)/.bench-installed
 
-$(BENCH_STAMP): $(STAMP) scripts/bench-deps.sh
+$(BENCH_STAMP): $(TEST_STAMP) scripts/bench-deps.sh
 	bash scripts/bench-deps.sh $(VENV)
 	touch $(BENCH_STAMP)
 
@@ -76,5 +100,5 @@ clean:
 # (`tests/test_docs_site.py` builds it with --strict in `make test`); `make docs ARGS=serve`
 # serves it while writing.
 .PHONY: docs
-docs: $(STAMP)
+docs: $(TEST_STAMP)
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs $(or $(ARGS),build --strict)

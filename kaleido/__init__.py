@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from kaleido.settings import Settings
     from kaleido.views.model import RecordResult, SyncReport
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 # Each public name loads its module when first used: `import kaleido` (and the pytest plugin,
 # which every pytest session of an environment loads) costs next to nothing, and the HTTP

@@ -1,9 +1,9 @@
 """One-shot commands of the `kaleido` command line that talk to a running deployment's Redis
-and PostgreSQL (they need `KALEIDO_REDIS_URL` and `KALEIDO_DATABASE_URL`)."""
+and PostgreSQL (`KALEIDO_REDIS_URL` and `KALEIDO_DATABASE_URL`, or those of `make run`). Results
+go to stdout (one JSON object with `--json`: kaleido.cli_output), everything else to stderr."""
 
 from __future__ import annotations
 
-import json
 import signal
 import sys
 from collections.abc import AsyncIterator, Sequence
@@ -13,6 +13,7 @@ import trio
 from rich.console import Console
 from rich.table import Table
 
+from kaleido.cli_output import Progress, Stack, print_json
 from kaleido.errors import ConfigError
 from kaleido.gateways import open_backends
 from kaleido.lock import LockBusy, RedisLock
@@ -32,25 +33,38 @@ def require_urls(settings: Settings, command: str) -> None:
     if settings.embedded:
         raise ConfigError(
             f"kaleido {command}: set KALEIDO_REDIS_URL and KALEIDO_DATABASE_URL (or their "
-            "_FILE variants) to the deployment to act on, or start `make run` (its URLs are "
-            "then found in the state folder)"
+            "_FILE variants) to the deployment to act on, or start `make run` (no dev stack "
+            f"runs from the state folder {settings.state_dir}; KALEIDO_STATE_DIR picks another)"
         )
 
 
-async def sync_now(settings: Settings) -> int:
-    """Run one sync under the lock; print its report as JSON. Exit 1 if the lock is busy."""
+async def sync_now(stack: Stack, as_json: bool) -> int:
+    """Run one sync under the lock, with a progress line per batch (at most one a second);
+    print its report. Exit 1 if the lock is busy."""
+    settings = stack.settings
     require_urls(settings, "sync")
+    progress = Progress("kaleido sync")
+
+    def batch_done(batches: int, posts: int) -> None:
+        progress.update(f"{batches} batches applied, {posts} posts")
+
     async with open_backends(settings) as backends:
         await migrate(backends.postgres)
         store = ViewStore(backends.redis, backends.keys, settings.view_dedup_ttl)
         lock = RedisLock(backends.redis, backends.keys.lock, settings.sync_lock_ttl)
         try:
             async with lock.hold():
-                report = await ViewSync(store, backends.postgres).run_once()
+                report = await ViewSync(store, backends.postgres, progress=batch_done).run_once()
         except LockBusy as exc:
             print(f"kaleido sync: {exc}; a sync is already running", file=sys.stderr)
             return 1
-    print(json.dumps(attrs.asdict(report)))
+    if as_json:
+        print_json("sync", stack, {"synced": True, **attrs.asdict(report)})
+    else:
+        print(
+            f"synced {report.views} views of {report.posts} posts in {report.batches} batches"
+            f" ({report.journal_views} views replayed from the journal)"
+        )
     return 0
 
 
@@ -62,13 +76,14 @@ def _console() -> Console:
     return Console(file=sys.stdout, highlight=False, markup=False, width=width)
 
 
-async def doctor(settings: Settings, dlq_interval: float, as_json: bool) -> int:
+async def doctor(stack: Stack, dlq_interval: float, as_json: bool) -> int:
     """Check the deployment's Redis and PostgreSQL; exit 1 if any check finds a problem."""
+    settings = stack.settings
     require_urls(settings, "doctor")
     async with open_backends(settings) as backends:
         findings = await diagnose(backends, dlq_interval)
     if as_json:
-        print(json.dumps({"findings": [f.as_json() for f in findings]}))
+        print_json("doctor", stack, {"findings": [f.as_json() for f in findings]})
     else:
         header = f"kaleido doctor: {redact_url(settings.redis_url)}, "
         header += redact_url(settings.database_url)
@@ -76,13 +91,13 @@ async def doctor(settings: Settings, dlq_interval: float, as_json: bool) -> int:
     return exit_code(findings)
 
 
-async def streams(settings: Settings, as_json: bool) -> int:
+async def streams(stack: Stack, as_json: bool) -> int:
     """Print every stream's groups, lag, pending entries and DLQ size."""
-    require_urls(settings, "streams")
-    async with open_backends(settings) as backends:
+    require_urls(stack.settings, "streams")
+    async with open_backends(stack.settings) as backends:
         statuses = await read_streams(backends.redis, backends.keys)
     if as_json:
-        print(json.dumps({"streams": [s.as_json() for s in statuses]}))
+        print_json("streams", stack, {"streams": [s.as_json() for s in statuses]})
         return 0
     table = Table(title="streams", title_justify="left")
     for column in ("stream", "length", "group", "lag", "pending", "oldest pending", "consumers"):
@@ -104,37 +119,49 @@ async def streams(settings: Settings, as_json: bool) -> int:
 
 
 async def dlq_command(
-    settings: Settings, action: str, stream: str, *, count: int = 100,
+    stack: Stack, action: str, stream: str, *, count: int = 100,
     ids: Sequence[str] | None = None, as_json: bool = False, limit: int = REPLAY_LIMIT,
 ) -> int:  # fmt: skip
     """`kaleido dlq list|replay|purge STREAM`; a replay without ids puts back at most `limit`
-    of the dead letters there when it starts."""
-    require_urls(settings, "dlq")
-    async with open_backends(settings) as backends:
+    of the dead letters there when it starts, with a progress line per page (at most one a
+    second)."""
+    require_urls(stack.settings, "dlq")
+    command = f"dlq {action}"
+    async with open_backends(stack.settings) as backends:
         redis, keys = backends.redis, backends.keys
         if action == "list":
             letters = await dlq_list(redis, keys, stream, count)
             size = await dlq_size(redis, keys, stream)
-        elif action == "replay" and ids:
-            new_ids = await dlq_replay(redis, keys, stream, ids)
-            print(f"replayed {len(new_ids)} dead letters onto {stream}")
-            return 0
         elif action == "replay":
-            report = await dlq_replay_all(redis, keys, stream, limit=limit)
-            print(f"replayed {report.replayed} dead letters onto {stream}")
-            if report.more:
+            if ids:
+                new_ids, more = await dlq_replay(redis, keys, stream, ids), False
+            else:
+                total = min(limit, await dlq_size(redis, keys, stream))
+                progress = Progress("kaleido dlq replay")
+
+                def replayed(n: int) -> None:
+                    progress.update(f"{n} of {total} replayed")
+
+                report = await dlq_replay_all(redis, keys, stream, limit=limit, progress=replayed)
+                new_ids, more = report.new_ids, report.more
+            result = {"stream": stream, "replayed": len(new_ids), "newIds": new_ids, "more": more}
+            if as_json:
+                print_json(command, stack, result)
+                return 0
+            print(f"replayed {len(new_ids)} dead letters onto {stream}")
+            if more:
                 print(f"more dead letters remain: run `kaleido dlq replay {stream}` again")
             return 0
         else:
             purged = await dlq_purge(redis, keys, stream)
-            print(f"purged {purged} dead letters of {stream}")
+            if as_json:
+                print_json(command, stack, {"stream": stream, "purged": purged})
+            else:
+                print(f"purged {purged} dead letters of {stream}")
             return 0
     if as_json:
-        print(
-            json.dumps(
-                {"stream": stream, "size": size, "entries": [attrs.asdict(d) for d in letters]}
-            )
-        )
+        entries = [attrs.asdict(d) for d in letters]
+        print_json(command, stack, {"stream": stream, "size": size, "entries": entries})
         return 0
     table = Table(title=f"{stream} dead letters: {size} (showing {len(letters)})")
     for column in ("dlq id", "original id", "error type", "deliveries", "failed at", "error"):
@@ -148,7 +175,7 @@ async def dlq_command(
 
 
 async def top(settings: Settings, url: str | None, refresh: float, once: bool) -> int:
-    """The live dashboard, until Ctrl-C."""
+    """The live dashboard, until Ctrl-C; `url`: the service's ops listener, for its metrics."""
     require_urls(settings, "top")
     async with open_backends(settings) as backends:
         # Ctrl-C cancels the loop, so the last frame stays and the clients close in order.

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -237,9 +237,12 @@ _OPTIONS: dict[str, tuple[Callable[[str], Any], str]] = {
 }
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add one `--flag` per setting; values stay raw text so that one place validates them."""
+def add_arguments(parser: argparse.ArgumentParser, names: Collection[str] | None = None) -> None:
+    """Add one `--flag` per setting (only those in `names`, when given: a command's help lists
+    what it reads); values stay raw text so that one place validates them."""
     for name, (_, help_text) in _OPTIONS.items():
+        if names is not None and name not in names:
+            continue
         parser.add_argument(
             flag(name),
             dest=name,
@@ -295,6 +298,11 @@ def load_settings(environ: Mapping[str, str], args: argparse.Namespace | None = 
         return Settings(**values)
     except SettingError as exc:
         raise ConfigError(f"{sources.get(exc.field, exc.field)}: {exc.reason}") from None
+
+
+def setting_names() -> tuple[str, ...]:
+    """Every setting's name as its flag and variable spell it (`http_bind`, not `http_host`)."""
+    return tuple(_OPTIONS)
 
 
 def settings_to_env(settings: Settings) -> dict[str, str]:

@@ -41,10 +41,49 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """A test marked `redis_kinds("single", "cluster")` runs once per kind of Redis."""
+    """A test marked `redis_kinds("single", "cluster")` runs once per kind of Redis; the
+    cluster's run is slow (`make test-fast` skips it)."""
     marker = metafunc.definition.get_closest_marker("redis_kinds")
     if marker is not None and "redis_kind" in metafunc.fixturenames:
-        metafunc.parametrize("redis_kind", marker.args, indirect=True)
+        kinds = [
+            pytest.param(kind, marks=pytest.mark.slow) if kind == "cluster" else kind
+            for kind in marker.args
+        ]
+        metafunc.parametrize("redis_kind", kinds, indirect=True)
+
+
+# Whole suites that are slow by nature: the fault, campaign and red-team suites, the container
+# image, the real browser, the ML and OpenAPI contract tests, the property and fuzz suites.
+# `make test-fast` (`-m "not slow"`) skips them.
+SLOW_SUITES = ("tests/campaign/", "tests/faults/", "tests/container/", "tests/redteam/")
+SLOW_MODULES = (
+    "test_console_browser.py",
+    "test_peer_edge.py",
+    "test_cluster_failover.py",
+    "test_openapi_contract.py",
+    "test_openapi_typescript.py",
+    # hypothesis against real servers: tens of seconds each
+    "test_views_property.py",
+    "test_streams_batch_property.py",
+    "test_fuzz.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark slow what SLOW_SUITES and SLOW_MODULES name, and every test on a Redis Cluster (its
+    six nodes take seconds to start and to check)."""
+    for item in items:
+        where = Path(str(item.path)).relative_to(REPO).as_posix()
+        on_a_cluster = "cluster_stack" in getattr(item, "fixturenames", ()) or (
+            Path(where).name == "test_devstack.py" and "cluster" in item.name
+        )
+        if (
+            where.startswith(SLOW_SUITES)
+            or Path(where).name in SLOW_MODULES
+            or on_a_cluster
+            or item.get_closest_marker("container") is not None
+        ):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture

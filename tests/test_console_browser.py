@@ -42,7 +42,7 @@ def browser() -> Iterator[WebDriver]:
     if CHROMIUM is None or DRIVER is None:
         pytest.skip(
             "chromium and chromedriver are not installed (Debian: apt-get install chromium "
-            "chromium-driver; scripts/bootstrap.sh installs them)"
+            "chromium-driver; `make bootstrap-test` installs them)"
         )
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM

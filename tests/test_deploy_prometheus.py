@@ -50,7 +50,7 @@ def alerts() -> dict[str, dict[str, Any]]:
 
 def promtool(*args: str | Path) -> str:
     """Run promtool; its output, or the test fails with it."""
-    found = require_tool("promtool", "`make deps` installs Debian's prometheus package")
+    found = require_tool("promtool", "`make bootstrap-test` unpacks it into .venv/bin")
     done = subprocess.run(
         [found, *map(str, args)], capture_output=True, text=True, timeout=60, cwd=REPO
     )

@@ -25,7 +25,7 @@ MAX_EXPOSURE = 2.0
 
 
 def systemd_analyze() -> str:
-    return require_tool("systemd-analyze", "`make deps` installs Debian's systemd")
+    return require_tool("systemd-analyze", "`make bootstrap-test` installs Debian's systemd")
 
 
 def unit_lines(text: str) -> list[tuple[str, str]]:

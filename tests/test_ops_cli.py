@@ -109,3 +109,44 @@ async def test_bad_dlq_arguments_are_one_clear_line(settings: Settings) -> None:
     assert bad_id.returncode == 2 and b"expected a stream entry id" in bad_id.stderr
     for result in (unknown, outbound, count, bad_id):
         assert_no_traceback(result)
+
+
+async def test_every_json_result_starts_with_the_same_keys_and_the_stack_line(
+    settings: Settings, backends: Backends
+) -> None:
+    await dead_letters(backends, 3)
+    runs = {
+        "streams": ("streams",),
+        "doctor": ("doctor", "--dlq-interval", "0.1"),
+        "dlq list": ("dlq", "list", INSIGHTS_STREAM),
+        "dlq replay": ("dlq", "replay", INSIGHTS_STREAM),
+        "dlq purge": ("dlq", "purge", INSIGHTS_STREAM, "--yes"),
+        "sync": ("sync",),
+    }
+    for command, args in runs.items():
+        result = await kaleido(settings, *args, "--json")
+        assert result.returncode in (0, 1), result.stderr.decode()
+        body = json.loads(output(result))  # stdout is the one object, nothing else
+        assert list(body)[:2] == ["command", "stack"] and body["command"] == command
+        assert body["stack"]["source"] == "settings"
+        assert "***" in body["stack"]["redis"] and "***" in body["stack"]["database"]
+        first = result.stderr.decode().splitlines()[0]
+        assert first.startswith(f"kaleido {command}: on redis"), first
+        assert "***" in first
+    # The result's keys are those of the HTTP route with the same result.
+    replayed = await kaleido(settings, "dlq", "replay", INSIGHTS_STREAM, "--json")
+    assert {"stream", "replayed", "newIds", "more"} <= set(json.loads(output(replayed)))
+    synced = json.loads(output(await kaleido(settings, "sync", "--json")))
+    assert synced["synced"] is True and {"batches", "posts", "views"} <= set(synced)
+
+
+async def test_a_replay_shows_its_progress_on_stderr(
+    settings: Settings, backends: Backends
+) -> None:
+    await dead_letters(backends, 3)
+    result = await kaleido(settings, "dlq", "replay", INSIGHTS_STREAM)
+    assert result.returncode == 0, result.stderr.decode()
+    assert "kaleido dlq replay: 3 of 3 replayed" in result.stderr.decode()
+    assert output(result) == f"replayed 3 dead letters onto {INSIGHTS_STREAM}\n"
+    human = await kaleido(settings, "sync")
+    assert human.returncode == 0 and output(human).startswith("synced 0 views of 0 posts")

@@ -35,7 +35,13 @@ HOSTS = (
 # Loaded only when asked for (`--dev`, `--demo`, tests, benchmarks), never by the service itself.
 ON_DEMAND = ("kaleido.devstack", "kaleido.demo")
 # Who may import them at module level: themselves, the test helpers, the command line.
-ON_DEMAND_USERS = ("kaleido.devstack", "kaleido.demo", "kaleido.testing", "kaleido.cli")
+ON_DEMAND_USERS = (
+    "kaleido.devstack",
+    "kaleido.demo",
+    "kaleido.testing",
+    "kaleido.cli",
+    "kaleido.dev_run",
+)
 
 
 @attrs.frozen
@@ -374,6 +380,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "kaleido.private_files", "kaleido.keys", "kaleido.messages", "kaleido.metrics",
         "kaleido.breaker", "kaleido.secret_settings", "kaleido.setting_values",
         "kaleido.settings", "kaleido.supervisor", "kaleido.exit_status", "kaleido.stop_signals",
+        "kaleido.ports", "kaleido.dev_token",
     ),
     # the wall: the one place that talks to Redis and PostgreSQL
     ("kaleido.gateways",),
@@ -391,10 +398,13 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     # processes (one service, the worker supervisor and its workers) and their tooling
     (
         "kaleido.app", "kaleido.workers", "kaleido.commands", "kaleido.devstack",
-        "kaleido.dev_access",
+        "kaleido.dev_access", "kaleido.dev_run", "kaleido.cli_output",
     ),
     # entry points: the command line, the pytest plugin
-    ("kaleido.cli", "kaleido.testing"),
+    (
+        "kaleido.cli", "kaleido.cli_parser", "kaleido.completion", "kaleido.__main__",
+        "kaleido.testing",
+    ),
 )  # fmt: skip
 
 

@@ -29,7 +29,7 @@ def run_sync(
     if failpoint:
         env["KALEIDO_FAILPOINTS"] = failpoint
     return subprocess.run(
-        [sys.executable, str(REPO / "run.py"), "sync"],
+        [sys.executable, str(REPO / "run.py"), "sync", "--json"],
         env=env,
         capture_output=True,
         text=True,

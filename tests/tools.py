@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from collections.abc import Mapping
+from pathlib import Path
 
 import pytest
 
@@ -22,7 +24,9 @@ def tools_required(environ: Mapping[str, str] | None = None) -> bool:
 def require_tool(name: str, installed_by: str) -> str:
     """The path of `name`; without it, the test fails (CI, KALEIDO_REQUIRE_TOOLS=1) or skips,
     saying what installs it."""
-    found = shutil.which(name)
+    # `make bootstrap-test` unpacks promtool into the virtualenv when the machine has none.
+    beside_python = Path(sys.executable).with_name(name)
+    found = shutil.which(name) or (str(beside_python) if beside_python.is_file() else None)
     if found is not None:
         return found
     message = f"{name} not found: {installed_by}"

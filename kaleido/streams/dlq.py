@@ -15,7 +15,7 @@ an entry is replayed once even when two replays race.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import attrs
 import trio
@@ -107,12 +107,18 @@ class ReplayReport:
 
 
 async def dlq_replay_all(
-    redis: RedisGateway, keys: KeyLayout, stream: str, *, limit: int = REPLAY_LIMIT
+    redis: RedisGateway,
+    keys: KeyLayout,
+    stream: str,
+    *,
+    limit: int = REPLAY_LIMIT,
+    progress: Callable[[int], None] | None = None,
 ) -> ReplayReport:
     """Put back, oldest first, the dead letters of `stream` that are in its DLQ now, at most
     `limit` of them. Entries dead-lettered while this runs (a replayed entry that fails again
     included) wait for the next call, so a call always ends. Cancelling it (the client went
-    away) stops it between two entries: each entry is moved atomically."""
+    away) stops it between two entries: each entry is moved atomically. `progress` hears the
+    count replayed so far after each page."""
     if limit < 1:
         raise ValueError(f"limit: expected at least 1, got {limit}")
     last = await dlq_last_id(redis, keys, stream)
@@ -131,6 +137,8 @@ async def dlq_replay_all(
                 new_id = await _replay_one(redis, keys, stream, entry.id)
                 if new_id is not None:
                     new_ids.append(new_id)
+            if progress is not None:
+                progress(len(new_ids))
             if len(page) < REPLAY_PAGE:
                 return ReplayReport(new_ids, more=False)
             start = "(" + page[-1].id

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 
 import attrs
@@ -58,6 +58,8 @@ class ViewSync:
     postgres: PostgresGateway
     chunk_size: int = CHUNK_SIZE
     apply_concurrency: int = APPLY_CONCURRENCY
+    # Hears (batches, posts) applied so far after each batch: `kaleido sync` shows progress.
+    progress: Callable[[int, int], None] | None = None
 
     async def run_once(self) -> SyncReport:
         """Replay the view journal, then sync everything pending. The caller holds the lock."""
@@ -100,6 +102,8 @@ class ViewSync:
                 finished.append(await self._finish(ref, deltas))
             finally:
                 slots.release()
+            if self.progress is not None:
+                self.progress(len(finished), sum(posts for _, posts, _ in finished))
 
         try:
             async with trio.open_nursery() as nursery:

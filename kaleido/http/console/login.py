@@ -16,6 +16,7 @@ import jwt
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
+from kaleido.dev_token import dev_token_file
 from kaleido.errors import BackendError, TransientError
 from kaleido.http.auth import Authenticator
 from kaleido.http.console.guard import (
@@ -34,6 +35,7 @@ from kaleido.http.console.render import error_page, page, secure
 from kaleido.http.console.session import LIFETIME
 from kaleido.http.errors import BadRequest
 from kaleido.logs import get_logger
+from kaleido.service import Service
 
 log = get_logger("kaleido.http.console")
 
@@ -55,7 +57,13 @@ def safe_next(target: str | None) -> str:
 
 
 def _form_page(request: Request, status: int, problem: str | None, next_path: str) -> Response:
-    return page(request, "login.html", status, problem=problem, next=next_path, nav=False)
+    # A dev start (`make run`) made the admin token: say where it is, never what it is.
+    service: Service = request.app.state.service
+    token_file = dev_token_file(service.backends.settings)
+    return page(
+        request, "login.html", status, problem=problem, next=next_path, nav=False,
+        dev_token_file=str(token_file) if token_file else None,
+    )  # fmt: skip
 
 
 async def login_form(request: Request) -> Response:
