@@ -20,8 +20,6 @@ import cattrs
 from cattrs.gen import make_dict_structure_fn, override
 from cattrs.gen._consts import AttributeOverride
 
-from kaleido.errors import Invalid
-
 _T = TypeVar("_T")
 
 StructureFn: TypeAlias = Callable[[Any, Any], Any]
@@ -97,10 +95,11 @@ def path_text(path: Path, root: str = "") -> str:
 
 
 def reason(exc: BaseException) -> str:
-    """What a leaf error says: 'missing' for an absent field, an `Invalid`'s own words."""
+    """What a leaf error says: 'missing' for an absent field, an `Invalid`'s (or a class
+    validator's ValueError's) own words."""
     if isinstance(exc, KeyError):
         return "missing"
-    if isinstance(exc, Invalid):
+    if isinstance(exc, ValueError):
         return str(exc)
     return f"invalid ({type(exc).__name__}: {str(exc)[:60]})"
 
