@@ -16,8 +16,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, Final, TypeAlias, TypeVar
 
+import attrs
 import cattrs
-from cattrs.gen import make_dict_structure_fn, override
+from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 from cattrs.gen._consts import AttributeOverride
 
 _T = TypeVar("_T")
@@ -108,3 +109,19 @@ def first_failure(exc: BaseException) -> tuple[str, str]:
     """(wire path, reason) of the first field that failed."""
     path, leaf = failures(exc)[0]
     return path_text(path), reason(leaf)
+
+
+def camel_case(name: str) -> str:
+    """`oldest_pending_age` → `oldestPendingAge`."""
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+def register_answer(cls: type, **fields: AttributeOverride) -> None:
+    """Unstructure `cls` as a JSON answer: every attribute under its camelCase name, unless
+    `fields` gives its own override."""
+    overrides = {a.name: override(rename=camel_case(a.name)) for a in attrs.fields(cls)}
+    converter.register_unstructure_hook(
+        cls,
+        make_dict_unstructure_fn(cls, converter, **(overrides | fields)),  # type: ignore[arg-type]
+    )

@@ -15,10 +15,18 @@ from typing import Any, Final, NewType, TypeVar
 
 import attrs
 import cattrs
-from cattrs.gen import make_dict_unstructure_fn, override
+from cattrs.gen import override
 from cattrs.gen._consts import AttributeOverride
 
-from kaleido.converter import converter, failures, path_text, reason, structure_fn, wire_field
+from kaleido.converter import (
+    converter,
+    failures,
+    path_text,
+    reason,
+    register_answer,
+    structure_fn,
+    wire_field,
+)
 from kaleido.errors import Invalid
 from kaleido.http.errors import BadRequest
 from kaleido.media_urls import media_url
@@ -183,27 +191,13 @@ def structure_body(payload: Any, cls: type[_T], root: str = "") -> _T:
 # --------------------------------------------------------------------------- answers
 
 
-def _camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(part.title() for part in rest)
-
-
-def _render(cls: type, **fields: AttributeOverride) -> None:
-    """Register `cls`'s answer form: every attribute under its camelCase name (or `fields`'
-    own override)."""
-    overrides = {a.name: override(rename=_camel(a.name)) for a in attrs.fields(cls)}
-    converter.register_unstructure_hook(
-        cls,
-        make_dict_unstructure_fn(cls, converter, **(overrides | fields)),  # type: ignore[arg-type]
-    )
-
-
 converter.register_unstructure_hook(datetime, utc_timestamp)
-_render(Insights, embedding_length=override(rename="imageEmbeddingLength"))
-_render(Face)
-_render(PostInsights)
-_render(MediaRecord, faces=override(omit=True))  # who sees suggestions depends on the caller
-_render(PostRecord, media=override(omit=True))
+register_answer(Insights, embedding_length=override(rename="imageEmbeddingLength"))
+register_answer(Face)
+register_answer(PostInsights)
+# Faces are rendered by the route: who sees a suggestion depends on the caller.
+register_answer(MediaRecord, faces=override(omit=True))
+register_answer(PostRecord, media=override(omit=True))
 
 
 def render(record: object) -> Any:

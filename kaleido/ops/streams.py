@@ -11,7 +11,9 @@ import re
 from typing import Any
 
 import attrs
+from cattrs.gen import override
 
+from kaleido.converter import converter, register_answer
 from kaleido.gateways import RedisGateway
 from kaleido.keys import KeyLayout
 from kaleido.messages import INBOUND_STREAMS, OUTBOUND_STREAMS
@@ -71,25 +73,18 @@ class StreamStatus:
         return sum(g.pending for g in self.groups)
 
     def as_json(self) -> dict[str, Any]:
-        return {
-            "stream": self.stream,
-            "direction": "inbound" if self.inbound else "outbound",
-            "length": self.length,
-            "dlqSize": self.dlq_size,
-            "groups": [
-                {
-                    "name": g.name,
-                    "lag": g.lag,
-                    "pending": g.pending,
-                    "oldestPendingAgeSeconds": g.oldest_pending_age,
-                    "consumers": [
-                        {"name": c.name, "pending": c.pending, "idleSeconds": c.idle_seconds}
-                        for c in g.consumers
-                    ],
-                }
-                for g in self.groups
-            ],
-        }
+        """The stream's status as `/v1/admin/streams` and `kaleido streams --json` show it."""
+        result: dict[str, Any] = converter.unstructure(self)
+        return result
+
+
+def _direction(inbound: bool) -> str:
+    return "inbound" if inbound else "outbound"
+
+
+register_answer(ConsumerStatus)
+register_answer(GroupStatus, oldest_pending_age=override(rename="oldestPendingAgeSeconds"))
+register_answer(StreamStatus, inbound=override(rename="direction", unstruct_hook=_direction))
 
 
 async def dlq_sizes(redis: RedisGateway, keys: KeyLayout) -> dict[str, int]:
