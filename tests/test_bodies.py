@@ -12,7 +12,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kaleido.converter import converter, failures, path_text
 from kaleido.http.auth import OPEN, Caller
 from kaleido.http.bodies import (
     MAX_REPLAY_IDS,
@@ -27,6 +26,7 @@ from kaleido.http.errors import BadRequest
 from kaleido.http.posts import parse_media, parse_new_post, post_json
 from kaleido.http.streams_admin import parse_replay_ids
 from kaleido.http.views import parse_views
+from kaleido.messages.converter import converter, failures, path_text
 from kaleido.posts import (
     Face,
     Insights,

@@ -16,7 +16,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kaleido.converter import converter
 from kaleido.errors import KaleidoError
 from kaleido.messages import (
     CONSUMER_GROUP,
@@ -64,6 +63,7 @@ from kaleido.messages import (
     usable_correlation_id,
     utc_timestamp,
 )
+from kaleido.messages.converter import converter
 
 Raw = dict[bytes, bytes]
 

@@ -1,5 +1,6 @@
-"""The JSON bodies of the HTTP API on the one converter (kaleido.converter): what each request
-body may be, and how each answer's records are written, camelCase by `override(rename=…)`.
+"""The JSON bodies of the HTTP API on the one converter (kaleido.messages.converter): what each
+request body may be, and how each answer's records are written, camelCase by
+`override(rename=…)`.
 
 A request body is structured by the converter; its first bad field becomes a 400 naming it,
 `media[1].mediaUrl: expected an https URL, got None`, in the words of the check that refused it
@@ -18,7 +19,11 @@ import cattrs
 from cattrs.gen import override
 from cattrs.gen._consts import AttributeOverride
 
-from kaleido.converter import (
+from kaleido.errors import Invalid
+from kaleido.http.errors import BadRequest
+from kaleido.media_urls import media_url
+from kaleido.messages import utc_timestamp
+from kaleido.messages.converter import (
     converter,
     failures,
     path_text,
@@ -27,10 +32,6 @@ from kaleido.converter import (
     structure_fn,
     wire_field,
 )
-from kaleido.errors import Invalid
-from kaleido.http.errors import BadRequest
-from kaleido.media_urls import media_url
-from kaleido.messages import utc_timestamp
 from kaleido.ops.streams import is_entry_id
 from kaleido.posts import (
     MAX_MEDIA,

@@ -2,9 +2,9 @@
 
 A stream entry is a flat field → value map. redis-py hands values over as ``bytes`` (or
 ``str`` with ``decode_responses=True``); both are accepted. Every inbound decoder structures the
-entry on the one converter (`kaleido.converter`, docs/codecs.md) and either returns a typed,
-fully validated message or raises :class:`DecodeError`, which names the offending field: the
-consumer sends such an entry to ``{stream}:dlq``. No decoder raises anything else, whatever the
+entry on the one converter (`kaleido.messages.converter`, docs/codecs.md) and either returns a
+typed, fully validated message or raises :class:`DecodeError`, which names the offending field:
+the consumer sends such an entry to ``{stream}:dlq``. No decoder raises anything else, whatever the
 input. Unknown extra fields are ignored, whatever their size.
 
 The ``encode_insight`` / ``encode_face_detection`` / ``encode_face_recognition`` encoders write

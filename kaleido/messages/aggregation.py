@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from kaleido.converter import converter, register
+from kaleido.messages.converter import converter, register
 from kaleido.messages.entry import index_fields, structure_entry, text_field
 from kaleido.messages.limits import MAX_CAPTION_CHARS
 from kaleido.messages.model import (

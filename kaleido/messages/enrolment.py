@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import json
 
-from kaleido.converter import StructureFn, converter, structure_fn
+from kaleido.messages.converter import StructureFn, converter, structure_fn
 from kaleido.messages.entry import index_fields, structure_entry, text_field
 from kaleido.messages.limits import FACE_EMBEDDING_DIM
 from kaleido.messages.model import Fields, ProfileFaceResult

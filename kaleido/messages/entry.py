@@ -14,8 +14,8 @@ from typing import Any, Final, TypeAlias, TypeVar
 import cattrs
 from cattrs.gen._consts import AttributeOverride
 
-from kaleido.converter import StructureFn, converter, first_failure, wire_field
 from kaleido.errors import Invalid
+from kaleido.messages.converter import StructureFn, converter, first_failure, wire_field
 from kaleido.messages.limits import MAX_ENTRY_BYTES, MAX_FIELD_BYTES, QUOTE_CHARS
 from kaleido.messages.model import DecodeError, Fields
 from kaleido.replies import as_text

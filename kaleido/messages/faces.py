@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import cattrs
 
-from kaleido.converter import converter, failures, path_text, reason, register, wire_field
 from kaleido.errors import Invalid
+from kaleido.messages.converter import converter, failures, path_text, reason, register, wire_field
 from kaleido.messages.limits import INT32_MAX, INT32_MIN, MAX_FACES
 from kaleido.messages.model import DetectedFace
 from kaleido.messages.values import (

@@ -14,8 +14,8 @@ from typing import Final, assert_never
 
 import attrs
 
-from kaleido.converter import StructureFn, converter, register, structure_fn
 from kaleido.errors import Invalid
+from kaleido.messages.converter import StructureFn, converter, register, structure_fn
 from kaleido.messages.entry import index_fields, structure_entry, text_field
 from kaleido.messages.faces import parse_faces
 from kaleido.messages.limits import (

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from kaleido.converter import converter, register
+from kaleido.messages.converter import converter, register
 from kaleido.messages.entry import REQUIRED, index_fields, structure_entry, text_field
 from kaleido.messages.model import Fields, PostMediaEvent, ProfilePictureEvent
 from kaleido.messages.values import event_timestamp, non_empty, positive_id, utc_timestamp

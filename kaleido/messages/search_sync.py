@@ -13,8 +13,8 @@ from typing import Final
 
 from cattrs.gen import override
 
-from kaleido.converter import converter, register
 from kaleido.errors import Invalid
+from kaleido.messages.converter import converter, register
 from kaleido.messages.entry import index_fields, structure_entry, text_field
 from kaleido.messages.model import Fields, SearchSyncEvent
 from kaleido.messages.peer import peer_decode

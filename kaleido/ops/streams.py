@@ -13,10 +13,10 @@ from typing import Any
 import attrs
 from cattrs.gen import override
 
-from kaleido.converter import converter, register_answer
 from kaleido.gateways import RedisGateway
 from kaleido.keys import KeyLayout
 from kaleido.messages import INBOUND_STREAMS, OUTBOUND_STREAMS
+from kaleido.messages.converter import converter, register_answer
 from kaleido.replies import as_text, id_key, text_keys
 
 ALL_STREAMS = INBOUND_STREAMS + OUTBOUND_STREAMS

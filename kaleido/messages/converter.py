@@ -1,5 +1,6 @@
-"""The one cattrs converter of Kaleido's wire formats: stream entries (kaleido.messages) and
-HTTP JSON bodies (kaleido.http). docs/codecs.md tells how decoding works.
+"""The one cattrs converter of Kaleido's wire formats: stream entries (kaleido.messages, whose
+leaf it is) and HTTP JSON bodies and answers (kaleido.http.bodies, kaleido.ops.streams).
+docs/codecs.md tells how decoding works.
 
 Each wire class gets its structure hook from `structure_fn`: one `override` per attribute, with
 the wire name (`rename`, camelCase) and the hook that checks the value and its limits. A hook
