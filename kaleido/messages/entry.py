@@ -12,10 +12,11 @@ from collections.abc import Callable
 from typing import Any, Final, TypeAlias, TypeVar
 
 import cattrs
+from cattrs.gen import override
 from cattrs.gen._consts import AttributeOverride
 
 from kaleido.errors import Invalid
-from kaleido.messages.converter import StructureFn, converter, first_failure, wire_field
+from kaleido.messages.converter import StructureFn, converter, first_failure
 from kaleido.messages.limits import MAX_ENTRY_BYTES, MAX_FIELD_BYTES, QUOTE_CHARS
 from kaleido.messages.model import DecodeError, Fields
 from kaleido.replies import as_text
@@ -82,7 +83,7 @@ def field_text(raw: object) -> str:
 
 def text_field(name: str, parse: Callable[[str], Any]) -> AttributeOverride:
     """An attribute read from the stream field `name`: its text (`field_text`), then `parse`."""
-    return wire_field(name, lambda raw: parse(field_text(raw)))
+    return override(rename=name, struct_hook=lambda raw, _: parse(field_text(raw)))
 
 
 def structure_entry(entry: RawEntry, cls: type[_T], structure: StructureFn | None = None) -> _T:
