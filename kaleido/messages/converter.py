@@ -15,14 +15,12 @@ Only hooks live here; what a stream field or a body field may be is written next
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, Final, TypeAlias, TypeVar
+from typing import Any, Final, TypeAlias
 
 import attrs
 import cattrs
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 from cattrs.gen._consts import AttributeOverride
-
-_T = TypeVar("_T")
 
 StructureFn: TypeAlias = Callable[[Any, Any], Any]
 Path: TypeAlias = tuple[str | int, ...]
