@@ -28,7 +28,7 @@ MAX_ENTRY_PART = 2**64 - 1
 def is_entry_id(text: str) -> bool:
     """A stream entry id Redis takes: two unsigned 64-bit parts (a larger one is an error
     reply, not a miss)."""
-    if not ENTRY_ID.match(text):
+    if not ENTRY_ID.fullmatch(text):  # `$` alone would let a trailing newline through
         return False
     return all(int(part) <= MAX_ENTRY_PART for part in text.split("-"))
 
