@@ -13,6 +13,11 @@ class KaleidoError(Exception):
     """Base class of every exception Kaleido raises on purpose."""
 
 
+class Invalid(ValueError):
+    """A value is wrong: the message says why, and the caller (a structure hook's path, a
+    check that names its field) adds where."""
+
+
 class ConfigError(KaleidoError):
     """A setting is invalid; the message names the variable and what is wrong."""
 

@@ -30,37 +30,46 @@ def check_media_url(value: object, name: str, prefixes: Sequence[str] = ()) -> s
     bucket) it must also start with one of them. A URL whose host had to be converted is
     returned with the ASCII host, so the ML service fetches exactly what was checked.
     """
+    try:
+        return media_url(value, prefixes)
+    except ValueError as exc:
+        raise ValueError(f"{name}: {exc}") from None
+
+
+def media_url(value: object, prefixes: Sequence[str] = ()) -> str:
+    """`value` checked as `check_media_url` checks it; ValueError saying why (without a field
+    name: the caller's path names it)."""
     if not isinstance(value, str):
-        raise ValueError(f"{name}: expected an https URL, got {value!r:.80}")
+        raise ValueError(f"expected an https URL, got {value!r:.80}")
     if len(value) > MAX_URL_CHARS:
-        raise ValueError(f"{name}: {len(value)} characters, limit {MAX_URL_CHARS}")
+        raise ValueError(f"{len(value)} characters, limit {MAX_URL_CHARS}")
     # Whitespace, control characters or lone surrogates would reach the fetch (or PostgreSQL).
     if any(c.isspace() or ord(c) < 32 or ord(c) == 127 or 0xD800 <= ord(c) <= 0xDFFF
            for c in value):  # fmt: skip
-        raise ValueError(f"{name}: whitespace or control characters in the URL")
+        raise ValueError("whitespace or control characters in the URL")
     try:
         parts = urlsplit(value)
         raw_host = parts.hostname
         port = parts.port
     except ValueError:
-        raise ValueError(f"{name}: not a valid URL: {value!r:.80}") from None
+        raise ValueError(f"not a valid URL: {value!r:.80}") from None
     if parts.scheme != "https":
-        raise ValueError(f"{name}: expected an https URL, got {value!r:.80}")
+        raise ValueError(f"expected an https URL, got {value!r:.80}")
     if parts.username is not None or parts.password is not None:
-        raise ValueError(f"{name}: a URL with user:password@ is not accepted")
+        raise ValueError("a URL with user:password@ is not accepted")
     if not raw_host:
-        raise ValueError(f"{name}: the URL has no host")
-    host = ascii_host(raw_host, name)
+        raise ValueError("the URL has no host")
+    host = ascii_host(raw_host)
     if host != raw_host:
         netloc = host if port is None else f"{host}:{port}"
         value = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
     host = host.rstrip(".")
     if _is_ip_literal(host):
-        raise ValueError(f"{name}: an IP address as host is not accepted ({host})")
+        raise ValueError(f"an IP address as host is not accepted ({host})")
     if host == "localhost" or host.endswith(".localhost") or "." not in host:
-        raise ValueError(f"{name}: {host!r} is not a public host name")
+        raise ValueError(f"{host!r} is not a public host name")
     if prefixes and not any(value.startswith(prefix) for prefix in prefixes):
-        raise ValueError(f"{name}: must start with one of {', '.join(prefixes)}")
+        raise ValueError(f"must start with one of {', '.join(prefixes)}")
     return value
 
 
@@ -69,12 +78,12 @@ def check_media_url(value: object, name: str, prefixes: Sequence[str] = ()) -> s
 _LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?")
 
 
-def ascii_host(host: str, name: str) -> str:
+def ascii_host(host: str) -> str:
     """`host` (lower case, as urlsplit gives it) as resolvers see it: UTS 46 mapping and IDNA
-    for a Unicode host, every label checked; ValueError naming `name` when it does not
+    for a Unicode host, every label checked; ValueError saying why when it does not
     convert. An IPv6 literal (it holds `:`) is returned as it is: the IP rule refuses it."""
     if "%" in host:
-        raise ValueError(f"{name}: a '%' in the host is not accepted ({host[:80]!r})")
+        raise ValueError(f"a '%' in the host is not accepted ({host[:80]!r})")
     if host.isascii() and ":" in host:
         return host
     converted = host
@@ -83,12 +92,11 @@ def ascii_host(host: str, name: str) -> str:
             converted = idna.encode(host, uts46=True).decode("ascii")
         except (idna.IDNAError, UnicodeError) as exc:
             raise ValueError(
-                f"{name}: the host {host[:80]!r} is not a valid international domain name "
-                f"({str(exc)[:80]})"
+                f"the host {host[:80]!r} is not a valid international domain name ({str(exc)[:80]})"
             ) from None
     for label in converted.removesuffix(".").split("."):
         if not _LABEL.fullmatch(label) or (label.startswith("xn--") and not _valid_a_label(label)):
-            raise ValueError(f"{name}: the host {host[:80]!r} is not a valid host name")
+            raise ValueError(f"the host {host[:80]!r} is not a valid host name")
     return converted
 
 

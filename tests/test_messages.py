@@ -63,6 +63,7 @@ from kaleido.messages import (
     usable_correlation_id,
     utc_timestamp,
 )
+from kaleido.messages.converter import converter
 
 Raw = dict[bytes, bytes]
 
@@ -975,3 +976,32 @@ def test_a_correlation_id_outside_the_header_rule_is_dropped() -> None:
     assert isinstance(result, InsightResult) and result.correlation_id == ""
     ok = {**insight_entry(b"tagging", tags=b"[]"), b"correlationId": b"c-1"}
     assert decode_insight(ok).correlation_id == "c-1"  # type: ignore[union-attr]
+
+
+# --------------------------------------------------------------------------- the converter
+
+
+def test_the_converter_writes_each_message_as_its_encoder() -> None:
+    cases: list[tuple[Any, Callable[[Any], dict[str, str]]]] = [
+        (decode_insight(MODERATION_ENTRY), encode_insight),
+        (decode_face_detection(DETECTION_ENTRY), encode_face_detection),
+        (decode_face_recognition(RECOGNITION_ENTRY), encode_face_recognition),
+    ]
+    for message, encode in cases:
+        assert converter.unstructure(message) == encode(message)
+
+
+def test_the_first_bad_field_in_wire_order_is_named() -> None:
+    bad = {**RECOGNITION_ENTRY, b"postId": b"x", b"confidenceScore": b"2", b"faceId": b"y"}
+    with pytest.raises(DecodeError) as caught:
+        decode_face_recognition(bad)
+    assert str(caught.value) == "postId: expected a positive 64-bit integer, got 'x'"
+    with pytest.raises(DecodeError) as caught:
+        decode_face_recognition(without(bad, b"postId"))
+    assert str(caught.value) == "postId: missing"
+
+
+def test_a_payload_error_comes_before_the_ids() -> None:
+    with pytest.raises(DecodeError) as caught:
+        decode_insight({**MODERATION_ENTRY, b"mediaId": b"x", b"isSafe": b"maybe"})
+    assert caught.value.field == "isSafe"

@@ -14,17 +14,14 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from kaleido.http.admin import require_admin
+from kaleido.http.bodies import ReplayIds, structure_body
 from kaleido.http.body import read_json
 from kaleido.http.errors import BadRequest
 from kaleido.messages import INBOUND_STREAMS
-from kaleido.ops.streams import is_entry_id, read_streams
+from kaleido.ops.streams import read_streams
 from kaleido.service import Service
 from kaleido.streams import dlq_replay, dlq_replay_all
 from kaleido.streams.dlq import REPLAY_LIMIT
-
-# Ids per replay request, as many as a replay without ids puts back (each is one round trip:
-# 10,000 took longer than a client waits); a whole DLQ is replayed by sending no ids.
-MAX_IDS = REPLAY_LIMIT
 
 
 async def list_streams(request: Request) -> Response:
@@ -47,15 +44,8 @@ def dlq_stream_name(request: Request) -> str:
 
 
 def parse_replay_ids(payload: Any) -> list[str]:
-    if not isinstance(payload, dict) or not isinstance(payload.get("ids"), list):
-        raise BadRequest('body: expected {"ids": ["<dlq entry id>", ...]} or no body')
-    ids = payload["ids"]
-    if len(ids) > MAX_IDS:
-        raise BadRequest(f"ids: {len(ids)} ids, limit {MAX_IDS}; send no body to replay all")
-    for index, value in enumerate(ids):
-        if not isinstance(value, str) or not is_entry_id(value):
-            raise BadRequest(f"ids[{index}]: expected a stream entry id like '1700000000000-0'")
-    return list(dict.fromkeys(str(v) for v in ids))  # a repeat would find nothing to replay
+    # A repeat would find nothing to replay.
+    return list(dict.fromkeys(structure_body(payload, ReplayIds).ids))
 
 
 async def replay_dlq(request: Request) -> Response:

@@ -11,44 +11,42 @@ from starlette.routing import Route
 
 from kaleido.http.admin import require_admin, user_caller
 from kaleido.http.auth import OPEN, Caller, Forbidden
+from kaleido.http.bodies import MAX_VIEWS_PER_REQUEST, View, structure_body
 from kaleido.http.body import path_id, read_json
 from kaleido.http.errors import BadRequest
 from kaleido.service import Service
-from kaleido.views.model import check_id
 from kaleido.views.unknown_posts import UnknownPostBudget
-
-# One request may carry many views; beyond this, split the list.
-MAX_VIEWS_PER_REQUEST = 10_000
 
 
 def parse_views(payload: Any, caller: Caller = OPEN) -> list[tuple[int, int]]:
     """`{"userId", "postId"}` or a list of them → (user, post) pairs; BadRequest names the
     first bad item and field. A user token's items may omit `userId` (the token's user); one
     naming another user is a 403."""
-    items = payload if isinstance(payload, list) else [payload]
-    if not items:
-        raise BadRequest("body: expected a view or a non-empty list of views")
-    if len(items) > MAX_VIEWS_PER_REQUEST:
-        raise BadRequest(f"body: {len(items)} views, limit {MAX_VIEWS_PER_REQUEST} per request")
-    views = []
-    for index, item in enumerate(items):
-        where = f"[{index}]" if isinstance(payload, list) else ""
-        if not isinstance(item, dict):
-            raise BadRequest(f"body{where}: expected an object with userId and postId")
-        given = item.get("userId")
-        if given is None and caller.user_id is not None:
-            given = caller.user_id
-        try:
-            user = check_id(given, f"body{where}.userId")
-            post = check_id(item.get("postId"), f"body{where}.postId")
-        except ValueError as exc:
-            raise BadRequest(str(exc)) from None
-        if not caller.acts_for(user):
-            raise Forbidden(
-                f"body{where}.userId: {user} is not the token's user ({caller.user_id})"
+    if isinstance(payload, list):
+        if not payload:
+            raise BadRequest("body: expected a view or a non-empty list of views")
+        if len(payload) > MAX_VIEWS_PER_REQUEST:
+            raise BadRequest(
+                f"body: {len(payload)} views, limit {MAX_VIEWS_PER_REQUEST} per request"
             )
-        views.append((user, post))
-    return views
+        items = [_own_user(item, caller) for item in payload]
+        views = structure_body(items, list[View], "body")
+    else:
+        views = [structure_body(_own_user(payload, caller), View, "body")]
+    for index, view in enumerate(views):
+        if not caller.acts_for(view.user_id):
+            where = f"[{index}]" if isinstance(payload, list) else ""
+            raise Forbidden(
+                f"body{where}.userId: {view.user_id} is not the token's user ({caller.user_id})"
+            )
+    return [(view.user_id, view.post_id) for view in views]
+
+
+def _own_user(item: object, caller: Caller) -> object:
+    """A user token's view without a userId is the token user's."""
+    if isinstance(item, dict) and item.get("userId") is None and caller.user_id is not None:
+        return {**item, "userId": caller.user_id}
+    return item
 
 
 async def post_views(request: Request) -> Response:

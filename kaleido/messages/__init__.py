@@ -1,9 +1,10 @@
 """Stream messages and their wire codecs (pure, no I/O); this package re-exports them all.
 
-A stream entry is a flat field → value map. redis-py hands values over as ``bytes`` (or ``str``
-with ``decode_responses=True``); both are accepted. Every inbound decoder either returns a typed,
-fully validated message or raises :class:`DecodeError`, which names the offending field: the
-consumer sends such an entry to ``{stream}:dlq``. No decoder raises anything else, whatever the
+A stream entry is a flat field → value map. redis-py hands values over as ``bytes`` (or
+``str`` with ``decode_responses=True``); both are accepted. Every inbound decoder structures the
+entry on the one converter (`kaleido.messages.converter`, docs/codecs.md) and either returns a
+typed, fully validated message or raises :class:`DecodeError`, which names the offending field:
+the consumer sends such an entry to ``{stream}:dlq``. No decoder raises anything else, whatever the
 input. Unknown extra fields are ignored, whatever their size.
 
 The ``encode_insight`` / ``encode_face_detection`` / ``encode_face_recognition`` encoders write
@@ -20,7 +21,7 @@ from kaleido.messages.aggregation import (
     encode_post_insights,
 )
 from kaleido.messages.enrolment import decode_profile_face, encode_profile_face
-from kaleido.messages.fields import decode_text_fields
+from kaleido.messages.entry import decode_text_fields
 from kaleido.messages.inbound import (
     decode_face_detection,
     decode_face_recognition,

@@ -9,35 +9,30 @@ names the trigger by its ``correlationId``.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from typing import Any
 
-from kaleido.messages.fields import (
-    capped,
-    entry_correlation_id,
-    index_fields,
-    optional,
-    received_at,
-    required,
-    version_of,
-)
-from kaleido.messages.limits import MAX_CAPTION_CHARS, MAX_TAG_CHARS
+from kaleido.messages.converter import converter, register
+from kaleido.messages.entry import index_fields, structure_entry, text_field
+from kaleido.messages.limits import MAX_CAPTION_CHARS
 from kaleido.messages.model import (
     AggregationTrigger,
     DecodeError,
     Fields,
-    Invalid,
     MediaServiceResult,
     PostInsightsResult,
 )
 from kaleido.messages.peer import peer_decode
 from kaleido.messages.values import (
+    as_is,
     boolean,
+    capped,
+    echoed_correlation_id,
+    iso_timestamp,
+    labels,
     non_negative_count,
     positive_id,
     probability,
     quote,
-    string_list,
     utc_timestamp,
 )
 
@@ -145,43 +140,45 @@ def decode_aggregation_trigger(fields: Fields) -> AggregationTrigger:
 # --------------------------------------------------------------------------- the answer
 
 
-def _labels(limit: int) -> Callable[[str], tuple[str, ...]]:
-    def parse(text: str) -> tuple[str, ...]:
-        labels = string_list(text)
-        if len(labels) > limit:
-            raise Invalid(f"{len(labels)} items, over the limit of {limit}")
-        for index, label in enumerate(labels):
-            if len(label) > MAX_TAG_CHARS:
-                raise Invalid(f"item {index}: {len(label)} characters, over {MAX_TAG_CHARS}")
-        return labels
+_ALL_LABELS = labels(MAX_ALL_LABELS)
 
-    return parse
+# The aggregator may leave out these fields: each absent one reads as this wire text.
+register(
+    PostInsightsResult,
+    {
+        "allAiTags": "",
+        "allAiScenes": "",
+        "aggregatedTags": "",
+        "aggregatedScenes": "",
+        "totalFaces": "0",
+        "moderationConfidence": "1.0",
+        "inferredEventType": "general",
+        "combinedCaption": "",
+        "hasMultipleImages": "false",
+    },
+    post_id=text_field("postId", positive_id),
+    media_count=text_field("mediaCount", non_negative_count),
+    all_ai_tags=text_field("allAiTags", _ALL_LABELS),
+    all_ai_scenes=text_field("allAiScenes", _ALL_LABELS),
+    aggregated_tags=text_field("aggregatedTags", _ALL_LABELS),
+    aggregated_scenes=text_field("aggregatedScenes", _ALL_LABELS),
+    total_faces=text_field("totalFaces", non_negative_count),
+    is_safe=text_field("isSafe", boolean),
+    moderation_confidence=text_field("moderationConfidence", probability),
+    inferred_event_type=text_field(
+        "inferredEventType", capped(MAX_EVENT_TYPE_CHARS, "an event type")
+    ),
+    combined_caption=text_field("combinedCaption", capped(MAX_COMBINED_CAPTION_CHARS, "a caption")),
+    has_multiple_images=text_field("hasMultipleImages", boolean),
+    correlation_id=text_field("correlationId", echoed_correlation_id),
+    timestamp=text_field("timestamp", iso_timestamp),
+    version=text_field("version", as_is),
+)
 
 
 def decode_post_insights(fields: Fields) -> PostInsightsResult:
     """Decode a ``post-insights-enriched`` entry; raises :class:`DecodeError`."""
-    entry = index_fields(fields)
-    return PostInsightsResult(
-        post_id=required(entry, "postId", positive_id),
-        media_count=required(entry, "mediaCount", non_negative_count),
-        all_ai_tags=optional(entry, "allAiTags", _labels(MAX_ALL_LABELS), ()),
-        all_ai_scenes=optional(entry, "allAiScenes", _labels(MAX_ALL_LABELS), ()),
-        aggregated_tags=optional(entry, "aggregatedTags", _labels(MAX_ALL_LABELS), ()),
-        aggregated_scenes=optional(entry, "aggregatedScenes", _labels(MAX_ALL_LABELS), ()),
-        total_faces=optional(entry, "totalFaces", non_negative_count, 0),
-        is_safe=required(entry, "isSafe", boolean),
-        moderation_confidence=optional(entry, "moderationConfidence", probability, 1.0),
-        inferred_event_type=optional(
-            entry, "inferredEventType", capped(MAX_EVENT_TYPE_CHARS, "an event type"), "general"
-        ),
-        combined_caption=optional(
-            entry, "combinedCaption", capped(MAX_COMBINED_CAPTION_CHARS, "a caption"), ""
-        ),
-        has_multiple_images=optional(entry, "hasMultipleImages", boolean, False),
-        correlation_id=entry_correlation_id(entry),
-        timestamp=received_at(entry),
-        version=version_of(entry),
-    )
+    return structure_entry(index_fields(fields), PostInsightsResult)
 
 
 def encode_post_insights(result: PostInsightsResult) -> dict[str, str]:
@@ -205,3 +202,7 @@ def encode_post_insights(result: PostInsightsResult) -> dict[str, str]:
         "correlationId": result.correlation_id,
         "version": result.version or "1",
     }
+
+
+converter.register_unstructure_hook(AggregationTrigger, encode_aggregation_trigger)
+converter.register_unstructure_hook(PostInsightsResult, encode_post_insights)

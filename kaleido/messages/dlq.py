@@ -13,7 +13,7 @@ from typing import Final
 
 import attrs
 
-from kaleido.messages.fields import decode_text_fields, lenient_text
+from kaleido.messages.entry import decode_text_fields, lenient_text
 
 # The fields a dead letter adds to the original entry, in the order they are written.
 DLQ_FIELDS: Final = ("error", "errorType", "originalId", "deliveries", "failedAt")

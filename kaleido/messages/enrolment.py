@@ -8,17 +8,24 @@ embedding of the most confident face it found (nothing when it found none): ``us
 
 from __future__ import annotations
 
+import functools
 import json
 
-from kaleido.messages.fields import (
-    entry_correlation_id,
-    exact_floats,
-    index_fields,
-    required,
-)
+from kaleido.messages.converter import StructureFn, converter, structure_fn
+from kaleido.messages.entry import index_fields, structure_entry, text_field
 from kaleido.messages.limits import FACE_EMBEDDING_DIM
 from kaleido.messages.model import Fields, ProfileFaceResult
-from kaleido.messages.values import positive_id
+from kaleido.messages.values import echoed_correlation_id, exact_floats, positive_id
+
+
+@functools.cache
+def _profile_face(dim: int) -> StructureFn:
+    return structure_fn(
+        ProfileFaceResult,
+        user_id=text_field("userId", positive_id),
+        embedding=text_field("faceEmbedding", exact_floats(dim)),
+        correlation_id=text_field("correlationId", echoed_correlation_id),
+    )
 
 
 def decode_profile_face(
@@ -26,12 +33,7 @@ def decode_profile_face(
 ) -> ProfileFaceResult:
     """Decode a ``user-profile-face-embedding-results`` entry: the embedding has exactly
     `embedding_dim` floats; raises :class:`DecodeError`."""
-    entry = index_fields(fields)
-    return ProfileFaceResult(
-        user_id=required(entry, "userId", positive_id),
-        embedding=required(entry, "faceEmbedding", exact_floats(embedding_dim)),
-        correlation_id=entry_correlation_id(entry),
-    )
+    return structure_entry(index_fields(fields), ProfileFaceResult, _profile_face(embedding_dim))
 
 
 def encode_profile_face(result: ProfileFaceResult) -> dict[str, str]:
@@ -41,3 +43,6 @@ def encode_profile_face(result: ProfileFaceResult) -> dict[str, str]:
         "faceEmbedding": json.dumps(list(result.embedding)),
         "correlationId": result.correlation_id,
     }
+
+
+converter.register_unstructure_hook(ProfileFaceResult, encode_profile_face)

@@ -1,16 +1,14 @@
-"""The `faces` field of a face-detection entry: a JSON list of face objects, via cattrs."""
+"""The `faces` field of a face-detection entry: a JSON list of face objects, structured by the
+converter (each face reports every bad field of its own)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from types import MappingProxyType
-from typing import Final
-
 import cattrs
-from cattrs.gen import make_dict_structure_fn, override
 
+from kaleido.errors import Invalid
+from kaleido.messages.converter import converter, failures, path_text, reason, register, wire_field
 from kaleido.messages.limits import INT32_MAX, INT32_MIN, MAX_FACES
-from kaleido.messages.model import DetectedFace, Invalid
+from kaleido.messages.model import DetectedFace
 from kaleido.messages.values import (
     face_uid,
     in_unit_interval,
@@ -38,7 +36,7 @@ def _pixel(value: object) -> int:
     return value
 
 
-def _structure_bbox(value: object, _: object) -> tuple[int, int, int, int]:
+def _bbox(value: object) -> tuple[int, int, int, int]:
     value = _legacy_json(value)
     if not isinstance(value, list) or len(value) != 4:
         raise Invalid(f"expected a list of 4 integers [x0, y0, x1, y1], got {quote(value)}")
@@ -46,65 +44,46 @@ def _structure_bbox(value: object, _: object) -> tuple[int, int, int, int]:
     return (x0, y0, x1, y1)
 
 
-def _structure_embedding(value: object, _: object) -> tuple[float, ...]:
+def _embedding(value: object) -> tuple[float, ...]:
     value = _legacy_json(value)
     if not isinstance(value, list):
         raise Invalid(f"expected a list of numbers, got {quote(value)}")
     return json_numbers(value)
 
 
-def _structure_confidence(value: object, _: object) -> float:
+def _confidence(value: object) -> float:
     number = number_text(value) if isinstance(value, str) else number_json(value)
     return in_unit_interval(number)
 
 
-def _structure_face_id(value: object, _: object) -> str:
+def _face_id(value: object) -> str:
     if not isinstance(value, str):
         raise Invalid(f"expected a UUID string, got {quote(value)}")
     return face_uid(value)
 
 
-_FACE_WIRE_NAMES: Final[Mapping[str, str]] = MappingProxyType(
-    {"face_id": "faceId", "bbox": "bbox", "embedding": "embedding", "confidence": "confidence"}
-)
-
-_faces_converter = cattrs.Converter(detailed_validation=True)
-_faces_converter.register_structure_hook(
+register(
     DetectedFace,
-    make_dict_structure_fn(
-        DetectedFace,
-        _faces_converter,
-        face_id=override(rename="faceId", struct_hook=_structure_face_id),
-        bbox=override(struct_hook=_structure_bbox),
-        embedding=override(struct_hook=_structure_embedding),
-        confidence=override(struct_hook=_structure_confidence),
-    ),
+    face_id=wire_field("faceId", _face_id),
+    bbox=wire_field("bbox", _bbox),
+    embedding=wire_field("embedding", _embedding),
+    confidence=wire_field("confidence", _confidence),
 )
 
 
 def _describe(error: cattrs.ClassValidationError) -> str:
     """One line for every field of one face that failed."""
-    with_notes, without_notes = error.group_exceptions()
-    parts = [
-        f"{_FACE_WIRE_NAMES.get(note.name, note.name)}: {_reason(exc)}" for exc, note in with_notes
-    ]
-    parts += [_reason(exc) for exc in without_notes]
-    return "; ".join(parts)
-
-
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, KeyError):
-        return "missing"
-    if isinstance(exc, Invalid):
-        return str(exc)
-    return f"invalid ({quote(str(exc))[1:-1]})"
+    return "; ".join(
+        f"{path_text(path)}: {reason(exc)}" if path else reason(exc)
+        for path, exc in failures(error)
+    )
 
 
 def _face(index: int, item: object) -> DetectedFace:
     if not isinstance(item, dict):
         raise Invalid(f"face {index}: expected a JSON object, got {quote(item)}")
     try:
-        return _faces_converter.structure(item, DetectedFace)
+        return converter.structure(item, DetectedFace)
     except cattrs.ClassValidationError as exc:
         raise Invalid(f"face {index} {_describe(exc)}") from None
 

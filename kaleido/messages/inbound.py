@@ -5,25 +5,19 @@ entries exactly as the real ML service does (for the stand-in ML service and tes
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from types import MappingProxyType
 from typing import Final, assert_never
 
+import attrs
+
+from kaleido.errors import Invalid
+from kaleido.messages.converter import StructureFn, converter, register, structure_fn
+from kaleido.messages.entry import index_fields, structure_entry, text_field
 from kaleido.messages.faces import parse_faces
-from kaleido.messages.fields import (
-    RawEntry,
-    capped,
-    entry_correlation_id,
-    exact_floats,
-    index_fields,
-    label_list,
-    optional,
-    received_at,
-    required,
-    service_name,
-    version_of,
-)
 from kaleido.messages.limits import (
     FACE_EMBEDDING_DIM,
     IMAGE_EMBEDDING_DIM,
@@ -41,58 +35,116 @@ from kaleido.messages.model import (
     InboundMessage,
     InsightPayload,
     InsightResult,
-    Invalid,
     Moderation,
     SceneRecognition,
     Tagging,
 )
 from kaleido.messages.names import FACE_DETECTION_STREAM, FACE_RECOGNITION_STREAM, INSIGHTS_STREAM
 from kaleido.messages.values import (
+    as_is,
     boolean,
+    capped,
+    echoed_correlation_id,
+    exact_floats,
     face_uid,
+    iso_timestamp,
+    label_list,
     ml_timestamp,
     non_negative_count,
     positive_id,
     probability,
     quote,
+    service_name,
 )
 
-# --------------------------------------------------------------------------- inbound decoders
+# --------------------------------------------------------------------------- wire tables
+
+# The fields every ML result carries after its own (CONTRACT 2): optional, each with its default.
+_TRAILER: Final = {
+    "correlation_id": text_field("correlationId", echoed_correlation_id),
+    "timestamp": text_field("timestamp", iso_timestamp),
+    "version": text_field("version", as_is),
+}
+_IDS: Final = {
+    "media_id": text_field("mediaId", positive_id),
+    "post_id": text_field("postId", positive_id),
+}
 
 
-def _decode_moderation(entry: RawEntry) -> Moderation:
-    return Moderation(
-        is_safe=required(entry, "isSafe", boolean),
-        confidence=optional(entry, "moderationConfidence", probability, None),
+@attrs.frozen
+class _Service:
+    """The ``service`` field alone: read first, it picks the payload class."""
+
+    service: str
+
+
+@attrs.frozen
+class _InsightHead:
+    """An insight entry's fields other than its payload's."""
+
+    media_id: int
+    post_id: int
+    correlation_id: str = ""
+    timestamp: datetime | None = None
+    version: str | None = None
+
+
+register(_Service, service=text_field("service", service_name))
+register(_InsightHead, **_IDS, **_TRAILER)
+register(
+    Moderation,
+    is_safe=text_field("isSafe", boolean),
+    confidence=text_field("moderationConfidence", probability),
+)
+register(Tagging, tags=text_field("tags", label_list))
+register(SceneRecognition, scenes=text_field("scenes", label_list))
+register(ImageCaptioning, caption=text_field("caption", capped(MAX_CAPTION_CHARS, "a caption")))
+
+
+@functools.cache
+def _image_embedding(dim: int) -> StructureFn:
+    return structure_fn(ImageEmbedding, embedding=text_field("imageEmbedding", exact_floats(dim)))
+
+
+def _faces(dim: int) -> Callable[[str], tuple[DetectedFace, ...]]:
+    def parse(text: str) -> tuple[DetectedFace, ...]:
+        found = parse_faces(text)
+        for index, face in enumerate(found):
+            if face.embedding and len(face.embedding) != dim:
+                raise Invalid(
+                    f"face {index} embedding: {len(face.embedding)} floats, expected exactly {dim}"
+                )
+        return found
+
+    return parse
+
+
+@functools.cache
+def _face_detection(dim: int) -> StructureFn:
+    return structure_fn(
+        FaceDetectionResult,
+        **_IDS,
+        faces_detected=text_field("facesDetected", non_negative_count),
+        faces=text_field("faces", _faces(dim)),
+        **_TRAILER,
     )
 
 
-def _decode_tagging(entry: RawEntry) -> Tagging:
-    return Tagging(tags=required(entry, "tags", label_list))
-
-
-def _decode_scenes(entry: RawEntry) -> SceneRecognition:
-    return SceneRecognition(scenes=required(entry, "scenes", label_list))
-
-
-def _decode_caption(entry: RawEntry) -> ImageCaptioning:
-    caption = capped(MAX_CAPTION_CHARS, "a caption")
-    return ImageCaptioning(caption=required(entry, "caption", caption))
-
-
-def _decode_image_embedding(entry: RawEntry, dim: int = IMAGE_EMBEDDING_DIM) -> ImageEmbedding:
-    return ImageEmbedding(embedding=required(entry, "imageEmbedding", exact_floats(dim)))
-
-
-_PAYLOAD_DECODERS: Final[Mapping[str, Callable[[RawEntry], InsightPayload]]] = MappingProxyType(
-    {
-        Moderation.SERVICE: _decode_moderation,
-        Tagging.SERVICE: _decode_tagging,
-        SceneRecognition.SERVICE: _decode_scenes,
-        ImageCaptioning.SERVICE: _decode_caption,
-        ImageEmbedding.SERVICE: _decode_image_embedding,
-    }
+register(
+    FaceRecognitionResult,
+    **_IDS,
+    face_id=text_field("faceId", face_uid),
+    suggested_user_id=text_field("suggestedUserId", positive_id),
+    confidence=text_field("confidenceScore", probability),
+    matched_username=text_field("matchedUsername", capped(MAX_USERNAME_CHARS, "a username")),
+    **_TRAILER,
 )
+
+_PAYLOADS: Final[Mapping[str, type[InsightPayload]]] = MappingProxyType(
+    {cls.SERVICE: cls for cls in (Moderation, Tagging, SceneRecognition, ImageCaptioning)}
+)
+
+# --------------------------------------------------------------------------- inbound decoders
 
 
 def decode_insight(
@@ -105,21 +157,22 @@ def decode_insight(
     anything missing, malformed or over a cap raises :class:`DecodeError`.
     """
     entry = index_fields(fields)
-    service = required(entry, "service", service_name)
-    decode_payload = _PAYLOAD_DECODERS.get(service)
-    if decode_payload is None:
-        return IgnoredEntry(reason=f"unknown service {quote(service)}", service=service)
+    service = structure_entry(entry, _Service).service
+    payload: InsightPayload
     if service == ImageEmbedding.SERVICE:
-        payload: InsightPayload = _decode_image_embedding(entry, embedding_dim)
+        payload = structure_entry(entry, ImageEmbedding, _image_embedding(embedding_dim))
+    elif (payload_class := _PAYLOADS.get(service)) is not None:
+        payload = structure_entry(entry, payload_class)
     else:
-        payload = decode_payload(entry)
+        return IgnoredEntry(reason=f"unknown service {quote(service)}", service=service)
+    head = structure_entry(entry, _InsightHead)
     return InsightResult(
-        media_id=required(entry, "mediaId", positive_id),
-        post_id=required(entry, "postId", positive_id),
+        media_id=head.media_id,
+        post_id=head.post_id,
         payload=payload,
-        correlation_id=entry_correlation_id(entry),
-        timestamp=received_at(entry),
-        version=version_of(entry),
+        correlation_id=head.correlation_id,
+        timestamp=head.timestamp,
+        version=head.version,
     )
 
 
@@ -130,44 +183,12 @@ def decode_face_detection(
     exactly `embedding_dim` floats, or none when the provider gives none); raises
     :class:`DecodeError`."""
     entry = index_fields(fields)
-
-    def faces(text: str) -> tuple[DetectedFace, ...]:
-        found = parse_faces(text)
-        for index, face in enumerate(found):
-            if face.embedding and len(face.embedding) != embedding_dim:
-                raise Invalid(
-                    f"face {index} embedding: {len(face.embedding)} floats, expected exactly "
-                    f"{embedding_dim}"
-                )
-        return found
-
-    return FaceDetectionResult(
-        media_id=required(entry, "mediaId", positive_id),
-        post_id=required(entry, "postId", positive_id),
-        faces_detected=required(entry, "facesDetected", non_negative_count),
-        faces=required(entry, "faces", faces),
-        correlation_id=entry_correlation_id(entry),
-        timestamp=received_at(entry),
-        version=version_of(entry),
-    )
+    return structure_entry(entry, FaceDetectionResult, _face_detection(embedding_dim))
 
 
 def decode_face_recognition(fields: Fields) -> FaceRecognitionResult:
     """Decode a ``face-recognition-results`` entry; raises :class:`DecodeError`."""
-    entry = index_fields(fields)
-    return FaceRecognitionResult(
-        media_id=required(entry, "mediaId", positive_id),
-        post_id=required(entry, "postId", positive_id),
-        face_id=required(entry, "faceId", face_uid),
-        suggested_user_id=required(entry, "suggestedUserId", positive_id),
-        confidence=required(entry, "confidenceScore", probability),
-        matched_username=optional(
-            entry, "matchedUsername", capped(MAX_USERNAME_CHARS, "a username"), None
-        ),
-        correlation_id=entry_correlation_id(entry),
-        timestamp=received_at(entry),
-        version=version_of(entry),
-    )
+    return structure_entry(index_fields(fields), FaceRecognitionResult)
 
 
 _INBOUND_DECODERS: Final[Mapping[str, Callable[[Fields], InboundMessage]]] = MappingProxyType(
@@ -249,3 +270,8 @@ def encode_face_recognition(result: FaceRecognitionResult) -> dict[str, str]:
         head["matchedUsername"] = result.matched_username
     head["confidenceScore"] = str(result.confidence)
     return _ml_entry(result, head)
+
+
+converter.register_unstructure_hook(InsightResult, encode_insight)
+converter.register_unstructure_hook(FaceDetectionResult, encode_face_detection)
+converter.register_unstructure_hook(FaceRecognitionResult, encode_face_recognition)

@@ -36,10 +36,6 @@ class DecodeError(KaleidoError, ValueError):
         return f"{self.field}: {self.reason}"
 
 
-class Invalid(ValueError):
-    """A value is wrong; the caller adds which field it came from."""
-
-
 # --------------------------------------------------------------------------- messages
 
 Fields: TypeAlias = Mapping[bytes, bytes] | Mapping[str, str] | Mapping[bytes | str, bytes | str]

@@ -3,11 +3,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
-from kaleido.messages.fields import index_fields, required
-from kaleido.messages.model import Fields, Invalid, PostMediaEvent, ProfilePictureEvent
-from kaleido.messages.values import iso_timestamp, positive_id, utc_timestamp
+from kaleido.messages.converter import converter, register
+from kaleido.messages.entry import REQUIRED, index_fields, structure_entry, text_field
+from kaleido.messages.model import Fields, PostMediaEvent, ProfilePictureEvent
+from kaleido.messages.values import event_timestamp, non_empty, positive_id, utc_timestamp
 
 
 def encode_post_media(event: PostMediaEvent) -> dict[str, str]:
@@ -33,38 +32,34 @@ def encode_profile_picture(event: ProfilePictureEvent) -> dict[str, str]:
     }
 
 
-def _event_timestamp(text: str) -> datetime:
-    parsed = iso_timestamp(text)
-    if parsed is None:
-        raise Invalid("empty")
-    return parsed
-
-
-def _non_empty(text: str) -> str:
-    if not text:
-        raise Invalid("empty")
-    return text
+# Every field is required: the timestamp too, though the class makes one when built in code.
+register(
+    PostMediaEvent,
+    {"timestamp": REQUIRED},
+    post_id=text_field("postId", positive_id),
+    media_id=text_field("mediaId", positive_id),
+    media_url=text_field("mediaUrl", non_empty),
+    uploader_id=text_field("uploaderId", positive_id),
+    correlation_id=text_field("correlationId", non_empty),
+    timestamp=text_field("timestamp", event_timestamp),
+)
+register(
+    ProfilePictureEvent,
+    {"timestamp": REQUIRED},
+    user_id=text_field("userId", positive_id),
+    image_url=text_field("imageUrl", non_empty),
+    correlation_id=text_field("correlationId", non_empty),
+    timestamp=text_field("timestamp", event_timestamp),
+)
+converter.register_unstructure_hook(PostMediaEvent, encode_post_media)
+converter.register_unstructure_hook(ProfilePictureEvent, encode_profile_picture)
 
 
 def decode_post_media(fields: Fields) -> PostMediaEvent:
     """Decode a ``post-image-processing`` / ``post-update-processing`` entry (stand-in ML side)."""
-    entry = index_fields(fields)
-    return PostMediaEvent(
-        post_id=required(entry, "postId", positive_id),
-        media_id=required(entry, "mediaId", positive_id),
-        media_url=required(entry, "mediaUrl", _non_empty),
-        uploader_id=required(entry, "uploaderId", positive_id),
-        correlation_id=required(entry, "correlationId", _non_empty),
-        timestamp=required(entry, "timestamp", _event_timestamp),
-    )
+    return structure_entry(index_fields(fields), PostMediaEvent)
 
 
 def decode_profile_picture(fields: Fields) -> ProfilePictureEvent:
     """Decode a ``profile-picture-processing`` entry (stand-in ML side)."""
-    entry = index_fields(fields)
-    return ProfilePictureEvent(
-        user_id=required(entry, "userId", positive_id),
-        image_url=required(entry, "imageUrl", _non_empty),
-        correlation_id=required(entry, "correlationId", _non_empty),
-        timestamp=required(entry, "timestamp", _event_timestamp),
-    )
+    return structure_entry(index_fields(fields), ProfilePictureEvent)

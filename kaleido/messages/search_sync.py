@@ -11,10 +11,14 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Final
 
-from kaleido.messages.fields import as_is, index_fields, required
-from kaleido.messages.model import Fields, Invalid, SearchSyncEvent
+from cattrs.gen import override
+
+from kaleido.errors import Invalid
+from kaleido.messages.converter import converter, register
+from kaleido.messages.entry import index_fields, structure_entry, text_field
+from kaleido.messages.model import Fields, SearchSyncEvent
 from kaleido.messages.peer import peer_decode
-from kaleido.messages.values import utc_timestamp
+from kaleido.messages.values import as_is, utc_timestamp
 
 KNOWN_FACES_INDEX: Final = "known_faces_index"
 FACE_SEARCH_INDEX: Final = "face_search"
@@ -55,16 +59,22 @@ def _known_index(text: str) -> str:
     return text
 
 
+# The timestamp is not read: the stand-in's event is stamped when it reads it.
+register(
+    SearchSyncEvent,
+    index_type=text_field("indexType", _known_index),
+    operation=text_field("operation", as_is),
+    document_id=text_field("documentId", as_is),
+    correlation_id=text_field("correlationId", as_is),
+    timestamp=override(omit=True),
+)
+converter.register_unstructure_hook(SearchSyncEvent, encode_search_sync)
+
+
 def decode_search_sync(fields: Fields) -> SearchSyncEvent:
     """Read an ``es-sync-queue`` entry (the stand-in ML service's search sync). The document
     id is kept as text; `peer_document_id` gives what the real sync looks it up by."""
-    entry = index_fields(fields)
-    return SearchSyncEvent(
-        index_type=required(entry, "indexType", _known_index),
-        operation=required(entry, "operation", as_is),
-        document_id=required(entry, "documentId", as_is),
-        correlation_id=required(entry, "correlationId", as_is),
-    )
+    return structure_entry(index_fields(fields), SearchSyncEvent)
 
 
 def peer_document_id(event: SearchSyncEvent) -> object:

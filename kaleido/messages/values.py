@@ -1,7 +1,8 @@
 """Value parsers shared by every decoder: ids, counts, booleans, numbers, lists, timestamps.
 
-Each takes a field's text (already size-checked and UTF-8 decoded) and returns the value or
-raises `Invalid` with the reason; the caller adds which field it came from.
+Each takes a field's text (already size-checked and UTF-8 decoded by
+`kaleido.messages.entry.field_text`) and returns the value or raises `Invalid` with the reason;
+the converter's path adds which field it came from. The limits of values live here.
 """
 
 from __future__ import annotations
@@ -17,8 +18,15 @@ from typing import Any, Final, TypeVar
 
 import orjson
 
-from kaleido.messages.limits import FLOAT32_MAX, INT64_MAX, QUOTE_CHARS
-from kaleido.messages.model import Invalid
+from kaleido.errors import Invalid
+from kaleido.messages.limits import (
+    FLOAT32_MAX,
+    INT64_MAX,
+    MAX_TAG_CHARS,
+    MAX_TAGS,
+    QUOTE_CHARS,
+)
+from kaleido.messages.peer import usable_correlation_id
 
 # --------------------------------------------------------------------------- timestamps
 
@@ -225,3 +233,75 @@ def numbers(items: list[_T], parse: Callable[[_T], float]) -> tuple[float, ...]:
         except Invalid as exc:
             raise Invalid(f"item {index}: {exc}") from None
     return tuple(values)
+
+
+# --------------------------------------------------------------------------- field parsers
+
+
+def as_is(text: str) -> str:
+    return text
+
+
+def non_empty(text: str) -> str:
+    if not text:
+        raise Invalid("empty")
+    return text
+
+
+def service_name(text: str) -> str:
+    if not text.strip():
+        raise Invalid("empty")
+    return text.strip()
+
+
+def echoed_correlation_id(text: str) -> str:
+    """The entry's correlation id, or "" when it is not one Kaleido may echo outward (see
+    `kaleido.messages.peer`): malformed, `"None"`, or changed by the ML service's decoding."""
+    return usable_correlation_id(text) or ""
+
+
+def capped(limit: int, what: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if len(text) > limit:
+            raise Invalid(f"{len(text)} characters, over the {limit}-character limit of {what}")
+        return text
+
+    return parse
+
+
+def exact_floats(dim: int) -> Callable[[str], tuple[float, ...]]:
+    """An embedding: a list of exactly `dim` finite numbers (JSON, or comma-separated)."""
+
+    def parse(text: str) -> tuple[float, ...]:
+        values = number_list(text)
+        if len(values) != dim:
+            raise Invalid(f"{len(values)} floats, expected exactly {dim}")
+        return values
+
+    return parse
+
+
+def labels(limit: int) -> Callable[[str], tuple[str, ...]]:
+    """Tags or scenes: at most `limit`, each at most MAX_TAG_CHARS."""
+
+    def parse(text: str) -> tuple[str, ...]:
+        found = string_list(text)
+        if len(found) > limit:
+            raise Invalid(f"{len(found)} items, over the limit of {limit}")
+        for index, label in enumerate(found):
+            if len(label) > MAX_TAG_CHARS:
+                raise Invalid(f"item {index}: {len(label)} characters, over {MAX_TAG_CHARS}")
+        return found
+
+    return parse
+
+
+label_list: Final = labels(MAX_TAGS)
+
+
+def event_timestamp(text: str) -> datetime:
+    """A timestamp that must be there (an outbound event's)."""
+    parsed = iso_timestamp(text)
+    if parsed is None:
+        raise Invalid("empty")
+    return parsed

@@ -11,10 +11,12 @@ import re
 from typing import Any
 
 import attrs
+from cattrs.gen import override
 
 from kaleido.gateways import RedisGateway
 from kaleido.keys import KeyLayout
 from kaleido.messages import INBOUND_STREAMS, OUTBOUND_STREAMS
+from kaleido.messages.converter import converter, register_answer
 from kaleido.replies import as_text, id_key, text_keys
 
 ALL_STREAMS = INBOUND_STREAMS + OUTBOUND_STREAMS
@@ -26,7 +28,7 @@ MAX_ENTRY_PART = 2**64 - 1
 def is_entry_id(text: str) -> bool:
     """A stream entry id Redis takes: two unsigned 64-bit parts (a larger one is an error
     reply, not a miss)."""
-    if not ENTRY_ID.match(text):
+    if not ENTRY_ID.fullmatch(text):  # `$` alone would let a trailing newline through
         return False
     return all(int(part) <= MAX_ENTRY_PART for part in text.split("-"))
 
@@ -71,25 +73,18 @@ class StreamStatus:
         return sum(g.pending for g in self.groups)
 
     def as_json(self) -> dict[str, Any]:
-        return {
-            "stream": self.stream,
-            "direction": "inbound" if self.inbound else "outbound",
-            "length": self.length,
-            "dlqSize": self.dlq_size,
-            "groups": [
-                {
-                    "name": g.name,
-                    "lag": g.lag,
-                    "pending": g.pending,
-                    "oldestPendingAgeSeconds": g.oldest_pending_age,
-                    "consumers": [
-                        {"name": c.name, "pending": c.pending, "idleSeconds": c.idle_seconds}
-                        for c in g.consumers
-                    ],
-                }
-                for g in self.groups
-            ],
-        }
+        """The stream's status as `/v1/admin/streams` and `kaleido streams --json` show it."""
+        result: dict[str, Any] = converter.unstructure(self)
+        return result
+
+
+def _direction(inbound: bool) -> str:
+    return "inbound" if inbound else "outbound"
+
+
+register_answer(ConsumerStatus)
+register_answer(GroupStatus, oldest_pending_age=override(rename="oldestPendingAgeSeconds"))
+register_answer(StreamStatus, inbound=override(rename="direction", unstruct_hook=_direction))
 
 
 async def dlq_sizes(redis: RedisGateway, keys: KeyLayout) -> dict[str, int]:

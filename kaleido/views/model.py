@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import attrs
 
+from kaleido.errors import Invalid
+
 MAX_ID = 2**63 - 1
 
 
@@ -12,16 +14,24 @@ def check_id(value: object, name: str) -> int:
 
     Accepts ints and strings of decimal digits; bools, floats and anything else are refused.
     """
+    try:
+        return positive_id(value)
+    except Invalid as exc:
+        raise ValueError(f"{name}: {exc}") from None
+
+
+def positive_id(value: object) -> int:
+    """`value` as a positive 64-bit id (see `check_id`), or `Invalid` saying why."""
     if isinstance(value, bool):
-        raise ValueError(f"{name}: expected a positive 64-bit integer, got {value!r:.80}")
+        raise Invalid(f"expected a positive 64-bit integer, got {value!r:.80}")
     if isinstance(value, int):
         number = value
     elif isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 19:
         number = int(value)
     else:
-        raise ValueError(f"{name}: expected a positive 64-bit integer, got {value!r:.80}")
+        raise Invalid(f"expected a positive 64-bit integer, got {value!r:.80}")
     if not 0 < number <= MAX_ID:
-        raise ValueError(f"{name}: expected a positive 64-bit integer, got {value!r:.80}")
+        raise Invalid(f"expected a positive 64-bit integer, got {value!r:.80}")
     return number
 
 

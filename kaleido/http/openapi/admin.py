@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import attrs
 
+from kaleido.http.bodies import MAX_REPLAY_IDS
 from kaleido.http.openapi.components import (
     ADMIN_SECURITY,
     BUSY,
@@ -14,7 +15,6 @@ from kaleido.http.openapi.components import (
     json_body,
     ref,
 )
-from kaleido.http.streams_admin import MAX_IDS
 from kaleido.streams.dlq import REPLAY_LIMIT
 from kaleido.views.model import SyncReport
 
@@ -78,7 +78,7 @@ SCHEMAS: Schema = {
     "ReplayIds": {
         "type": "object",
         "required": ["ids"],
-        "properties": {"ids": {"type": "array", "items": ENTRY_ID, "maxItems": MAX_IDS}},
+        "properties": {"ids": {"type": "array", "items": ENTRY_ID, "maxItems": MAX_REPLAY_IDS}},
     },
     "Replayed": {
         "type": "object",

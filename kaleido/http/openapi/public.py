@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from kaleido.http.bodies import MAX_VIEWS_PER_REQUEST
 from kaleido.http.openapi.components import (
     ID,
     PATH_ID,
@@ -13,7 +14,6 @@ from kaleido.http.openapi.components import (
     json_body,
     ref,
 )
-from kaleido.http.views import MAX_VIEWS_PER_REQUEST
 from kaleido.media_urls import MAX_URL_CHARS
 from kaleido.posts.model import MAX_MEDIA
 from kaleido.profiles import MAX_DEPARTMENT_CHARS, MAX_USERNAME_CHARS
