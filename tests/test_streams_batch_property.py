@@ -330,10 +330,19 @@ FORGED = [
 ]  # fmt: skip
 
 
+# Two results for one media in one read, the first without a correlation id: the search sync's
+# announcement carries the id of the last change either way.
+TWO_TAGGINGS = [
+    {"mediaId": "2", "postId": "1", "service": "tagging", "tags": '["a"]', "correlationId": ""},
+    {"mediaId": "2", "postId": "1", "service": "tagging", "tags": '["b"]', "correlationId": "c-1"},
+]  # fmt: skip
+
+
 @COMMON
 @given(st.lists(insight(), max_size=14), redeliveries, splits, batch_sizes, orders)
 @example(FORGED, [], [2], 2, list(range(16)))
 @example(list(reversed(FORGED)), [], [2], 2, list(range(16)))
+@example(TWO_TAGGINGS, [], [2], 2, list(range(16)))
 async def test_insights(
     settings: Settings,
     raw: list[dict[str, str]],
