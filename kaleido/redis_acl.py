@@ -36,8 +36,8 @@ COMMANDS: tuple[str, ...] = (
     # view counting: the commands its scripts call (how scripts run: _SCRIPT_COMMANDS)
     "get", "set", "del", "mget", "incr", "pexpire", "pexpireat",
     "hget", "hgetall", "hset", "hsetnx", "hdel", "hlen", "hincrby", "hrandfield",
-    "sadd", "srem", "smembers", "sismember", "spop", "scard", "zadd", "zrange", "zscore", "zrem",
-    "zremrangebyscore", "zremrangebyrank",
+    "sadd", "srem", "smembers", "sismember", "spop", "scard", "zadd", "zcard", "zrange", "zscore",
+    "zrem", "zremrangebyscore", "zremrangebyrank",
     # streams: publishing, consuming, dead-lettering, housekeeping, the ops views
     "xadd", "xack", "xdel", "xlen", "xrange", "xrevrange", "xtrim", "xreadgroup", "xautoclaim",
     "xclaim", "xpending", "xgroup|create", "xgroup|createconsumer", "xgroup|delconsumer",

@@ -245,7 +245,7 @@ async def read_redis_growth(
         ))  # fmt: skip
     sizes = await redis.pipeline(
         [("ZCARD", keys.replayed(q)) for q in range(keys.partitions)]
-        + [("HLEN", keys.console_sessions), ("PTTL", keys.console_sessions)]
+        + [("HLEN", keys.console_sessions), ("TTL", keys.console_sessions)]
     )
     markers = sum(int(n) for n in sizes[: keys.partitions])
     out.append(Measure(
@@ -253,7 +253,7 @@ async def read_redis_growth(
         f"kept {DONE_MARKER_RETENTION // 3600} h, one per replay chunk and partition",
     ))  # fmt: skip
     sessions, ttl = int(sizes[-2]), int(sizes[-1])
-    hours = float("inf") if ttl == -1 else max(ttl, 0) / 3_600_000  # -1: no expiry at all
+    hours = float("inf") if ttl == -1 else max(ttl, 0) / 3_600  # -1: no expiry at all
     out.append(Measure(
         "console sessions", round(hours, 1), (SESSION_LIFETIME + 60) / 3600, "hours to live",
         "every sign-in sets a 12 h expiry on the sessions hash (ops:sessions)",
