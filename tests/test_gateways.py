@@ -6,6 +6,8 @@ import asyncpg
 import attrs
 import pytest
 import trio
+import trio.testing
+from structlog.testing import capture_logs
 
 from kaleido import errors
 from kaleido.gateways import Backends, Script, open_backends
@@ -187,3 +189,25 @@ async def test_errors_carry_their_codes(backends: Backends) -> None:
     with pytest.raises(errors.PostgresQueryError) as pg_error:
         await backends.postgres.execute("INSERT INTO posts (post_id, user_id) VALUES (1, 1)")
     assert pg_error.value.sqlstate == "23505"
+
+
+async def test_what_asyncio_reports_on_its_own_is_logged_and_ends_nothing(
+    backends: Backends,
+) -> None:
+    # asyncpg reports a connection released inside its transaction to the loop's exception
+    # handler, as it does a shielded release that failed after its caller stopped waiting;
+    # trio-asyncio's own handler would raise it in the loop's nursery and end the service.
+    pg = backends.postgres
+    pool = pg._target  # the asyncpg pool: the driver's own path, not the gateway's
+
+    async def release_inside_a_transaction() -> None:
+        connection = await pool.acquire()
+        await connection.transaction().start()
+        await pool.release(connection)
+
+    with capture_logs() as logs:
+        await pg._bridge.run(release_inside_a_transaction())
+        await trio.testing.wait_all_tasks_blocked()  # what the handler scheduled has run
+    [line] = [e for e in logs if e["event"] == "asyncio.unhandled"]
+    assert "active transaction" in line["message"]
+    assert await pg.fetchval("SELECT 1") == 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import attrs
 import trio_asyncio
@@ -66,6 +67,25 @@ def make_breaker(name: str) -> CircuitBreaker:
     )
 
 
+def log_asyncio_error(loop: Any, context: dict[str, Any]) -> None:
+    """The loop's exception handler: log what asyncio reports and carry on.
+
+    trio-asyncio's default handler re-raises it in the loop's nursery, which ends every task
+    on the loop, the whole service with them. What reaches it here is never the caller's
+    error, which its awaiting task gets: asyncpg's "Resetting connection with an active
+    transaction" (a connection released while its COMMIT or ROLLBACK was cut off with the
+    connection), or the failure of a release that asyncpg shields from a caller who stopped
+    waiting ("Task exception was never retrieved"). The pool has already dropped such a
+    connection; nothing is left to handle.
+    """
+    exception = context.get("exception")
+    get_logger("kaleido.gateways").warning(
+        "asyncio.unhandled",
+        message=context.get("message", ""),
+        error=None if exception is None else f"{type(exception).__name__}: {exception}",
+    )
+
+
 @asynccontextmanager
 async def open_backends(settings: Settings) -> AsyncIterator[Backends]:
     """Open the asyncio loop and both clients; close everything, shielded, on the way out.
@@ -77,6 +97,7 @@ async def open_backends(settings: Settings) -> AsyncIterator[Backends]:
     if settings.redis_url is None or settings.database_url is None:
         raise ConfigError("open_backends needs both a Redis URL and a database URL")
     async with trio_asyncio.open_loop() as loop:
+        loop.set_exception_handler(log_asyncio_error)
         redis = RedisGateway.connect(
             loop, settings.redis_url, make_breaker("redis"), scripts=settings.redis_scripts
         )
