@@ -16,8 +16,8 @@ from kaleido.http.auth import ROLES
 from kaleido.messages import INBOUND_STREAMS
 from kaleido.ops.doctor import DLQ_INTERVAL
 from kaleido.ops.streams import is_entry_id
-from kaleido.secret_settings import SECRET_URLS, SECRETS, flag
-from kaleido.settings import add_arguments
+from kaleido.secret_settings import is_secret
+from kaleido.settings import OPTIONS, add_arguments
 from kaleido.streams.dlq import REPLAY_LIMIT
 
 # The admin's Redis URL for `kaleido redis-acl --setuser` (a secret: environment or file only).
@@ -99,9 +99,9 @@ def _settings_flags(parser: argparse.ArgumentParser, command: str) -> None:
     add_arguments(parser, names)
     # A secret flag a command does not read is still refused by name, in one line: argparse's
     # "unrecognized arguments" would print the secret.
-    for name in (*SECRETS, *SECRET_URLS):
-        if names is not None and name not in names:
-            parser.add_argument(flag(name), dest=name, default=argparse.SUPPRESS,
+    for name, option in OPTIONS.items():
+        if is_secret(name) and names is not None and name not in names:
+            parser.add_argument(option.flag, dest=name, default=argparse.SUPPRESS,
                                 help=argparse.SUPPRESS)  # fmt: skip
 
 

@@ -1,8 +1,9 @@
 """Write the settings table of docs/configuration.md from the settings declaration.
 
-Every setting is declared once, in `kaleido/settings.py`: its field (and default) on `Settings`,
-its text converter and help in the options table the flags are made from. This script renders
-one row per option (variable, flag, default, help) between the page's
+Every setting is declared once, as a field of `Settings` in `kaleido/settings.py`: its default
+and check, and in its `about` metadata its variable, text parser and help (the flags are made
+from the same). This script renders one row per option (variable, flag, default, help) between
+the page's
 `<!-- settings:start -->` and `<!-- settings:end -->` markers; the prose around the table is the
 page's own. `tests/test_docs_site.py` checks that the page is current.
 
@@ -20,39 +21,33 @@ from typing import Any
 import attrs
 
 from kaleido import settings
-from kaleido.secret_settings import ENV_PREFIX, FILE_SUFFIX, SECRET_URLS, SECRETS, flag
+from kaleido.secret_settings import FILE_SUFFIX, SECRET_URLS, SECRETS
+from kaleido.setting_fields import Option
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGE = ROOT / "docs" / "configuration.md"
 START, END = "<!-- settings:start -->", "<!-- settings:end -->"
-# Options that set two fields of Settings (`HOST:PORT` → `<side>_host`, `<side>_port`).
-_BINDS = ("http_bind", "ops_bind")
 
 
-def _default(name: str) -> str:
+def _default(option: Option) -> str:
     fields = attrs.fields_dict(settings.Settings)
-    if name in _BINDS:
-        side = name.removesuffix("_bind")
-        host, port = fields[f"{side}_host"].default, fields[f"{side}_port"].default
-        return f"`{host}:{port}`"
-    value: Any = fields[name].default
+    value: Any = option.value(lambda field: fields[field].default)
     if value is None or value == ():
         return "unset"
     if value == "":
         return "empty"
     if isinstance(value, float) and value.is_integer():
         value = int(value)
-    return f"`{value}`"
+    return f"`{option.text(value)}`"
 
 
-def _flags(name: str) -> str:
-    variable = f"{ENV_PREFIX}{name.upper()}{FILE_SUFFIX}"
-    files = f"`{variable}` or `{flag(name)}-file` name a file holding it"
-    if name in SECRETS:
+def _flags(option: Option) -> str:
+    files = f"`{option.env}{FILE_SUFFIX}` or `{option.flag}-file` name a file holding it"
+    if option.name in SECRETS:
         return f"none (a secret): {files}"
-    if name in SECRET_URLS:
-        return f"`{flag(name)}` without a password; {files}"
-    return f"`{flag(name)}`"
+    if option.name in SECRET_URLS:
+        return f"`{option.flag}` without a password; {files}"
+    return f"`{option.flag}`"
 
 
 def _cell(text: str) -> str:
@@ -62,9 +57,9 @@ def _cell(text: str) -> str:
 def table() -> str:
     """The settings table, one row per option of the declaration."""
     lines = ["| variable | flag | default | meaning |", "|---|---|---|---|"]
-    for name, (_, help_text) in settings._OPTIONS.items():
-        variable = f"`{ENV_PREFIX}{name.upper()}`"
-        lines.append(f"| {variable} | {_flags(name)} | {_default(name)} | {_cell(help_text)} |")
+    for option in settings.OPTIONS.values():
+        cells = (f"`{option.env}`", _flags(option), _default(option), _cell(option.help))
+        lines.append(f"| {' | '.join(cells)} |")
     return "\n".join(lines) + "\n"
 
 

@@ -6,12 +6,19 @@ import re
 import subprocess
 import sys
 
+import attrs
 import pytest
 
 from kaleido.errors import ConfigError
 from kaleido.redis_url import parse_cluster_url
-from kaleido.secret_settings import redact_url
-from kaleido.settings import _OPTIONS, Settings, load_settings, settings_from_argv
+from kaleido.secret_settings import SECRET_URLS, SECRETS, redact_url
+from kaleido.settings import (
+    OPTIONS,
+    Settings,
+    load_settings,
+    settings_from_argv,
+    settings_to_env,
+)
 
 from .conftest import REPO
 
@@ -166,7 +173,61 @@ def test_the_configuration_page_is_generated_from_the_declaration_and_current() 
     page = (REPO / "docs" / "configuration.md").read_text("utf-8")
     table = page.split("<!-- settings:start -->", 1)[1].split("<!-- settings:end -->", 1)[0]
     listed = re.findall(r"^\| `(KALEIDO_[A-Z0-9_]+)` \|", table, re.MULTILINE)
-    assert listed == [f"KALEIDO_{name.upper()}" for name in _OPTIONS]
+    assert listed == [f"KALEIDO_{name.upper()}" for name in OPTIONS]
+
+
+def test_every_field_is_set_by_one_setting_named_as_its_variable() -> None:
+    """The declaration on the fields is the whole of it: each field is set by exactly one
+    option, whose variable and flag spell the option's name."""
+    set_fields = [field for option in OPTIONS.values() for field in option.fields]
+    assert sorted(set_fields) == sorted(attrs.fields_dict(Settings))
+    assert OPTIONS["http_bind"].fields == ("http_host", "http_port")
+    for name, option in OPTIONS.items():
+        assert option.env == "KALEIDO_" + name.upper()
+        assert option.flag == "--" + name.replace("_", "-")
+    assert set(SECRETS) | set(SECRET_URLS) <= set(OPTIONS)  # the secrets' rules name settings
+
+
+def test_every_setting_goes_through_the_environment_and_back() -> None:
+    settings = Settings(
+        redis_url="redis+cluster://a:7000,b:7001",
+        database_url="postgresql://app@db/k",
+        http_host="::1",
+        http_port=0,
+        ops_host="0.0.0.0",
+        ops_port=9999,
+        admin_token="a" * 16,
+        service_token="s" * 32,
+        auth="off",
+        image_embedding_dim=512,
+        face_embedding_dim=128,
+        media_url_prefixes=("https://cdn.example.com/media/", "https://img.example.org/"),
+        sync_interval=2.5,
+        sync_lock_ttl=3.0,
+        view_dedup_ttl=60,
+        view_partitions=8,
+        stream_maxlen=100,
+        max_deliveries=2,
+        key_prefix="{staging}:",
+        instance="w2",
+        log_format="console",
+        shutdown_deadline=1.5,
+        metrics_interval=0.5,
+        workers=3,
+        max_connections=10,
+        max_connections_per_client=2,
+        http2="on",
+        trusted_proxies=("10.0.0.0/8", "::1/128"),
+        redis_scripts="eval",
+    )
+    env = settings_to_env(settings)
+    assert env["KALEIDO_HTTP_BIND"] == "[::1]:0"
+    assert (
+        env["KALEIDO_MEDIA_URL_PREFIXES"]
+        == "https://cdn.example.com/media/,https://img.example.org/"
+    )
+    assert load_settings(env) == settings
+    assert load_settings(settings_to_env(Settings())) == Settings()
 
 
 def test_image_and_face_embedding_sizes_are_two_settings() -> None:

@@ -379,6 +379,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "kaleido.replies", "kaleido.redis_url", "kaleido.media_urls", "kaleido.logs",
         "kaleido.private_files", "kaleido.keys", "kaleido.messages", "kaleido.metrics",
         "kaleido.breaker", "kaleido.secret_settings", "kaleido.setting_values",
+        "kaleido.setting_fields",
         "kaleido.settings", "kaleido.supervisor", "kaleido.exit_status", "kaleido.stop_signals",
         "kaleido.ports", "kaleido.dev_token",
     ),
