@@ -149,6 +149,26 @@ def test_progress_lines_are_throttled_but_the_last_is_shown(
     ]
 
 
+def test_a_port_shared_by_left_behind_workers_is_free_for_workers() -> None:
+    # The workers of a supervisor killed a moment ago still hold their SO_REUSEPORT sockets; a
+    # restarted `--workers 2` binds beside them as they did, so the check must not refuse it.
+    with socket.socket() as worker:
+        worker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        worker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        worker.bind(("127.0.0.1", 0))
+        worker.listen()
+        port = worker.getsockname()[1]
+        check_listen_addresses(Settings(http_port=port, ops_port=0, workers=2))
+        with pytest.raises(ConfigError, match="in use"):  # one process binds without it
+            check_listen_addresses(Settings(http_port=port, ops_port=0))
+    with socket.socket() as other:  # a program that shares nothing still blocks the workers
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        with pytest.raises(ConfigError, match="in use"):
+            check_listen_addresses(Settings(http_port=port, ops_port=0, workers=2))
+
+
 def test_a_busy_port_is_one_line_naming_the_setting(tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
