@@ -29,7 +29,7 @@ import trio
 from kaleido.demo.aggregator import aggregate
 from kaleido.demo.answers import MALFORMED_RATE, answers
 from kaleido.demo.faces import KnownFace, KnownFaces, user_face
-from kaleido.errors import NoGroup
+from kaleido.errors import NoGroup, TransientError
 from kaleido.gateways import PostgresGateway, RedisGateway
 from kaleido.keys import KeyLayout
 from kaleido.logs import get_logger
@@ -72,6 +72,7 @@ CONSUMER = "ml-standin-1"
 # Entries per read, and how long a read blocks: short, so that shutdown is noticed quickly.
 READ_COUNT = 50
 BLOCK_MS = 500
+READ_RETRY = 0.2  # seconds before reading again after a failed read
 
 Answers = list[tuple[str, dict[str, str]]]
 
@@ -108,8 +109,9 @@ class MlStandin:
     indexes: dict[str, dict[str, dict[str, Any]]] = attrs.Factory(dict)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Create the groups, then read and answer until stopping. Redis errors propagate
-        (the supervisor restarts the actor); a vanished group is recreated."""
+        """Create the groups, then read and answer until stopping. A read that fails for now
+        (a dropped connection) is retried, a vanished group recreated; other Redis errors
+        propagate (the supervisor restarts the actor)."""
         workers: list[tuple[str, str, Callable[[Fields], Awaitable[Answers]]]] = [
             (POST_IMAGE_STREAM, GROUP, self._media),
             (PROFILE_PICTURE_STREAM, GROUP, self._enrolment),
@@ -147,6 +149,12 @@ class MlStandin:
             except NoGroup as exc:  # a flushed Redis: the group went with its stream
                 log.warning("ml_standin.group_recreated", stream=reader.stream_key, error=str(exc))
                 await reader.create_group()
+                continue
+            except TransientError as exc:  # a dropped connection, Redis restarting: read again
+                log.warning("ml_standin.read_failed", stream=reader.stream_key, error=str(exc))
+                with trio.move_on_after(READ_RETRY):
+                    await self.stopping.wait()
+                pending = True  # what we took before may be ours still
                 continue
             if pending and not entries:
                 pending = False
