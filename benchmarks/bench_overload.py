@@ -1,12 +1,12 @@
 """Overload: one worker under twice the load it is sized for answers 503 quickly, and the
 requests it accepts stay fast.
 
-The service runs as in production (`python run.py`, one worker, its in-flight cap MAX_IN_FLIGHT
-of kaleido.http.middleware). Clients in this process send `POST /v1/views` back to back on keep-
+The service runs as in production (`python run.py`, one worker, its default in-flight cap
+`Settings.max_in_flight`). Clients in this process send `POST /v1/views` back to back on keep-
 alive connections (every request a new counted view) and time each request with its answer's
 status, in phases that alternate within the run:
 
-- sized: as many clients as the worker handles at once (MAX_IN_FLIGHT): nothing is refused;
+- sized: as many clients as the worker handles at once (max_in_flight): nothing is refused;
   its p99 is the baseline;
 - 2×: twice as many clients; a client refused with 503 waits the answer's `Retry-After`
   before its next request, as HTTP clients do;
@@ -32,7 +32,7 @@ from pathlib import Path
 import attrs
 import trio
 
-from kaleido.http.middleware import MAX_IN_FLIGHT
+from kaleido.settings import Settings
 
 from .bench_http import python_process, wait_ready
 from .common import ROOT, Context, Outcome, Row, free_port, percentile, rate, run_alone
@@ -126,7 +126,8 @@ async def phase(
 
 async def overload(ctx: Context) -> Outcome:
     seconds = SECONDS[ctx.quick]
-    sized, doubled = MAX_IN_FLIGHT, 2 * MAX_IN_FLIGHT
+    sized = Settings().max_in_flight
+    doubled = 2 * sized
     port = free_port()
     env = {
         **os.environ,

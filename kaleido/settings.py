@@ -245,6 +245,14 @@ class Settings:
         ),
     )
     # the HTTP limits: docs/security.md
+    max_in_flight: int = attrs.field(
+        default=32,
+        validator=_WHOLE,
+        metadata=about(
+            v.whole_text,
+            "requests handled at once per listener and process; past it a quick 503 (default 32)",
+        ),
+    )
     max_connections_per_client: int = attrs.field(
         default=64,
         validator=_WHOLE,

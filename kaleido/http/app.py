@@ -45,7 +45,7 @@ def _app(service: Service, routes: list[Any]) -> Starlette:
         routes=routes,
         middleware=[
             Middleware(ProxyHeaders, proxies=TrustedProxies.of(settings.trusted_proxies)),
-            Middleware(RequestLimits),
+            Middleware(RequestLimits, max_in_flight=settings.max_in_flight),
             Middleware(CorrelationIdMiddleware),
         ],
         exception_handlers=EXCEPTION_HANDLERS,

@@ -55,10 +55,6 @@ class CorrelationIdMiddleware:
             await self.app(scope, receive, send_with_id)
 
 
-# Requests one listener of one process handles at once: about what one process serves within
-# its normal latency. Beyond, a quick 503 is better than a queue that
-# makes every request slow (see docs/security.md, "Overload").
-MAX_IN_FLIGHT = 64
 # Probes answer whatever the load: a load balancer must not take a busy process for a dead one.
 UNLIMITED_PATHS = frozenset({"/healthz", "/readyz"})
 _BUSY = b'{"error": "too many requests in flight; retry shortly"}'
@@ -82,9 +78,12 @@ class RequestLimits:
     however the request ends (answered, failed, cancelled because the client went away); the
     count is `in_flight`. `/healthz` and `/readyz` take no slot and are never refused."""
 
-    def __init__(self, app: Any, max_in_flight: int | None = None) -> None:
+    def __init__(self, app: Any, max_in_flight: int) -> None:
+        # Settings.max_in_flight: about what one process serves within its normal latency.
+        # Every request in flight lengthens each turn of the event loop, a refusal's included,
+        # so the cap, not a queue, keeps a 503 quick (docs/security.md, "Overload").
         self.app = app
-        self.max_in_flight = MAX_IN_FLIGHT if max_in_flight is None else max_in_flight
+        self.max_in_flight = max_in_flight
         self.in_flight = 0
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:

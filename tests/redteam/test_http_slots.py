@@ -3,11 +3,19 @@ taken only while a request is handled, and given back however the request ends."
 
 from __future__ import annotations
 
+from typing import cast
+
 import pytest
 import trio
 
+from kaleido.app import service_of
+from kaleido.http.app import create_app, create_ops_app
+from kaleido.http.middleware import RequestLimits
 from kaleido.http.server import ServerLimits
+from kaleido.settings import Settings
 
+from ..conftest import with_settings
+from ..service_helpers import serving
 from ..waiting import wait_until
 from .conftest import Bare, H2Client, bare_server, connect, get, json_app, read_all
 
@@ -145,6 +153,13 @@ async def test_probes_are_answered_while_every_slot_is_taken() -> None:
         for stream in busy:
             await stream.aclose()
         await wait_until(lambda: idle(bare), timeout=5)
+
+
+async def test_both_listeners_take_their_cap_from_the_settings(settings: Settings) -> None:
+    async with serving(with_settings(settings, max_in_flight=3)) as running:
+        for app in (create_app(service_of(running)), create_ops_app(service_of(running))):
+            given = {cast(type, m.cls): m.kwargs for m in app.user_middleware}
+            assert given[RequestLimits] == {"max_in_flight": 3}
 
 
 async def _equals(value: int, expected: int) -> bool:
