@@ -223,13 +223,13 @@ class FakeLedger:
     down: bool = False
     records: dict[tuple[str, str], float] = attrs.Factory(dict)  # (stream, id) -> time
     probes: list[float] = attrs.Factory(list)
+    refused_at: list[float] = attrs.Factory(list)  # when a call other than `probe` failed
     lost_commit_replies: int = 0  # this many commits succeed, then raise as if cut off
 
     async def apply_once(
         self, stream_key: str, handler: Handler[M], batch: Sequence[tuple[str, M]]
     ) -> Applied[M]:
-        if self.down:
-            raise PostgresUnavailable("postgres: connection refused")
+        self._refuse_when_down()
         fresh = [item for item in batch if (stream_key, item[0]) not in self.records]
         stale = NOTHING_STALE
         if fresh:  # raises: nothing recorded
@@ -243,9 +243,13 @@ class FakeLedger:
         return Applied(fresh, stale)
 
     async def recorded(self, stream_key: str, entry_ids: Sequence[str]) -> set[str]:
-        if self.down:
-            raise PostgresUnavailable("postgres: connection refused")
+        self._refuse_when_down()
         return {i for i in entry_ids if (stream_key, i) in self.records}
+
+    def _refuse_when_down(self) -> None:
+        if self.down:
+            self.refused_at.append(trio.current_time())
+            raise PostgresUnavailable("postgres: connection refused")
 
     async def probe(self) -> None:
         self.probes.append(trio.current_time())

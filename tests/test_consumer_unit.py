@@ -180,6 +180,18 @@ async def test_an_entry_applied_whose_commit_replies_were_lost_is_acknowledged_n
     assert actor.stats.duplicates == 1
 
 
+async def test_a_stop_does_not_wait_for_a_blocked_read(autojump_clock: trio.abc.Clock) -> None:
+    """A consumer waiting on a quiet stream stops at once, not when its read times out; an
+    entry arriving later is left for the next start."""
+    inbound, ledger, handler = FakeInboundStream(), FakeLedger(), RecordingHandler()
+    async with running(inbound, ledger, handler, block_ms=60_000):
+        await until(lambda: len(inbound.calls.get("read_new", ())) == 1)
+        stopped_at = trio.current_time()
+    assert trio.current_time() - stopped_at < 0.1
+    late = inbound.add(insight(1))
+    assert handler.media() == [] and late not in inbound.acked and not inbound.pending
+
+
 async def test_postgres_down_probes_with_capped_backoff_and_loses_nothing(
     autojump_clock: trio.abc.Clock,
 ) -> None:
@@ -199,7 +211,7 @@ async def test_postgres_down_probes_with_capped_backoff_and_loses_nothing(
     gaps = [b - a for a, b in itertools.pairwise(ledger.probes)]
     assert gaps[:3] == pytest.approx([0.2, 0.4, 0.8])  # doubling from RETRY_BASE
     assert max(gaps) == pytest.approx(PG_PROBE_CAP)  # then capped
-    assert ledger.probes[0] - inbound.calls["read_new"][1] == pytest.approx(RETRY_BASE)
+    assert ledger.probes[0] - ledger.refused_at[0] == pytest.approx(RETRY_BASE)
     assert actor.stats.postgres_outages == 1 and actor.stats.retried == 2
 
 

@@ -34,6 +34,7 @@ import attrs
 import trio
 
 from kaleido.backoff import Backoff
+from kaleido.concurrency import raise_unwrapped
 from kaleido.errors import BackendError, NoGroup, PostgresUnavailable, TransientError
 from kaleido.gateways import PostgresGateway, RedisGateway
 from kaleido.keys import KeyLayout
@@ -65,7 +66,7 @@ BATCH_SIZE = 256
 # in PostgreSQL the next one is decoded (the CPU-heavy part): the two overlap. Entries read
 # together are pending together, as one larger batch would be.
 READ_BATCHES = 2
-# Below the Redis client's 10 s socket timeout, and short so that shutdown is prompt.
+# Below the Redis client's 10 s socket timeout; a stop does not wait for it (`_read_new`).
 BLOCK_MS = 1000
 # An entry idle this long in another consumer's pending list is taken over (its owner is dead).
 MIN_IDLE = 60.0
@@ -215,7 +216,7 @@ class StreamConsumer(Generic[M]):
             await self.housekeeping.run_due(self.reclaim)
             if self.stopping.is_set():
                 return
-            entries = await self.inbound.read_new(self._read_size.count, self.block_ms)
+            entries = await self._read_new()
             self._read_size.saw(entries)
             if entries:
                 await self.pipeline.handle(entries, {})
@@ -232,6 +233,27 @@ class StreamConsumer(Generic[M]):
             return
         self._cursor = entries[-1].id
         await self.pipeline.handle(entries, deliveries, retry=True)
+
+    async def _read_new(self) -> list[Entry]:
+        """New entries, waiting up to `block_ms` for them; given up when shutdown begins, so
+        that a stop is not held by a quiet stream. Entries Redis had handed that read are
+        pending with this consumer, re-read at its next start (the read is an ambiguous call
+        already: docs/ambiguity.md)."""
+        entries: list[Entry] = []
+
+        async def read(reading: trio.Nursery) -> None:
+            nonlocal entries
+            entries = await self.inbound.read_new(self._read_size.count, self.block_ms)
+            reading.cancel_scope.cancel()
+
+        try:
+            async with trio.open_nursery() as reading:
+                reading.start_soon(read, reading)
+                await self.stopping.wait()
+                reading.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            raise_unwrapped(group)  # a TransientError as itself, for `run` to handle
+        return entries
 
     async def _pause(self, seconds: float) -> None:
         with trio.move_on_after(seconds):
