@@ -27,7 +27,7 @@ ends.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import attrs
@@ -37,6 +37,7 @@ from kaleido.messages import Fields, IgnoredEntry
 from kaleido.replies import id_key
 
 M = TypeVar("M")
+A = TypeVar("A", bound="Answer")
 M_contra = TypeVar("M_contra", contravariant=True)
 
 Statement = tuple[str, tuple[Any, ...]]
@@ -91,6 +92,36 @@ async def execute(tx: Transaction, statements: list[Statement]) -> Stale:
     for sql, args in statements:
         await tx.execute(sql, *args)
     return NOTHING_STALE
+
+
+class Answer(Protocol):
+    """A result that answers one request, named by the request's correlation id."""
+
+    @property
+    def correlation_id(self) -> str: ...
+
+
+async def answers_to_latest(
+    tx: Transaction,
+    latest: str,
+    column: str,
+    messages: Sequence[tuple[str, A]],
+    subject: Callable[[A], int],
+) -> tuple[list[tuple[str, A]], Stale]:
+    """Split `messages` into the answers to their subject's latest request (in stream order)
+    and the ids of the others: an answer without a correlation id, or to a superseded request,
+    is stale. `latest` reads the latest request's `correlation_id` of each subject in
+    `ANY($1)`, the subject in `column` (a row lock it takes holds to the transaction's end)."""
+    subjects = sorted({subject(m) for _, m in messages})
+    current = {row[column]: row["correlation_id"] for row in await tx.fetch(latest, subjects)}
+    answers = []
+    stale = set()
+    for entry_id, answer in messages:
+        if answer.correlation_id and current.get(subject(answer)) == answer.correlation_id:
+            answers.append((entry_id, answer))
+        else:
+            stale.add(entry_id)
+    return answers, frozenset(stale)
 
 
 def array_literal(values: Sequence[float]) -> str:

@@ -24,7 +24,7 @@ from kaleido.messages import (
     PostInsightsResult,
     decode_post_insights,
 )
-from kaleido.streams.handlers.base import Stale, position
+from kaleido.streams.handlers.base import Stale, answers_to_latest, position
 
 _LATEST = """
 SELECT DISTINCT ON (post_id) post_id, correlation_id FROM post_aggregations
@@ -80,13 +80,10 @@ class PostInsightsHandler:
     async def apply(
         self, tx: Transaction, messages: Sequence[tuple[str, PostInsightsResult]]
     ) -> Stale:
-        posts = sorted({m.post_id for _, m in messages})
-        latest = {row["post_id"]: row["correlation_id"] for row in await tx.fetch(_LATEST, posts)}
-        stale = set()
-        for entry_id, r in messages:
-            if not r.correlation_id or latest.get(r.post_id) != r.correlation_id:
-                stale.add(entry_id)
-                continue
+        answers, stale = await answers_to_latest(
+            tx, _LATEST, "post_id", messages, lambda r: r.post_id
+        )
+        for entry_id, r in answers:
             await tx.execute(
                 _STORE,
                 r.post_id,
@@ -107,4 +104,4 @@ class PostInsightsHandler:
             )
             if not r.is_safe:
                 await tx.execute(FLAG_POSTS, [r.post_id])
-        return frozenset(stale)
+        return stale

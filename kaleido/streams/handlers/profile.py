@@ -27,7 +27,7 @@ from kaleido.messages import (
     ProfileFaceResult,
     decode_profile_face,
 )
-from kaleido.streams.handlers.base import Stale, position
+from kaleido.streams.handlers.base import Stale, answers_to_latest, position
 
 _LATEST = """
 SELECT user_id, correlation_id FROM profile_picture_requests
@@ -84,13 +84,10 @@ class ProfileFaceHandler:
     async def apply(
         self, tx: Transaction, messages: Sequence[tuple[str, ProfileFaceResult]]
     ) -> Stale:
-        users = sorted({m.user_id for _, m in messages})
-        latest = {row["user_id"]: row["correlation_id"] for row in await tx.fetch(_LATEST, users)}
-        stale = set()
-        for entry_id, answer in messages:
-            if not answer.correlation_id or latest.get(answer.user_id) != answer.correlation_id:
-                stale.add(entry_id)
-                continue
+        answers, stale = await answers_to_latest(
+            tx, _LATEST, "user_id", messages, lambda answer: answer.user_id
+        )
+        for entry_id, answer in answers:
             stored = await tx.fetchval(
                 _STORE,
                 answer.user_id,
@@ -101,4 +98,4 @@ class ProfileFaceHandler:
             )
             if stored is not None:
                 await tx.execute(_ENROL, answer.user_id)
-        return frozenset(stale)
+        return stale
