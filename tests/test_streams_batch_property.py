@@ -355,57 +355,33 @@ async def test_insights(
     await _check(settings, InsightsHandler(embedding_dim=DIM), raw, again, cuts, size, order)
 
 
+# Every other inbound handler, with the entries it is given.
+HANDLERS: dict[str, tuple[Handler[Any], st.SearchStrategy[list[dict[str, str]]]]] = {
+    FACE_DETECTION_STREAM: (
+        FaceDetectionHandler(embedding_dim=DIM),
+        st.lists(detection(), max_size=10),
+    ),
+    FACE_RECOGNITION_STREAM: (FaceRecognitionHandler(), st.lists(recognition(), max_size=10)),
+    PROFILE_FACE_STREAM: (
+        ProfileFaceHandler(embedding_dim=DIM),
+        st.lists(profile_face(), max_size=8),
+    ),
+    POST_INSIGHTS_STREAM: (PostInsightsHandler(), st.lists(enriched(), max_size=8)),
+}
+
+
+@pytest.mark.parametrize("stream", HANDLERS)
 @COMMON
-@given(st.lists(detection(), max_size=10), redeliveries, splits, batch_sizes, orders)
-async def test_face_detection(
+@given(data=st.data(), again=redeliveries, cuts=splits, size=batch_sizes, order=orders)
+async def test_handler(
     settings: Settings,
-    raw: list[dict[str, str]],
+    stream: str,
+    data: st.DataObject,
     again: list[int],
     cuts: list[int],
     size: int,
     order: list[int],
 ) -> None:
-    assert FACE_DETECTION_STREAM
-    await _check(settings, FaceDetectionHandler(embedding_dim=DIM), raw, again, cuts, size, order)
-
-
-@COMMON
-@given(st.lists(recognition(), max_size=10), redeliveries, splits, batch_sizes, orders)
-async def test_face_recognition(
-    settings: Settings,
-    raw: list[dict[str, str]],
-    again: list[int],
-    cuts: list[int],
-    size: int,
-    order: list[int],
-) -> None:
-    assert FACE_RECOGNITION_STREAM
-    await _check(settings, FaceRecognitionHandler(), raw, again, cuts, size, order)
-
-
-@COMMON
-@given(st.lists(profile_face(), max_size=8), redeliveries, splits, batch_sizes, orders)
-async def test_profile_faces(
-    settings: Settings,
-    raw: list[dict[str, str]],
-    again: list[int],
-    cuts: list[int],
-    size: int,
-    order: list[int],
-) -> None:
-    assert PROFILE_FACE_STREAM
-    await _check(settings, ProfileFaceHandler(embedding_dim=DIM), raw, again, cuts, size, order)
-
-
-@COMMON
-@given(st.lists(enriched(), max_size=8), redeliveries, splits, batch_sizes, orders)
-async def test_post_insights(
-    settings: Settings,
-    raw: list[dict[str, str]],
-    again: list[int],
-    cuts: list[int],
-    size: int,
-    order: list[int],
-) -> None:
-    assert POST_INSIGHTS_STREAM
-    await _check(settings, PostInsightsHandler(), raw, again, cuts, size, order)
+    handler, entries = HANDLERS[stream]
+    assert handler.stream == stream
+    await _check(settings, handler, data.draw(entries, label="raw"), again, cuts, size, order)
