@@ -97,32 +97,41 @@ ALL_KINDS = (
     "net-latency", "net-jitter", "net-black-hole", "net-reset", "net-half-open", "net-drop-reply",
 )  # fmt: skip
 
+
+def _http_only(
+    name: str, kind: str, *, sync_interval: float, fixed: Callable[[], list[Fault]]
+) -> Scenario:
+    """One kind of fault on a fixed schedule for 20 s against one worker, with views over HTTP
+    only (40 requests a second of 1- and 20-view bodies)."""
+    return Scenario(
+        name,
+        (kind,),
+        seconds=20.0,
+        sizes=(1, 20),
+        embedded_rate=0.0,
+        stream_rate=0.0,
+        workers=(1,),
+        sync_interval=sync_interval,
+        fixed=fixed,
+    )
+
+
 SCENARIOS = {
     # Every kind of fault, overlapping, at random moments.
     "mixed": Scenario("mixed", ALL_KINDS, seconds=45.0, rate=0.6),
     # CLIENT KILL TYPE normal every 2 s for 20 s against Kaleido's Redis, 40 requests a second
     # of 1- and 20-view bodies, syncs every second.
-    "dropped-connections": Scenario(
+    "dropped-connections": _http_only(
         "dropped-connections",
-        ("drop-redis-clients",),
-        seconds=20.0,
-        sizes=(1, 20),
-        embedded_rate=0.0,
-        stream_rate=0.0,
-        workers=(1,),
+        "drop-redis-clients",
         sync_interval=1.0,
         fixed=lambda: periodic("drop-redis-clients", 2.0, 20.0),
     ),
     # Kaleido's Redis calls run and their replies are lost (the proxy drops them after
     # forwarding the request): every call site's retry meets the ambiguous case.
-    "ambiguous-replies": Scenario(
+    "ambiguous-replies": _http_only(
         "ambiguous-replies",
-        ("net-drop-reply",),
-        seconds=20.0,
-        sizes=(1, 20),
-        embedded_rate=0.0,
-        stream_rate=0.0,
-        workers=(1,),
+        "net-drop-reply",
         sync_interval=0.5,
         fixed=lambda: [Fault(0, "net-drop-reply", 1.0, 19.0, "redis", 0.0, 0.05)],
     ),
