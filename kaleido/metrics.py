@@ -11,6 +11,7 @@ open files); merged workers do not: whichever worker answered the scrape would s
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from glob import glob
 from pathlib import Path
 from typing import Final
@@ -155,87 +156,66 @@ class Metrics:
 
     def _add_sampled(self, r: CollectorRegistry) -> None:
         """Gauges set by the metrics reporter (actors/metrics_reporter.py) every few seconds."""
-        self.redis_memory_used = Gauge(
-            "kaleido_redis_memory_used_bytes",
-            "Redis INFO used_memory",
-            multiprocess_mode=SHARED,
-            registry=r,
+
+        def sampled(name: str, documentation: str, labels: Sequence[str] = ()) -> Gauge:
+            # Facts of the shared backends: merged workers export the most recent sample.
+            return Gauge(name, documentation, labels, multiprocess_mode=SHARED, registry=r)
+
+        self.redis_memory_used = sampled(
+            "kaleido_redis_memory_used_bytes", "Redis INFO used_memory"
         )
-        self.redis_memory_max = Gauge(
-            "kaleido_redis_memory_max_bytes",
-            "Redis maxmemory (0: no limit)",
-            multiprocess_mode=SHARED,
-            registry=r,
+        self.redis_memory_max = sampled(
+            "kaleido_redis_memory_max_bytes", "Redis maxmemory (0: no limit)"
         )
-        self.redis_memory_ratio = Gauge(
-            "kaleido_redis_memory_ratio",
-            "used_memory / maxmemory (0 when unlimited)",
-            multiprocess_mode=SHARED,
-            registry=r,
+        self.redis_memory_ratio = sampled(
+            "kaleido_redis_memory_ratio", "used_memory / maxmemory (0 when unlimited)"
         )
-        self.redis_evicted_keys = Gauge(
-            "kaleido_redis_evicted_keys", "Redis INFO evicted_keys (since the server started)",
-            multiprocess_mode=SHARED, registry=r,
-        )  # fmt: skip
-        self.redis_keyspace = Gauge(
+        self.redis_evicted_keys = sampled(
+            "kaleido_redis_evicted_keys", "Redis INFO evicted_keys (since the server started)"
+        )
+        self.redis_keyspace = sampled(
             "kaleido_redis_keyspace_lookups",
             "Redis INFO keyspace_hits / keyspace_misses (since the server started)",
             ["result"],
-            multiprocess_mode=SHARED,
-            registry=r,
         )
-        self.redis_node_memory_used = Gauge(
-            "kaleido_redis_node_memory_used_bytes", "used_memory of each master (host:port)",
-            ["node"], multiprocess_mode=SHARED, registry=r,
-        )  # fmt: skip
-        self.redis_node_memory_max = Gauge(
-            "kaleido_redis_node_memory_max_bytes", "maxmemory of each master (0: no limit)",
-            ["node"], multiprocess_mode=SHARED, registry=r,
-        )  # fmt: skip
-        self.redis_node_evicted_keys = Gauge(
-            "kaleido_redis_node_evicted_keys", "evicted_keys of each master",
-            ["node"], multiprocess_mode=SHARED, registry=r,
-        )  # fmt: skip
-        self.pending_views = Gauge(
+        self.redis_node_memory_used = sampled(
+            "kaleido_redis_node_memory_used_bytes",
+            "used_memory of each master (host:port)",
+            ["node"],
+        )
+        self.redis_node_memory_max = sampled(
+            "kaleido_redis_node_memory_max_bytes",
+            "maxmemory of each master (0: no limit)",
+            ["node"],
+        )
+        self.redis_node_evicted_keys = sampled(
+            "kaleido_redis_node_evicted_keys", "evicted_keys of each master", ["node"]
+        )
+        self.pending_views = sampled(
             "kaleido_pending_views",
             "Posts with views not yet synced (HLEN of view:{q}:counts, summed over partitions)",
-            multiprocess_mode=SHARED, registry=r,
-        )  # fmt: skip
-        self.stream_length = Gauge(
-            "kaleido_stream_length",
-            "Entries in the stream (XLEN)",
-            ["stream"],
-            multiprocess_mode=SHARED,
-            registry=r,
         )
-        self.stream_lag = Gauge(
-            "kaleido_stream_lag", "Entries not yet delivered to the group", ["stream", "group"],
-            multiprocess_mode=SHARED, registry=r,
-        )  # fmt: skip
-        self.stream_pending = Gauge(
-            "kaleido_stream_pending", "Entries delivered, not acknowledged", ["stream", "group"],
-            multiprocess_mode=SHARED, registry=r,
-        )  # fmt: skip
-        self.stream_oldest_pending_age = Gauge(
+        self.stream_length = sampled(
+            "kaleido_stream_length", "Entries in the stream (XLEN)", ["stream"]
+        )
+        self.stream_lag = sampled(
+            "kaleido_stream_lag", "Entries not yet delivered to the group", ["stream", "group"]
+        )
+        self.stream_pending = sampled(
+            "kaleido_stream_pending", "Entries delivered, not acknowledged", ["stream", "group"]
+        )
+        self.stream_oldest_pending_age = sampled(
             "kaleido_stream_oldest_pending_age_seconds",
             "Age of the oldest pending entry (from its id), 0 when none",
             ["stream", "group"],
-            multiprocess_mode=SHARED,
-            registry=r,
         )
-        self.stream_idle_consumers = Gauge(
+        self.stream_idle_consumers = sampled(
             "kaleido_stream_idle_consumers",
             "Consumers of the group idle longer than the reporter's limit",
             ["stream", "group"],
-            multiprocess_mode=SHARED,
-            registry=r,
         )
-        self.dlq_size = Gauge(
-            "kaleido_dlq_size",
-            "Entries in the stream's dead-letter queue",
-            ["stream"],
-            multiprocess_mode=SHARED,
-            registry=r,
+        self.dlq_size = sampled(
+            "kaleido_dlq_size", "Entries in the stream's dead-letter queue", ["stream"]
         )
         self.seconds_since_sync = Gauge(
             "kaleido_seconds_since_last_good_sync",
