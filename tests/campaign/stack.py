@@ -53,6 +53,9 @@ AOF = {"appendonly": "yes", "appendfsync": "always"}
 # How long a replica may take to catch up with a paused master before the fault goes ahead
 # anyway (and is reported as such).
 CATCH_UP = 10.0
+# How long the cluster may take to decide about a master that was stalled: its replica starts a
+# failover once cluster-node-timeout (2 s) has passed, and the election takes up to about 1 s.
+SETTLE_AFTER_STALL = 4.0
 
 
 class _Thread:
@@ -186,11 +189,14 @@ class Stack:
                 return real
         return announced  # a node that has not announced its proxy yet
 
-    def _topology(self) -> list[tuple[int, str, str | None, bool, bool]]:
-        """(real port, node id, master id, is master with slots, failing) per node."""
+    def _topology(
+        self, asking_not: RedisClusterNode | None = None
+    ) -> list[tuple[int, str, str | None, bool, bool]]:
+        """(real port, node id, master id, is master with slots, failing) per node, as the
+        first node that answers sees it (never `asking_not`)."""
         assert isinstance(self.redis, RedisCluster)
         for node in self.redis.nodes:
-            if not node.running:
+            if not node.running or node is asking_not:
                 continue
             with contextlib.suppress(OSError, sync_redis.RedisError):
                 client = _redis(node.port, 0.5, password=self.redis.password)
@@ -368,14 +374,42 @@ class Stack:
                 self.redis.resume()
             return f"{seconds:.1f} s"
         node = await self._redis_thread.run(lambda: self._pick_master(pick))
-        await self._redis_thread.run(lambda: self._pause_or_refuse(node, seconds + 30))
+        hold = seconds + SETTLE_AFTER_STALL + 90  # the pause outlasts the settling below
+        await self._redis_thread.run(lambda: self._pause_or_refuse(node, hold))
         node.pause()
         try:
             await trio.sleep(seconds)
         finally:
             node.resume()
+        replaced = await self._redis_thread.run(lambda: self._settle_after_stall(node))
         await self._redis_thread.run(lambda: self._after_node_fault(node))
-        return f"{seconds:.1f} s, node {node.port}"
+        return f"{seconds:.1f} s, node {node.port}" + (
+            ", its replica took over" if replaced else ""
+        )
+
+    def _settle_after_stall(self, node: RedisClusterNode) -> bool:
+        """Keep the resumed master's writes paused until it knows what the others decided
+        meanwhile; True when its replica took over. A stall longer than cluster-node-timeout
+        has its replica elected, and a node resumed still believing it is the master would run
+        the writes it held, acknowledge them, and lose them when it learns it was replaced:
+        Redis Cluster's split-brain window, not Kaleido's."""
+        time.sleep(SETTLE_AFTER_STALL)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            # (ValueError: the others do not list the node yet)
+            with contextlib.suppress(OSError, sync_redis.RedisError, DevStackError, ValueError):
+                others = self._topology(asking_not=node)
+                client = _redis(node.port, 0.5, password=self.redis.password)
+                try:
+                    role = client.info("replication")["role"]
+                finally:
+                    client.close()
+                [(_, _, _, master, _)] = [t for t in others if t[0] == node.port]
+                settled = not any(failing for *_, failing in others)
+                if settled and master == (role == "master"):
+                    return not master
+            time.sleep(0.05)
+        raise DevStackError(f"{node.port} and the other nodes disagree about its role")
 
     def _after_node_fault(self, node: RedisClusterNode) -> None:
         self._unpause(node)
@@ -425,8 +459,30 @@ class Stack:
             cluster_ok = time.monotonic() + 60
             self._wait_announced(max(1.0, cluster_ok - time.monotonic()))
 
-        await self._redis_thread.run(rejoin)
+        # Restarted, the node believes for a moment that it is still the master: clients reach
+        # it only once it knows it was replaced (else it would acknowledge writes it then loses,
+        # Redis' window); until then their connections hang, as behind a black hole.
+        proxy = self.redis_proxies[node.port]
+        proxy.open_hole()
+        try:
+            await self._redis_thread.run(rejoin)
+            await self._redis_thread.run(lambda: self._wait_role(node, "slave"))
+        finally:
+            proxy.close_hole()
         return f"master {node.port}, failover in {took:.1f} s"
+
+    def _wait_role(self, node: RedisClusterNode, role: str, within: float = 60.0) -> None:
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError, sync_redis.RedisError):
+                client = _redis(node.port, 0.5, password=self.redis.password)
+                try:
+                    if client.info("replication")["role"] == role:
+                        return
+                finally:
+                    client.close()
+            time.sleep(0.05)
+        raise DevStackError(f"{node.port} is not a {role} {within:g} s after it restarted")
 
     # -- PostgreSQL faults
 
