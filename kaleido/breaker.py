@@ -9,7 +9,9 @@ half-opens; the transition happens lazily, at the next call attempt or `state` r
 
 HALF_OPEN: `half_open_probes` calls are let through (the rest get `CircuitOpen`). When all of them
 have completed, the breaker closes with a fresh window if both rates are below their thresholds,
-and opens again otherwise.
+and opens again otherwise. If they have not all completed within `max_half_open_wait`
+(resilience4j's maxWaitDurationInHalfOpenState), it opens again: a probe stuck on a connection
+that never answers must not keep every other call out until its own timeout.
 
 How outcomes are counted:
 
@@ -70,6 +72,7 @@ class BreakerConfig:
     open_wait: float = 5.0
     half_open_probes: int = 3
     call_timeout: float = 5.0
+    max_half_open_wait: float = math.inf
 
     def __attrs_post_init__(self) -> None:
         for name in ("window_size", "min_calls", "half_open_probes"):
@@ -80,6 +83,10 @@ class BreakerConfig:
         _rate("slow_call_rate_threshold", self.slow_call_rate_threshold)
         _positive("slow_call_threshold", self.slow_call_threshold)
         _positive("call_timeout", self.call_timeout)
+        if not self.max_half_open_wait > 0:  # math.inf: wait for every probe, however long
+            raise ConfigError(
+                f"BreakerConfig.max_half_open_wait must be > 0, got {self.max_half_open_wait!r}"
+            )
         if not (math.isfinite(self.open_wait) and self.open_wait >= 0):
             raise ConfigError(
                 f"BreakerConfig.open_wait must be a finite number >= 0, got {self.open_wait!r}"
@@ -156,6 +163,7 @@ class CircuitBreaker:
     _window: deque[_Outcome] = attrs.field(init=False)
     _probes: list[_Outcome] = attrs.field(init=False, factory=list)
     _probes_in_flight: int = attrs.field(init=False, default=0)
+    _half_opened_at: float = attrs.field(init=False, default=0.0)
 
     @_window.default
     def _new_window(self) -> deque[_Outcome]:
@@ -165,7 +173,8 @@ class CircuitBreaker:
 
     @property
     def state(self) -> BreakerState:
-        """The current state; reading it may move OPEN to HALF_OPEN once `open_wait` is over."""
+        """The current state; reading it may move OPEN to HALF_OPEN once `open_wait` is over,
+        and HALF_OPEN back to OPEN once `max_half_open_wait` is."""
         self._maybe_half_open(self.clock())
         return self._state
 
@@ -237,6 +246,11 @@ class CircuitBreaker:
         return self._probes if self._state is BreakerState.HALF_OPEN else self._window
 
     def _maybe_half_open(self, now: float) -> None:
+        if (
+            self._state is BreakerState.HALF_OPEN
+            and now >= self._half_opened_at + self.config.max_half_open_wait
+        ):
+            self._transition(BreakerState.OPEN, now)  # probes still out: they do not count
         if (
             self._state is BreakerState.OPEN
             and self.opened_at is not None
@@ -312,6 +326,7 @@ class CircuitBreaker:
         elif new is BreakerState.HALF_OPEN:
             self._probes = []
             self._probes_in_flight = 0
+            self._half_opened_at = now
         else:
             self._window.clear()
             self.opened_at = None

@@ -439,6 +439,37 @@ async def test_cancelled_probe_releases_its_slot(autojump_clock: trio.testing.Mo
     assert breaker.state is CLOSED
 
 
+async def test_probes_not_back_within_max_half_open_wait_reopen_it(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A probe stuck on a connection that never answers keeps the others out only until
+    `max_half_open_wait`; then the breaker opens again, half-opens with fresh probe slots,
+    and the stuck probe's late outcome is not counted."""
+    breaker, seen = make(half_open_probes=1, call_timeout=60.0, max_half_open_wait=2.0)
+    await half_open_breaker(breaker)
+    late: list[str] = []
+
+    async def stuck() -> None:
+        late.append(await breaker.call(sleep_then, 30.0, "late"))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(stuck)
+        await trio.testing.wait_all_tasks_blocked()
+        with pytest.raises(CircuitOpen, match="probe calls taken"):
+            await breaker.call(ok)
+        await trio.sleep(2.0)
+        assert breaker.state is OPEN
+        await trio.sleep(breaker.config.open_wait)
+        await succeed(breaker)  # a fresh probe slot
+        assert breaker.state is CLOSED
+    assert late == ["late"] and breaker.state is CLOSED
+    assert [(old, new) for _, old, new in seen][-3:] == [
+        (HALF_OPEN, OPEN),
+        (OPEN, HALF_OPEN),
+        (HALF_OPEN, CLOSED),
+    ]
+
+
 async def test_call_from_before_a_transition_is_not_counted(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -538,6 +569,7 @@ async def test_on_transition_sequence_and_counters(
         ("slow_call_threshold", 0.0),
         ("call_timeout", math.inf),
         ("open_wait", -1.0),
+        ("max_half_open_wait", 0.0),
     ],
 )
 def test_invalid_config_raises_config_error(field: str, value: Any) -> None:

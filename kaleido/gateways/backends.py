@@ -41,9 +41,12 @@ class Backends:
 
 # Blocking stream reads last up to a second: only calls far slower than that count as slow.
 # PostgreSQL statements of a large sync batch may take seconds; its timeout is the driver's.
+# A half-open breaker reopens when its probes are not all back within `max_half_open_wait`: a
+# probe stuck on a connection that never answers (a half-open TCP connection) kept every
+# other call out, readiness included, for the whole 60 s of its timeout.
 BREAKERS = {
-    "redis": BreakerConfig(slow_call_threshold=5.0, call_timeout=8.0),
-    "postgres": BreakerConfig(slow_call_threshold=10.0, call_timeout=60.0),
+    "redis": BreakerConfig(slow_call_threshold=5.0, call_timeout=8.0, max_half_open_wait=8.0),
+    "postgres": BreakerConfig(slow_call_threshold=10.0, call_timeout=60.0, max_half_open_wait=20.0),
 }
 _TIMEOUT_ERRORS: dict[str, type[TransientError]] = {
     "redis": RedisUnavailable,
