@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncpg
 import attrs
 import pytest
+import redis.exceptions as rexc
 import trio
 import trio.testing
 from structlog.testing import capture_logs
 
 from kaleido import errors
 from kaleido.gateways import Backends, Script, open_backends
-from kaleido.gateways._bridge import map_postgres_error
+from kaleido.gateways._bridge import map_postgres_error, map_redis_error
 from kaleido.migrate import MIGRATION_LOCK_ID, available_migrations, migrate, schema_version
 from kaleido.settings import Settings
 
@@ -113,6 +114,32 @@ def test_a_connection_broken_mid_operation_is_transient() -> None:
     assert isinstance(
         map_postgres_error(asyncpg.UndefinedTableError("x")), errors.PostgresQueryError
     )
+
+
+async def test_a_transaction_whose_connection_was_lost_fails_as_unavailable(
+    backends: Backends,
+) -> None:
+    """asyncpg hands a lost connection back to its pool, and the transaction's next call
+    raises InterfaceError as it is made, outside any await: that too must come out as
+    PostgresUnavailable, or an actor crashes on a dropped session instead of retrying."""
+    with pytest.raises(errors.PostgresUnavailable, match="released back to the pool"):
+        async with backends.postgres.transaction() as tx:
+            await tx.execute("SELECT 1")
+            tx._target.terminate()  # as a server gone away leaves it
+            await tx.execute("SELECT 1")
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        rexc.RedisClusterUnreachableError("Redis Cluster cannot be connected"),
+        rexc.SlotNotCoveredError("Slot 15979 is not covered by the cluster"),
+    ],
+)
+def test_a_cluster_without_a_reachable_node_is_unavailable(exc: Exception) -> None:
+    # Neither is a RedisError: unmapped, they crashed every consumer at once during failovers.
+    mapped = map_redis_error(exc)
+    assert isinstance(mapped, errors.RedisUnavailable) and type(exc).__name__ in str(mapped)
 
 
 async def test_posts_leave_room_for_in_place_view_count_updates(backends: Backends) -> None:

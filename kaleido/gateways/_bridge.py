@@ -60,6 +60,10 @@ def map_redis_error(exc: BaseException) -> BaseException:
         if text.startswith(("LOADING", "BUSY ", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN")):
             return errors.RedisUnavailable(f"redis: {text}")
         return errors.RedisCommandError(f"redis: {text}", code=text.split(" ", 1)[0])
+    if isinstance(exc, rexc.RedisClusterUnreachableError | rexc.SlotNotCoveredError):
+        # Not RedisErrors: the cluster's client found no node answering, or a slot without a
+        # master (a failover under way). Both pass; the client refreshes its map on the retry.
+        return errors.RedisUnavailable(f"redis: {type(exc).__name__}: {exc}")
     if isinstance(exc, rexc.AuthenticationError | rexc.AuthorizationError):
         return errors.RedisCommandError(f"redis: {type(exc).__name__}: {exc}")
     if isinstance(

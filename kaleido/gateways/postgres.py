@@ -7,7 +7,7 @@ that commits on success and rolls back (shielded, bounded) on any exception or c
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -28,6 +28,13 @@ ROUTES_STATEMENT_TIMEOUT = 5.0
 CLOSE_TIMEOUT = 3.0
 
 
+async def _called(method: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+    # A connection asyncpg released when it was lost (pg_terminate_backend, a restart) raises
+    # InterfaceError as its method is called, not when awaited: called here, inside the
+    # bridge, it is mapped (PostgresUnavailable) like any other error of the call.
+    return await method(*args)
+
+
 class _Queries:
     """fetch/fetchrow/fetchval/execute/executemany over one asyncpg connection or pool."""
 
@@ -35,20 +42,20 @@ class _Queries:
     _bridge: AsyncioBridge
 
     async def fetch(self, query: str, *args: Any) -> list[Any]:
-        return list(await self._bridge.run(self._target.fetch(query, *args)))
+        return list(await self._bridge.run(_called(self._target.fetch, query, *args)))
 
     async def fetchrow(self, query: str, *args: Any) -> Any:
-        return await self._bridge.run(self._target.fetchrow(query, *args))
+        return await self._bridge.run(_called(self._target.fetchrow, query, *args))
 
     async def fetchval(self, query: str, *args: Any) -> Any:
-        return await self._bridge.run(self._target.fetchval(query, *args))
+        return await self._bridge.run(_called(self._target.fetchval, query, *args))
 
     async def execute(self, query: str, *args: Any) -> str:
-        result: str = await self._bridge.run(self._target.execute(query, *args))
+        result: str = await self._bridge.run(_called(self._target.execute, query, *args))
         return result
 
     async def executemany(self, query: str, args: Sequence[Sequence[Any]]) -> None:
-        await self._bridge.run(self._target.executemany(query, args))
+        await self._bridge.run(_called(self._target.executemany, query, args))
 
 
 class Transaction(_Queries):
