@@ -175,7 +175,7 @@ class CircuitBreaker:
     def state(self) -> BreakerState:
         """The current state; reading it may move OPEN to HALF_OPEN once `open_wait` is over,
         and HALF_OPEN back to OPEN once `max_half_open_wait` is."""
-        self._maybe_half_open(self.clock())
+        self._timed_transitions(self.clock())
         return self._state
 
     @property
@@ -245,7 +245,9 @@ class CircuitBreaker:
     def _current_outcomes(self) -> deque[_Outcome] | list[_Outcome]:
         return self._probes if self._state is BreakerState.HALF_OPEN else self._window
 
-    def _maybe_half_open(self, now: float) -> None:
+    def _timed_transitions(self, now: float) -> None:
+        """The transitions time alone makes: OPEN to HALF_OPEN after `open_wait`, HALF_OPEN
+        back to OPEN after `max_half_open_wait`."""
         if (
             self._state is BreakerState.HALF_OPEN
             and now >= self._half_opened_at + self.config.max_half_open_wait
@@ -261,7 +263,7 @@ class CircuitBreaker:
     def _acquire(self) -> int:
         """Return the epoch of a permitted call, or raise `CircuitOpen`."""
         now = self.clock()
-        self._maybe_half_open(now)
+        self._timed_transitions(now)
         if self._state is BreakerState.OPEN:
             assert self.opened_at is not None
             self.rejected_calls += 1

@@ -399,11 +399,7 @@ class Stack:
             # (ValueError: the others do not list the node yet)
             with contextlib.suppress(OSError, sync_redis.RedisError, DevStackError, ValueError):
                 others = self._topology(asking_not=node)
-                client = _redis(node.port, 0.5, password=self.redis.password)
-                try:
-                    role = client.info("replication")["role"]
-                finally:
-                    client.close()
+                role = self._role(node)
                 [(_, _, _, master, _)] = [t for t in others if t[0] == node.port]
                 settled = not any(failing for *_, failing in others)
                 if settled and master == (role == "master"):
@@ -471,16 +467,20 @@ class Stack:
             proxy.close_hole()
         return f"master {node.port}, failover in {took:.1f} s"
 
+    def _role(self, node: RedisClusterNode) -> str:
+        """What the node believes it is: "master" or "slave"."""
+        client = _redis(node.port, 0.5, password=self.redis.password)
+        try:
+            return str(client.info("replication")["role"])
+        finally:
+            client.close()
+
     def _wait_role(self, node: RedisClusterNode, role: str, within: float = 60.0) -> None:
         deadline = time.monotonic() + within
         while time.monotonic() < deadline:
             with contextlib.suppress(OSError, sync_redis.RedisError):
-                client = _redis(node.port, 0.5, password=self.redis.password)
-                try:
-                    if client.info("replication")["role"] == role:
-                        return
-                finally:
-                    client.close()
+                if self._role(node) == role:
+                    return
             time.sleep(0.05)
         raise DevStackError(f"{node.port} is not a {role} {within:g} s after it restarted")
 
